@@ -1,0 +1,92 @@
+"""The app factory: the composition root that assembles runtime, schema and routes.
+
+It is the one module of gateway/ that reaches into schema/ (lazily, when no schema is handed
+in), because it is where the GraphQL surface meets the runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from strawberry.http.ides import get_graphql_ide_html
+
+from gateway.auth.policy import POLICY_TOPIC
+from gateway.http.graphql import GraphQLEndpoint
+from gateway.http.health import healthz, metrics_route, readiness
+from gateway.http.middleware import RequestMiddleware
+from gateway.http.websocket import SubscriptionEndpoint
+from gateway.jobs.broker import start_worker
+from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import make_tracer
+from gateway.runtime import Runtime, build_runtime
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SchemaFactory = Callable[[Runtime], Any]
+
+
+def _default_schema(runtime: Runtime) -> Any:
+    from schema import build_schema
+
+    return build_schema(runtime.settings)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               schema_factory: SchemaFactory = _default_schema, tracer: Any = None) -> Starlette:
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    runtime = runtime or build_runtime(settings)
+    schema = schema_factory(runtime)
+    metrics = Metrics(runtime.db)
+    if tracer is None:
+        tracer, _provider = make_tracer(settings)
+    graphql = GraphQLEndpoint(schema, runtime, metrics, tracer=tracer,
+                              graphiql_html=get_graphql_ide_html(graphql_ide="graphiql"))
+    subscriptions = SubscriptionEndpoint(schema, runtime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.bus.start()
+        await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
+        worker = None
+        if settings.runs_embedded_worker:
+            worker = start_worker(runtime.broker, settings.regions, settings.worker_threads)
+            recovered = runtime.jobs.recover()
+            if recovered:
+                log.info("re-enqueued %s unfinished jobs", recovered)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop(timeout=5_000)
+            await runtime.bus.stop()
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/graphql")
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql.handle, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", subscriptions),
+            Route("/healthz", healthz),
+            Route("/readyz", readiness(runtime)),
+            Route("/metrics", metrics_route(metrics)),
+            Route("/", root),
+        ],
+        middleware=[Middleware(RequestMiddleware, metrics=metrics,
+                               max_body_bytes=settings.max_body_bytes)],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.schema = schema
+    app.state.graphql = graphql
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,1 @@
+"""Who is calling (API keys, JWT) and what they may do (casbin, domains = tenants)."""

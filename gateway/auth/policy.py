@@ -1,0 +1,141 @@
+"""Authorisation with casbin: the model file sits beside this module, the policy lines in the
+`casbin_rule` table. A change made through `AccessPolicy` is written to the database and
+applied at once in this process; other processes reload when the bus tells them
+(`policy.changed`), so no restart is ever needed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import casbin
+from casbin import persist
+from sqlmodel import delete, select
+
+from gateway.auth.models import CasbinRule
+from gateway.db import ALL_TENANTS, Database
+from gateway.errors import InvalidInput
+
+ROLES: tuple[str, ...] = ("admin", "trader", "compliance_officer", "viewer", "vendor")
+PLATFORM_ADMIN = "platform_admin"
+POLICY_TOPIC = "policy.changed"
+
+
+def subject(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def role_subject(role: str) -> str:
+    return f"role:{role}"
+
+
+class SQLModelAdapter(persist.Adapter):
+    """Casbin adapter over the `casbin_rule` table, in system sessions (policy spans tenants)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def load_policy(self, model: Any) -> None:
+        with self._db.system_session() as session:
+            for rule in session.exec(select(CasbinRule).order_by(CasbinRule.id)):
+                values = [rule.ptype, rule.v0, rule.v1, rule.v2, rule.v3, rule.v4, rule.v5]
+                while values and values[-1] == "":
+                    values.pop()
+                persist.load_policy_line(", ".join(values), model)
+
+    def save_policy(self, model: Any) -> bool:
+        with self._db.system_transaction() as session:
+            session.exec(delete(CasbinRule))
+            for sec in ("p", "g"):
+                for ptype, ast in model.model.get(sec, {}).items():
+                    for rule in ast.policy:
+                        session.add(_row(ptype, rule))
+        return True
+
+    def add_policy(self, sec: str, ptype: str, rule: list[str]) -> None:
+        with self._db.system_transaction() as session:
+            session.add(_row(ptype, rule))
+
+    def add_policies(self, sec: str, ptype: str, rules: Iterable[list[str]]) -> None:
+        with self._db.system_transaction() as session:
+            session.add_all([_row(ptype, r) for r in rules])
+
+    def remove_policy(self, sec: str, ptype: str, rule: list[str]) -> bool:
+        return self.remove_filtered_policy(sec, ptype, 0, *rule)
+
+    def remove_policies(self, sec: str, ptype: str, rules: Iterable[list[str]]) -> bool:
+        return all([self.remove_policy(sec, ptype, r) for r in rules])
+
+    def remove_filtered_policy(
+        self, sec: str, ptype: str, field_index: int, *field_values: str
+    ) -> bool:
+        stmt = delete(CasbinRule).where(CasbinRule.ptype == ptype)
+        for offset, value in enumerate(field_values):
+            if value:
+                column = getattr(CasbinRule, f"v{field_index + offset}")
+                stmt = stmt.where(column == value)
+        with self._db.system_transaction() as session:
+            result = session.exec(stmt)
+        return bool(result.rowcount)
+
+
+def _row(ptype: str, rule: list[str]) -> CasbinRule:
+    values = {f"v{i}": v for i, v in enumerate(rule)}
+    return CasbinRule(ptype=ptype, **values)
+
+
+class AccessPolicy:
+    """Who may do what, where. `allowed` is on every request's path, so it stays in memory."""
+
+    def __init__(self, db: Database) -> None:
+        model_path = resources.files("gateway.auth").joinpath("rbac_with_domains.conf")
+        self._enforcer = casbin.SyncedEnforcer(str(model_path), SQLModelAdapter(db))
+        self._lock = threading.Lock()
+
+    def reload(self) -> None:
+        with self._lock:
+            self._enforcer.load_policy()
+
+    def allowed(self, user_id: str, tenant_id: str, obj: str, act: str) -> bool:
+        return bool(self._enforcer.enforce(subject(user_id), tenant_id, obj, act))
+
+    def is_platform_admin(self, user_id: str) -> bool:
+        return self.allowed(user_id, ALL_TENANTS, "platform", "admin")
+
+    def roles(self, user_id: str, tenant_id: str) -> list[str]:
+        found = set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), tenant_id))
+        found |= set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), ALL_TENANTS))
+        return sorted(r.removeprefix("role:") for r in found)
+
+    def grant_rows(self, user_id: str, roles: list[str] | tuple[str, ...], tenant_id: str
+                   ) -> list[CasbinRule]:
+        """Grouping rows to add in the caller's own transaction; `reload()` after commit."""
+        for role in roles:
+            self.check_role(role, tenant_id)
+        return [_row("g", [subject(user_id), role_subject(r), tenant_id]) for r in dict.fromkeys(roles)]
+
+    def grant(self, user_id: str, role: str, tenant_id: str) -> bool:
+        self.check_role(role, tenant_id)
+        return bool(
+            self._enforcer.add_role_for_user_in_domain(subject(user_id), role_subject(role), tenant_id)
+        )
+
+    def revoke(self, user_id: str, role: str, tenant_id: str) -> bool:
+        self.check_role(role, tenant_id)
+        return bool(
+            self._enforcer.delete_roles_for_user_in_domain(
+                subject(user_id), role_subject(role), tenant_id
+            )
+        )
+
+    @staticmethod
+    def check_role(role: str, tenant_id: str) -> None:
+        if role == PLATFORM_ADMIN:
+            if tenant_id != ALL_TENANTS:
+                raise InvalidInput("platform_admin is granted platform-wide only",
+                                   code="ROLE_INVALID")
+        elif role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}",
+                               code="ROLE_INVALID")

@@ -1,0 +1,189 @@
+"""`alphintra`: serve, worker, migrate, tenant create, apikey create, role grant, seed-demo."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from sqlmodel import select
+
+from gateway.db import ALL_TENANTS, utcnow
+from gateway.errors import DomainError
+from gateway.observability import logs
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate_database(settings: Settings, revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = settings.database_url
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, revision)
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Alphintra gateway. Settings come from ALPHINTRA_* environment variables."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_json)
+    ctx.obj = settings
+
+
+def _runtime(settings: Settings):  # noqa: ANN202 - imported lazily to keep the CLI light
+    from gateway.runtime import build_runtime
+
+    return build_runtime(settings)
+
+
+@main.command()
+@click.option("--host", default=None, help="defaults to ALPHINTRA_HOST (127.0.0.1)")
+@click.option("--port", default=None, type=int, help="defaults to ALPHINTRA_PORT (8000)")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """Serve GraphQL at /graphql (worker threads inside unless ALPHINTRA_REDIS_URL is set)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                log_config=None, ws="websockets-sansio")
+
+
+@main.command()
+@click.option("--region", "regions", multiple=True, help="queue(s) to consume; default all")
+@click.option("--threads", default=None, type=int, help="worker threads (ALPHINTRA_WORKER_THREADS)")
+@click.pass_obj
+def worker(settings: Settings, regions: tuple[str, ...], threads: int | None) -> None:
+    """Run jobs from the Redis queues of the given regions until SIGTERM or SIGINT."""
+    from gateway.jobs.broker import start_worker
+
+    if not settings.redis_url:
+        raise click.UsageError("a separate worker needs ALPHINTRA_REDIS_URL; without it the "
+                               "gateway runs its own worker threads")
+    unknown = set(regions) - set(settings.regions)
+    if unknown:
+        raise click.BadParameter(f"unknown region(s) {sorted(unknown)}; one of {settings.regions}")
+    runtime = _runtime(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = start_worker(runtime.broker, regions or settings.regions,
+                          threads or settings.worker_threads)
+    click.echo(f"worker consuming {', '.join(regions or settings.regions)}", err=True)
+    stop.wait()
+    worker.stop(timeout=10_000)
+    runtime.close()
+
+
+@main.command()
+@click.option("--revision", default="head")
+@click.pass_obj
+def migrate(settings: Settings, revision: str) -> None:
+    """Apply Alembic migrations to ALPHINTRA_DATABASE_URL."""
+    migrate_database(settings, revision)
+    click.echo(f"database at {revision}", err=True)
+
+
+@main.group()
+def tenant() -> None:
+    """Tenants."""
+
+
+@tenant.command("create")
+@click.option("--slug", required=True)
+@click.option("--name", required=True)
+@click.option("--admin-email", required=True)
+@click.option("--base-currency", default="USD")
+@click.option("--home-region", default="americas")
+@click.pass_obj
+def tenant_create(settings: Settings, slug: str, name: str, admin_email: str,
+                  base_currency: str, home_region: str) -> None:
+    """Create a tenant with an admin user; prints the admin's API key once."""
+    runtime = _runtime(settings)
+    try:
+        tenant_row, admin, (_, key) = runtime.tenancy.onboard(
+            slug, name, admin_email, base_currency=base_currency, home_region=home_region)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    click.echo(f"tenant {tenant_row.slug} ({tenant_row.id}), admin {admin.email}")
+    click.echo(f"admin API key (shown once): {key}")
+
+
+@main.group()
+def apikey() -> None:
+    """API keys."""
+
+
+@apikey.command("create")
+@click.option("--tenant", "slug", required=True)
+@click.option("--email", required=True, help="the user the key acts as")
+@click.option("--name", default="cli")
+@click.option("--expires-in-days", type=int, default=None)
+@click.pass_obj
+def apikey_create(settings: Settings, slug: str, email: str, name: str,
+                  expires_in_days: int | None) -> None:
+    """Create an API key for a user; prints it once."""
+    from gateway.tenancy.models import User
+
+    runtime = _runtime(settings)
+    try:
+        tenant_row = runtime.tenancy.tenant_by_slug(slug)
+        with runtime.db.tenant_session(tenant_row.id) as session:
+            user = session.exec(select(User).where(User.email == email.lower())).first()
+        if user is None:
+            raise click.ClickException(f"USER_NOT_FOUND: no user {email} in {slug}")
+        expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+        _, key = runtime.tenancy.create_api_key(tenant_row.id, user.id, name, expires_at=expires)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    click.echo(f"API key (shown once): {key}")
+
+
+@main.group()
+def role() -> None:
+    """Role grants."""
+
+
+@role.command("grant")
+@click.option("--tenant", "slug", required=True)
+@click.option("--email", required=True)
+@click.option("--role", "role_name", required=True,
+              help="admin, trader, compliance_officer, viewer, vendor, or platform_admin")
+@click.pass_obj
+def role_grant(settings: Settings, slug: str, email: str, role_name: str) -> None:
+    """Grant a role in the user's tenant (platform_admin: across all tenants)."""
+    from gateway.tenancy.models import User
+
+    runtime = _runtime(settings)
+    try:
+        tenant_row = runtime.tenancy.tenant_by_slug(slug)
+        with runtime.db.tenant_session(tenant_row.id) as session:
+            user = session.exec(select(User).where(User.email == email.lower())).first()
+        if user is None:
+            raise click.ClickException(f"USER_NOT_FOUND: no user {email} in {slug}")
+        domain = ALL_TENANTS if role_name == "platform_admin" else tenant_row.id
+        runtime.policy.grant(user.id, role_name, domain)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    click.echo(f"{email} is {role_name}")
+
+
+@main.command("seed-demo")
+@click.pass_obj
+def seed_demo(settings: Settings) -> None:
+    """Create the demo tenant `demo` with an admin key (ALPHINTRA_DEMO_API_KEY, or generated)."""
+    from gateway.seed import seed_demo as seed
+
+    try:
+        message = seed(_runtime(settings))
+    except (DomainError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(message)

@@ -1,0 +1,176 @@
+"""Engine and sessions, and the one place where rows are filtered by tenant.
+
+A session is opened for a scope: one tenant (`Database.tenant_session`) or, explicitly, all of
+them (`Database.system_session`, for migrations, authentication look-ups, metrics and the
+platform's own work). In a tenant session every ORM query on a tenant-owned model gets
+`tenant_id = <scope>` added by a `do_orm_execute` hook, and every row it writes is stamped or
+checked in `before_flush`. A session opened with no scope refuses to touch tenant-owned rows,
+so forgetting the scope fails loudly instead of leaking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, event
+from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+from sqlmodel import Session as SQLModelSession
+
+from gateway.errors import Forbidden
+
+SCOPE_KEY = "alphintra.tenant_scope"
+ALL_TENANTS = "*"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every back-end (SQLite stores no offset, so it is restored here)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class TenantOwned(SQLModel):
+    """Mixin for every row that belongs to one tenant."""
+
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=36)
+
+
+class TenantRoot:
+    """Marker for the Tenant model itself: a tenant session sees only its own tenant."""
+
+    id: Any
+
+
+def _add_tenant_criteria(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.execution_options.get("include_all_tenants"):
+        return
+    scope = state.session.info.get(SCOPE_KEY)
+    touches_tenant_rows = any(
+        issubclass(m.class_, (TenantOwned, TenantRoot)) for m in state.all_mappers
+    )
+    if scope is None:
+        if touches_tenant_rows:
+            raise RuntimeError("tenant-owned rows queried in a session without a tenant scope")
+        return
+    if scope == ALL_TENANTS or not touches_tenant_rows:
+        return
+    # Criteria for every tenant table, so joined entities are filtered too; one per mapped
+    # class because SQLModel mixins have no SQL columns for a lambda to read.
+    options = [with_loader_criteria(cls, cls.tenant_id == scope, include_aliases=True)
+               for cls in _mapped_subclasses(TenantOwned)]
+    options += [with_loader_criteria(cls, cls.id == scope, include_aliases=True)
+                for cls in _mapped_subclasses(TenantRoot)]
+    state.statement = state.statement.options(*options)
+
+
+def _mapped_subclasses(base: type) -> list[type]:
+    found, todo = [], list(base.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if hasattr(cls, "__table__"):
+            found.append(cls)
+    return found
+
+
+def _stamp_tenant(session: Session, flush_context: Any, instances: Any) -> None:
+    scope = session.info.get(SCOPE_KEY)
+    for obj in list(session.new) + list(session.dirty):
+        if not isinstance(obj, TenantOwned):
+            continue
+        if scope is None:
+            raise RuntimeError("tenant-owned row written in a session without a tenant scope")
+        if scope == ALL_TENANTS:
+            if not obj.tenant_id:
+                raise RuntimeError(f"{type(obj).__name__} written without tenant_id")
+            continue
+        if not obj.tenant_id:
+            obj.tenant_id = scope
+        elif obj.tenant_id != scope:
+            raise Forbidden("row belongs to another tenant", code="TENANT_FORBIDDEN")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+        if url in {"sqlite://", "sqlite:///:memory:"}:
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    """An engine and a session factory with the tenant hooks installed on it (not globally)."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self._sessions = sessionmaker(
+            self.engine, class_=SQLModelSession, expire_on_commit=False
+        )
+        event.listen(self._sessions, "do_orm_execute", _add_tenant_criteria)
+        event.listen(self._sessions, "before_flush", _stamp_tenant)
+
+    def tenant_session(self, tenant_id: str) -> SQLModelSession:
+        if not tenant_id or tenant_id == ALL_TENANTS:
+            raise ValueError("a tenant session needs one tenant id")
+        return self._sessions(info={SCOPE_KEY: tenant_id})
+
+    def system_session(self) -> SQLModelSession:
+        return self._sessions(info={SCOPE_KEY: ALL_TENANTS})
+
+    def unscoped_session(self) -> SQLModelSession:
+        return self._sessions()
+
+    @contextmanager
+    def tenant_transaction(self, tenant_id: str) -> Iterator[SQLModelSession]:
+        with self.tenant_session(tenant_id) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def system_transaction(self) -> Iterator[SQLModelSession]:
+        with self.system_session() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

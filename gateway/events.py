@@ -1,0 +1,283 @@
+"""The event bus behind subscriptions.
+
+`publish` is synchronous and thread-safe, so resolvers, services and Dramatiq actors running in
+threads can all call it. Each topic numbers its events 1, 2, 3 …; a subscriber that sees a jump
+knows it missed something (a slow subscriber's queue overflowing drops events rather than
+stalling the publisher) and can re-read the state it follows.
+
+Two implementations: `InProcessBus` for one process, `RedisBus` across processes (the sequence
+is an atomic INCR and PUBLISH in one Lua script, so numbers and delivery order agree).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+import redis.asyncio as aredis
+
+from gateway.db import utcnow
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+Listener = Callable[["Event"], None]
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    sequence: int
+    payload: dict[str, Any]
+    published_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"topic": self.topic, "sequence": self.sequence, "payload": self.payload,
+             "published_at": self.published_at},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        data = json.loads(raw)
+        return cls(data["topic"], int(data["sequence"]), data["payload"], data["published_at"])
+
+
+class Subscription:
+    """One subscriber's queue on one topic; iterate it, then `close()` it."""
+
+    def __init__(self, fanout: _Fanout, topic: str) -> None:
+        self.topic = topic
+        self.dropped = 0
+        self._fanout = fanout
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
+
+    def _offer(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def deliver_threadsafe(self, event: Event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._offer, event)
+        except RuntimeError:  # the subscriber's loop has closed
+            pass
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._queue.get()
+
+    async def close(self) -> None:
+        await self._fanout.remove(self)
+
+
+class _Fanout:
+    """Local delivery to subscriptions and listeners of this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._listeners: dict[str, list[Listener]] = defaultdict(list)
+        self.on_first: Callable[[str], Any] | None = None
+        self.on_last: Callable[[str], Any] | None = None
+
+    def deliver(self, event: Event) -> None:
+        with self._lock:
+            subs = list(self._subs.get(event.topic, ()))
+            listeners = list(self._listeners.get(event.topic, ()))
+        for sub in subs:
+            sub.deliver_threadsafe(event)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed", extra={"topic": event.topic})
+
+    def topics(self) -> set[str]:
+        with self._lock:
+            return {t for t, s in self._subs.items() if s} | set(self._listeners)
+
+    def add(self, sub: Subscription) -> bool:
+        with self._lock:
+            first = not self._subs[sub.topic] and sub.topic not in self._listeners
+            self._subs[sub.topic].add(sub)
+            return first
+
+    async def remove(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.topic)
+            if subs is None or sub not in subs:
+                return
+            subs.discard(sub)
+            last = not subs and sub.topic not in self._listeners
+            if not subs:
+                del self._subs[sub.topic]
+        if last and self.on_last is not None:
+            await self.on_last(sub.topic)
+
+    def listen(self, topic: str, listener: Listener) -> bool:
+        with self._lock:
+            first = not self._subs.get(topic) and topic not in self._listeners
+            self._listeners[topic].append(listener)
+            return first
+
+
+class Bus(Protocol):
+    def publish(self, topic: str, payload: dict[str, Any]) -> Event: ...
+    async def subscribe(self, topic: str) -> Subscription: ...
+    async def listen(self, topic: str, listener: Listener) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def ping(self) -> None: ...
+
+
+class InProcessBus:
+    def __init__(self) -> None:
+        self._fanout = _Fanout()
+        self._seq: dict[str, int] = defaultdict(int)
+        self._seq_lock = threading.Lock()
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> Event:
+        # Numbering and delivery under one lock, so subscribers see sequence order.
+        with self._seq_lock:
+            self._seq[topic] += 1
+            event = Event(topic, self._seq[topic], payload, utcnow().isoformat())
+            self._fanout.deliver(event)
+        return event
+
+    async def subscribe(self, topic: str) -> Subscription:
+        sub = Subscription(self._fanout, topic)
+        self._fanout.add(sub)
+        return sub
+
+    async def listen(self, topic: str, listener: Listener) -> None:
+        self._fanout.listen(topic, listener)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def ping(self) -> None:
+        return None
+
+
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], 604800)
+local msg = '{"topic":' .. cjson.encode(ARGV[1]) .. ',"sequence":' .. seq ..
+  ',"published_at":' .. cjson.encode(ARGV[3]) .. ',"payload":' .. ARGV[2] .. '}'
+redis.call('PUBLISH', KEYS[2], msg)
+return seq
+"""
+
+
+class RedisBus:
+    """Redis pub/sub: one subscriber connection per process, fanned out locally."""
+
+    def __init__(self, url: str, namespace: str = "alphintra") -> None:
+        self._url = url
+        self._ns = namespace
+        self._sync = redis.Redis.from_url(url)
+        self._publish_script = self._sync.register_script(_PUBLISH)
+        self._fanout = _Fanout()
+        self._fanout.on_last = self._unsubscribe
+        self._async: aredis.Redis | None = None
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._start_lock: asyncio.Lock | None = None
+
+    def _channel(self, topic: str) -> str:
+        return f"{self._ns}:events:{topic}"
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> Event:
+        now = utcnow().isoformat()
+        body = json.dumps(payload, separators=(",", ":"), default=str)
+        seq = self._publish_script(
+            keys=[f"{self._ns}:seq:{topic}", self._channel(topic)], args=[topic, body, now]
+        )
+        return Event(topic, int(seq), json.loads(body), now)
+
+    async def start(self) -> None:
+        if self._reader is not None:
+            return
+        self._async = aredis.Redis.from_url(self._url)
+        self._pubsub = self._async.pubsub(ignore_subscribe_messages=True)
+        # A pubsub connection needs one channel before it can be read.
+        await self._pubsub.subscribe(self._channel("_bus.alive"))
+        self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+            self._reader = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None
+        if self._async is not None:
+            await self._async.aclose()
+            self._async = None
+        self._sync.close()
+
+    async def _read(self) -> None:
+        prefix = f"{self._ns}:events:"
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("redis bus read failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"].decode()
+            if not channel.startswith(prefix):
+                continue
+            try:
+                event = Event.from_json(message["data"])
+            except (ValueError, KeyError):
+                log.warning("malformed event on %s", channel)
+                continue
+            self._fanout.deliver(event)
+
+    async def subscribe(self, topic: str) -> Subscription:
+        await self.start()
+        sub = Subscription(self._fanout, topic)
+        if self._fanout.add(sub):
+            await self._pubsub.subscribe(self._channel(topic))
+        return sub
+
+    async def listen(self, topic: str, listener: Listener) -> None:
+        await self.start()
+        if self._fanout.listen(topic, listener):
+            await self._pubsub.subscribe(self._channel(topic))
+
+    async def _unsubscribe(self, topic: str) -> None:
+        if self._pubsub is not None:
+            await self._pubsub.unsubscribe(self._channel(topic))
+
+    def ping(self) -> None:
+        self._sync.ping()
+
+
+def make_bus(redis_url: str | None, namespace: str = "alphintra") -> Bus:
+    return RedisBus(redis_url, namespace) if redis_url else InProcessBus()

@@ -1,0 +1,1 @@
+"""The HTTP and WebSocket surface: GraphQL transport, middleware, health and metrics routes."""

@@ -1,0 +1,43 @@
+"""How errors reach a client: domain errors with their code, GraphQL request errors with theirs,
+and anything else masked, with the request id to quote, and logged in full."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from graphql import GraphQLError
+
+from gateway.errors import GRAPHQL_VALIDATION_FAILED, INTERNAL_ERROR, DomainError
+
+log = logging.getLogger("gateway.errors")
+
+
+def error_body(code: str, message: str, **extensions: Any) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+
+
+def format_error(error: GraphQLError, request_id: str, default_code: str = GRAPHQL_VALIDATION_FAILED
+                 ) -> dict[str, Any]:
+    original = error.original_error
+    while isinstance(original, GraphQLError) and original.original_error is not None:
+        original = original.original_error
+    if original is None or isinstance(original, GraphQLError):
+        formatted = error.formatted
+        ext = dict(formatted.get("extensions") or {})
+        ext.setdefault("code", default_code)
+        formatted["extensions"] = ext
+        return formatted
+    if isinstance(original, DomainError):
+        formatted = {"message": original.message,
+                     "extensions": {"code": original.code, **original.details}}
+    else:
+        log.error("unexpected error in resolver", exc_info=original,
+                  extra={"request_id": request_id, "path": error.path})
+        formatted = {"message": "Internal server error",
+                     "extensions": {"code": INTERNAL_ERROR, "requestId": request_id}}
+    if error.locations is not None:
+        formatted["locations"] = [{"line": loc.line, "column": loc.column} for loc in error.locations]
+    if error.path is not None:
+        formatted["path"] = error.path
+    return formatted

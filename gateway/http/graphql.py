@@ -1,0 +1,285 @@
+"""GraphQL over HTTP (POST and GET), after the GraphQL-over-HTTP specification.
+
+Queries and mutations run synchronously in a worker thread (one thread hop per request, no
+per-field coroutines: measured faster than async execution for our sync resolvers). Parsing
+and validation are cached per document in bounded LRU caches. Subscriptions go over the
+WebSocket route instead (gateway/http/websocket.py).
+
+Status codes: with `application/graphql-response+json` a request error (unparsable, invalid,
+unknown operation, bad variables) is 400 and an executed operation 200; with legacy
+`application/json` every well-formed request is 200. Authentication failures are 401.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    NoSchemaIntrospectionCustomRule,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    get_operation_ast,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.execution.values import get_variable_values
+from opentelemetry.trace import NoOpTracer, Tracer
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from gateway import errors as codes
+from gateway.auth.authenticate import bearer_token
+from gateway.errors import DomainError, InvalidInput, Unauthenticated
+from gateway.http.context import RequestContext
+from gateway.http.errors import error_body, format_error
+from gateway.http.limits import limits_rule
+from gateway.observability.logs import log_context
+from gateway.observability.metrics import Metrics
+from gateway.runtime import Runtime
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+# Marks a GraphQL request error: 400 for graphql-response+json, 200 for legacy JSON.
+GRAPHQL_REQUEST_ERROR = -400
+
+
+class LRU:
+    """A small thread-safe LRU; bounded so hostile documents cannot grow memory."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = Lock()
+
+    def get_or_make(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = make()
+        with self._lock:
+            self._data[key] = value
+            if len(self._data) > self._size:
+                self._data.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    document: DocumentNode | None
+    errors: tuple[GraphQLError, ...]
+    code: str | None
+
+
+class RequestProblem(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+class GraphQLEndpoint:
+    """The `/graphql` HTTP route. Owns the document caches for one schema."""
+
+    def __init__(self, schema: Any, runtime: Runtime, metrics: Metrics,
+                 tracer: Tracer | None = None, graphiql_html: str | None = None) -> None:
+        settings = runtime.settings
+        self.schema = schema
+        self.gql: GraphQLSchema = schema._schema
+        self.execution_context_class = getattr(schema, "execution_context_class", None)
+        self.runtime = runtime
+        self.metrics = metrics
+        self.tracer = tracer or NoOpTracer()
+        self.graphiql_html = graphiql_html if settings.graphiql else None
+        self.max_tokens = settings.max_tokens
+        self.rules = [*specified_rules, limits_rule(settings.max_depth, settings.max_aliases,
+                                                    settings.max_cost, settings.max_page_size)]
+        if not settings.introspection:
+            self.rules.append(NoSchemaIntrospectionCustomRule)
+        self.documents = LRU(settings.parse_cache_size)
+
+    # Preparation: parse + validate, cached per query text.
+    def prepare(self, query: str) -> Prepared:
+        return self.documents.get_or_make(query, lambda: self._prepare(query))
+
+    def _prepare(self, query: str) -> Prepared:
+        try:
+            document = parse(query, max_lexical_tokens=self.max_tokens,
+                             max_comments=self.max_tokens, no_location=False)
+        except GraphQLError as error:
+            code = (codes.QUERY_TOO_COMPLEX if "tokens" in error.message and "Parsing aborted"
+                    in error.message else codes.GRAPHQL_PARSE_FAILED)
+            return Prepared(None, (error,), code)
+        errors = validate(self.gql, document, self.rules)
+        if errors:
+            return Prepared(None, tuple(errors), codes.GRAPHQL_VALIDATION_FAILED)
+        return Prepared(document, (), None)
+
+    async def handle(self, request: Request) -> Response:
+        request_id = request.state.request_id
+        if request.method == "GET" and self.graphiql_html and _wants_html(request):
+            return HTMLResponse(self.graphiql_html)
+        try:
+            media = _negotiate(request.headers.get("accept"))
+            params = await _read_params(request)
+            token = bearer_token(request.headers.get("authorization"))
+        except RequestProblem as problem:
+            return self._problem(problem, JSON)
+        except Unauthenticated as exc:
+            return self._problem(RequestProblem(401, exc.code, exc.message,
+                                                {"WWW-Authenticate": "Bearer"}), JSON)
+        status, body = await run_in_threadpool(self.run, params, token, request.method, request_id)
+        for error in body.get("errors", ()):
+            self.metrics.errors.labels(error.get("extensions", {}).get("code", "UNKNOWN")).inc()
+        if media == JSON and status == GRAPHQL_REQUEST_ERROR:
+            status = 200  # legacy media type: a well-formed request is 200 whatever its errors
+        elif status == GRAPHQL_REQUEST_ERROR:
+            status = 400
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(body, status_code=status, media_type=media, headers=headers)
+
+    def _problem(self, problem: RequestProblem, media: str) -> Response:
+        self.metrics.errors.labels(problem.code).inc()
+        return JSONResponse(error_body(problem.code, problem.message), status_code=problem.status,
+                            media_type=media, headers=problem.headers)
+
+    def run(self, params: dict[str, Any], token: str | None, method: str, request_id: str
+            ) -> tuple[int, dict[str, Any]]:
+        """Authenticate, prepare, execute: the whole operation in this one thread."""
+        if token is None:
+            return 401, error_body(Unauthenticated.code,
+                                   "send Authorization: Bearer <API key or token>")
+        try:
+            principal = self.runtime.authenticator.authenticate(token)
+        except DomainError as exc:
+            return exc.http_status, error_body(exc.code, exc.message)
+        with log_context(request_id=request_id, tenant_id=principal.tenant_id):
+            with self.tracer.start_as_current_span("graphql.prepare"):
+                prepared = self.prepare(params["query"])
+            if prepared.document is None:
+                return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, prepared.code or "")
+                                                          for e in prepared.errors]}
+            operation = get_operation_ast(prepared.document, params.get("operationName"))
+            if operation is None:
+                name = params.get("operationName")
+                message = (f"no operation named {name!r} in the document" if name
+                           else "the document has several operations; name one in operationName")
+                return GRAPHQL_REQUEST_ERROR, error_body(codes.OPERATION_NOT_FOUND, message)
+            if method == "GET" and operation.operation != OperationType.QUERY:
+                return 405, error_body(codes.METHOD_NOT_ALLOWED,
+                                       f"{operation.operation.value} needs POST")
+            if operation.operation == OperationType.SUBSCRIPTION:
+                return GRAPHQL_REQUEST_ERROR, error_body(
+                    codes.BAD_REQUEST, "subscriptions go over the graphql-transport-ws WebSocket")
+            problems = _variable_errors(self.gql, operation, params.get("variables"))
+            if problems:
+                return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
+                                                          for e in problems]}
+            self.metrics.operations.labels(operation.operation.value).inc()
+            context = RequestContext(runtime=self.runtime, request_id=request_id,
+                                     principal=principal)
+            with self.tracer.start_as_current_span(
+                    "graphql.execute", attributes={"graphql.operation.type": operation.operation.value,
+                                                   "graphql.operation.name": params.get("operationName") or ""}):
+                kwargs: dict[str, Any] = {}
+                if self.execution_context_class is not None:
+                    kwargs["executor_class"] = self.execution_context_class
+                result = execute(self.gql, prepared.document, context_value=context,
+                                 variable_values=params.get("variables"),
+                                 operation_name=params.get("operationName"), **kwargs)
+            body: dict[str, Any] = {"data": result.data}
+            if result.errors:
+                body["errors"] = [format_error(e, request_id) for e in result.errors]
+            return 200, body
+
+
+def _variable_errors(schema: GraphQLSchema, operation: OperationDefinitionNode,
+                     variables: dict[str, Any] | None) -> list[GraphQLError]:
+    coerced = get_variable_values(schema, operation.variable_definitions or [], variables or {},
+                                  max_errors=20)
+    return coerced if isinstance(coerced, list) else []
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "query" not in request.query_params
+
+
+def _negotiate(accept: str | None) -> str:
+    if not accept:
+        return JSON
+    offered = []
+    for part in accept.split(","):
+        media, *rest = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for param in rest:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            offered.append((q, media.lower()))
+    offered.sort(key=lambda item: -item[0])
+    for _, media in offered:
+        if media == GRAPHQL_RESPONSE:
+            return GRAPHQL_RESPONSE
+        if media in {JSON, "application/*", "*/*"}:
+            return JSON
+    raise RequestProblem(406, codes.NOT_ACCEPTABLE,
+                         f"this endpoint answers {GRAPHQL_RESPONSE} or {JSON}")
+
+
+async def _read_params(request: Request) -> dict[str, Any]:
+    if request.method == "GET":
+        q = request.query_params
+        params: dict[str, Any] = {"query": q.get("query"), "operationName": q.get("operationName")}
+        for key in ("variables", "extensions"):
+            if q.get(key):
+                try:
+                    params[key] = json.loads(q[key])
+                except ValueError:
+                    raise RequestProblem(400, codes.BAD_REQUEST, f"{key} is not JSON") from None
+    else:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in {JSON, GRAPHQL_RESPONSE}:
+            raise RequestProblem(415, codes.UNSUPPORTED_MEDIA_TYPE,
+                                 "POST a JSON body with Content-Type: application/json")
+        try:
+            params = json.loads(await request.body())
+        except ValueError:
+            raise RequestProblem(400, codes.BAD_REQUEST, "request body is not valid JSON") from None
+        if not isinstance(params, dict):
+            raise RequestProblem(400, codes.BAD_REQUEST,
+                                 "request body must be a JSON object (batching is not supported)")
+    query = params.get("query")
+    if not isinstance(query, str) or not query.strip():
+        if isinstance(params.get("extensions"), dict) and "persistedQuery" in params["extensions"]:
+            raise RequestProblem(400, codes.PERSISTED_QUERY_NOT_SUPPORTED,
+                                 "persisted queries are not supported; send the query")
+        raise RequestProblem(400, codes.BAD_REQUEST, "the request has no query string")
+    name = params.get("operationName")
+    if name is not None and not isinstance(name, str):
+        raise RequestProblem(400, codes.BAD_REQUEST, "operationName must be a string")
+    variables = params.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise RequestProblem(400, codes.BAD_REQUEST, "variables must be a JSON object")
+    return params
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex

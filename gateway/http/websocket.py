@@ -1,0 +1,45 @@
+"""Subscriptions over graphql-transport-ws, on strawberry's protocol implementation.
+Authentication travels in the `connection_init` payload as {"Authorization": "Bearer …"};
+a connection that fails it is closed with 4403 before any operation runs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from gateway.auth.authenticate import bearer_token
+from gateway.errors import DomainError
+from gateway.http.context import RequestContext
+from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class SubscriptionEndpoint(GraphQL):
+    def __init__(self, schema: Any, runtime: Runtime) -> None:
+        super().__init__(schema, graphql_ide=None,
+                         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,))
+        self.runtime = runtime
+
+    async def get_context(self, request: Request | WebSocket, response: Any = None) -> RequestContext:
+        return RequestContext(runtime=self.runtime, request_id=request.state.request_id)
+
+    async def on_ws_connect(self, context: RequestContext) -> dict[str, object] | None:
+        params = context.connection_params or {}
+        header = params.get("Authorization") or params.get("authorization")
+        try:
+            token = bearer_token(header if isinstance(header, str) else None)
+            if token is None:
+                raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+            context.principal = await run_in_threadpool(self.runtime.authenticator.authenticate, token)
+        except DomainError as exc:
+            log.info("websocket authentication refused", extra={"code": exc.code})
+            raise ConnectionRejectionError({"code": exc.code}) from None
+        return {"tenant": context.principal.tenant_slug}

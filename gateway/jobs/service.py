@@ -1,0 +1,145 @@
+"""What resolvers call for jobs: start (idempotent by key), read, list, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from gateway.auth.principal import Principal
+from gateway.db import Database, utcnow
+from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.events import Bus
+from gateway.jobs.kinds import JobKinds
+from gateway.jobs.models import Job, JobStatus
+from gateway.jobs.runner import job_topic, snapshot
+from gateway.pagination import Page, after_clause, check_page_size
+from gateway.tenancy.models import Tenant
+
+log = logging.getLogger(__name__)
+
+
+class JobService:
+    def __init__(self, db: Database, bus: Bus, kinds: JobKinds, actor: dramatiq.Actor,
+                 regions: tuple[str, ...], max_page_size: int) -> None:
+        self.db = db
+        self.bus = bus
+        self.kinds = kinds
+        self.actor = actor
+        self.regions = regions
+        self.max_page_size = max_page_size
+
+    def start(self, principal: Principal, kind_name: str, params: dict[str, Any], *,
+              region: str | None = None, idempotency_key: str | None = None) -> Job:
+        kind = self.kinds.get(kind_name)
+        params = kind.validate(dict(params))
+        if region is not None and region not in self.regions:
+            raise InvalidInput(f"unknown region {region!r}; one of {', '.join(self.regions)}",
+                               code="REGION_UNKNOWN")
+        if idempotency_key is not None and not (1 <= len(idempotency_key) <= 128):
+            raise InvalidInput("idempotencyKey must be 1 to 128 characters",
+                               code="IDEMPOTENCY_KEY_INVALID")
+        with self.db.tenant_session(principal.tenant_id) as session:
+            if idempotency_key is not None:
+                existing = self._by_key(session, idempotency_key)
+                if existing is not None:
+                    return self._same_request(existing, kind_name, params)
+            tenant = session.exec(select(Tenant)).one()
+            job = Job(kind=kind_name, params=params, region=region or tenant.home_region,
+                      idempotency_key=idempotency_key, created_by=principal.user_id,
+                      tenant_id=principal.tenant_id)
+            session.add(job)
+            try:
+                session.commit()
+            except IntegrityError:
+                # A concurrent request with the same key won the race: answer with its job.
+                session.rollback()
+                existing = self._by_key(session, idempotency_key or "")
+                if existing is None:
+                    raise
+                return self._same_request(existing, kind_name, params)
+        self._enqueue(job)
+        return job
+
+    def _enqueue(self, job: Job) -> None:
+        message = self.actor.message(job.id, job.tenant_id).copy(queue_name=job.region)
+        try:
+            self.actor.broker.enqueue(message)
+        except Exception:
+            log.exception("enqueue failed", extra={"job_id": job.id})
+            with self.db.tenant_transaction(job.tenant_id) as session:
+                row = session.get(Job, job.id)
+                if row is not None:
+                    row.status, row.error_code = JobStatus.FAILED.value, "JOB_ENQUEUE_FAILED"
+                    row.error_message = "the job queue is unavailable; try again"
+                    row.finished_at = row.updated_at = utcnow()
+            raise
+        self.bus.publish(job_topic(job.id), snapshot(job))
+
+    @staticmethod
+    def _by_key(session: Any, key: str) -> Job | None:
+        return session.exec(select(Job).where(Job.idempotency_key == key)).first()
+
+    @staticmethod
+    def _same_request(existing: Job, kind: str, params: dict[str, Any]) -> Job:
+        if existing.kind != kind or existing.params != params:
+            raise Conflict("idempotencyKey was used for a different request",
+                           code="IDEMPOTENCY_KEY_REUSED")
+        return existing
+
+    def get(self, tenant_id: str, job_id: str) -> Job:
+        with self.db.tenant_session(tenant_id) as session:
+            job = session.exec(select(Job).where(Job.id == job_id)).first()
+        if job is None:
+            raise NotFound(f"no job {job_id}", code="JOB_NOT_FOUND")
+        return job
+
+    def get_many(self, tenant_id: str, job_ids: list[str]) -> dict[str, Job]:
+        with self.db.tenant_session(tenant_id) as session:
+            rows = session.exec(select(Job).where(col(Job.id).in_(job_ids))).all()
+        return {job.id: job for job in rows}
+
+    def list(self, tenant_id: str, *, first: int, after: str | None = None,
+             status: str | None = None, kind: str | None = None) -> Page[Job]:
+        check_page_size(first, self.max_page_size)
+        stmt = select(Job)
+        if status is not None:
+            stmt = stmt.where(Job.status == status)
+        if kind is not None:
+            stmt = stmt.where(Job.kind == kind)
+        if after is not None:
+            stmt = stmt.where(after_clause(Job, after))
+        stmt = stmt.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(first + 1)
+        with self.db.tenant_session(tenant_id) as session:
+            rows = list(session.exec(stmt).all())
+        return Page(rows[:first], len(rows) > first)
+
+    def cancel(self, tenant_id: str, job_id: str) -> Job:
+        with self.db.tenant_transaction(tenant_id) as session:
+            job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
+            if job is None:
+                raise NotFound(f"no job {job_id}", code="JOB_NOT_FOUND")
+            if JobStatus(job.status).is_terminal:
+                raise Conflict(f"job is already {job.status}", code="JOB_ALREADY_FINISHED")
+            now = utcnow()
+            if job.status == JobStatus.QUEUED.value:
+                # The queued message will find a terminal job and drop itself.
+                job.status, job.message, job.finished_at = JobStatus.CANCELED.value, "canceled", now
+            else:
+                job.cancel_requested, job.message = True, "cancel requested"
+            job.updated_at = now
+            session.add(job)
+        self.bus.publish(job_topic(job.id), snapshot(job))
+        return job
+
+    def recover(self) -> int:
+        """Re-enqueue unfinished jobs; for the in-memory broker, which forgets on restart."""
+        with self.db.system_session() as session:
+            jobs = session.exec(select(Job).where(
+                col(Job.status).in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))).all()
+        for job in jobs:
+            self._enqueue(job)
+        return len(jobs)

@@ -1,0 +1,47 @@
+"""Opaque keyset cursors: (created_at, id) of the last row seen, newest first."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import and_, or_
+
+from gateway.errors import InvalidInput
+
+T = TypeVar("T")
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        stamp, row_id = text.split("|", 1)
+        return datetime.fromisoformat(stamp), row_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned", code="CURSOR_INVALID") from None
+
+
+def check_page_size(first: int, maximum: int) -> None:
+    if first < 1 or first > maximum:
+        raise InvalidInput(f"first must be between 1 and {maximum}", code="PAGE_SIZE_INVALID")
+
+
+def after_clause(model: Any, cursor: str) -> Any:
+    created_at, row_id = decode_cursor(cursor)
+    return or_(model.created_at < created_at,
+               and_(model.created_at == created_at, model.id < row_id))
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_next: bool
+
+    def cursor(self, item: Any) -> str:
+        return encode_cursor(item.created_at, item.id)

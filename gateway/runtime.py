@@ -1,0 +1,63 @@
+"""The runtime: everything a gateway or worker process needs, built from Settings.
+
+Built explicitly by whoever owns the process (the app factory's lifespan, `alphintra worker`,
+a test), never at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+
+from gateway.auth.authenticate import Authenticator
+from gateway.auth.policy import AccessPolicy
+from gateway.db import Database
+from gateway.events import Bus, make_bus
+from gateway.jobs.actors import JobExecutor, declare_run_job
+from gateway.jobs.broker import build_broker
+from gateway.jobs.diagnostics import DIAGNOSTICS
+from gateway.jobs.kinds import JobKinds
+from gateway.jobs.runner import JobRows
+from gateway.jobs.service import JobService
+from gateway.settings import Settings
+from gateway.tenancy.service import TenancyService
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    bus: Bus
+    policy: AccessPolicy
+    authenticator: Authenticator
+    broker: dramatiq.Broker
+    job_kinds: JobKinds
+    jobs: JobService
+    tenancy: TenancyService
+
+    def close(self) -> None:
+        self.broker.close()
+        self.db.dispose()
+
+
+def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
+    db = db or Database(settings.database_url)
+    bus = make_bus(settings.redis_url, settings.redis_namespace)
+    policy = AccessPolicy(db)
+    kinds = JobKinds()
+    kinds.register(DIAGNOSTICS)
+    broker = build_broker(settings)
+    executor = JobExecutor(JobRows(db, bus), kinds, settings.job_max_retries)
+    actor = declare_run_job(broker, executor, settings)
+    return Runtime(
+        settings=settings,
+        db=db,
+        bus=bus,
+        policy=policy,
+        authenticator=Authenticator(db, policy, settings),
+        broker=broker,
+        job_kinds=kinds,
+        jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size),
+        tenancy=TenancyService(db, policy, bus, settings.regions, settings.max_page_size),
+    )

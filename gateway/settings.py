@@ -1,0 +1,118 @@
+"""Every knob of the gateway, read from ALPHINTRA_* environment variables.
+
+Settings are a frozen value built once by the caller (the CLI, a test, the app factory) and
+passed down; nothing reads the environment after that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+REGIONS: tuple[str, ...] = ("americas", "emea", "apac")
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///./alphintra.db"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Authentication. HS256 needs jwt_secret; RS256 needs jwt_public_key (PEM text or a path).
+    jwt_algorithm: str = "HS256"
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = 30
+    demo_api_key: str | None = None
+
+    # GraphQL protections.
+    introspection: bool = True
+    graphiql: bool = True
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5_000
+    max_cost: int = 50_000
+    max_page_size: int = 200
+    max_body_bytes: int = 1_000_000
+    parse_cache_size: int = 512
+    validation_cache_size: int = 512
+
+    # Jobs and events.
+    worker_threads: int = 4
+    # "auto": worker threads inside the gateway without Redis, none with it ("on"/"off" force).
+    embedded_worker: str = "auto"
+    default_region: str = "americas"
+    job_max_retries: int = 3
+    job_min_backoff_ms: int = 500
+    job_max_backoff_ms: int = 30_000
+    job_time_limit_ms: int = 3_600_000
+    redis_heartbeat_timeout_ms: int = 60_000
+    redis_maintenance_chance: int = 1_000
+    redis_namespace: str = "alphintra"
+
+    # Operations.
+    log_level: str = "INFO"
+    log_json: bool = True
+    otel_exporter: str = "none"  # none | console | otlp
+    service_name: str = "alphintra-gateway"
+    regions: tuple[str, ...] = field(default=REGIONS)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ALPHINTRA_<FIELD> for each field; explicit overrides win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f"ALPHINTRA_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                values[f.name] = _bool(raw)
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, tuple):
+                values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+            else:
+                values[f.name] = raw or None
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def check(self) -> None:
+        if self.default_region not in self.regions:
+            raise ValueError(f"default_region {self.default_region!r} not in {self.regions}")
+        if self.jwt_algorithm not in {"HS256", "RS256"}:
+            raise ValueError("jwt_algorithm must be HS256 or RS256")
+        if self.embedded_worker not in {"auto", "on", "off"}:
+            raise ValueError("embedded_worker must be auto, on or off")
+        if self.otel_exporter not in {"none", "console", "otlp"}:
+            raise ValueError("otel_exporter must be none, console or otlp")
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        if self.embedded_worker == "auto":
+            return not self.redis_url
+        return self.embedded_worker == "on"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from gateway.db import TenantOwned, TenantRoot, UTCDateTime, utcnow
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Tenant(SQLModel, TenantRoot, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    slug: str = Field(unique=True, index=True, max_length=63)
+    name: str = Field(max_length=200)
+    base_currency: str = Field(default="USD", max_length=3)
+    home_region: str = Field(default="americas", max_length=16)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class User(TenantOwned, table=True):
+    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    email: str = Field(max_length=320)
+    display_name: str = Field(default="", max_length=200)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ApiKey(TenantOwned, table=True):
+    """A key acts as its user. Only a salted hash of the secret is stored."""
+
+    __tablename__ = "api_key"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="user.id", index=True, max_length=36)
+    name: str = Field(max_length=200)
+    key_id: str = Field(unique=True, index=True, max_length=32)
+    salt: str = Field(max_length=64)
+    secret_hash: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

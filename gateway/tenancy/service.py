@@ -1,0 +1,192 @@
+"""Tenants, users, API keys and role grants. Plain Python over rows; no GraphQL here."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from gateway.auth import apikeys
+from gateway.auth.policy import POLICY_TOPIC, AccessPolicy
+from gateway.db import Database, utcnow
+from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.events import Bus
+from gateway.pagination import Page, after_clause, check_page_size
+from gateway.tenancy.models import ApiKey, Tenant, User
+
+SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class TenancyService:
+    def __init__(self, db: Database, policy: AccessPolicy, bus: Bus,
+                 regions: tuple[str, ...], max_page_size: int) -> None:
+        self.db = db
+        self.policy = policy
+        self.bus = bus
+        self.regions = regions
+        self.max_page_size = max_page_size
+
+    # Tenants (platform scope: creating one spans tenants by definition).
+    def create_tenant(self, slug: str, name: str, *, base_currency: str = "USD",
+                      home_region: str = "americas") -> Tenant:
+        tenant = self._new_tenant(slug, name, base_currency, home_region)
+        try:
+            with self.db.system_transaction() as session:
+                session.add(tenant)
+        except IntegrityError:
+            raise Conflict(f"tenant {slug!r} exists", code="TENANT_EXISTS") from None
+        return tenant
+
+    def _new_tenant(self, slug: str, name: str, base_currency: str, home_region: str) -> Tenant:
+        if not SLUG.match(slug):
+            raise InvalidInput("slug must be 2-63 lowercase letters, digits or '-', "
+                               "starting with a letter", code="TENANT_SLUG_INVALID")
+        if not name.strip():
+            raise InvalidInput("name must not be empty", code="TENANT_NAME_INVALID")
+        if not CURRENCY.match(base_currency):
+            raise InvalidInput("baseCurrency must be an ISO 4217 code such as USD",
+                               code="CURRENCY_INVALID")
+        if home_region not in self.regions:
+            raise InvalidInput(f"homeRegion must be one of {', '.join(self.regions)}",
+                               code="REGION_UNKNOWN")
+        return Tenant(slug=slug, name=name.strip(), base_currency=base_currency,
+                      home_region=home_region)
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        with self.db.tenant_session(tenant_id) as session:
+            tenant = session.exec(select(Tenant)).first()
+        if tenant is None:
+            raise NotFound("no such tenant", code="TENANT_NOT_FOUND")
+        return tenant
+
+    def tenant_by_slug(self, slug: str) -> Tenant:
+        with self.db.system_session() as session:
+            tenant = session.exec(select(Tenant).where(Tenant.slug == slug)).first()
+        if tenant is None:
+            raise NotFound(f"no tenant {slug!r}", code="TENANT_NOT_FOUND")
+        return tenant
+
+    # Users and roles.
+    def create_user(self, tenant_id: str, email: str, *, display_name: str = "",
+                    roles: list[str] | tuple[str, ...] = ()) -> User:
+        user = self._new_user(tenant_id, email, display_name)
+        grants = self.policy.grant_rows(user.id, roles, tenant_id)
+        try:
+            with self.db.tenant_transaction(tenant_id) as session:
+                session.add(user)
+                session.flush()  # the user exists before its role rows
+                session.add_all(grants)
+        except IntegrityError:
+            raise Conflict(f"user {user.email} exists", code="USER_EXISTS") from None
+        if grants:
+            self._policy_changed()
+        return user
+
+    @staticmethod
+    def _new_user(tenant_id: str, email: str, display_name: str) -> User:
+        email = email.strip().lower()
+        if not EMAIL.match(email):
+            raise InvalidInput("email is not an address", code="EMAIL_INVALID")
+        return User(tenant_id=tenant_id, email=email, display_name=display_name.strip())
+
+    def onboard(self, slug: str, name: str, admin_email: str, *, base_currency: str = "USD",
+                home_region: str = "americas", admin_key: str | None = None
+                ) -> tuple[Tenant, User, tuple[ApiKey, str]]:
+        """A tenant, its first admin and the admin's API key, in one transaction."""
+        tenant = self._new_tenant(slug, name, base_currency, home_region)
+        admin = self._new_user(tenant.id, admin_email, "Administrator")
+        material = apikeys.generate(admin_key)
+        key = ApiKey(tenant_id=tenant.id, user_id=admin.id, name="admin", key_id=material.key_id,
+                     salt=material.salt, secret_hash=material.secret_hash)
+        try:
+            with self.db.system_transaction() as session:
+                session.add(tenant)
+                session.flush()
+                session.add(admin)
+                session.flush()
+                session.add(key)
+                session.add_all(self.policy.grant_rows(admin.id, ["admin"], tenant.id))
+        except IntegrityError:
+            raise Conflict(f"tenant {slug!r} exists", code="TENANT_EXISTS") from None
+        self._policy_changed()
+        return tenant, admin, (key, material.token)
+
+    def user(self, tenant_id: str, user_id: str) -> User:
+        with self.db.tenant_session(tenant_id) as session:
+            user = session.exec(select(User).where(User.id == user_id)).first()
+        if user is None:
+            raise NotFound(f"no user {user_id}", code="USER_NOT_FOUND")
+        return user
+
+    def users(self, tenant_id: str, *, first: int, after: str | None = None) -> Page[User]:
+        return self._page(tenant_id, User, first, after)
+
+    def users_by_id(self, tenant_id: str, ids: list[str]) -> dict[str, User]:
+        with self.db.tenant_session(tenant_id) as session:
+            rows = session.exec(select(User).where(col(User.id).in_(ids))).all()
+        return {u.id: u for u in rows}
+
+    def grant_role(self, tenant_id: str, user_id: str, role: str) -> list[str]:
+        self.user(tenant_id, user_id)  # NotFound for another tenant's user
+        self.policy.grant(user_id, role, tenant_id)
+        self._policy_changed()
+        return self.policy.roles(user_id, tenant_id)
+
+    def revoke_role(self, tenant_id: str, user_id: str, role: str) -> list[str]:
+        self.user(tenant_id, user_id)
+        self.policy.revoke(user_id, role, tenant_id)
+        self._policy_changed()
+        return self.policy.roles(user_id, tenant_id)
+
+    def _policy_changed(self) -> None:
+        self.policy.reload()
+        self.bus.publish(POLICY_TOPIC, {"at": utcnow().isoformat()})
+
+    # API keys.
+    def create_api_key(self, tenant_id: str, user_id: str, name: str, *,
+                       expires_at: datetime | None = None, token: str | None = None
+                       ) -> tuple[ApiKey, str]:
+        """Returns the row and the key itself, which is never stored and never shown again."""
+        if not name.strip():
+            raise InvalidInput("name must not be empty", code="APIKEY_NAME_INVALID")
+        if expires_at is not None and expires_at <= utcnow():
+            raise InvalidInput("expiresAt must be in the future", code="APIKEY_EXPIRY_INVALID")
+        self.user(tenant_id, user_id)
+        material = apikeys.generate(token)
+        key = ApiKey(tenant_id=tenant_id, user_id=user_id, name=name.strip(),
+                     key_id=material.key_id, salt=material.salt,
+                     secret_hash=material.secret_hash, expires_at=expires_at)
+        try:
+            with self.db.tenant_transaction(tenant_id) as session:
+                session.add(key)
+        except IntegrityError:
+            raise Conflict("that key id is taken", code="APIKEY_EXISTS") from None
+        return key, material.token
+
+    def api_keys(self, tenant_id: str, *, first: int, after: str | None = None) -> Page[ApiKey]:
+        return self._page(tenant_id, ApiKey, first, after)
+
+    def revoke_api_key(self, tenant_id: str, api_key_id: str) -> ApiKey:
+        with self.db.tenant_transaction(tenant_id) as session:
+            key = session.exec(select(ApiKey).where(ApiKey.id == api_key_id)).first()
+            if key is None:
+                raise NotFound(f"no API key {api_key_id}", code="APIKEY_NOT_FOUND")
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+                session.add(key)
+        return key
+
+    def _page(self, tenant_id: str, model: Any, first: int, after: str | None) -> Page[Any]:
+        check_page_size(first, self.max_page_size)
+        stmt = select(model)
+        if after is not None:
+            stmt = stmt.where(after_clause(model, after))
+        stmt = stmt.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(first + 1)
+        with self.db.tenant_session(tenant_id) as session:
+            rows = list(session.exec(stmt).all())
+        return Page(rows[:first], len(rows) > first)

@@ -1,0 +1,185 @@
+"""Jobs: long work carried out by Dramatiq workers, followed by query or subscription."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from starlette.concurrency import run_in_threadpool
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from gateway.errors import NotFound
+from gateway.jobs import models
+from gateway.jobs.runner import job_topic, snapshot
+from schema.common import DEFAULT_PAGE, Connection, ctx
+from schema.tenancy import Tenant, User
+
+
+@strawberry.enum
+class JobStatus(enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+@strawberry.type
+class JobError:
+    code: str
+    message: str
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+@strawberry.federation.type(keys=["id"])
+class Job:
+    id: strawberry.ID
+    kind: str
+    status: JobStatus
+    region: str
+    progress: float = strawberry.field(description="0 to 1.")
+    message: str
+    params: JSON
+    result: JSON | None
+    error: JobError | None
+    attempts: int
+    cancel_requested: bool
+    idempotency_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    tenant_id: strawberry.Private[str]
+    created_by_id: strawberry.Private[str | None]
+
+    @strawberry.field
+    def tenant(self, info: Info) -> Tenant:
+        c = ctx(info)
+        return Tenant.from_row(c.runtime.tenancy.tenant(self.tenant_id))
+
+    @strawberry.field
+    def created_by(self, info: Info) -> User | None:
+        if self.created_by_id is None:
+            return None
+        c = ctx(info)
+        row = c.loader("users", lambda ids: c.runtime.tenancy.users_by_id(c.tenant_id, ids)).load(
+            self.created_by_id)
+        return User.from_row(row) if row else None
+
+    @classmethod
+    def from_snapshot(cls, s: dict[str, Any]) -> Job:
+        error = JobError(code=s["error_code"], message=s["error_message"] or "") \
+            if s.get("error_code") else None
+        return cls(
+            id=strawberry.ID(s["id"]), kind=s["kind"], status=JobStatus(s["status"]),
+            region=s["region"], progress=s["progress"], message=s["message"], params=s["params"],
+            result=s["result"], error=error, attempts=s["attempts"],
+            cancel_requested=s["cancel_requested"], idempotency_key=s["idempotency_key"],
+            created_at=_dt(s["created_at"]), started_at=_dt(s["started_at"]),  # type: ignore[arg-type]
+            finished_at=_dt(s["finished_at"]), updated_at=_dt(s["updated_at"]),  # type: ignore[arg-type]
+            tenant_id=s["tenant_id"], created_by_id=s["created_by"],
+        )
+
+    @classmethod
+    def from_row(cls, row: models.Job) -> Job:
+        return cls.from_snapshot(snapshot(row))
+
+    @classmethod
+    def resolve_reference(cls, info: Info, id: strawberry.ID) -> Job:
+        c = ctx(info)
+        c.require("job", "read")
+        return cls.from_row(c.runtime.jobs.get(c.tenant_id, str(id)))
+
+
+@strawberry.type
+class JobUpdate:
+    sequence: int | None = strawberry.field(
+        description="The event's number on this job's topic; null for the snapshot sent first. "
+                    "A jump between two numbers means an update was missed: re-read the job.")
+    job: Job
+
+
+@strawberry.input
+class RunDiagnosticsInput:
+    steps: int = 5
+    step_seconds: float = 0.2
+    fail_at_step: int | None = None
+    region: str | None = None
+    idempotency_key: str | None = None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def job(self, info: Info, id: strawberry.ID) -> Job:
+        c = ctx(info)
+        c.require("job", "read")
+        return Job.from_row(c.runtime.jobs.get(c.tenant_id, str(id)))
+
+    @strawberry.field
+    def jobs(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None,
+             status: JobStatus | None = None, kind: str | None = None) -> Connection[Job]:
+        c = ctx(info)
+        c.require("job", "read")
+        page = c.runtime.jobs.list(c.tenant_id, first=first, after=after,
+                                   status=status.value if status else None, kind=kind)
+        c.loader("users", lambda ids: c.runtime.tenancy.users_by_id(c.tenant_id, ids)).want(
+            j.created_by for j in page.items)
+        return Connection.of(page, Job.from_row)
+
+    @strawberry.field
+    def job_kinds(self, info: Info) -> list[str]:
+        c = ctx(info)
+        c.require("job", "read")
+        return c.runtime.job_kinds.names()
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Start a diagnostics job: checks the job path in steps.")
+    def run_diagnostics(self, info: Info, input: RunDiagnosticsInput | None = None) -> Job:
+        c = ctx(info)
+        me = c.require("job", "write")
+        input = input or RunDiagnosticsInput()
+        params = {"steps": input.steps, "step_seconds": input.step_seconds,
+                  "fail_at_step": input.fail_at_step}
+        return Job.from_row(c.runtime.jobs.start(me, "diagnostics", params, region=input.region,
+                                                 idempotency_key=input.idempotency_key))
+
+    @strawberry.mutation(description="Cancel a queued job at once, or ask a running one to stop.")
+    def cancel_job(self, info: Info, id: strawberry.ID) -> Job:
+        c = ctx(info)
+        c.require("job", "write")
+        return Job.from_row(c.runtime.jobs.cancel(c.tenant_id, str(id)))
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="The job now, then every change until it finishes.")
+    async def job_updated(self, info: Info, id: strawberry.ID) -> AsyncGenerator[JobUpdate, None]:
+        c = ctx(info)
+        c.require("job", "read")
+        # Subscribe before reading, so no change falls between the snapshot and the stream.
+        subscription = await c.runtime.bus.subscribe(job_topic(str(id)))
+        try:
+            row = await run_in_threadpool(c.runtime.jobs.get, c.tenant_id, str(id))
+            job = Job.from_row(row)
+            yield JobUpdate(sequence=None, job=job)
+            while job.status not in _TERMINAL:
+                event = await subscription.__anext__()
+                if event.payload.get("tenant_id") != c.tenant_id:
+                    raise NotFound(f"no job {id}", code="JOB_NOT_FOUND")
+                job = Job.from_snapshot(event.payload)
+                yield JobUpdate(sequence=event.sequence, job=job)
+        finally:
+            await subscription.close()
+
+
+_TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}

@@ -1,0 +1,216 @@
+"""Tenants, users, roles and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from gateway.errors import NotFound
+from gateway.tenancy import models
+from schema.common import DEFAULT_PAGE, Connection, ctx
+
+
+@strawberry.federation.type(keys=["id"])
+class Tenant:
+    id: strawberry.ID
+    slug: str
+    name: str
+    base_currency: str
+    home_region: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.Tenant) -> Tenant:
+        return cls(id=strawberry.ID(row.id), slug=row.slug, name=row.name,
+                   base_currency=row.base_currency, home_region=row.home_region,
+                   created_at=row.created_at)
+
+    @classmethod
+    def resolve_reference(cls, info: Info, id: strawberry.ID) -> Tenant:
+        c = ctx(info)
+        c.require("tenant", "read")
+        # Only the caller's own tenant resolves; any other id is simply not found.
+        if str(id) != c.tenant_id:
+            raise NotFound("no such tenant", code="TENANT_NOT_FOUND")
+        return cls.from_row(c.runtime.tenancy.tenant(c.tenant_id))
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    email: str
+    display_name: str
+    active: bool
+    created_at: datetime
+    tenant_id: strawberry.Private[str]
+
+    @strawberry.field
+    def roles(self, info: Info) -> list[str]:
+        return ctx(info).runtime.policy.roles(str(self.id), self.tenant_id)
+
+    @classmethod
+    def from_row(cls, row: models.User) -> User:
+        return cls(id=strawberry.ID(row.id), email=row.email, display_name=row.display_name,
+                   active=row.active, created_at=row.created_at, tenant_id=row.tenant_id)
+
+
+@strawberry.type
+class ApiKey:
+    id: strawberry.ID
+    name: str
+    key_id: str = strawberry.field(description="Public part of the key, shown in it after 'alp_'.")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    user_id: strawberry.Private[str]
+
+    @strawberry.field
+    def user(self, info: Info) -> User | None:
+        c = ctx(info)
+        row = c.loader("users", lambda ids: c.runtime.tenancy.users_by_id(c.tenant_id, ids)).load(
+            self.user_id)
+        return User.from_row(row) if row else None
+
+    @classmethod
+    def from_row(cls, row: models.ApiKey) -> ApiKey:
+        return cls(id=strawberry.ID(row.id), name=row.name, key_id=row.key_id,
+                   created_at=row.created_at, expires_at=row.expires_at,
+                   revoked_at=row.revoked_at, user_id=row.user_id)
+
+
+@strawberry.type
+class CreatedApiKey:
+    api_key: ApiKey
+    key: str = strawberry.field(description="The key itself. Shown once; only a hash is kept.")
+
+
+@strawberry.type
+class Viewer:
+    user: User
+    tenant: Tenant
+    roles: list[str]
+    authenticated_by: str
+
+
+@strawberry.input
+class CreateUserInput:
+    email: str
+    display_name: str = ""
+    roles: list[str] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class CreateApiKeyInput:
+    name: str
+    user_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Whose key; defaults to the caller.")
+    expires_at: datetime | None = None
+
+
+@strawberry.input
+class CreateTenantInput:
+    slug: str
+    name: str
+    admin_email: str
+    base_currency: str = "USD"
+    home_region: str = "americas"
+
+
+@strawberry.type
+class CreatedTenant:
+    tenant: Tenant
+    admin: User
+    admin_key: CreatedApiKey
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Who is calling, in which tenant, with which roles.")
+    def viewer(self, info: Info) -> Viewer:
+        c = ctx(info)
+        me = c.me
+        return Viewer(user=User.from_row(c.runtime.tenancy.user(me.tenant_id, me.user_id)),
+                      tenant=Tenant.from_row(c.runtime.tenancy.tenant(me.tenant_id)),
+                      roles=list(me.roles), authenticated_by=me.via)
+
+    @strawberry.field
+    def tenant(self, info: Info) -> Tenant:
+        c = ctx(info)
+        c.require("tenant", "read")
+        return Tenant.from_row(c.runtime.tenancy.tenant(c.tenant_id))
+
+    @strawberry.field
+    def user(self, info: Info, id: strawberry.ID) -> User:
+        c = ctx(info)
+        c.require("user", "read")
+        return User.from_row(c.runtime.tenancy.user(c.tenant_id, str(id)))
+
+    @strawberry.field
+    def users(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None
+              ) -> Connection[User]:
+        c = ctx(info)
+        c.require("user", "read")
+        return Connection.of(c.runtime.tenancy.users(c.tenant_id, first=first, after=after),
+                             User.from_row)
+
+    @strawberry.field
+    def api_keys(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None
+                 ) -> Connection[ApiKey]:
+        c = ctx(info)
+        c.require("apikey", "read")
+        page = c.runtime.tenancy.api_keys(c.tenant_id, first=first, after=after)
+        c.loader("users", lambda ids: c.runtime.tenancy.users_by_id(c.tenant_id, ids)).want(
+            k.user_id for k in page.items)
+        return Connection.of(page, ApiKey.from_row)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    def create_user(self, info: Info, input: CreateUserInput) -> User:
+        c = ctx(info)
+        c.require("user", "write")
+        if input.roles:
+            c.require("role", "write")
+        return User.from_row(c.runtime.tenancy.create_user(
+            c.tenant_id, input.email, display_name=input.display_name, roles=input.roles))
+
+    @strawberry.mutation
+    def grant_role(self, info: Info, user_id: strawberry.ID, role: str) -> User:
+        c = ctx(info)
+        c.require("role", "write")
+        c.runtime.tenancy.grant_role(c.tenant_id, str(user_id), role)
+        return User.from_row(c.runtime.tenancy.user(c.tenant_id, str(user_id)))
+
+    @strawberry.mutation
+    def revoke_role(self, info: Info, user_id: strawberry.ID, role: str) -> User:
+        c = ctx(info)
+        c.require("role", "write")
+        c.runtime.tenancy.revoke_role(c.tenant_id, str(user_id), role)
+        return User.from_row(c.runtime.tenancy.user(c.tenant_id, str(user_id)))
+
+    @strawberry.mutation
+    def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreatedApiKey:
+        c = ctx(info)
+        me = c.require("apikey", "write")
+        row, key = c.runtime.tenancy.create_api_key(
+            c.tenant_id, str(input.user_id or me.user_id), input.name, expires_at=input.expires_at)
+        return CreatedApiKey(api_key=ApiKey.from_row(row), key=key)
+
+    @strawberry.mutation
+    def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
+        c = ctx(info)
+        c.require("apikey", "write")
+        return ApiKey.from_row(c.runtime.tenancy.revoke_api_key(c.tenant_id, str(id)))
+
+    @strawberry.mutation(description="Platform administrators only.")
+    def create_tenant(self, info: Info, input: CreateTenantInput) -> CreatedTenant:
+        c = ctx(info)
+        c.require_platform_admin()
+        tenant, admin, (key_row, key) = c.runtime.tenancy.onboard(
+            input.slug, input.name, input.admin_email, base_currency=input.base_currency,
+            home_region=input.home_region)
+        return CreatedTenant(tenant=Tenant.from_row(tenant), admin=User.from_row(admin),
+                             admin_key=CreatedApiKey(api_key=ApiKey.from_row(key_row), key=key))
