@@ -1,0 +1,167 @@
+"""Helpers shared by tests: a live server in a thread, tenants, GraphQL calls, websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+import websockets
+
+from gateway.runtime import Runtime
+
+JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class TenantHandle:
+    id: str
+    slug: str
+    admin_id: str
+    key: str
+
+
+def onboard(runtime: Runtime, slug: str | None = None) -> TenantHandle:
+    slug = slug or unique()
+    tenant, admin, (_, key) = runtime.tenancy.onboard(slug, f"Tenant {slug}", f"admin@{slug}.test")
+    return TenantHandle(tenant.id, tenant.slug, admin.id, key)
+
+
+def user_key(runtime: Runtime, tenant: TenantHandle, *roles: str) -> tuple[str, str]:
+    """A new user of `tenant` with `roles`; returns (user id, API key)."""
+    user = runtime.tenancy.create_user(tenant.id, f"{unique('u')}@{tenant.slug}.test", roles=list(roles))
+    _, key = runtime.tenancy.create_api_key(tenant.id, user.id, "test")
+    return user.id, key
+
+
+class LiveServer:
+    """The app on a real socket, served by uvicorn in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio",
+            lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/graphql"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+class GraphQLClient:
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def post(self, query: str, variables: dict[str, Any] | None = None, *, key: str | None = None,
+             headers: dict[str, str] | None = None, operation_name: str | None = None
+             ) -> httpx.Response:
+        all_headers = {"content-type": "application/json"}
+        if key is not None:
+            all_headers["authorization"] = f"Bearer {key}"
+        all_headers.update(headers or {})
+        body: dict[str, Any] = {"query": query}
+        if variables is not None:
+            body["variables"] = variables
+        if operation_name is not None:
+            body["operationName"] = operation_name
+        return self.http.post("/graphql", content=json.dumps(body), headers=all_headers)
+
+    def __call__(self, query: str, variables: dict[str, Any] | None = None, *, key: str
+                 ) -> dict[str, Any]:
+        """Execute and return the JSON body (status 200 expected)."""
+        response = self.post(query, variables, key=key)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def data(self, query: str, variables: dict[str, Any] | None = None, *, key: str) -> dict[str, Any]:
+        body = self(query, variables, key=key)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+def error_codes(body: dict[str, Any]) -> list[str]:
+    return [e.get("extensions", {}).get("code") for e in body.get("errors", [])]
+
+
+class TransportWS:
+    """A graphql-transport-ws client on a real websocket."""
+
+    def __init__(self, url: str, key: str | None) -> None:
+        self.url = url
+        self.key = key
+        self.ws: Any = None
+        self.ack: dict[str, Any] | None = None
+
+    async def __aenter__(self) -> TransportWS:
+        self.ws = await websockets.connect(self.url, subprotocols=["graphql-transport-ws"])
+        payload = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        await self.ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        self.ack = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+    async def subscribe(self, op_id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        await self.ws.send(json.dumps({"id": op_id, "type": "subscribe",
+                                       "payload": {"query": query, "variables": variables or {}}}))
+
+    async def next(self, timeout: float = 15) -> dict[str, Any]:
+        while True:
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            if message["type"] == "ping":
+                await self.ws.send(json.dumps({"type": "pong"}))
+                continue
+            return message
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `alphintra …` in its own process with these ALPHINTRA_* settings."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHINTRA_")}
+    full_env.update(env)
+    return subprocess.Popen([sys.executable, "-m", "gateway", *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
