@@ -133,11 +133,14 @@ class TransportWS:
         await self.ws.send(json.dumps({"id": op_id, "type": "subscribe",
                                        "payload": {"query": query, "variables": variables or {}}}))
 
-    async def next(self, timeout: float = 15) -> dict[str, Any]:
+    async def next(self, timeout: float = 15, op_id: str | None = None) -> dict[str, Any]:
+        """The next message (for operation `op_id` if given), answering pings on the way."""
         while True:
             message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
             if message["type"] == "ping":
                 await self.ws.send(json.dumps({"type": "pong"}))
+                continue
+            if op_id is not None and message.get("id") != op_id:
                 continue
             return message
 

@@ -1,0 +1,146 @@
+"""No tenant ever sees or touches another tenant's data: every root field is tried with
+tenant A's key and tenant B's ids. A new root field fails `test_every_root_field_is_covered`
+until it is added here."""
+
+import asyncio
+
+import pytest
+from sqlmodel import select
+
+from gateway.db import Database
+from gateway.errors import Forbidden
+from gateway.jobs.models import Job
+from gateway.tenancy.models import ApiKey, Tenant, User
+from schema.compose import build_schema
+from tests.support import TransportWS, error_codes, onboard, unique, user_key, wait_for
+
+# Root fields whose answer is not tenant data (schema text, the list of job kinds) or that
+# are platform-only; each is still exercised below.
+COVERED = {
+    "Query": {"_entities", "_service", "viewer", "tenant", "user", "users", "apiKeys", "job",
+              "jobs", "jobKinds"},
+    "Mutation": {"createUser", "grantRole", "revokeRole", "createApiKey", "revokeApiKey",
+                 "createTenant", "runDiagnostics", "cancelJob"},
+    "Subscription": {"jobUpdated"},
+}
+
+
+def test_every_root_field_is_covered(settings):
+    schema = build_schema(settings)._schema
+    for root, covered in COVERED.items():
+        fields = set(getattr(schema, f"{root.lower()}_type").fields)
+        assert fields == covered, f"{root}: add isolation checks for {fields - covered}"
+
+
+@pytest.fixture
+def b(runtime, gql, server):
+    """Tenant B with a second user, an API key and a finished job."""
+    tenant = onboard(runtime)
+    user_id, _ = user_key(runtime, tenant, "viewer")
+    key_row = runtime.tenancy.api_keys(tenant.id, first=5).items[0]
+    job = gql.data('mutation { runDiagnostics(input: {steps: 2, stepSeconds: 0, '
+                   'idempotencyKey: "shared-key"}) { id } }', key=tenant.key)["runDiagnostics"]
+    wait_for(lambda: runtime.jobs.get(tenant.id, job["id"]).status == "SUCCEEDED")
+    return {"tenant": tenant, "user_id": user_id, "api_key_id": key_row.id, "job_id": job["id"]}
+
+
+def test_queries_with_another_tenants_ids_find_nothing(gql, runtime, tenant, b):
+    a = tenant.key
+    viewer = gql.data("{ viewer { tenant { id } user { id } } }", key=a)["viewer"]
+    assert viewer["tenant"]["id"] == tenant.id and viewer["user"]["id"] == tenant.admin_id
+    assert gql.data("{ tenant { id } }", key=a)["tenant"]["id"] == tenant.id
+
+    assert error_codes(gql("query($id: ID!) { user(id: $id) { email } }", {"id": b["user_id"]},
+                           key=a)) == ["USER_NOT_FOUND"]
+    assert error_codes(gql("query($id: ID!) { job(id: $id) { id } }", {"id": b["job_id"]},
+                           key=a)) == ["JOB_NOT_FOUND"]
+
+    users = gql.data("{ users(first: 200) { edges { node { id } } } }", key=a)["users"]["edges"]
+    assert {e["node"]["id"] for e in users} == {tenant.admin_id}
+    keys = gql.data("{ apiKeys(first: 200) { edges { node { id user { id } } } } }",
+                    key=a)["apiKeys"]["edges"]
+    assert b["api_key_id"] not in {e["node"]["id"] for e in keys}
+    assert {e["node"]["user"]["id"] for e in keys} == {tenant.admin_id}
+    jobs = gql.data("{ jobs(first: 200) { edges { node { id } } } }", key=a)["jobs"]["edges"]
+    assert b["job_id"] not in {e["node"]["id"] for e in jobs}
+    assert "diagnostics" in gql.data("{ jobKinds }", key=a)["jobKinds"]
+    assert "type Job" in gql.data("{ _service { sdl } }", key=a)["_service"]["sdl"]
+
+
+def test_federation_entities_resolve_only_own_tenant(gql, tenant, b):
+    query = """query($r: [_Any!]!) { _entities(representations: $r) {
+        ... on Tenant { id slug } ... on Job { id status } } }"""
+    own = gql.data(query, {"r": [{"__typename": "Tenant", "id": tenant.id}]}, key=tenant.key)
+    assert own["_entities"] == [{"id": tenant.id, "slug": tenant.slug}]
+    theirs = gql(query, {"r": [{"__typename": "Tenant", "id": b["tenant"].id},
+                               {"__typename": "Job", "id": b["job_id"]}]}, key=tenant.key)
+    assert theirs["data"]["_entities"] == [None, None]
+    assert set(error_codes(theirs)) == {"TENANT_NOT_FOUND", "JOB_NOT_FOUND"}
+
+
+def test_mutations_with_another_tenants_ids_change_nothing(gql, runtime, tenant, b):
+    a, bt = tenant.key, b["tenant"]
+    before_roles = runtime.policy.roles(bt.admin_id, bt.id)
+    assert error_codes(gql('mutation($u: ID!) { grantRole(userId: $u, role: "admin") { id } }',
+                           {"u": b["user_id"]}, key=a)) == ["USER_NOT_FOUND"]
+    assert error_codes(gql('mutation($u: ID!) { revokeRole(userId: $u, role: "admin") { id } }',
+                           {"u": bt.admin_id}, key=a)) == ["USER_NOT_FOUND"]
+    assert runtime.policy.roles(bt.admin_id, bt.id) == before_roles
+    assert runtime.policy.roles(b["user_id"], bt.id) == ["viewer"]
+
+    assert error_codes(gql('mutation($u: ID!) { createApiKey(input: {name: "x", userId: $u}) '
+                           "{ key } }", {"u": bt.admin_id}, key=a)) == ["USER_NOT_FOUND"]
+    assert error_codes(gql("mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+                           {"id": b["api_key_id"]}, key=a)) == ["APIKEY_NOT_FOUND"]
+    assert "errors" not in gql("{ viewer { authenticatedBy } }", key=bt.key)
+
+    finished = runtime.jobs.get(bt.id, b["job_id"])
+    assert error_codes(gql("mutation($id: ID!) { cancelJob(id: $id) { id } }",
+                           {"id": b["job_id"]}, key=a)) == ["JOB_NOT_FOUND"]
+    assert runtime.jobs.get(bt.id, b["job_id"]).updated_at == finished.updated_at
+
+    # Idempotency keys are per tenant: A reusing B's key gets a job of its own.
+    mine = gql.data('mutation { runDiagnostics(input: {steps: 2, stepSeconds: 0, '
+                    'idempotencyKey: "shared-key"}) { id tenant { id } } }', key=a)["runDiagnostics"]
+    assert mine["id"] != b["job_id"] and mine["tenant"]["id"] == tenant.id
+
+    email = f"{unique()}@x.test"
+    created = gql.data('mutation($e: String!) { createUser(input: {email: $e}) { id } }',
+                       {"e": email}, key=a)["createUser"]
+    assert runtime.tenancy.user(tenant.id, created["id"]).tenant_id == tenant.id
+    assert email not in {u.email for u in runtime.tenancy.users(bt.id, first=200).items}
+    assert error_codes(gql('mutation { createTenant(input: {slug: "zz-x", name: "x", '
+                           'adminEmail: "a@b.test"}) { tenant { id } } }', key=a)) == ["FORBIDDEN"]
+
+
+def test_subscription_to_another_tenants_job_finds_nothing(server, tenant, b):
+    async def scenario():
+        async with TransportWS(server.ws_url, tenant.key) as ws:
+            await ws.subscribe("1", "subscription($id: ID!) { jobUpdated(id: $id) { job { id } } }",
+                               {"id": b["job_id"]})
+            message = await ws.next()
+            return message
+
+    message = asyncio.run(scenario())
+    assert message["type"] in ("next", "error")
+    errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
+    assert [e["extensions"]["code"] for e in errors] == ["JOB_NOT_FOUND"]
+
+
+def test_tenant_sessions_filter_and_refuse_cross_tenant_writes(runtime, tenant, other_tenant):
+    db: Database = runtime.db
+    with db.tenant_session(tenant.id) as session:
+        assert [t.id for t in session.exec(select(Tenant)).all()] == [tenant.id]
+        assert {u.tenant_id for u in session.exec(select(User)).all()} == {tenant.id}
+        assert {k.tenant_id for k in session.exec(select(ApiKey)).all()} == {tenant.id}
+        assert session.get(User, other_tenant.admin_id) is None
+        # Joined entities are filtered too, not only the selected one.
+        joined = session.exec(select(ApiKey, User).join(User, User.id != "")).all()
+        assert {(k.tenant_id, u.tenant_id) for k, u in joined} == {(tenant.id, tenant.id)}
+    with pytest.raises(Forbidden) as refused, db.tenant_transaction(tenant.id) as session:
+        session.add(Job(tenant_id=other_tenant.id, kind="diagnostics", region="emea"))
+    assert refused.value.code == "TENANT_FORBIDDEN"
+    with db.tenant_session(other_tenant.id) as session:
+        assert session.exec(select(Job).where(Job.region == "emea")).all() == []
+    with pytest.raises(RuntimeError, match="without a tenant scope"), db.unscoped_session() as s:
+        s.exec(select(User)).all()
