@@ -18,14 +18,25 @@ from gateway.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def migrate_database(settings: Settings, revision: str = "head") -> None:
-    from alembic import command
+def _alembic_config(settings: Settings):  # noqa: ANN202 - alembic is imported lazily
     from alembic.config import Config
 
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = settings.database_url
     config.attributes["configure_logging"] = False
-    command.upgrade(config, revision)
+    return config
+
+
+def migrate_database(settings: Settings, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(settings), revision)
+
+
+def downgrade_database(settings: Settings, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(_alembic_config(settings), revision)
 
 
 @click.group()

@@ -12,6 +12,7 @@ is an atomic INCR and PUBLISH in one Lua script, so numbers and delivery order a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -68,10 +69,8 @@ class Subscription:
             self.dropped += 1
 
     def deliver_threadsafe(self, event: Event) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the subscriber's loop has closed
             self._loop.call_soon_threadsafe(self._offer, event)
-        except RuntimeError:  # the subscriber's loop has closed
-            pass
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self
@@ -223,10 +222,8 @@ class RedisBus:
     async def stop(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-            except asyncio.CancelledError:
-                pass
             self._reader = None
         if self._pubsub is not None:
             await self._pubsub.aclose()

@@ -137,8 +137,9 @@ def test_depth_limit_reports_depth(gql, tenant, settings):
       { apiKeys { edges { node { ...K } } } }
     """
     assert "errors" not in gql(query, key=tenant.key)
-    from gateway.http.limits import limits_rule
     from graphql import parse, specified_rules, validate
+
+    from gateway.http.limits import limits_rule
 
     schema = build_schema(settings)
     rule = limits_rule(3, 100, 10_000, 200)
@@ -148,8 +149,9 @@ def test_depth_limit_reports_depth(gql, tenant, settings):
 
 
 def test_variable_page_size_counts_at_maximum(settings):
-    from gateway.http.limits import limits_rule
     from graphql import parse, validate
+
+    from gateway.http.limits import limits_rule
 
     schema = build_schema(settings)
     rule = limits_rule(20, 100, 500, 200)  # literal costs 7, the variable 601

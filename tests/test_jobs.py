@@ -17,8 +17,8 @@ from tests.support import TransportWS, error_codes, user_key, wait_for
 
 JOB_FIELDS = ("id kind status progress message result error { code message } attempts "
               "region createdAt startedAt finishedAt createdBy { email }")
-START = "mutation($i: RunDiagnosticsInput) { runDiagnostics(input: $i) { %s } }" % JOB_FIELDS
-GET = "query($id: ID!) { job(id: $id) { %s } }" % JOB_FIELDS
+START = f"mutation($i: RunDiagnosticsInput) {{ runDiagnostics(input: $i) {{ {JOB_FIELDS} }} }}"
+GET = f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}"
 
 
 def principal(tenant):

@@ -6,13 +6,14 @@ applied at once in this process; other processes reload when the bus tells them
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
 import casbin
 from casbin import persist
-from sqlmodel import delete, select
+from sqlmodel import delete, func, select
 
 from gateway.auth.models import CasbinRule
 from gateway.db import ALL_TENANTS, Database
@@ -87,24 +88,56 @@ def _row(ptype: str, rule: list[str]) -> CasbinRule:
 
 
 class AccessPolicy:
-    """Who may do what, where. `allowed` is on every request's path, so it stays in memory."""
+    """Who may do what, where. `allowed` is on every request's path, so it stays in memory.
 
-    def __init__(self, db: Database) -> None:
+    Freshness: a change made here applies at once; one made by another process arrives by the
+    bus (`policy.changed`), and, should no bus carry it (the CLI beside an embedded gateway, a
+    lost message), a cheap fingerprint of the table is compared at most every
+    `refresh_seconds` and the policy reloaded when it moved.
+    """
+
+    def __init__(self, db: Database, refresh_seconds: float = 1.0) -> None:
         model_path = resources.files("gateway.auth").joinpath("rbac_with_domains.conf")
-        self._enforcer = casbin.SyncedEnforcer(str(model_path), SQLModelAdapter(db))
+        self._db = db
         self._lock = threading.Lock()
+        self._refresh_seconds = refresh_seconds
+        self._checked_at = time.monotonic()
+        self._fingerprint = self._read_fingerprint()
+        self._enforcer = casbin.SyncedEnforcer(str(model_path), SQLModelAdapter(db))
+
+    def _read_fingerprint(self) -> tuple[int, int]:
+        with self._db.system_session() as session:
+            count, top = session.exec(select(func.count(), func.max(CasbinRule.id))).one()
+        return int(count), int(top or 0)
 
     def reload(self) -> None:
         with self._lock:
+            self._fingerprint = self._read_fingerprint()
+            self._checked_at = time.monotonic()
+            self._enforcer.load_policy()
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._checked_at < self._refresh_seconds:
+            return
+        with self._lock:
+            if time.monotonic() - self._checked_at < self._refresh_seconds:
+                return
+            self._checked_at = time.monotonic()
+            fingerprint = self._read_fingerprint()
+            if fingerprint == self._fingerprint:
+                return
+            self._fingerprint = fingerprint
             self._enforcer.load_policy()
 
     def allowed(self, user_id: str, tenant_id: str, obj: str, act: str) -> bool:
+        self._refresh()
         return bool(self._enforcer.enforce(subject(user_id), tenant_id, obj, act))
 
     def is_platform_admin(self, user_id: str) -> bool:
         return self.allowed(user_id, ALL_TENANTS, "platform", "admin")
 
     def roles(self, user_id: str, tenant_id: str) -> list[str]:
+        self._refresh()
         found = set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), tenant_id))
         found |= set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), ALL_TENANTS))
         return sorted(r.removeprefix("role:") for r in found)

@@ -192,9 +192,9 @@ class GraphQLEndpoint:
             self.metrics.operations.labels(operation.operation.value).inc()
             context = RequestContext(runtime=self.runtime, request_id=request_id,
                                      principal=principal)
-            with self.tracer.start_as_current_span(
-                    "graphql.execute", attributes={"graphql.operation.type": operation.operation.value,
-                                                   "graphql.operation.name": params.get("operationName") or ""}):
+            attributes = {"graphql.operation.type": operation.operation.value,
+                          "graphql.operation.name": operation.name.value if operation.name else ""}
+            with self.tracer.start_as_current_span("graphql.execute", attributes=attributes):
                 kwargs: dict[str, Any] = {}
                 if self.execution_context_class is not None:
                     kwargs["executor_class"] = self.execution_context_class

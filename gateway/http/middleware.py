@@ -86,9 +86,9 @@ class RequestMiddleware:
                 method = scope["method"]
                 self.metrics.requests.labels(route, method, str(status["code"])).inc()
                 self.metrics.latency.labels(route).observe(elapsed)
-                log.info("request", extra=_access(scope, status["code"], elapsed))
+                log.info("request", extra=_access(scope, status["code"], elapsed, request_id))
 
 
-def _access(scope: Scope, status: int, elapsed: float) -> dict[str, Any]:
+def _access(scope: Scope, status: int, elapsed: float, request_id: str) -> dict[str, Any]:
     return {"method": scope["method"], "path": scope["path"], "status": status,
-            "duration_ms": round(elapsed * 1000, 2)}
+            "duration_ms": round(elapsed * 1000, 2), "request_id": request_id}

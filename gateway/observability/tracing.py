@@ -11,7 +11,9 @@ from opentelemetry.trace import NoOpTracer, Tracer
 from gateway.settings import Settings
 
 
-def make_tracer(settings: Settings, exporter: SpanExporter | None = None) -> tuple[Tracer, TracerProvider | None]:
+def make_tracer(
+    settings: Settings, exporter: SpanExporter | None = None
+) -> tuple[Tracer, TracerProvider | None]:
     if exporter is None:
         if settings.otel_exporter == "none":
             return NoOpTracer(), None
