@@ -157,17 +157,17 @@ def test_event_published_by_one_process_reaches_subscriber_on_another(runtime, s
     # Onboard first: the grants reach the gateways as policy they load at start. (A grant made
     # later would be announced on the session namespace's bus, which these gateways do not hear.)
     tenant = onboard(runtime)
+    url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
+    gql_b = GraphQLClient(url_b)
     procs: list[Proc] = []
     try:
         a = Proc("gateway A", ["serve", "--port", str(port_a)], env)
         procs.append(a)
         b = Proc("gateway B", ["serve", "--port", str(port_b)], env)
         procs.append(b)
-        url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
         await_condition(lambda: healthy(url_a) and healthy(url_b), 30, "both gateways healthy",
                         procs)
 
-        gql_b = GraphQLClient(url_b)
         started = gql_b.data(RUN_DIAGNOSTICS, key=tenant.key)["runDiagnostics"]
         assert started["status"] == "QUEUED"
         job_id = started["id"]
@@ -195,8 +195,8 @@ def test_event_published_by_one_process_reaches_subscriber_on_another(runtime, s
         update = asyncio.run(asyncio.wait_for(follow_on_a(), 30))
         assert update["job"] == {"id": job_id, "status": "CANCELED"}
         assert isinstance(update["sequence"], int) and update["sequence"] > 0
-        gql_b.http.close()
     finally:
+        gql_b.http.close()
         for proc in procs:
             proc.stop()
         drop_namespace(settings.redis_url, namespace)
@@ -224,7 +224,7 @@ def test_job_of_killed_worker_is_redelivered_and_finishes_once(runtime, settings
         worker1 = Proc("worker 1", ["worker", "--threads", "1"], env)
         procs.append(worker1)
         running = await_condition(
-            lambda: (j := current()).status == "RUNNING" and j.progress > 0 and j, 30,
+            lambda: (j := current()).status == "RUNNING" and j.progress > 0 and j, 20,
             "job running on worker 1", procs)
         assert running.attempts == 1
         os.kill(worker1.pid, signal.SIGKILL)
@@ -240,12 +240,12 @@ def test_job_of_killed_worker_is_redelivered_and_finishes_once(runtime, settings
         assert done.result is not None
         assert done.result["attempt"] == 2
         assert done.result["worker"]["pid"] == worker2.pid
-        await_condition(lambda: events.statuses("SUCCEEDED"), 10, "SUCCEEDED event", procs)
+        await_condition(lambda: events.statuses("SUCCEEDED"), 5, "SUCCEEDED event", procs)
 
         # The same message again: the job is finished, so the worker drops it untouched.
         message = rt.jobs.actor.message(job.id, tenant.id).copy(queue_name=job.region)
         rt.broker.enqueue(message)
-        await_condition(lambda: worker2.count(DROPPED) == 1, 15, "duplicate message dropped",
+        await_condition(lambda: worker2.count(DROPPED) == 1, 10, "duplicate message dropped",
                         procs)
         time.sleep(0.5)  # room for any (wrong) event the duplicate might cause
         again = current()
