@@ -22,6 +22,8 @@ from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
 from gateway.settings import Settings
 from gateway.tenancy.service import TenancyService
+from plugins.builtin import BUILTINS
+from plugins.host import PluginHost
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Runtime:
     job_kinds: JobKinds
     jobs: JobService
     tenancy: TenancyService
+    plugins: PluginHost
 
     def close(self) -> None:
         self.broker.close()
@@ -60,4 +63,5 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         job_kinds=kinds,
         jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size),
         tenancy=TenancyService(db, policy, bus, settings.regions, settings.max_page_size),
+        plugins=PluginHost(BUILTINS),
     )
