@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.bus.start()
-        await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
+        if settings.redis_url:  # in one process the policy object is already up to date
+            await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         worker = None
         if settings.runs_embedded_worker:
             worker = start_worker(runtime.broker, settings.regions, settings.worker_threads)

@@ -64,6 +64,8 @@ class ApiKey:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    last_used_at: datetime | None = strawberry.field(
+        description="When the key last authenticated a request (to the minute).")
     user_id: strawberry.Private[str]
 
     @strawberry.field
@@ -77,7 +79,7 @@ class ApiKey:
     def from_row(cls, row: models.ApiKey) -> ApiKey:
         return cls(id=strawberry.ID(row.id), name=row.name, key_id=row.key_id,
                    created_at=row.created_at, expires_at=row.expires_at,
-                   revoked_at=row.revoked_at, user_id=row.user_id)
+                   revoked_at=row.revoked_at, last_used_at=row.last_used_at, user_id=row.user_id)
 
 
 @strawberry.type

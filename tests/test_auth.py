@@ -63,6 +63,12 @@ def test_revoked_and_expired_keys(gql, runtime, tenant):
     assert status_and_code(gql, data["key"]) == (401, "AUTH_KEY_REVOKED")
 
 
+def test_last_use_of_a_key_is_recorded(gql, tenant):
+    query = "{ apiKeys(first: 5) { edges { node { lastUsedAt } } } }"
+    used = gql.data(query, key=tenant.key)["apiKeys"]["edges"][0]["node"]["lastUsedAt"]
+    assert used is not None
+
+
 def test_api_key_expiry_must_be_in_the_future(gql, tenant):
     body = gql('mutation { createApiKey(input: {name: "x", expiresAt: "2001-01-01T00:00:00+00:00"}) '
                "{ key } }", key=tenant.key)

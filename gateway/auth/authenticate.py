@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from datetime import datetime, timedelta
+
+from sqlmodel import select, update
 
 from gateway.auth import apikeys, tokens
 from gateway.auth.policy import AccessPolicy
@@ -11,6 +13,8 @@ from gateway.db import Database, utcnow
 from gateway.errors import Unauthenticated
 from gateway.settings import Settings
 from gateway.tenancy.models import ApiKey, Tenant, User
+
+TOUCH_INTERVAL = timedelta(minutes=1)
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -56,6 +60,7 @@ class Authenticator:
         if key.expires_at is not None and key.expires_at <= now:
             raise Unauthenticated("API key has expired", code="AUTH_KEY_EXPIRED")
         self._check_active(tenant, user)
+        self._touch(key, now)
         return Principal(
             tenant_id=tenant.id, tenant_slug=tenant.slug, user_id=user.id, via="api_key",
             roles=tuple(self._policy.roles(user.id, tenant.id)), api_key_id=key.id,
@@ -76,6 +81,14 @@ class Authenticator:
             tenant_id=tenant.id, tenant_slug=tenant.slug, user_id=user.id, via="jwt",
             roles=tuple(self._policy.roles(user.id, tenant.id)),
         )
+
+    def _touch(self, key: ApiKey, now: datetime) -> None:
+        # At most one write a minute per key: admins see when a key was last used without
+        # every request paying for an UPDATE.
+        if key.last_used_at is not None and now - key.last_used_at < TOUCH_INTERVAL:
+            return
+        with self._db.tenant_transaction(key.tenant_id) as session:
+            session.exec(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
 
     @staticmethod
     def _check_active(tenant: Tenant, user: User) -> None:
