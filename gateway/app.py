@@ -6,6 +6,7 @@ in), because it is where the GraphQL surface meets the runtime.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         await runtime.bus.start()
         if settings.redis_url:  # in one process the policy object is already up to date
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
+        warming = None
+        if settings.warm_on_start:
+            warming = asyncio.create_task(asyncio.to_thread(runtime.markets.directory.calendars.warm))
         worker = None
         if settings.runs_embedded_worker:
             worker = start_worker(runtime.broker, settings.regions, settings.worker_threads)
@@ -66,6 +70,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
+            if warming is not None:
+                await warming
             if worker is not None:
                 worker.stop(timeout=5_000)
             await runtime.bus.stop()

@@ -19,6 +19,7 @@ from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 from sqlmodel import Session as SQLModelSession
@@ -71,22 +72,27 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
     if state.execution_options.get("include_all_tenants"):
         return
     scope = state.session.info.get(SCOPE_KEY)
-    touches_tenant_rows = any(
-        issubclass(m.class_, (TenantOwned, TenantRoot)) for m in state.all_mappers
-    )
+    if scope == ALL_TENANTS:
+        return
     if scope is None:
-        if touches_tenant_rows:
+        # Read the tables off the statement itself, not its entities: `select(func.count())
+        # .select_from(Job)` names no entity but reads tenant rows all the same.
+        tenant_tables = {cls.__table__ for cls in _tenant_classes()}
+        if tenant_tables & set(find_tables(state.statement, check_columns=True,
+                                           include_joins=True, include_crud=True)):
             raise RuntimeError("tenant-owned rows queried in a session without a tenant scope")
         return
-    if scope == ALL_TENANTS or not touches_tenant_rows:
-        return
-    # Criteria for every tenant table, so joined entities are filtered too; one per mapped
-    # class because SQLModel mixins have no SQL columns for a lambda to read.
+    # Criteria for every tenant table, wherever it appears (selected, joined, select_from,
+    # subquery); one per mapped class because SQLModel mixins have no SQL columns for a lambda.
     options = [with_loader_criteria(cls, cls.tenant_id == scope, include_aliases=True)
                for cls in _mapped_subclasses(TenantOwned)]
     options += [with_loader_criteria(cls, cls.id == scope, include_aliases=True)
                 for cls in _mapped_subclasses(TenantRoot)]
     state.statement = state.statement.options(*options)
+
+
+def _tenant_classes() -> list[Any]:
+    return _mapped_subclasses(TenantOwned) + _mapped_subclasses(TenantRoot)
 
 
 def _mapped_subclasses(base: type) -> list[type]:

@@ -4,10 +4,19 @@ from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
 from gateway.auth.models import CasbinRule
+from gateway.fx.models import (
+    CashBalance,
+    HedgeExecution,
+    HedgePosition,
+    Portfolio,
+    Position,
+    UnsettledTrade,
+)
 from gateway.jobs.models import Job
 from gateway.tenancy.models import ApiKey, Tenant, User
 
-__all__ = ["ApiKey", "CasbinRule", "Job", "Tenant", "User", "metadata"]
+__all__ = ["ApiKey", "CasbinRule", "CashBalance", "HedgeExecution", "HedgePosition", "Job",
+           "Portfolio", "Position", "Tenant", "UnsettledTrade", "User", "metadata"]
 
 
 def metadata() -> MetaData:

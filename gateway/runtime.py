@@ -14,12 +14,15 @@ from gateway.auth.authenticate import Authenticator
 from gateway.auth.policy import AccessPolicy
 from gateway.db import Database
 from gateway.events import Bus, make_bus
+from gateway.fx.service import FxService
 from gateway.jobs.actors import JobExecutor, declare_run_job
 from gateway.jobs.broker import build_broker
 from gateway.jobs.diagnostics import DIAGNOSTICS
 from gateway.jobs.kinds import JobKinds
 from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
+from gateway.marketdata import MarketDataService
+from gateway.markets.service import MarketsService
 from gateway.settings import Settings
 from gateway.tenancy.service import TenancyService
 from plugins.builtin import BUILTINS
@@ -38,6 +41,9 @@ class Runtime:
     jobs: JobService
     tenancy: TenancyService
     plugins: PluginHost
+    markets: MarketsService  # venues and sessions; its clock is the system's unless a test's
+    market_data: MarketDataService  # instruments, bars and quotes from data-source plugins
+    fx: FxService  # portfolios, FX exposure and hedging, on FX-provider plugins
 
     def close(self) -> None:
         self.broker.close()
@@ -53,6 +59,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     broker = build_broker(settings)
     executor = JobExecutor(JobRows(db, bus), kinds, settings.job_max_retries)
     actor = declare_run_job(broker, executor, settings)
+    plugins = PluginHost(BUILTINS)
+    markets = MarketsService()
     return Runtime(
         settings=settings,
         db=db,
@@ -63,5 +71,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         job_kinds=kinds,
         jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size),
         tenancy=TenancyService(db, policy, bus, settings.regions, settings.max_page_size),
-        plugins=PluginHost(BUILTINS),
+        plugins=plugins,
+        markets=markets,
+        market_data=MarketDataService(plugins, markets.directory, now=markets.now),
+        fx=FxService.from_plugins(db, plugins, settings.max_page_size),
     )

@@ -12,10 +12,10 @@ from strawberry.tools import merge_types
 
 from gateway.http.limits import limits_rule
 from gateway.settings import Settings
-from schema import jobs, tenancy
+from schema import fx, jobs, marketdata, markets, tenancy
 from schema.errors import DomainErrorCodes
 
-DOMAINS = (tenancy, jobs)
+DOMAINS = (tenancy, jobs, markets, marketdata, fx)
 FEDERATION_VERSION = "2.7"
 
 

@@ -54,6 +54,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         job_min_backoff_ms=50,
         job_max_backoff_ms=200,
         log_json=False,
+        warm_on_start=False,  # each test server would spend seconds loading calendars
     )
 
 

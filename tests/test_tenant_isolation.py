@@ -23,6 +23,18 @@ COVERED = {
                  "createTenant", "runDiagnostics", "cancelJob"},
     "Subscription": {"jobUpdated"},
 }
+# Markets: public reference data, the same for every tenant; test_markets.py
+# (test_two_tenants_get_identical_market_answers) shows two tenants get identical answers.
+COVERED["Query"] |= {"regions", "venue", "activeMarkets", "followTheSun"}
+COVERED["Subscription"] |= {"marketSessionEvents"}
+# Market data: reference data, the same for every tenant (test_market_data_is_the_same_for_every_tenant).
+COVERED["Query"] |= {"instruments", "instrument", "bars", "quote"}
+COVERED["Subscription"] |= {"quotes"}
+# FX portfolios and hedging: test_fx.py (test_fx_fields_with_another_tenants_ids_find_and_change_nothing)
+# tries each with another tenant's key, ids and idempotency keys; fxRate is public rate data.
+COVERED["Query"] |= {"portfolios", "portfolio", "fxExposure", "fxRate"}
+COVERED["Mutation"] |= {"createPortfolio", "recordPosition", "setCashBalance", "recordUnsettledTrade",
+                        "proposeHedge", "executeHedge"}
 
 
 def test_every_root_field_is_covered(settings):
@@ -144,3 +156,34 @@ def test_tenant_sessions_filter_and_refuse_cross_tenant_writes(runtime, tenant, 
         assert session.exec(select(Job).where(Job.region == "emea")).all() == []
     with pytest.raises(RuntimeError, match="without a tenant scope"), db.unscoped_session() as s:
         s.exec(select(User)).all()
+
+
+def test_aggregates_and_subqueries_are_filtered_too(runtime, tenant, other_tenant):
+    from sqlmodel import func
+
+    db: Database = runtime.db
+    for owner in (tenant, other_tenant):
+        with db.tenant_transaction(owner.id) as session:
+            session.add(Job(kind="diagnostics", region="apac"))
+    with db.tenant_session(tenant.id) as session:
+        # No entity is selected here, only a table named in FROM.
+        count = session.exec(select(func.count()).select_from(Job).where(Job.region == "apac")).one()
+        assert count == 1
+        owners = select(User.id).scalar_subquery()
+        assert session.exec(select(func.count()).select_from(User).where(User.id.in_(owners))
+                            ).one() == 1
+    with db.system_session() as session:
+        assert session.exec(select(func.count()).select_from(Job).where(Job.region == "apac")
+                            ).one() >= 2
+    with pytest.raises(RuntimeError, match="without a tenant scope"), db.unscoped_session() as s:
+        s.exec(select(func.count()).select_from(Job)).one()
+
+
+def test_market_data_is_the_same_for_every_tenant(gql, tenant, other_tenant):
+    query = """{ instruments(first: 50) { edges { node { key source tickSize } } }
+      instrument(key: "AAPL.XNAS") { isin }
+      bars(instrument: "SHEL.XLON", start: "2024-03-04T00:00:00Z", end: "2024-03-05T00:00:00Z",
+           interval: "1h") { start close volume }
+      quote(instrument: "7203.XTKS", at: "2024-03-05T01:00:00Z") { bid ask } }"""
+    mine, theirs = gql.data(query, key=tenant.key), gql.data(query, key=other_tenant.key)
+    assert mine == theirs and mine["instruments"]["edges"] and mine["bars"]

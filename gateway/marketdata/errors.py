@@ -1,0 +1,31 @@
+"""Stable error codes of market data."""
+
+from __future__ import annotations
+
+from gateway.errors import DomainError, InvalidInput, NotFound
+
+
+class InstrumentUnknown(NotFound):
+    code = "INSTRUMENT_UNKNOWN"
+
+
+class IntervalInvalid(InvalidInput):
+    code = "INTERVAL_INVALID"
+
+
+class RangeInvalid(InvalidInput):
+    """end not after start, or more bars than one request may return."""
+
+    code = "RANGE_INVALID"
+
+
+class TooManyInstruments(InvalidInput):
+    code = "INSTRUMENTS_TOO_MANY"
+
+
+class SourceFailed(DomainError):
+    """A data-source plugin raised or answered in the wrong shape; `details.plugin` names it.
+    Only requests that needed that source fail."""
+
+    code = "PLUGIN_FAILED"
+    http_status = 502

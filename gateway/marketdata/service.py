@@ -1,0 +1,295 @@
+"""The market data service: sources from plugins, an instrument registry, validated requests.
+
+Sources are collected once, on first use (the hook is documented as called once at
+activation), through `PluginHost.collect`: each plugin gets its own context (its config and
+the runtime's venue directory). A plugin whose hook raises, or a source whose `instruments()`
+does, is left out and logged; the others serve. A source that raises while answering a request
+fails that request only, with PLUGIN_FAILED naming the plugin.
+
+Instruments are keyed "SYMBOL.MIC". When two sources offer the same key, the first collected
+wins (built-ins are registered first) and the other is logged.
+
+Market data is reference data: the same for every tenant, and any authenticated principal may
+read it (the schema checks authentication, not a permission).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from gateway.errors import DomainError, InvalidInput
+from gateway.marketdata.errors import (
+    InstrumentUnknown,
+    IntervalInvalid,
+    RangeInvalid,
+    SourceFailed,
+    TooManyInstruments,
+)
+from gateway.markets.errors import InstantNotAware
+from gateway.pagination import check_page_size
+from plugins.host import PluginFailed, PluginHost, default_context
+from plugins.sdk import Bar, Instrument, MarketDataSource, PluginContext, Quote, VenueDirectory
+
+log = logging.getLogger(__name__)
+
+HOOK = "alphintra_market_data_sources"
+INTERVAL_SPANS: Mapping[str, timedelta] = {
+    "1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1), "1d": timedelta(days=1),
+}
+INTERVALS: tuple[str, ...] = tuple(INTERVAL_SPANS)
+MAX_BARS = 10_000
+# A range this many times the cap in wall-clock intervals cannot fit however few hours the
+# venue trades (the thinnest venues trade about a sixth of the week), so it is refused without
+# asking the calendar for years of sessions.
+WALL_CLOCK_FACTOR = 10
+MAX_QUOTE_INSTRUMENTS = 50
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    plugin: str
+    source: MarketDataSource
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.source, "name", "?"))
+
+
+@dataclass(frozen=True)
+class _Registry:
+    by_key: Mapping[str, tuple[Instrument, SourceEntry]]  # upper-cased key
+    ordered: tuple[Instrument, ...]  # by key
+    sources: tuple[SourceEntry, ...]
+    failures: tuple[PluginFailed, ...] = field(default=())
+
+
+def aware(at: datetime, what: str = "instant") -> datetime:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InstantNotAware(f"{what} {at.isoformat()} has no time zone; send an offset such as Z")
+    return at.astimezone(UTC)
+
+
+class MarketDataService:
+    def __init__(self, plugins: PluginHost, venues: VenueDirectory, *,
+                 configs: Mapping[str, Mapping[str, Any]] | None = None,
+                 max_bars: int = MAX_BARS, now: Callable[[], datetime] | None = None) -> None:
+        self.plugins = plugins
+        self.venues = venues
+        # The clock quote streams read; the runtime passes the markets clock, so a test that
+        # drives sessions with a controllable clock drives quotes with it too.
+        self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
+        self.configs = dict(configs or {})
+        self.max_bars = max_bars
+        self._lock = threading.Lock()
+        self._registry: _Registry | None = None
+
+    # -- sources ----------------------------------------------------------------------------
+
+    def context_for(self, plugin: str) -> PluginContext:
+        return default_context(plugin, config=dict(self.configs.get(plugin, {})), venues=self.venues)
+
+    def reload(self) -> None:
+        """Collect the sources again on next use (after plugins were added or reconfigured)."""
+        with self._lock:
+            self._registry = None
+
+    def sources(self) -> tuple[SourceEntry, ...]:
+        return self._load().sources
+
+    def failures(self) -> tuple[PluginFailed, ...]:
+        return self._load().failures
+
+    def _load(self) -> _Registry:
+        with self._lock:
+            if self._registry is None:
+                self._registry = self._collect()
+            return self._registry
+
+    def _collect(self) -> _Registry:
+        contributions, failures = self.plugins.collect(HOOK, self.context_for, expect=MarketDataSource)
+        by_key: dict[str, tuple[Instrument, SourceEntry]] = {}
+        entries: list[SourceEntry] = []
+        for contribution in contributions:
+            entry = SourceEntry(contribution.plugin, contribution.value)
+            try:
+                offered = list(entry.source.instruments())
+                wrong = next((i for i in offered if not isinstance(i, Instrument)), None)
+                if wrong is not None:
+                    raise TypeError(f"instruments() returned a {type(wrong).__name__}")
+            except Exception as exc:
+                log.exception("market data source failed to list instruments",
+                              extra={"plugin": entry.plugin, "source": entry.name})
+                failures.append(PluginFailed(entry.plugin, f"instruments() of {entry.name}: {exc}"))
+                continue
+            entries.append(entry)
+            for instrument in offered:
+                key = instrument.key.upper()
+                if key in by_key:
+                    log.warning("instrument %s offered twice; %s of %s kept", instrument.key,
+                                by_key[key][1].name, by_key[key][1].plugin)
+                    continue
+                by_key[key] = (instrument, entry)
+        ordered = tuple(sorted((i for i, _ in by_key.values()), key=lambda i: i.key))
+        return _Registry(by_key, ordered, tuple(entries), tuple(failures))
+
+    # -- instruments ------------------------------------------------------------------------
+
+    def instruments(self, mic: str | None = None, search: str | None = None) -> list[Instrument]:
+        """Instruments by key, optionally on one venue and matching `search` (a case-insensitive
+        part of the symbol, name, ISIN or key). An unknown MIC is VENUE_UNKNOWN."""
+        items: Sequence[Instrument] = self._load().ordered
+        if mic is not None:
+            wanted = mic.strip().upper()
+            items = [i for i in items if i.mic == wanted]
+            if not items:
+                self.venues.venue(wanted)  # raises VENUE_UNKNOWN when no venue has that MIC
+        if search is not None and search.strip():
+            needle = search.strip().lower()
+            items = [i for i in items if any(needle in (v or "").lower()
+                                             for v in (i.symbol, i.name, i.isin, i.key))]
+        return list(items)
+
+    def instrument(self, key: str) -> Instrument:
+        return self._find(key)[0]
+
+    def source_of(self, key: str) -> SourceEntry:
+        return self._find(key)[1]
+
+    def _find(self, key: str) -> tuple[Instrument, SourceEntry]:
+        found = self._load().by_key.get(key.strip().upper()) if isinstance(key, str) else None
+        if found is None:
+            raise InstrumentUnknown(f"no instrument {key!r}; instruments are named SYMBOL.MIC")
+        return found
+
+    # -- bars and quotes --------------------------------------------------------------------
+
+    def bars(self, key: str, start: datetime, end: datetime, interval: str) -> list[Bar]:
+        """Bars of `interval` starting in [start, end), oldest first."""
+        instrument, entry = self._find(key)
+        if interval not in INTERVAL_SPANS:
+            raise IntervalInvalid(f"interval must be one of {', '.join(INTERVALS)}")
+        start, end = aware(start, "start"), aware(end, "end")
+        if end <= start:
+            raise RangeInvalid("end must be after start")
+        self._check_size(instrument, start, end, interval)
+        bars = self._call(entry, "bars", instrument, start, end, interval)
+        if not isinstance(bars, Sequence) or any(not isinstance(b, Bar) for b in bars):
+            raise self._failed(entry, "bars", "answered in the wrong shape")
+        if len(bars) > self.max_bars:
+            raise RangeInvalid(f"more than {self.max_bars} bars; ask for a shorter range",
+                               details={"maxBars": self.max_bars})
+        return sorted(bars, key=lambda b: b.start)
+
+    def quote(self, key: str, at: datetime) -> Quote | None:
+        instrument, entry = self._find(key)
+        at = aware(at, "at")
+        quote = self._call(entry, "quote", instrument, at)
+        if quote is not None and not isinstance(quote, Quote):
+            raise self._failed(entry, "quote", "answered in the wrong shape")
+        return quote
+
+    def check_quote_request(self, keys: Sequence[str]) -> list[str]:
+        """The instruments' canonical keys, for a quote stream; raises on bad input."""
+        if not keys:
+            raise InvalidInput("name at least one instrument", code="INSTRUMENTS_EMPTY")
+        if len(keys) > MAX_QUOTE_INSTRUMENTS:
+            raise TooManyInstruments(f"at most {MAX_QUOTE_INSTRUMENTS} instruments per subscription")
+        return list(dict.fromkeys(self.instrument(k).key for k in keys))
+
+    def quotes(self, keys: Sequence[str], at: datetime) -> list[Quote]:
+        """Quotes of several instruments at one instant, for streams: an instrument whose source
+        has no quote, or fails, is left out of this round (and the failure logged), so one
+        broken source does not stop the others' quotes."""
+        out = []
+        for key in keys:
+            try:
+                quote = self.quote(key, at)
+            except SourceFailed:
+                continue
+            if quote is not None:
+                out.append(quote)
+        return out
+
+    def _check_size(self, instrument: Instrument, start: datetime, end: datetime, interval: str) -> None:
+        """Refuse a request that would return more than max_bars bars, counting only trading
+        time where the venue directory knows the venue."""
+        span = INTERVAL_SPANS[interval]
+        wall = math.ceil((end - start) / span)
+        if wall <= self.max_bars:
+            return
+        too_many = RangeInvalid(f"more than {self.max_bars} {interval} bars; ask for a shorter range",
+                                details={"maxBars": self.max_bars})
+        if wall > self.max_bars * WALL_CLOCK_FACTOR:
+            raise too_many
+        try:
+            venue = self.venues.venue(instrument.mic)
+        except DomainError:
+            venue = None  # a file source may hold venues the directory does not know
+        if venue is None or venue.always_open:
+            raise too_many
+        windows = self.venues.sessions(instrument.mic, start, end)
+        if interval == "1d":
+            zone = ZoneInfo(venue.timezone)
+            count = len({w.opens_at.astimezone(zone).date() for w in windows})
+        else:
+            count = sum(math.ceil((min(w.closes_at, end) - max(w.opens_at, start)) / span)
+                        for w in windows)
+        if count > self.max_bars:
+            raise too_many
+
+    def _call(self, entry: SourceEntry, method: str, *args: Any) -> Any:
+        try:
+            return getattr(entry.source, method)(*args)
+        except DomainError:
+            # The gateway's own errors (say, from the venue directory the source asked) keep
+            # their codes: they describe the request, not the plugin.
+            raise
+        except Exception as exc:
+            log.exception("market data source failed",
+                          extra={"plugin": entry.plugin, "source": entry.name, "method": method})
+            raise self._failed(entry, method, "raised") from exc
+
+    @staticmethod
+    def _failed(entry: SourceEntry, method: str, what: str) -> SourceFailed:
+        # The client hears which plugin failed, not the exception text (it may carry paths or
+        # secrets of the plugin); the log has the traceback.
+        failed = PluginFailed(entry.plugin, f"{method}() of source {entry.name!r} {what}")
+        return SourceFailed(failed.message, details={"plugin": failed.plugin, "source": entry.name})
+
+
+# -- cursor pages over in-memory lists sorted by a unique string key -------------------------
+
+def encode_key_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(f"k|{key}".encode()).decode()
+
+
+def decode_key_cursor(cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    if not text.startswith("k|"):
+        raise InvalidInput("cursor is not one this API returned", code="CURSOR_INVALID")
+    return text[2:]
+
+
+def key_page(items: Sequence[T], key: Callable[[T], str], first: int, after: str | None,
+             maximum: int) -> tuple[list[T], bool]:
+    """The `first` items after the cursor `after`; `items` sorted by `key`. Keyed rather than
+    positional, so a page stays right when instruments come or go between requests."""
+    check_page_size(first, maximum)
+    if after is not None:
+        last = decode_key_cursor(after)
+        items = [i for i in items if key(i) > last]
+    return list(items[:first]), len(items) > first
