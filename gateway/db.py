@@ -82,17 +82,23 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
                                            include_joins=True, include_crud=True)):
             raise RuntimeError("tenant-owned rows queried in a session without a tenant scope")
         return
-    # Criteria for every tenant table, wherever it appears (selected, joined, select_from,
-    # subquery); one per mapped class because SQLModel mixins have no SQL columns for a lambda.
-    options = [with_loader_criteria(cls, cls.tenant_id == scope, include_aliases=True)
-               for cls in _mapped_subclasses(TenantOwned)]
-    options += [with_loader_criteria(cls, cls.id == scope, include_aliases=True)
-                for cls in _mapped_subclasses(TenantRoot)]
-    state.statement = state.statement.options(*options)
+    # Criteria only for the tenant tables this statement reads (selected, joined, select_from,
+    # subquery), one per mapped class because SQLModel mixins have no SQL columns for a lambda.
+    tables = set(find_tables(state.statement, check_columns=True, include_joins=True,
+                             include_crud=True))
+    options = [with_loader_criteria(cls, column(cls) == scope, include_aliases=True)
+               for cls in _tenant_classes() if cls.__table__ in tables]
+    if options:
+        state.statement = state.statement.options(*options)
 
 
 def _tenant_classes() -> list[Any]:
     return _mapped_subclasses(TenantOwned) + _mapped_subclasses(TenantRoot)
+
+
+def column(cls: Any) -> Any:
+    """The column that names a row's tenant: `tenant_id`, or `id` on the Tenant table itself."""
+    return cls.id if issubclass(cls, TenantRoot) else cls.tenant_id
 
 
 def _mapped_subclasses(base: type) -> list[type]:

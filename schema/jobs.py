@@ -14,7 +14,7 @@ from strawberry.types import Info
 
 from gateway.errors import NotFound
 from gateway.jobs import models
-from gateway.jobs.runner import job_topic, snapshot
+from gateway.jobs.runner import job_topic
 from schema.common import DEFAULT_PAGE, Connection, ctx
 from schema.tenancy import Tenant, User
 
@@ -89,7 +89,17 @@ class Job:
 
     @classmethod
     def from_row(cls, row: models.Job) -> Job:
-        return cls.from_snapshot(snapshot(row))
+        # Straight from the row: a page of jobs is on the hot path, so no snapshot round trip.
+        error = JobError(code=row.error_code, message=row.error_message or "") \
+            if row.error_code else None
+        return cls(
+            id=strawberry.ID(row.id), kind=row.kind, status=JobStatus(row.status),
+            region=row.region, progress=row.progress, message=row.message, params=row.params,
+            result=row.result, error=error, attempts=row.attempts,
+            cancel_requested=row.cancel_requested, idempotency_key=row.idempotency_key,
+            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+            updated_at=row.updated_at, tenant_id=row.tenant_id, created_by_id=row.created_by,
+        )
 
     @classmethod
     def resolve_reference(cls, info: Info, id: strawberry.ID) -> Job:

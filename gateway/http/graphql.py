@@ -38,6 +38,7 @@ from opentelemetry.trace import NoOpTracer, Tracer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from gateway import errors as codes
 from gateway.auth.authenticate import bearer_token
@@ -195,7 +196,8 @@ class GraphQLEndpoint:
             attributes = {"graphql.operation.type": operation.operation.value,
                           "graphql.operation.name": operation.name.value if operation.name else ""}
             with self.tracer.start_as_current_span("graphql.execute", attributes=attributes):
-                kwargs: dict[str, Any] = {}
+                # Strawberry's check answers "not awaitable" fast for plain values.
+                kwargs: dict[str, Any] = {"is_awaitable": optimized_is_awaitable}
                 if self.execution_context_class is not None:
                     kwargs["executor_class"] = self.execution_context_class
                 result = execute(self.gql, prepared.document, context_value=context,
