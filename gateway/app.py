@@ -41,6 +41,12 @@ def _default_schema(runtime: Runtime) -> Any:
     return build_schema(runtime.settings)
 
 
+def _warm(runtime: Runtime) -> None:
+    """Load market calendars and train the pattern recogniser before any request needs them."""
+    runtime.markets.directory.calendars.warm()
+    runtime.patterns.model()
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
                schema_factory: SchemaFactory = _default_schema, tracer: Any = None) -> Starlette:
     settings = settings or (runtime.settings if runtime else Settings.from_env())
@@ -60,7 +66,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         warming = None
         if settings.warm_on_start:
-            warming = asyncio.create_task(asyncio.to_thread(runtime.markets.directory.calendars.warm))
+            warming = asyncio.create_task(asyncio.to_thread(_warm, runtime))
         worker = None
         if settings.runs_embedded_worker:
             worker = start_worker(runtime.broker, settings.regions, settings.worker_threads)

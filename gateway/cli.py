@@ -198,3 +198,92 @@ def seed_demo(settings: Settings) -> None:
     except (DomainError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(message)
+
+
+@main.group()
+def fl() -> None:
+    """Federated learning at scale: Flower's SuperLink, one SuperNode per institution, runs.
+
+    The embedded gateway needs none of this (a `federated.train` job runs a Flower simulation);
+    see gateway/federated/flower_app.py for a run end to end.
+    """
+
+
+@fl.command("superlink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9092, show_default=True, type=int, help="Fleet, Control and Runtime API")
+@click.option("--database", default=None, help="SQLite file for the SuperLink's state; memory if absent")
+@click.option("--ssl-certfile", default=None)
+@click.option("--ssl-keyfile", default=None)
+@click.option("--ssl-ca-certfile", default=None)
+def fl_superlink(host: str, port: int, database: str | None, ssl_certfile: str | None,
+                 ssl_keyfile: str | None, ssl_ca_certfile: str | None) -> None:
+    """Run Flower's SuperLink (plain HTTP on loopback only). Runs are started with
+    `alphintra fl run` or Flower's `flwr run`."""
+    from gateway.federated.deploy import run_flower_main, superlink_args
+
+    run_flower_main("flower-superlink", superlink_args(
+        host, port, database=database, certfile=ssl_certfile, keyfile=ssl_keyfile,
+        ca_certfile=ssl_ca_certfile))
+
+
+@fl.command("supernode")
+@click.option("--tenant", "slug", required=True, help="the tenant whose data this node trains on")
+@click.option("--superlink", required=True, help="the SuperLink's HOST:PORT")
+@click.option("--port", default=9094, show_default=True, type=int,
+              help="this node's runtime API port (distinct per SuperNode on one machine)")
+@click.option("--root-certificates", default=None, help="CA bundle for a SuperLink with TLS")
+@click.option("--cache-dir", default=None, help="a private directory where the tenant's features are "
+              "kept between messages (each message runs in a new process); none: rebuilt each time")
+def fl_supernode(slug: str, superlink: str, port: int, root_certificates: str | None,
+                 cache_dir: str | None) -> None:
+    """Run a Flower SuperNode for one tenant: its ClientApp reads only that tenant's data."""
+    from gateway.federated.deploy import run_flower_main, supernode_args
+
+    if not slug or len(slug) > 63 or not all(ch.isalnum() or ch == "-" for ch in slug):
+        raise click.BadParameter("a tenant slug: letters, digits and hyphens", param_hint="--tenant")
+    run_flower_main("flower-supernode", supernode_args(slug, superlink, port, cache_dir=cache_dir,
+                                                       root_certificates=root_certificates))
+
+
+@fl.command("app")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def fl_app(directory: Path) -> None:
+    """Write the Flower App directory, for `flwr run DIRECTORY <connection>`."""
+    from gateway.federated.flower_app import write_flower_app
+
+    click.echo(str(write_flower_app(directory)))
+
+
+@fl.command("run")
+@click.option("--superlink", required=True, help="the SuperLink's HOST:PORT")
+@click.option("--participants", default=2, show_default=True, type=int, help="SuperNodes to wait for")
+@click.option("--rounds", default=3, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--dp-mode", type=click.Choice(["NONE", "SERVER", "CLIENT"]), default="NONE", show_default=True)
+@click.option("--clip-norm", default=1.0, show_default=True, type=float)
+@click.option("--noise-multiplier", default=0.0, show_default=True, type=float)
+@click.option("--delta", default=1e-5, show_default=True, type=float)
+@click.option("--secure-aggregation/--no-secure-aggregation", default=True, show_default=True)
+@click.option("--baselines/--no-baselines", default=True, show_default=True)
+@click.option("--target", type=click.Choice(["DIRECTION", "VOLATILITY"]), default="DIRECTION",
+              show_default=True)
+@click.option("--window-days", default=730, show_default=True, type=int)
+@click.option("--result", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="where the ServerApp writes its JSON report (on the SuperLink's machine)")
+@click.option("--timeout", default=None, type=float, help="seconds before giving up")
+@click.option("--root-certificates", default=None)
+def fl_run(superlink: str, participants: int, rounds: int, seed: int, dp_mode: str, clip_norm: float,
+           noise_multiplier: float, delta: float, secure_aggregation: bool, baselines: bool, target: str,
+           window_days: int, result: Path | None, timeout: float | None,
+           root_certificates: str | None) -> None:
+    """Start a training run on a SuperLink with `flwr run`, and follow it to the end."""
+    from gateway.federated.deploy import start_run
+
+    config = {"participants": participants, "rounds": rounds, "seed": seed, "dp-mode": dp_mode,
+              "clip-norm": clip_norm, "noise-multiplier": noise_multiplier, "delta": delta,
+              "secure-aggregation": secure_aggregation, "baselines": baselines, "target": target,
+              "window-days": window_days, "result-path": str(result.resolve()) if result else ""}
+    code = start_run(superlink, config, timeout=timeout, root_certificates=root_certificates)
+    if code != 0:
+        raise click.ClickException(f"flwr run exited with {code}")

@@ -4,6 +4,7 @@ from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
 from gateway.auth.models import CasbinRule
+from gateway.federated.models import Federation, FederationMember
 from gateway.fx.models import (
     CashBalance,
     HedgeExecution,
@@ -15,8 +16,8 @@ from gateway.fx.models import (
 from gateway.jobs.models import Job
 from gateway.tenancy.models import ApiKey, Tenant, User
 
-__all__ = ["ApiKey", "CasbinRule", "CashBalance", "HedgeExecution", "HedgePosition", "Job",
-           "Portfolio", "Position", "Tenant", "UnsettledTrade", "User", "metadata"]
+__all__ = ["ApiKey", "CasbinRule", "CashBalance", "Federation", "FederationMember", "HedgeExecution",
+           "HedgePosition", "Job", "Portfolio", "Position", "Tenant", "UnsettledTrade", "User", "metadata"]
 
 
 def metadata() -> MetaData:

@@ -14,6 +14,7 @@ from gateway.auth.authenticate import Authenticator
 from gateway.auth.policy import AccessPolicy
 from gateway.db import Database
 from gateway.events import Bus, make_bus
+from gateway.federated.kind import FEDERATED_TRAIN
 from gateway.fx.service import FxService
 from gateway.jobs.actors import JobExecutor, declare_run_job
 from gateway.jobs.broker import build_broker
@@ -23,6 +24,9 @@ from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
 from gateway.marketdata import MarketDataService
 from gateway.markets.service import MarketsService
+from gateway.patterns import PatternService
+from gateway.quantum import PortfolioOptimisationService
+from gateway.quantum.job import portfolio_optimisation_kind
 from gateway.settings import Settings
 from gateway.tenancy.service import TenancyService
 from plugins.builtin import BUILTINS
@@ -43,7 +47,9 @@ class Runtime:
     plugins: PluginHost
     markets: MarketsService  # venues and sessions; its clock is the system's unless a test's
     market_data: MarketDataService  # instruments, bars and quotes from data-source plugins
+    portfolio: PortfolioOptimisationService  # portfolio optimisation on optimiser plugins
     fx: FxService  # portfolios, FX exposure and hedging, on FX-provider plugins
+    patterns: PatternService  # chart patterns in recent bars, by a spiking network trained on first use
 
     def close(self) -> None:
         self.broker.close()
@@ -56,11 +62,15 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     policy = AccessPolicy(db)
     kinds = JobKinds()
     kinds.register(DIAGNOSTICS)
+    kinds.register(FEDERATED_TRAIN)  # imports flwr and ray only when a job runs
     broker = build_broker(settings)
     executor = JobExecutor(JobRows(db, bus), kinds, settings.job_max_retries)
     actor = declare_run_job(broker, executor, settings)
     plugins = PluginHost(BUILTINS)
     markets = MarketsService()
+    market_data = MarketDataService(plugins, markets.directory, now=markets.now)
+    portfolio = PortfolioOptimisationService(plugins, market_data)
+    kinds.register(portfolio_optimisation_kind(portfolio))  # qiskit/pennylane load only in a job
     return Runtime(
         settings=settings,
         db=db,
@@ -73,6 +83,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         tenancy=TenancyService(db, policy, bus, settings.regions, settings.max_page_size),
         plugins=plugins,
         markets=markets,
-        market_data=MarketDataService(plugins, markets.directory, now=markets.now),
+        market_data=market_data,
+        portfolio=portfolio,
         fx=FxService.from_plugins(db, plugins, settings.max_page_size),
+        patterns=PatternService(market_data),
     )

@@ -64,7 +64,8 @@ class Settings:
     redis_maintenance_chance: int = 1_000
     redis_namespace: str = "alphintra"
 
-    # Load market calendars in the background at start-up, so no request pays for it.
+    # Load calendars and train the pattern model in the background at start-up, so no request
+    # pays for it.
     warm_on_start: bool = True
 
     # Operations.

@@ -57,7 +57,7 @@ class PluginHost:
         caller = getattr(self.manager.hook, hook)
         contributions: list[Contribution] = []
         failures: list[PluginFailed] = []
-        for impl in reversed(caller.get_hookimpls()):  # registration order: built-ins first
+        for impl in caller.get_hookimpls():  # registration order: built-ins first
             name = impl.plugin_name
             try:
                 result = impl.function(context=context_for(name))

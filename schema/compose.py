@@ -12,10 +12,10 @@ from strawberry.tools import merge_types
 
 from gateway.http.limits import limits_rule
 from gateway.settings import Settings
-from schema import fx, jobs, marketdata, markets, tenancy
+from schema import federated, fx, jobs, marketdata, markets, patterns, quantum, tenancy
 from schema.errors import DomainErrorCodes
 
-DOMAINS = (tenancy, jobs, markets, marketdata, fx)
+DOMAINS = (tenancy, jobs, markets, marketdata, fx, patterns, federated, quantum)
 FEDERATION_VERSION = "2.7"
 
 

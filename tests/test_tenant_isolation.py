@@ -35,6 +35,21 @@ COVERED["Subscription"] |= {"quotes"}
 COVERED["Query"] |= {"portfolios", "portfolio", "fxExposure", "fxRate"}
 COVERED["Mutation"] |= {"createPortfolio", "recordPosition", "setCashBalance", "recordUnsettledTrade",
                         "proposeHedge", "executeHedge"}
+# Chart patterns: derived from market data, the same for every tenant
+# (test_patterns_are_the_same_for_every_tenant).
+COVERED["Query"] |= {"detectPatterns"}
+COVERED["Subscription"] |= {"patternDetections"}
+
+# Federated learning: test_federated.py (test_federations_are_visible_to_members_only,
+# test_training_another_tenants_federation_is_not_found, test_job_reads_only_participants_data)
+# tries each with a tenant that is not a member, and shows a job reads no other tenant's data.
+COVERED["Query"] |= {"federations", "federation"}
+COVERED["Mutation"] |= {"createFederation", "joinFederation", "leaveFederation", "trainFederatedModel"}
+
+# Portfolio optimisation: optimizePortfolio starts a Job, tenant-scoped like every job
+# (test_optimisation_jobs_are_tenant_scoped); portfolioOptimisers lists plugins, not tenant data.
+COVERED["Query"] |= {"portfolioOptimisers"}
+COVERED["Mutation"] |= {"optimizePortfolio"}
 
 
 def test_every_root_field_is_covered(settings):
@@ -187,3 +202,26 @@ def test_market_data_is_the_same_for_every_tenant(gql, tenant, other_tenant):
       quote(instrument: "7203.XTKS", at: "2024-03-05T01:00:00Z") { bid ask } }"""
     mine, theirs = gql.data(query, key=tenant.key), gql.data(query, key=other_tenant.key)
     assert mine == theirs and mine["instruments"]["edges"] and mine["bars"]
+
+
+def test_patterns_are_the_same_for_every_tenant(gql, tenant, other_tenant):
+    query = """{ detectPatterns(instrument: "SHEL.XLON", window: 60, interval: "15m",
+                                at: "2026-03-04T12:00:00Z") {
+      instrument pattern confidence probabilities { pattern probability } at windowStart model } }"""
+    mine, theirs = gql.data(query, key=tenant.key), gql.data(query, key=other_tenant.key)
+    assert mine == theirs and mine["detectPatterns"]["instrument"] == "SHEL.XLON"
+    assert tenant.id not in str(mine) and other_tenant.id not in str(mine)
+
+
+def test_optimisation_jobs_are_tenant_scoped(gql, runtime, tenant, other_tenant):
+    start = """mutation { optimizePortfolio(input: {instruments: ["AAPL.XNAS", "SHEL.XLON",
+        "7203.XTKS"], budget: 2, lookbackDays: 60, asOf: "2025-01-02T00:00:00Z",
+        idempotencyKey: "opt-1"}) { id } }"""
+    theirs = gql.data(start, key=other_tenant.key)["optimizePortfolio"]["id"]
+    wait_for(lambda: runtime.jobs.get(other_tenant.id, theirs).finished_at, timeout=30)
+    assert error_codes(gql("query($id: ID!) { job(id: $id) { result } }", {"id": theirs},
+                           key=tenant.key)) == ["JOB_NOT_FOUND"]
+    mine = gql.data(start, key=tenant.key)["optimizePortfolio"]["id"]  # same key, own job
+    assert mine != theirs
+    listing = "{ portfolioOptimisers { name kind maxAssets } }"
+    assert gql.data(listing, key=tenant.key) == gql.data(listing, key=other_tenant.key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from gateway.markets.calendars import VenueCalendars, require_aware
 from gateway.markets.errors import VenueUnknown
@@ -53,6 +54,14 @@ class CalendarVenueDirectory:
         table = self.calendars.table(mic, a, b)
         return [SessionWindow(mic, datetime.fromtimestamp(o, UTC), datetime.fromtimestamp(c, UTC))
                 for o, c in table.windows_between(a, b)]
+
+    def lot_size(self, mic: str, price: Decimal) -> Decimal:
+        """The registry's lot at `price` (the common case; an instrument may know better)."""
+        return self.spec(mic).lot_size.at(price)
+
+    def tick_size(self, mic: str, price: Decimal) -> Decimal:
+        """The registry's tick at `price` (the common case; an instrument may know better)."""
+        return self.spec(mic).tick_size.at(price)
 
     # -- beyond the protocol: the gateway's own view --------------------------------------
     def spec(self, mic: str) -> Venue:

@@ -1,0 +1,450 @@
+"""`SimulatedExchange`: an `ExchangeConnector` that is itself the venue, for every MIC of the
+venue directory it is given: one matching engine (book) per (MIC, symbol).
+
+Sessions, from `context.venues`:
+- Inside a trading window an order is checked and trades at once (matching.py).
+- Outside (closed, holiday, lunch break): MARKET, IOC and FOK orders are rejected
+  (SESSION_CLOSED); DAY, GTC and GTD orders are acknowledged PENDING_NEW and enter the book at
+  the next open (a NEW report then, and whatever they trade). Resting orders stay on the book
+  over a lunch break and overnight; nothing trades while the venue is closed, so a replace
+  that would re-enter a resting order is refused then (a quantity decrease is accepted).
+- DAY orders expire at the end of their trading day: the last close of the windows opening
+  on that local date, so the afternoon of a lunch-break venue still counts. On the 24/7 venue
+  a trading day ends at the venue's local midnight. GTD orders expire at `expire_at`, open or
+  not.
+- Time is the connector's own clock: the latest of the `submitted_at` and `on_clock` instants
+  it has seen (it never goes back; an order stamped earlier is handled at the clock). Before
+  anything else, a call first plays every due activation and expiry in time order.
+
+Liquidity, from a market data source (the market twin): whenever a book is used at a new
+instant (a submission, an activation at the open, `on_clock` for books holding client
+orders), its synthetic orders are replaced by a ladder around the source's quote at that
+instant: `depth` levels a side (5 by default), the first at the quoted bid/ask with the
+quoted size, each next one a tick further out with one more multiple of that size (deeper
+books hold more), sizes cut to whole lots. The ladder posts like incoming orders, so a client
+order resting at a price the market has moved through fills, at the client's price. Liquidity
+taken at an instant stays taken until the next instant, so repeating an order at one instant
+does not find the same liquidity twice. Outside a session the twin quotes zero sizes and the
+ladder is empty. A symbol the source does not list is refused (UNKNOWN_SYMBOL); a connector
+built without a source trades any symbol, on client orders alone (that is how the tests
+exercise the book).
+
+Lot and tick sizes: the instrument's own (`Instrument.lot_size`/`tick_size` from the source)
+where the source lists it, since the venue registry's tables are the common case and the
+instrument may know better (a TOPIX 100 share ticks finer, a US share trades in odd lots);
+otherwise the venue's price-banded rule through `VenueDirectory.lot_size`/`tick_size`. One
+exception: `Instrument.lot_size` is a whole number, so on a venue with a fractional lot (the
+24/7 venue's 1e-8) the venue's lot applies.
+
+Not modelled: opening and closing auctions (orders queued for the open enter continuous
+trading, in arrival order, at the open), hidden and iceberg orders, latency, halts.
+
+Fees: `DEFAULT_FEES`, maker/taker basis points per venue. They are illustrative round figures,
+of the order of magnitude of published schedules, not any venue's tariff; configure real ones
+through the plugin's `fees` config.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from plugins.builtin.sim_exchange.book import ZERO, OrderBook
+from plugins.builtin.sim_exchange.matching import (
+    PLACES,
+    PRECISION,
+    FeeSchedule,
+    Ids,
+    MatchingEngine,
+    Reason,
+    Rules,
+    rejection,
+)
+from plugins.sdk import (
+    ExecType,
+    ExecutionReport,
+    Instrument,
+    MarketDataSource,
+    OrderRequest,
+    OrdStatus,
+    OrdType,
+    Quote,
+    Side,
+    TimeInForce,
+    VenueDirectory,
+    VenueQuote,
+)
+
+NAME = "sim-exchange"
+DEFAULT_DEPTH = 5
+# How far ahead the next open is looked for: longer than any run of closed days.
+NEXT_OPEN_HORIZON = timedelta(days=30)
+
+
+def _fees(maker: str, taker: str) -> FeeSchedule:
+    return FeeSchedule(Decimal(maker), Decimal(taker))
+
+
+# Illustrative maker/taker fees in basis points of notional (see the module docstring).
+DEFAULT_FEES: Mapping[str, FeeSchedule] = MappingProxyType({
+    "XNYS": _fees("-0.10", "0.30"), "XNAS": _fees("-0.15", "0.30"), "XTSE": _fees("0.00", "0.40"),
+    "XMEX": _fees("0.50", "0.50"), "XLON": _fees("0.00", "0.45"), "XPAR": _fees("0.00", "0.40"),
+    "XAMS": _fees("0.00", "0.40"), "XETR": _fees("0.00", "0.35"), "XMIL": _fees("0.00", "0.50"),
+    "XTKS": _fees("0.00", "0.20"), "XHKG": _fees("0.60", "0.60"), "XSHG": _fees("0.50", "0.50"),
+    "XASX": _fees("0.00", "0.30"), "XNSE": _fees("0.30", "0.30"), "ALPX": _fees("2.00", "8.00"),
+})
+FALLBACK_FEES = _fees("0.50", "0.50")
+
+
+@dataclass(frozen=True)
+class _Listing:
+    instrument: Instrument
+    source: MarketDataSource
+
+
+def ladder(quote: Quote | None, rules: Rules, depth: int) -> list[tuple[Side, Decimal, Decimal]]:
+    """The synthetic orders around `quote` (see the module docstring), best first per side."""
+    out: list[tuple[Side, Decimal, Decimal]] = []
+    if quote is None:
+        return out
+    for side, top, size in ((Side.BUY, quote.bid, quote.bid_size), (Side.SELL, quote.ask, quote.ask_size)):
+        price = top
+        for k in range(depth):
+            if size <= ZERO or price <= ZERO:
+                break
+            lot = rules.lot(price)
+            quantity = (size * (k + 1) // lot) * lot
+            if quantity > ZERO:
+                out.append((side, price, quantity))
+            price = _step(price, rules, up=side is Side.SELL)
+    return out
+
+
+def _step(price: Decimal, rules: Rules, *, up: bool) -> Decimal:
+    """The next price a tick away, on the tick of the band it lands in."""
+    nxt = price + rules.tick(price) if up else price - rules.tick(price)
+    if nxt <= ZERO:
+        return ZERO
+    tick = rules.tick(nxt)
+    steps = nxt / tick
+    whole = steps.to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return whole * tick
+
+
+def _aware(at: object) -> bool:
+    return isinstance(at, datetime) and at.tzinfo is not None and at.utcoffset() is not None
+
+
+class SimulatedExchange:
+    """The built-in exchange connector (module docstring: sessions, liquidity, rules, fees)."""
+
+    def __init__(self, venues: VenueDirectory, *, sources: Sequence[MarketDataSource] = (),
+                 fees: Mapping[str, FeeSchedule] | None = None, mics: Iterable[str] | None = None,
+                 depth: int = DEFAULT_DEPTH, name: str = NAME,
+                 logger: logging.Logger | None = None) -> None:
+        if depth < 0:
+            raise ValueError("depth must be zero or more")
+        self.name = name
+        self.venues = venues
+        self.depth = depth
+        self.log = logger or logging.getLogger(f"alphintra.plugin.{name}")
+        self._mics = [m.upper() for m in mics] if mics is not None else [v.mic for v in venues.venues()]
+        self._mic_set = frozenset(self._mics)
+        self._fees = {**DEFAULT_FEES, **{k.upper(): v for k, v in (fees or {}).items()}}
+        self._listings: dict[tuple[str, str], _Listing] = {}
+        for source in sources:
+            for instrument in source.instruments():
+                key = (instrument.mic.upper(), instrument.symbol)
+                if key[0] in self._mic_set:
+                    self._listings.setdefault(key, _Listing(instrument, source))
+        # With a market behind it the venue lists what the market lists; without, anything.
+        self._listed_only = bool(sources)
+        self._engines: dict[tuple[str, str], MatchingEngine] = {}
+        self._located: dict[str, tuple[str, str] | None] = {}  # client order id -> book; None: rejected
+        # Due activations and expiries: (when, seq, kind, mic, symbol, client order id).
+        self._events: list[tuple[datetime, int, str, str, str, str]] = []
+        self._event_seq = itertools.count()
+        self._clock: datetime | None = None
+        self._ids = Ids(name)
+        # One call at a time (the books are not thread-safe), each in a decimal context precise
+        # enough for exact notionals (matching.PRECISION).
+        self._lock = threading.RLock()
+
+    # -- the ExchangeConnector protocol -------------------------------------------------------
+
+    def mics(self) -> list[str]:
+        return list(self._mics)
+
+    def submit(self, order: OrderRequest) -> list[ExecutionReport]:
+        with self._lock, localcontext(prec=PRECISION):
+            if not _aware(order.submitted_at):
+                return [rejection(order, Reason.INVALID_ORDER, "submitted_at must be timezone-aware",
+                                  self._now(), self._ids)]
+            reports = self._advance(order.submitted_at)
+            reports.extend(self._submit(order, self._now()))
+            return reports
+
+    def cancel(self, client_order_id: str, mic: str) -> ExecutionReport:
+        with self._lock, localcontext(prec=PRECISION):
+            at = self._now()
+            found = self._find(client_order_id, mic, at)
+            if isinstance(found, ExecutionReport):
+                return found
+            return found.cancel(client_order_id, at)
+
+    def replace(self, client_order_id: str, mic: str, quantity: Decimal,
+                limit_price: Decimal | None) -> list[ExecutionReport]:
+        with self._lock, localcontext(prec=PRECISION):
+            at = self._now()
+            found = self._find(client_order_id, mic, at)
+            if isinstance(found, ExecutionReport):
+                return [found]
+            may_trade = self._is_open_or_false(found.mic, at)
+            reports = self._refresh(found, at) if may_trade else []
+            reports.extend(found.replace(client_order_id, quantity, limit_price, at, may_trade=may_trade))
+            return reports
+
+    def quote_for(self, order: OrderRequest) -> VenueQuote | None:
+        with self._lock, localcontext(prec=PRECISION):
+            mic = str(order.mic or "").upper()
+            key = (mic, order.symbol)
+            if mic not in self._mic_set or (self._listed_only and key not in self._listings):
+                return None
+            fee = self._fee(mic).taker_bps
+
+            def refused(reason: Reason) -> VenueQuote:
+                return VenueQuote(mic, None, ZERO, fee, reason.value)
+
+            if not _aware(order.submitted_at):
+                return refused(Reason.INVALID_ORDER)
+            listing = self._listings.get(key)
+            if listing is not None and order.currency and order.currency != listing.instrument.currency:
+                return refused(Reason.CURRENCY_MISMATCH)
+            engine = self._engines.get(key) or self._new_engine(mic, order.symbol)
+            problem = engine.check(order)
+            if problem is not None:
+                return refused(problem[0])
+            at = max(order.submitted_at, self._clock or order.submitted_at)
+            try:
+                is_open = self.venues.is_open(mic, at)
+            except Exception:
+                self.log.exception("venue directory failed", extra={"mic": mic})
+                return refused(Reason.SESSION_UNAVAILABLE)
+            if not is_open:
+                immediate = OrdType(order.ord_type) is OrdType.MARKET or \
+                    TimeInForce(order.time_in_force) in (TimeInForce.IOC, TimeInForce.FOK)
+                return VenueQuote(mic, None, ZERO, fee,
+                                  Reason.SESSION_CLOSED.value if immediate else None)
+            fresh = None
+            if listing is not None and engine.refreshed_at != at:
+                fresh = ladder(listing.source.quote(listing.instrument, at), engine.rules, self.depth)
+            quantity, notional = engine.preview(order, fresh)
+            expected = (notional / quantity).quantize(PLACES) if quantity else None
+            return VenueQuote(mic, expected, quantity, fee)
+
+    def on_clock(self, at: datetime) -> list[ExecutionReport]:
+        with self._lock, localcontext(prec=PRECISION):
+            if not _aware(at):
+                raise ValueError("on_clock needs a timezone-aware instant")
+            reports = self._advance(at)
+            now = self._now()
+            for (mic, symbol), engine in self._engines.items():
+                if (mic, symbol) in self._listings and engine.has_waiting_orders() \
+                        and self._is_open_or_false(mic, now):
+                    reports.extend(self._refresh(engine, now))
+            return reports
+
+    # -- inspection (tests, tools) -------------------------------------------------------------
+
+    def engine(self, mic: str, symbol: str) -> MatchingEngine:
+        return self._engine(mic.upper(), symbol)
+
+    def book(self, mic: str, symbol: str) -> OrderBook:
+        return self.engine(mic, symbol).book
+
+    def fees(self, mic: str) -> FeeSchedule:
+        return self._fee(mic.upper())
+
+    @property
+    def clock(self) -> datetime | None:
+        return self._clock
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self._clock or datetime.now(UTC)
+
+    def _fee(self, mic: str) -> FeeSchedule:
+        return self._fees.get(mic, FALLBACK_FEES)
+
+    def _rules(self, mic: str, symbol: str) -> Rules:
+        listing = self._listings.get((mic, symbol))
+        venues = self.venues
+        if listing is not None:
+            tick, whole_lot = listing.instrument.tick_size, Decimal(listing.instrument.lot_size)
+
+            def lot(price: Decimal) -> Decimal:
+                # Instrument.lot_size is a whole number, so it cannot say "fractions allowed":
+                # where the venue trades fractions, its own lot applies.
+                venue_lot = venues.lot_size(mic, price)
+                return venue_lot if venue_lot < 1 else whole_lot
+
+            return Rules(tick=lambda _price: tick, lot=lot)
+        return Rules(tick=lambda price: venues.tick_size(mic, price),
+                     lot=lambda price: venues.lot_size(mic, price))
+
+    def _new_engine(self, mic: str, symbol: str) -> MatchingEngine:
+        return MatchingEngine(mic, symbol, self._rules(mic, symbol), self._fee(mic),
+                              Ids(f"{mic}-{symbol}"))
+
+    def _engine(self, mic: str, symbol: str) -> MatchingEngine:
+        key = (mic, symbol)
+        if key not in self._engines:
+            self._engines[key] = self._new_engine(mic, symbol)
+        return self._engines[key]
+
+    def _find(self, client_order_id: str, mic: str, at: datetime) -> MatchingEngine | ExecutionReport:
+        """The engine holding an order, or the report refusing a cancel/replace of it."""
+        located = self._located.get(client_order_id, ("", ""))
+        if located is not None and located[0] != str(mic).upper():
+            return self._refusal(client_order_id, mic, at, Reason.UNKNOWN_ORDER,
+                                 "no such order on this venue", OrdStatus.REJECTED)
+        if located is None:
+            return self._refusal(client_order_id, mic, at, Reason.TOO_LATE,
+                                 "the order was rejected", OrdStatus.REJECTED)
+        return self._engines[located]
+
+    def _refusal(self, client_order_id: str, mic: str, at: datetime, reason: Reason, text: str,
+                 status: OrdStatus) -> ExecutionReport:
+        return ExecutionReport(
+            exec_type=ExecType.REJECTED, ord_status=status, client_order_id=client_order_id,
+            venue_order_id="", last_qty=ZERO, last_px=ZERO, cum_qty=ZERO, leaves_qty=ZERO,
+            avg_px=ZERO, fee=ZERO, text=text, reject_code=reason.value, at=at,
+            exec_id=self._ids.execution(), mic=str(mic).upper())
+
+    def _reject(self, order: OrderRequest, reason: Reason, text: str, at: datetime) -> list[ExecutionReport]:
+        self._located.setdefault(order.client_order_id, None)
+        return [rejection(order, reason, text, at, self._ids)]
+
+    def _submit(self, order: OrderRequest, at: datetime) -> list[ExecutionReport]:
+        if order.client_order_id in self._located:
+            return [rejection(order, Reason.DUPLICATE_ORDER_ID,
+                              "client order id already used on this connector", at, self._ids)]
+        mic = str(order.mic or "").upper()
+        if mic not in self._mic_set:
+            return self._reject(order, Reason.UNKNOWN_VENUE, f"no venue {order.mic!r} here", at)
+        key = (mic, order.symbol)
+        listing = self._listings.get(key)
+        if self._listed_only and listing is None:
+            return self._reject(order, Reason.UNKNOWN_SYMBOL, f"{order.symbol} is not listed on {mic}", at)
+        if listing is not None and order.currency and order.currency != listing.instrument.currency:
+            return self._reject(order, Reason.CURRENCY_MISMATCH,
+                                f"{order.symbol} trades in {listing.instrument.currency} on {mic}", at)
+        engine = self._engine(mic, order.symbol)
+        problem = engine.check(order)
+        if problem is not None:
+            return self._reject(order, problem[0], problem[1], at)
+        ord_type, tif = OrdType(order.ord_type), TimeInForce(order.time_in_force)
+        try:
+            is_open = self.venues.is_open(mic, at)
+            day_end = self._day_end(mic, at) if is_open and tif is TimeInForce.DAY else None
+            opens_at = None if is_open else self._next_open(mic, at)
+        except Exception as exc:
+            self.log.exception("venue directory failed", extra={"mic": mic})
+            return self._reject(order, Reason.SESSION_UNAVAILABLE, f"no session data: {exc}", at)
+        if is_open:
+            reports = self._refresh(engine, at)
+            self._located[order.client_order_id] = key
+            reports.extend(engine.accept(order, engine.ids.order(), at, day_end))
+            self._schedule_expiry(engine, order.client_order_id)
+            return reports
+        if ord_type is OrdType.MARKET or tif in (TimeInForce.IOC, TimeInForce.FOK):
+            return self._reject(order, Reason.SESSION_CLOSED,
+                                f"{mic} is closed; {tif} and MARKET orders are not queued", at)
+        if opens_at is None:
+            return self._reject(order, Reason.SESSION_UNAVAILABLE, f"{mic} has no open in sight", at)
+        self._located[order.client_order_id] = key
+        reports = engine.queue(order, engine.ids.order(), at, opens_at)
+        self._push(opens_at, "OPEN", key, order.client_order_id)
+        self._schedule_expiry(engine, order.client_order_id)
+        return reports
+
+    def _push(self, when: datetime, kind: str, key: tuple[str, str], client_order_id: str) -> None:
+        heapq.heappush(self._events, (when, next(self._event_seq), kind, key[0], key[1], client_order_id))
+
+    def _schedule_expiry(self, engine: MatchingEngine, client_order_id: str) -> None:
+        order = engine.orders[client_order_id]
+        if order.expire_at is not None and not order.status.is_terminal:
+            self._push(order.expire_at, "EXPIRE", (engine.mic, engine.symbol), client_order_id)
+
+    def _advance(self, at: datetime) -> list[ExecutionReport]:
+        """Move the clock to `at` (never back), playing due activations and expiries in order."""
+        if self._clock is not None and at < self._clock:
+            at = self._clock
+        reports: list[ExecutionReport] = []
+        while self._events and self._events[0][0] <= at:
+            when, _, kind, mic, symbol, client_order_id = heapq.heappop(self._events)
+            engine = self._engines[(mic, symbol)]
+            order = engine.orders[client_order_id]
+            if kind == "EXPIRE":
+                reports.extend(engine.expire(client_order_id, when))
+            elif order.status is OrdStatus.PENDING_NEW:
+                day_end = self._day_end(mic, when) if order.tif is TimeInForce.DAY else None
+                reports.extend(self._refresh(engine, when))
+                reports.extend(engine.activate(client_order_id, when, day_end))
+                if order.tif is TimeInForce.DAY:  # a GTD's expiry was scheduled when queued
+                    self._schedule_expiry(engine, client_order_id)
+        self._clock = at
+        return reports
+
+    def _refresh(self, engine: MatchingEngine, at: datetime) -> list[ExecutionReport]:
+        listing = self._listings.get((engine.mic, engine.symbol))
+        if listing is None or engine.refreshed_at == at:
+            return []
+        quote = listing.source.quote(listing.instrument, at)
+        return engine.refresh(ladder(quote, engine.rules, self.depth), at)
+
+    def _is_open_or_false(self, mic: str, at: datetime) -> bool:
+        try:
+            return self.venues.is_open(mic, at)
+        except Exception:
+            self.log.exception("venue directory failed", extra={"mic": mic})
+            return False
+
+    def _next_open(self, mic: str, at: datetime) -> datetime | None:
+        for window in self.venues.sessions(mic, at, at + NEXT_OPEN_HORIZON):
+            if window.opens_at > at:
+                return window.opens_at
+        return None
+
+    def _day_end(self, mic: str, at: datetime) -> datetime:
+        """When the trading day `at` lies in ends (see the module docstring)."""
+        info = self.venues.venue(mic)
+        zone = ZoneInfo(info.timezone)
+        if info.always_open:
+            local = at.astimezone(zone).date() + timedelta(days=1)
+            return datetime.combine(local, time(), zone).astimezone(UTC)
+        windows = self.venues.sessions(mic, at - timedelta(days=1), at + timedelta(days=2))
+        current = next((w for w in windows if w.opens_at <= at < w.closes_at), None)
+        if current is None:
+            return at
+        day = current.opens_at.astimezone(zone).date()
+        return max(w.closes_at for w in windows if w.opens_at.astimezone(zone).date() == day)
+
+
+def parse_fees(config: Mapping[str, Any]) -> dict[str, FeeSchedule]:
+    """`{"XNAS": {"maker_bps": "-0.2", "taker_bps": "0.3"}, …}` (numbers as strings, read
+    exactly) into fee schedules."""
+    out = {}
+    for mic, fees in config.items():
+        out[str(mic).upper()] = FeeSchedule(Decimal(str(fees["maker_bps"])), Decimal(str(fees["taker_bps"])))
+    return out
