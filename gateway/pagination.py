@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import and_, or_
+from sqlmodel import col
 
+from gateway.db import Database
 from gateway.errors import InvalidInput
 
 T = TypeVar("T")
@@ -45,3 +47,16 @@ class Page(Generic[T]):
 
     def cursor(self, item: Any) -> str:
         return encode_cursor(item.created_at, item.id)
+
+
+def keyset_page(db: Database, tenant_id: str, stmt: Any, model: Any, *, first: int,
+                after: str | None, max_page_size: int) -> Page[Any]:
+    """One page of `stmt` (a select of `model`, filters already applied), newest first, read in
+    the tenant's scope; one extra row tells whether another page follows."""
+    check_page_size(first, max_page_size)
+    if after is not None:
+        stmt = stmt.where(after_clause(model, after))
+    stmt = stmt.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(first + 1)
+    with db.tenant_session(tenant_id) as session:
+        rows = list(session.exec(stmt).all())
+    return Page(rows[:first], len(rows) > first)

@@ -22,7 +22,7 @@ from gateway.errors import Conflict, InvalidInput
 from gateway.federated.data import FeatureSpec
 from gateway.federated.errors import FederationNameInvalid, FederationNotFound, FederationTooSmall
 from gateway.federated.models import Federation, FederationMember
-from gateway.pagination import Page, after_clause, check_page_size
+from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import Tenant
 
 DEFAULT_MAX_PAGE = 100
@@ -56,16 +56,11 @@ class FederationService:
         return found
 
     def list(self, tenant_id: str, *, first: int, after: str | None = None) -> Page[Federation]:
-        check_page_size(first, self.max_page_size)
         stmt = (select(Federation)
                 .join(FederationMember, col(FederationMember.federation_id) == Federation.id)
                 .where(col(FederationMember.opted_in).is_(True)))
-        if after is not None:
-            stmt = stmt.where(after_clause(Federation, after))
-        stmt = stmt.order_by(col(Federation.created_at).desc(), col(Federation.id).desc()).limit(first + 1)
-        with self.db.tenant_session(tenant_id) as session:
-            rows = list(session.exec(stmt).all())
-        return Page(rows[:first], len(rows) > first)
+        return keyset_page(self.db, tenant_id, stmt, Federation, first=first, after=after,
+                           max_page_size=self.max_page_size)
 
     def memberships(self, tenant_id: str, federation_ids: list[str]) -> dict[str, FederationMember]:
         """The caller's own membership rows, by federation."""

@@ -51,7 +51,7 @@ from gateway.fx.models import (
     UnsettledTrade,
 )
 from gateway.fx.rates import FxRates, Spot
-from gateway.pagination import Page, after_clause, check_page_size
+from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import Tenant
 from plugins.host import PluginHost, default_context
 from plugins.sdk import FxRateProvider
@@ -256,14 +256,8 @@ class FxService:
         return found
 
     def portfolios(self, tenant_id: str, *, first: int, after: str | None = None) -> Page[Portfolio]:
-        check_page_size(first, self.max_page_size)
-        stmt = select(Portfolio)
-        if after is not None:
-            stmt = stmt.where(after_clause(Portfolio, after))
-        stmt = stmt.order_by(col(Portfolio.created_at).desc(), col(Portfolio.id).desc()).limit(first + 1)
-        with self.db.tenant_session(tenant_id) as session:
-            rows = list(session.exec(stmt).all())
-        return Page(rows[:first], len(rows) > first)
+        return keyset_page(self.db, tenant_id, select(Portfolio), Portfolio, first=first,
+                           after=after, max_page_size=self.max_page_size)
 
     def portfolios_by_id(self, tenant_id: str, ids: list[str]) -> dict[str, Portfolio]:
         with self.db.tenant_session(tenant_id) as session:

@@ -16,7 +16,7 @@ from gateway.events import Bus
 from gateway.jobs.kinds import JobKinds
 from gateway.jobs.models import Job, JobStatus
 from gateway.jobs.runner import job_topic, snapshot
-from gateway.pagination import Page, after_clause, check_page_size
+from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -104,18 +104,13 @@ class JobService:
 
     def list(self, tenant_id: str, *, first: int, after: str | None = None,
              status: str | None = None, kind: str | None = None) -> Page[Job]:
-        check_page_size(first, self.max_page_size)
         stmt = select(Job)
         if status is not None:
             stmt = stmt.where(Job.status == status)
         if kind is not None:
             stmt = stmt.where(Job.kind == kind)
-        if after is not None:
-            stmt = stmt.where(after_clause(Job, after))
-        stmt = stmt.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(first + 1)
-        with self.db.tenant_session(tenant_id) as session:
-            rows = list(session.exec(stmt).all())
-        return Page(rows[:first], len(rows) > first)
+        return keyset_page(self.db, tenant_id, stmt, Job, first=first, after=after,
+                           max_page_size=self.max_page_size)
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         with self.db.tenant_transaction(tenant_id) as session:

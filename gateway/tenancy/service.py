@@ -14,7 +14,7 @@ from gateway.auth.policy import POLICY_TOPIC, AccessPolicy
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.events import Bus
-from gateway.pagination import Page, after_clause, check_page_size
+from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import ApiKey, Tenant, User
 
 SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
@@ -182,11 +182,5 @@ class TenancyService:
         return key
 
     def _page(self, tenant_id: str, model: Any, first: int, after: str | None) -> Page[Any]:
-        check_page_size(first, self.max_page_size)
-        stmt = select(model)
-        if after is not None:
-            stmt = stmt.where(after_clause(model, after))
-        stmt = stmt.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(first + 1)
-        with self.db.tenant_session(tenant_id) as session:
-            rows = list(session.exec(stmt).all())
-        return Page(rows[:first], len(rows) > first)
+        return keyset_page(self.db, tenant_id, select(model), model, first=first, after=after,
+                           max_page_size=self.max_page_size)
