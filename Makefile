@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench bench-strategies bench-defi bench-plugins clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,20 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/graphql_throughput.py
+	$(BIN)/python bench/marketplace_publish.py
+	$(BIN)/python bench/audit_trail.py
+	$(BIN)/python bench/order_intake.py  # needs ALPHINTRA_DATABASE_URL: a PostgreSQL database of its own
+
+bench-strategies: install
+	$(BIN)/python bench/strategy_lab.py
+	$(BIN)/python bench/llm_news.py
+
+bench-plugins: install
+	$(BIN)/python bench/plugin_install.py
+
+bench-defi: install
+	$(BIN)/python bench/defi_quotes.py
+	$(BIN)/python bench/defi_lending.py
 
 clean:
 	rm -rf $(VENV) alphintra.db alphintra.db-shm alphintra.db-wal

@@ -14,6 +14,7 @@ from gateway.db import ALL_TENANTS, utcnow
 from gateway.errors import DomainError
 from gateway.observability import logs
 from gateway.settings import Settings
+from marketplace.cli import plugin as plugin_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,8 +181,16 @@ def role_grant(settings: Settings, slug: str, email: str, role_name: str) -> Non
             user = session.exec(select(User).where(User.email == email.lower())).first()
         if user is None:
             raise click.ClickException(f"USER_NOT_FOUND: no user {email} in {slug}")
-        domain = ALL_TENANTS if role_name == "platform_admin" else tenant_row.id
-        runtime.policy.grant(user.id, role_name, domain)
+        if role_name == "platform_admin":
+            # Across all tenants: the grant goes on the platform's audit chain.
+            from gateway.audit import AuditEntry
+
+            runtime.policy.grant(user.id, role_name, ALL_TENANTS)
+            with runtime.db.system_transaction() as session:
+                runtime.audit.append(session, None, [AuditEntry(
+                    "permission.granted", user.id, {"role": role_name, "tenant": slug}, "cli")])
+        else:
+            runtime.tenancy.grant_role(tenant_row.id, user.id, role_name, actor="cli")
     except DomainError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     click.echo(f"{email} is {role_name}")
@@ -287,3 +296,39 @@ def fl_run(superlink: str, participants: int, rounds: int, seed: int, dp_mode: s
     code = start_run(superlink, config, timeout=timeout, root_certificates=root_certificates)
     if code != 0:
         raise click.ClickException(f"flwr run exited with {code}")
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit trail."""
+
+
+@audit.command("verify")
+@click.option("--tenant", "slug", default=None, help="the tenant whose chain to check")
+@click.option("--platform", is_flag=True, help="check the platform chain instead")
+@click.option("--from", "start", default=None, help="ISO 8601 instant (UTC if no offset)")
+@click.option("--to", "end", default=None, help="ISO 8601 instant, exclusive")
+@click.pass_obj
+def audit_verify(settings: Settings, slug: str | None, platform: bool, start: str | None,
+                 end: str | None) -> None:
+    """Recompute every hash and link of one chain; exit 1 if a record was edited, deleted or
+    moved, naming the first bad record."""
+    from gateway.audit.cli import parse_instant, verification_lines
+
+    if platform == (slug is not None):
+        raise click.UsageError("name one chain: --tenant SLUG or --platform")
+    runtime = _runtime(settings)
+    try:
+        tenant_id = None if platform else runtime.tenancy.tenant_by_slug(slug or "").id
+        result = runtime.audit.verify(tenant_id, parse_instant(start), parse_instant(end))
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        runtime.close()
+    for line in verification_lines(result, slug or "platform"):
+        click.echo(line)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+main.add_command(plugin_commands)  # `alphintra plugin …` (marketplace/cli.py)

@@ -104,6 +104,10 @@ class _Fanout:
             except Exception:
                 log.exception("event listener failed", extra={"topic": event.topic})
 
+    def count(self, topic: str) -> int:
+        with self._lock:
+            return len(self._subs.get(topic, ())) + len(self._listeners.get(topic, ()))
+
     def topics(self) -> set[str]:
         with self._lock:
             return {t for t, s in self._subs.items() if s} | set(self._listeners)
@@ -140,6 +144,10 @@ class Bus(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def ping(self) -> None: ...
+    def subscribers(self, topic: str) -> int:
+        """How many subscribers the topic has now (across processes on Redis): lets a publisher
+        that must not lose its first event wait for a subscription to be in place."""
+        ...
 
 
 class InProcessBus:
@@ -172,6 +180,9 @@ class InProcessBus:
 
     def ping(self) -> None:
         return None
+
+    def subscribers(self, topic: str) -> int:
+        return self._fanout.count(topic)
 
 
 _PUBLISH = """
@@ -274,6 +285,10 @@ class RedisBus:
 
     def ping(self) -> None:
         self._sync.ping()
+
+    def subscribers(self, topic: str) -> int:
+        [(_, count)] = self._sync.pubsub_numsub(self._channel(topic))
+        return int(count)
 
 
 def make_bus(redis_url: str | None, namespace: str = "alphintra") -> Bus:

@@ -3,7 +3,12 @@
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
+from gateway.audit.models import AuditHead, AuditRecord
 from gateway.auth.models import CasbinRule
+from gateway.defi.events_models import DefiEventCursor
+from gateway.defi.lending_models import DefiLendingAction
+from gateway.defi.models import DefiKey, DefiSwap
+from gateway.defi.vault_models import DefiVault
 from gateway.federated.models import Federation, FederationMember
 from gateway.fx.models import (
     CashBalance,
@@ -14,10 +19,74 @@ from gateway.fx.models import (
     UnsettledTrade,
 )
 from gateway.jobs.models import Job
+from gateway.reports.models import ReportFile
+from gateway.strategies.models import Backtest, DecisionExplanation, Strategy, StrategyVersion
+from gateway.strategies.news_models import NewsAnalysis
+from gateway.strategies.synthesis_models import SynthesisRun
 from gateway.tenancy.models import ApiKey, Tenant, User
+from gateway.trading.models import (
+    AccountPosition,
+    ComplianceControlsRow,
+    ComplianceDecisionRow,
+    Execution,
+    Locate,
+    Order,
+    OrderEvent,
+    TradingAccount,
+)
+from marketplace.install_models import (
+    PluginInstallation,
+    PluginInstallationEvent,
+    PluginRating,
+    PluginUsage,
+)
+from marketplace.models import Plugin, PluginVersion, Vendor
 
-__all__ = ["ApiKey", "CasbinRule", "CashBalance", "Federation", "FederationMember", "HedgeExecution",
-           "HedgePosition", "Job", "Portfolio", "Position", "Tenant", "UnsettledTrade", "User", "metadata"]
+__all__ = [
+    "AccountPosition",
+    "ApiKey",
+    "AuditHead",
+    "AuditRecord",
+    "Backtest",
+    "CasbinRule",
+    "CashBalance",
+    "ComplianceControlsRow",
+    "ComplianceDecisionRow",
+    "DecisionExplanation",
+    "DefiEventCursor",
+    "DefiKey",
+    "DefiLendingAction",
+    "DefiSwap",
+    "DefiVault",
+    "Execution",
+    "Federation",
+    "FederationMember",
+    "HedgeExecution",
+    "HedgePosition",
+    "Job",
+    "Locate",
+    "NewsAnalysis",
+    "Order",
+    "OrderEvent",
+    "Plugin",
+    "PluginInstallation",
+    "PluginInstallationEvent",
+    "PluginRating",
+    "PluginUsage",
+    "PluginVersion",
+    "Portfolio",
+    "Position",
+    "ReportFile",
+    "Strategy",
+    "StrategyVersion",
+    "SynthesisRun",
+    "Tenant",
+    "TradingAccount",
+    "UnsettledTrade",
+    "User",
+    "Vendor",
+    "metadata",
+]
 
 
 def metadata() -> MetaData:

@@ -7,12 +7,24 @@ a test), never at import time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import dramatiq
 
+from gateway.audit import AuditTrail
 from gateway.auth.authenticate import Authenticator
 from gateway.auth.policy import AccessPolicy
 from gateway.db import Database
+from gateway.defi.chain import Chains
+from gateway.defi.events import DefiEventPoller, world_sources
+from gateway.defi.keys import DefiKeys
+from gateway.defi.lending import LendingService
+from gateway.defi.lending_deploy import extend_world
+from gateway.defi.pools import PoolBook
+from gateway.defi.service import DefiMarkets
+from gateway.defi.swaps import DefiSwaps
+from gateway.defi.vault import VaultService
+from gateway.defi.world import DemoWorld
 from gateway.events import Bus, make_bus
 from gateway.federated.kind import FEDERATED_TRAIN
 from gateway.fx.service import FxService
@@ -27,8 +39,19 @@ from gateway.markets.service import MarketsService
 from gateway.patterns import PatternService
 from gateway.quantum import PortfolioOptimisationService
 from gateway.quantum.job import portfolio_optimisation_kind
+from gateway.reports import RegulatoryReports
+from gateway.reports.service import instrument_classes
+from gateway.secrets import SecretBox
 from gateway.settings import Settings
+from gateway.strategies.kind import strategy_backtest_kind
+from gateway.strategies.llm_lab import LLMLab, build_llm_lab
+from gateway.strategies.service import StrategyService
 from gateway.tenancy.service import TenancyService
+from gateway.trading.controls import load_controls
+from gateway.trading.service import OrderService
+from marketplace.catalogue import Catalogue
+from marketplace.install import Installations, build_installations
+from marketplace.service import MarketplacePublishing
 from plugins.builtin import BUILTINS
 from plugins.host import PluginHost
 
@@ -50,6 +73,23 @@ class Runtime:
     portfolio: PortfolioOptimisationService  # portfolio optimisation on optimiser plugins
     fx: FxService  # portfolios, FX exposure and hedging, on FX-provider plugins
     patterns: PatternService  # chart patterns in recent bars, by a spiking network trained on first use
+    secrets: SecretBox  # encryption at rest for plugin secrets and tenants' signing keys
+    audit: AuditTrail  # the hash-chained audit trail; append inside the caller's transaction
+    reports: RegulatoryReports  # MiFID II, best-execution and CFTC reports, as jobs and files
+    chains: Chains  # DeFi chains: the embedded EVM (built on first use) and JSON-RPC endpoints
+    defi_world: DemoWorld  # tokens, pools (and the lending market) on the embedded chain
+    defi_keys: DefiKeys  # tenants' signing keys, sealed with `secrets`
+    defi: DefiMarkets  # pools from the protocol plugins, quotes, tenants' on-chain accounts
+    defi_swaps: DefiSwaps  # protected swaps, compliance-checked and audited
+    defi_lending: LendingService  # lending positions and actions, signed with the tenant's key
+    defi_vaults: VaultService  # strategy vaults: the deploy job and the tenant's vaults
+    defi_events: DefiEventPoller  # chain events to the bus, resuming from a stored cursor
+    marketplace_publishing: MarketplacePublishing  # vendor keys, signed versions, review, delisting
+    marketplace: Installations  # per-tenant plugin installs, their views and schemas, metering
+    marketplace_catalogue: Catalogue  # the catalogue as a tenant sees it; vendor statements
+    orders: OrderService  # order intake, routing, compliance, execution reports, positions
+    strategies: StrategyService  # strategy lab: versions, approvals, backtests, explained decisions
+    strategy_ai: LLMLab  # LLM providers, news analysis, strategy synthesis and improvement
 
     def close(self) -> None:
         self.broker.close()
@@ -71,6 +111,31 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     market_data = MarketDataService(plugins, markets.directory, now=markets.now)
     portfolio = PortfolioOptimisationService(plugins, market_data)
     kinds.register(portfolio_optimisation_kind(portfolio))  # qiskit/pennylane load only in a job
+    audit = AuditTrail(db, settings.max_page_size)
+    reports = RegulatoryReports(db, audit, instrument_classes(market_data.instrument),
+                                settings.max_page_size)
+    for report_kind in reports.job_kinds():
+        kinds.register(report_kind)
+    fx = FxService.from_plugins(db, plugins, settings.max_page_size)
+    strategies = StrategyService(db, market_data, policy, audit, fx=fx, max_page_size=settings.max_page_size)
+    kinds.register(strategy_backtest_kind(strategies))
+    strategy_ai = build_llm_lab(settings, db, plugins, market_data, strategies, markets.now)
+    strategies.use_news(strategy_ai.news.signals_for)  # news_sentiment series for backtest jobs
+    for ai_kind in strategy_ai.synthesis.kinds():
+        kinds.register(ai_kind)
+    chains = Chains.from_settings(settings)  # cheap: no web3 until a chain is first used
+    defi_world = DemoWorld()
+    secrets = SecretBox.from_settings(settings)
+    defi_keys = DefiKeys(db, secrets, funder=defi_world.fund)
+    defi = DefiMarkets(chains, PoolBook(plugins, defi_world), defi_keys)
+    defi_world.add_extension("lending", extend_world)  # the lending market joins the demo world
+    defi_lending = LendingService(db, chains, defi_world, defi_keys, audit,
+                                  floor=Decimal(settings.defi_health_factor_floor),
+                                  controls=load_controls, max_page_size=settings.max_page_size)
+    defi_vaults = VaultService(db, chains, defi_world, defi_keys, audit, settings.max_page_size)
+    kinds.register(defi_vaults.kind())
+    defi_events = DefiEventPoller(db, bus, chains, world_sources(defi_world),
+                                  interval_seconds=settings.defi_event_poll_ms / 1000)
     return Runtime(
         settings=settings,
         db=db,
@@ -80,11 +145,30 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         broker=broker,
         job_kinds=kinds,
         jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size),
-        tenancy=TenancyService(db, policy, bus, settings.regions, settings.max_page_size),
+        tenancy=TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit),
         plugins=plugins,
         markets=markets,
         market_data=market_data,
         portfolio=portfolio,
-        fx=FxService.from_plugins(db, plugins, settings.max_page_size),
+        fx=fx,
         patterns=PatternService(market_data),
+        secrets=secrets,
+        audit=audit,
+        reports=reports,
+        chains=chains,
+        defi_world=defi_world,
+        defi_keys=defi_keys,
+        defi=defi,
+        defi_swaps=DefiSwaps(db, defi, audit),
+        defi_lending=defi_lending,
+        defi_vaults=defi_vaults,
+        defi_events=defi_events,
+        marketplace=build_installations(settings, db, bus, secrets, audit, markets.directory),
+        marketplace_catalogue=Catalogue(db, settings.max_page_size),
+        marketplace_publishing=MarketplacePublishing(db, bus, audit,
+                                                     max_page_size=settings.max_page_size),
+        strategies=strategies,
+        strategy_ai=strategy_ai,
+        orders=OrderService(db, bus, markets, market_data, plugins, audit,
+                            max_page_size=settings.max_page_size),
     )

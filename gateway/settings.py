@@ -64,6 +64,30 @@ class Settings:
     redis_maintenance_chance: int = 1_000
     redis_namespace: str = "alphintra"
 
+    # Encryption at rest (plugin secrets, signing keys): 32 bytes, base64. Unset, a key file
+    # beside the working directory is made on first use (fine for `make run`, not production).
+    secret_key: str | None = None
+    secret_key_file: str = ".alphintra-secret.key"
+
+    # Language models (strategy synthesis, news analysis). No key: the offline provider answers
+    # (templates and a lexicon), and every result says it is not an LLM.
+    anthropic_api_key: str | None = field(default=None, repr=False)  # never in a log line
+    anthropic_models: tuple[str, ...] = ("claude-sonnet-4-6", "claude-haiku-4-5")  # first: synthesis
+    anthropic_timeout_s: int = 60
+    anthropic_max_retries: int = 2
+    llm_max_repairs: int = 2  # answers fed back with their validation errors before giving up
+
+    # DeFi chains: the in-process EVM (eth-tester on py-evm) named "embedded", built and
+    # populated with the demo world on first use, plus any JSON-RPC chains (gateway/defi/chain.py
+    # has the format: JSON, or "id:name:url[:explorer]" comma-separated).
+    defi_embedded: bool = True
+    defi_chains: str = ""
+
+    # DeFi lending and events: a borrow or withdrawal that would leave the health factor under
+    # this floor is refused before anything is sent (a decimal, above 1); the event poller's pace.
+    defi_health_factor_floor: str = "1.2"
+    defi_event_poll_ms: int = 500
+
     # Load calendars and train the pattern model in the background at start-up, so no request
     # pays for it.
     warm_on_start: bool = True
@@ -110,6 +134,8 @@ class Settings:
             raise ValueError("embedded_worker must be auto, on or off")
         if self.otel_exporter not in {"none", "console", "otlp"}:
             raise ValueError("otel_exporter must be none, console or otlp")
+        if not 0 <= self.llm_max_repairs <= 10:
+            raise ValueError("llm_max_repairs must be 0 to 10")
 
     @property
     def runs_embedded_worker(self) -> bool:

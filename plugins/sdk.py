@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -147,6 +148,24 @@ class PluginContext:
     config: Mapping[str, Any] = field(default_factory=dict)
     venues: VenueDirectory | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("alphintra.plugin"))
+    # Installed plugins (issue 5): the tenant it runs for (None for built-ins, which serve
+    # every tenant), its version, and the capabilities its manifest declared. Secrets in
+    # `config` are decrypted only into this object; nothing else the gateway holds has them.
+    tenant_id: str | None = None
+    version: str = ""
+    capabilities: frozenset[str] = frozenset()
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: str) -> None:
+        """Raise CapabilityNotDeclared unless the manifest declared `capability`."""
+        if capability not in self.capabilities:
+            raise CapabilityNotDeclared(f"{self.plugin_id} did not declare {capability!r}")
+
+
+class CapabilityNotDeclared(PermissionError):
+    """A plugin used a capability its manifest did not declare."""
 
 
 # Portfolio optimisation: the problem every optimiser plugin solves, and the answer it gives.
@@ -804,3 +823,241 @@ class RuleSetPack:
                 timings.append((jurisdiction, rule.name, end - start))
                 start = end
         return denials
+
+
+# Language models (issue 6): structured answers through a tool whose input schema the gateway
+# gives, and news items from news sources. A provider never sees the gateway's internals: it is
+# handed the schema, the conversation and `facts` (the same facts the prompt states, as data,
+# for providers that are not language models).
+
+class LLMError(Exception):
+    """A provider could not answer. `code` is stable: LLM_TIMEOUT, LLM_RATE_LIMITED,
+    LLM_UNAVAILABLE (LLM_REFUSED is an answer, `StructuredAnswer.refusal`, not an error)."""
+
+    code = "LLM_UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class LLMTimeout(LLMError):
+    code = "LLM_TIMEOUT"
+
+
+class LLMRateLimited(LLMError):
+    code = "LLM_RATE_LIMITED"
+
+
+class LLMUnavailable(LLMError):
+    code = "LLM_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """The one tool the model must call; its input is the structured answer."""
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]  # JSON Schema (draft 2020-12) of the answer
+
+
+@dataclass(frozen=True)
+class LLMTurn:
+    """One turn of a conversation. An assistant turn may carry the tool input it gave
+    (`tool_input`, `tool_use_id`); the next user turn answers that call with `text` as the
+    tool's result (`tool_use_id` set, `is_error` when the input was rejected)."""
+
+    role: str  # "user" | "assistant"
+    text: str = ""
+    tool_input: Mapping[str, Any] | None = None
+    tool_use_id: str | None = None
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class LLMUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class StructuredAnswer:
+    """A provider's answer: the tool input, or the refusal text when the model declined
+    (stop_reason "refusal", or text without the tool call)."""
+
+    provider: str
+    model: str
+    is_llm: bool  # False for rule-based providers (the offline one): results say so
+    tool_input: Mapping[str, Any] | None
+    refusal: str | None
+    stop_reason: str | None
+    usage: LLMUsage = field(default_factory=LLMUsage)
+    response_id: str | None = None
+    tool_use_id: str | None = None
+
+
+@runtime_checkable
+class LLMProvider(Protocol):
+    name: str  # unique across plugins
+    models: tuple[str, ...]  # the models it answers with; the first is its default
+    is_llm: bool
+
+    def complete_structured(self, *, model: str, system: str, messages: Sequence[LLMTurn],
+                            tool: ToolSpec, max_tokens: int, facts: Mapping[str, Any]
+                            ) -> StructuredAnswer: ...
+
+
+@dataclass(frozen=True)
+class NewsItem:
+    id: str  # stable within its source
+    published_at: datetime  # UTC
+    headline: str
+    text: str
+    tickers: tuple[str, ...]  # instrument keys, SYMBOL.MIC
+    source: str = ""
+
+
+@runtime_checkable
+class NewsSource(Protocol):
+    name: str
+
+    def items(self, *, tickers: Sequence[str] | None, start: datetime | None,
+              end: datetime | None, text: str | None) -> list[NewsItem]: ...
+
+
+# Marketplace hooks (issue 5): schema extensions, white-label branding, feature flags.
+
+@dataclass(frozen=True)
+class SchemaExtension:
+    """GraphQL a plugin adds to its tenants' schemas. `query`, `mutation` and `subscription`
+    are strawberry types (`@strawberry.type`) whose fields join the root types; `types` are
+    further strawberry types the schema must know that no field reaches (interfaces'
+    implementations). Field and type names must not collide with the core schema or another
+    installed plugin (the install is refused with PLUGIN_SCHEMA_CONFLICT).
+
+    The classes must be module-level and not depend on the tenant's configuration: tenants
+    with the same installed set share one composed schema. A resolver reaches its tenant's
+    own context with `plugins.sdk.current_context()`."""
+
+    query: type | None = None
+    mutation: type | None = None
+    subscription: type | None = None
+    types: tuple[type, ...] = ()
+
+
+@dataclass(frozen=True)
+class Theme:
+    """A white-label theme: colours are CSS hex values ("#0a2540"), `logo_url` an https URL."""
+
+    name: str
+    product_name: str
+    primary_colour: str
+    secondary_colour: str
+    background_colour: str = "#ffffff"
+    text_colour: str = "#111111"
+    logo_url: str | None = None
+
+
+DEFAULT_THEME = Theme(name="alphintra", product_name="Alphintra", primary_colour="#0a2540",
+                      secondary_colour="#00d4b0")
+
+
+_CURRENT_CONTEXT: ContextVar[PluginContext] = ContextVar("alphintra_plugin_context")
+
+
+def current_context() -> PluginContext:
+    """The calling tenant's context of this plugin, inside a schema-extension resolver: its
+    configuration (secrets decrypted), logger and declared capabilities. The gateway binds it
+    around every call of a plugin's resolver; outside one it raises LookupError."""
+    return _CURRENT_CONTEXT.get()
+
+
+def bind_context(context: PluginContext) -> Token[PluginContext]:
+    """For the gateway: make `context` current for the plugin call that follows."""
+    return _CURRENT_CONTEXT.set(context)
+
+
+def unbind_context(token: Token[PluginContext]) -> None:
+    _CURRENT_CONTEXT.reset(token)
+
+
+# DeFi protocols (issue 8): pools on a chain, read through a web3 instance the gateway hands
+# over, quoted off-chain in integers (base units) that must equal the contracts' own views.
+
+class DefiQuoteRefused(Exception):
+    """A quote a pool cannot give. `code`: "AMOUNT_INVALID" (zero or negative) or
+    "INSUFFICIENT_LIQUIDITY" (the pool cannot pay that much out)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DefiChainView:
+    """What a protocol sees of a chain: its id and name, a `web3.Web3` to read through (the
+    gateway serialises access where it must), and the pool addresses the gateway knows per
+    protocol name (`directory["cpmm"]`: the demo world's, or configured ones). A protocol may
+    also list pools from its own `context.config`."""
+
+    chain_id: int
+    name: str
+    web3: Any
+    directory: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DefiPool:
+    """One pool and a snapshot of its state. `tokens` are checksummed addresses; `fee` the
+    share of the trade kept by the pool (Fraction(3, 1000) for 0.3 %); `state` the protocol's
+    own immutable snapshot (reserves, balances, amplification), opaque to the gateway;
+    `block` the block the state was read at."""
+
+    protocol: str
+    address: str
+    tokens: tuple[str, ...]
+    fee: Any  # fractions.Fraction
+    state: Any
+    gas_per_swap: int
+    block: int = 0
+
+
+@dataclass(frozen=True)
+class DefiCall:
+    """A transaction to send: `to`, ABI-encoded `data`, `value` in wei; `spender` is the
+    contract that must be allowed to pull `amount_in` of the input token (None: no approval)."""
+
+    to: str
+    data: str
+    value: int = 0
+    spender: str | None = None
+
+
+@runtime_checkable
+class DefiProtocol(Protocol):
+    """A kind of pool (constant product, stable swap, concentrated liquidity ...).
+
+    All amounts are integers in the tokens' base units. `quote` works off the snapshot only
+    (no I/O), and must answer exactly what `onchain_quote` (the contract's own view) answers
+    for the same state; it raises `DefiQuoteRefused` for an amount the pool cannot take.
+    `mid_price` is the marginal price, out per in in base units, before fee (a Fraction), for
+    price impact. `swap_call` builds the swap transaction: it must revert on chain when the
+    output is under `min_out` or the block time is past `deadline` (unix seconds)."""
+
+    name: str
+
+    def pools(self, chain: DefiChainView) -> list[DefiPool]: ...
+
+    def refresh(self, chain: DefiChainView, pool: DefiPool) -> DefiPool: ...
+
+    def quote(self, pool: DefiPool, token_in: str, token_out: str, amount_in: int) -> int: ...
+
+    def mid_price(self, pool: DefiPool, token_in: str, token_out: str) -> Any: ...
+
+    def onchain_quote(self, chain: DefiChainView, pool: DefiPool, token_in: str, token_out: str,
+                      amount_in: int) -> int: ...
+
+    def swap_call(self, chain: DefiChainView, pool: DefiPool, token_in: str, token_out: str,
+                  amount_in: int, min_out: int, recipient: str, deadline: int) -> DefiCall: ...

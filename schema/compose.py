@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -12,16 +13,42 @@ from strawberry.tools import merge_types
 
 from gateway.http.limits import limits_rule
 from gateway.settings import Settings
-from schema import federated, fx, jobs, marketdata, markets, patterns, quantum, tenancy
+from plugins.sdk import SchemaExtension
+from schema import (
+    audit,
+    defi,
+    defi_lending,
+    federated,
+    fx,
+    jobs,
+    marketdata,
+    marketplace,
+    marketplace_publishing,
+    markets,
+    orders,
+    patterns,
+    quantum,
+    reports,
+    strategies,
+    strategy_ai,
+    tenancy,
+)
 from schema.errors import DomainErrorCodes
 
-DOMAINS = (tenancy, jobs, markets, marketdata, fx, patterns, federated, quantum)
+DOMAINS = (tenancy, jobs, markets, marketdata, fx, patterns, federated, quantum, audit,
+           marketplace_publishing, orders, marketplace, defi, defi_lending, reports,
+           strategies, strategy_ai)
 FEDERATION_VERSION = "2.7"
 
 
-def build_schema(settings: Settings) -> strawberry.federation.Schema:
+def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
+                 ) -> strawberry.federation.Schema:
+    """The core schema, or with `extensions` a tenant's (core + its installed plugins'
+    SchemaExtensions; schema/tenant.py checks their names don't collide before calling)."""
+
     def merged(name: str) -> Any:
         parts = tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name))
+        parts += tuple(part for e in extensions if (part := getattr(e, name.lower())) is not None)
         return merge_types(name, parts) if parts else None
 
     rules: list[Any] = [limits_rule(settings.max_depth, settings.max_aliases, settings.max_cost,
@@ -30,7 +57,7 @@ def build_schema(settings: Settings) -> strawberry.federation.Schema:
         rules.append(NoSchemaIntrospectionCustomRule)
     # These extensions guard the WebSocket path, which runs through strawberry; the HTTP path
     # applies the same rules in gateway/http/graphql.py.
-    extensions = [
+    schema_extensions = [
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         partial(ParserCache, maxsize=settings.parse_cache_size),
         partial(ValidationCache, maxsize=settings.validation_cache_size),
@@ -42,5 +69,6 @@ def build_schema(settings: Settings) -> strawberry.federation.Schema:
         mutation=merged("Mutation"),
         subscription=merged("Subscription"),
         federation_version=FEDERATION_VERSION,
-        extensions=extensions,
+        extensions=schema_extensions,
+        types=[t for e in extensions for t in e.types],
     )

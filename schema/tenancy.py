@@ -173,24 +173,25 @@ class Mutation:
     @strawberry.mutation
     def create_user(self, info: Info, input: CreateUserInput) -> User:
         c = ctx(info)
-        c.require("user", "write")
+        me = c.require("user", "write")
         if input.roles:
             c.require("role", "write")
         return User.from_row(c.runtime.tenancy.create_user(
-            c.tenant_id, input.email, display_name=input.display_name, roles=input.roles))
+            c.tenant_id, input.email, display_name=input.display_name, roles=input.roles,
+            actor=me.user_id))
 
     @strawberry.mutation
     def grant_role(self, info: Info, user_id: strawberry.ID, role: str) -> User:
         c = ctx(info)
-        c.require("role", "write")
-        c.runtime.tenancy.grant_role(c.tenant_id, str(user_id), role)
+        me = c.require("role", "write")
+        c.runtime.tenancy.grant_role(c.tenant_id, str(user_id), role, actor=me.user_id)
         return User.from_row(c.runtime.tenancy.user(c.tenant_id, str(user_id)))
 
     @strawberry.mutation
     def revoke_role(self, info: Info, user_id: strawberry.ID, role: str) -> User:
         c = ctx(info)
-        c.require("role", "write")
-        c.runtime.tenancy.revoke_role(c.tenant_id, str(user_id), role)
+        me = c.require("role", "write")
+        c.runtime.tenancy.revoke_role(c.tenant_id, str(user_id), role, actor=me.user_id)
         return User.from_row(c.runtime.tenancy.user(c.tenant_id, str(user_id)))
 
     @strawberry.mutation
@@ -198,14 +199,16 @@ class Mutation:
         c = ctx(info)
         me = c.require("apikey", "write")
         row, key = c.runtime.tenancy.create_api_key(
-            c.tenant_id, str(input.user_id or me.user_id), input.name, expires_at=input.expires_at)
+            c.tenant_id, str(input.user_id or me.user_id), input.name, expires_at=input.expires_at,
+            actor=me.user_id)
         return CreatedApiKey(api_key=ApiKey.from_row(row), key=key)
 
     @strawberry.mutation
     def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
         c = ctx(info)
-        c.require("apikey", "write")
-        return ApiKey.from_row(c.runtime.tenancy.revoke_api_key(c.tenant_id, str(id)))
+        me = c.require("apikey", "write")
+        return ApiKey.from_row(c.runtime.tenancy.revoke_api_key(c.tenant_id, str(id),
+                                                                actor=me.user_id))
 
     @strawberry.mutation(description="Platform administrators only.")
     def create_tenant(self, info: Info, input: CreateTenantInput) -> CreatedTenant:

@@ -4,6 +4,7 @@ file and the in-process broker."""
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         job_max_backoff_ms=200,
         log_json=False,
         warm_on_start=False,  # each test server would spend seconds loading calendars
+        secret_key=base64.b64encode(os.urandom(32)).decode(),
     )
 
 

@@ -168,3 +168,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+async def subscribed(runtime: Runtime, *topics: str, timeout: float = 15) -> None:
+    """Wait until each topic has a subscriber on the runtime's bus (on Redis, until the server's
+    SUBSCRIBE has reached Redis): an event published before that is lost to a fresh subscription."""
+    for topic in topics:
+        await asyncio.to_thread(wait_for, lambda t=topic: runtime.bus.subscribers(t), timeout)

@@ -61,3 +61,24 @@ def test_worker_without_redis_explains_itself(migrated):
 def test_bad_settings_are_reported(migrated):
     result = run(migrated, "migrate", env={"ALPHINTRA_DEFAULT_REGION": "mars"})
     assert result.returncode != 0 and "default_region" in result.stderr
+
+
+def test_role_grant_is_applied_and_audited(migrated, runtime, gql):
+    slug = unique()
+    created = run(migrated, "tenant", "create", "--slug", slug, "--name", "Acme",
+                  "--admin-email", f"ops@{slug}.test")
+    assert created.returncode == 0, created.stderr
+    tenant = runtime.tenancy.tenant_by_slug(slug)
+    user = runtime.tenancy.create_user(tenant.id, f"risk@{slug}.test")
+    granted = run(migrated, "role", "grant", "--tenant", slug, "--email", f"risk@{slug}.test",
+                  "--role", "compliance_officer")
+    assert granted.returncode == 0, granted.stderr
+    assert "compliance_officer" in runtime.policy.roles(user.id, tenant.id)
+    records = runtime.audit.records(tenant.id, kind="permission.granted", subject=user.id,
+                                    first=10).items
+    assert [(r.actor, r.payload["role"]) for r in records] == [("cli", "compliance_officer")]
+    assert runtime.audit.verify(tenant.id).ok
+
+    unknown = run(migrated, "role", "grant", "--tenant", slug, "--email", f"risk@{slug}.test",
+                  "--role", "overlord")
+    assert unknown.returncode != 0

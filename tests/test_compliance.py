@@ -530,11 +530,21 @@ SELECTION = [
     ("ALPX", "US", ("US",), ()),  # the platform's 24/7 venue adds no jurisdiction
     ("ALPX", "SG", ("SG",), ()),
     ("ALPX", "CH", (), ("",)),  # nothing applies at all
-    ("XTSE", "CA", ("CA",), ("CA",)),  # no built-in pack for Canada
-    ("XTSE", "US", ("CA", "US"), ("CA",)),
-    ("XNSE", "IN", ("IN",), ("IN",)),
-    ("XSHG", "HK", ("CN", "HK"), ("CN",)),
+    # Markets outside the client perimeter: their packs judge orders at their own venues.
+    ("XTSE", "CA", ("CA",), ()),
+    ("XTSE", "US", ("CA", "US"), ()),
+    ("XNSE", "IN", ("IN",), ()),
+    ("XSHG", "HK", ("CN", "HK"), ()),
+    ("XMEX", "MX", ("MX",), ()),
+    ("XNYS", "MX", ("US",), ()),  # a Mexican client elsewhere: not under the MX pack
 ]
+VENUE_MARKETS = {"CA", "MX", "CN", "IN"}  # one plugin, compliance-venue-markets
+
+
+def _plugin(jurisdiction: str) -> str:
+    if jurisdiction in VENUE_MARKETS:
+        return "compliance-venue-markets"
+    return f"compliance-{jurisdiction.lower()}"
 
 
 @pytest.mark.parametrize(("mic", "domicile", "jurisdictions", "uncovered"), SELECTION,
@@ -549,7 +559,7 @@ def test_jurisdiction_selection(engine, mic, domicile, jurisdictions, uncovered)
     decision = engine.check(ctx)
     assert decision.jurisdictions == jurisdictions
     covered = tuple(j for j in jurisdictions if j not in uncovered)
-    assert decision.plugins == tuple(f"compliance-{j.lower()}" for j in covered)
+    assert decision.plugins == tuple(_plugin(j) for j in covered)
     assert [d.jurisdiction for d in decision.denials] == list(uncovered)
     assert all(d.code == NO_RULE_PACK for d in decision.denials)
     assert decision.passed is (not uncovered)
@@ -722,11 +732,33 @@ def test_a_plugin_that_fails_to_load_denies_every_order():
                        ("not-a-pack", _Offers(object()))])
     engine = ComplianceEngine.from_plugins(host)
     assert {f.plugin for f in engine.load_failures} == {"broken-hook", "not-a-pack"}
-    assert len(engine.packs) == 7  # the built-ins loaded
+    assert len(engine.packs) == 11  # the built-ins loaded: 7 perimeter packs, 4 venue markets
     decision = engine.check(make_ctx(engine))
     assert decision.plugins == ("compliance-us",)
     assert {(d.code, d.value) for d in decision.denials} == {
         (PACK_FAILED, "broken-hook"), (PACK_FAILED, "not-a-pack")}
+
+
+@pytest.mark.parametrize(("mic", "domicile", "jurisdiction"), [
+    ("XMEX", "MX", "MX"), ("XSHG", "CN", "CN"), ("XNSE", "IN", "IN")])
+def test_venue_markets_require_a_locate_for_short_sales(engine, mic, domicile, jurisdiction):
+    venue = next(v for v in VENUES if v.mic == mic)
+    price = D("100")
+    lot = engine.venue_facts(mic, price).lot_size
+    base = dict(mic=mic, currency=venue.currency, limit_price=price, quantity=lot * 10)
+
+    def decide(side: Side, locates: dict[str, D]) -> Decision:
+        return engine.check(make_ctx(engine, order={**base, "side": side},
+                                     client=dict(domicile=domicile),
+                                     account=dict(locates=locates),
+                                     market=dict(reference_price=price)))
+
+    denied = decide(Side.SELL_SHORT, {})
+    assert denied.jurisdictions == (jurisdiction,)
+    assert [(d.code, d.jurisdiction) for d in denied.denials] == [
+        ("COMPLIANCE_SHORT_LOCATE_REQUIRED", jurisdiction)]
+    assert decide(Side.SELL_SHORT, {IBM: lot * 10}).passed
+    assert decide(Side.BUY, {}).passed
 
 
 def test_a_missing_pack_never_narrows_the_check():

@@ -51,6 +51,85 @@ COVERED["Mutation"] |= {"createFederation", "joinFederation", "leaveFederation",
 COVERED["Query"] |= {"portfolioOptimisers"}
 COVERED["Mutation"] |= {"optimizePortfolio"}
 
+# Audit trail: test_audit.py (test_audit_fields_are_tenant_isolated) shows tenant B's key reads
+# and verifies only B's chain, never A's records, A's break or the platform chain.
+COVERED["Query"] |= {"verifyAuditTrail", "auditRecords"}
+# Regulatory reports: test_reports.py (test_report_fields_are_tenant_isolated,
+# test_mifid_xml_report_end_to_end_with_download) shows B's key with A's idempotency key, job and
+# file ids finds nothing of A's (GET /reports/{id} is 404) and B's reports read only B's rows.
+COVERED["Query"] |= {"reportFiles"}
+COVERED["Mutation"] |= {"startRegulatoryReport"}
+
+# Strategy lab: test_strategy_lab.py (test_strategy_fields_with_another_tenants_ids_find_and_change_nothing)
+# tries each with tenant B's key and tenant A's ids (NOT_FOUND codes, nothing changed);
+# strategySchema is the published DSL schema, the same for every tenant.
+COVERED["Query"] |= {"strategySchema", "strategies", "strategy", "backtestResult", "explainDecision",
+                     "decisionExplanations", "strategyReport"}
+COVERED["Mutation"] |= {"createStrategy", "createStrategyVersion", "approveStrategyVersion", "backtest"}
+# Strategy lab, LLM and news: test_synthesis.py (test_improving_another_tenants_strategy_is_not_found:
+# B's key with A's strategy id is STRATEGY_NOT_FOUND, no job, no version; A's synthesis job and
+# strategy are JOB_NOT_FOUND / STRATEGY_NOT_FOUND for B); test_news.py
+# (test_analyses_are_each_tenants_own: B never reads A's cached analyses;
+# test_news_items_are_the_same_for_every_tenant: news items are reference data). llmProviders
+# lists plugins, not tenant data.
+COVERED["Query"] |= {"llmProviders", "newsItems"}
+COVERED["Mutation"] |= {"synthesizeStrategy", "improveStrategy", "analyzeNews"}
+
+# Marketplace publication: test_marketplace_publish.py (test_isolation_of_publication_fields,
+# test_another_vendor_cannot_take_a_plugin_id_or_see_versions): another tenant lists none of a
+# vendor's versions, cannot publish over its plugin id, and review, delisting and the review
+# queue are platform-only (FORBIDDEN, nothing changes).
+COVERED["Query"] |= {"vendorPluginVersions", "pluginReviewQueue"}
+COVERED["Mutation"] |= {"registerVendorKey", "publishPluginVersion", "reviewPluginVersion",
+                        "delistPlugin"}
+# DeFi lending and vaults: test_defi_lending.py (test_another_tenant_never_sees_or_signs_for_the_position:
+# B's key with A's address is DEFI_ACCOUNT_NOT_FOUND, B's actions are signed with B's own key and
+# A's position does not move, defiLendingActions lists only B's; test_idempotent_retry_returns_the_
+# first_action: the same idempotency key is each tenant's own) and test_defi_vault.py
+# (test_another_tenant_never_sees_or_controls_the_vault: B lists none of A's vaults, A's job is
+# JOB_NOT_FOUND for B, governStrategyVault with A's vault id is DEFI_VAULT_NOT_FOUND, and B's key
+# cannot pause or re-govern A's vault on-chain either). defiEvents streams public
+# on-chain events (blocks and the pools' logs), the same for every tenant
+# (test_defi_events.py::test_defi_events_subscription_streams_lending_actions).
+COVERED["Query"] |= {"defiPosition", "defiLendingActions", "defiVaults"}
+COVERED["Mutation"] |= {"defiSupply", "defiBorrow", "defiRepay", "defiWithdraw", "deployStrategyVault",
+                        "governStrategyVault"}
+COVERED["Subscription"] |= {"defiEvents"}
+# DeFi chains, pools, quotes and swaps: defiChains, defiPools and defiQuote are public market
+# data, the same for every tenant (test_defi_swap.py::test_two_tenants_see_the_same_market);
+# test_defi_swap.py::test_swap_isolation_between_tenants shows B never lists A's swaps
+# (defiSwaps), never replays A's idempotency key (defiSwap) and has its own address
+# (defiAccount); test_defi_keys.py::test_tenant_b_can_never_sign_with_a_key shows a key sealed
+# for A does not open for B, even copied into B's row.
+COVERED["Query"] |= {"defiChains", "defiPools", "defiQuote", "defiAccount", "defiSwaps"}
+COVERED["Mutation"] |= {"defiSwap"}
+# Orders: test_orders.py (test_order_fields_with_another_tenants_ids_find_and_change_nothing:
+# B's key with A's order ids is ORDER_NOT_FOUND for order/cancelOrder/amendOrder; orders, trades,
+# tradingAccounts and complianceDecisions list none of A's; positions and recordLocate on A's
+# account code are ACCOUNT_NOT_FOUND; A's ClOrdID and account code in B make B's own rows;
+# setComplianceControls in B leaves A's controls; orderUpdates and complianceAlerts of B carry
+# none of A's events).
+COVERED["Query"] |= {"order", "orders", "trades", "positions", "tradingAccounts", "complianceControls",
+                     "complianceDecisions"}
+COVERED["Mutation"] |= {"submitOrder", "submitOrders", "amendOrder", "cancelOrder", "upsertTradingAccount",
+                        "setComplianceControls", "recordLocate"}
+COVERED["Subscription"] |= {"orderUpdates", "complianceAlerts"}
+# Marketplace installation: test_marketplace_install.py
+# (test_marketplace_fields_with_another_tenants_ids_change_nothing: B's key on the plugin A
+# installed is PLUGIN_NOT_INSTALLED for configure/upgrade/rollback/uninstall, installedPlugins
+# and marketplace { plugin { installation usage } } show none of A's, A's schema object and
+# history are unchanged, whiteLabel is B's default; test_install_for_one_tenant_grows_only_its_schema
+# shows installPlugin changes only A's schema; test_unapproved_incompatible_unknown_and_private_
+# versions_are_refused: another vendor's PRIVATE plugin is PLUGIN_NOT_FOUND in marketplace and
+# install; test_vendor_statement_bills_metered_calls: a non-vendor's vendorStatement is
+# VENDOR_NOT_FOUND and a vendor sees opaque customer references, never tenant ids;
+# test_plugin_events_reach_only_their_tenant: B's pluginEvents skips A's install and shows
+# B's own). ratePlugin writes the caller's own rating row (catalogue
+# averages are aggregates).
+COVERED["Query"] |= {"marketplace", "installedPlugins", "whiteLabel", "vendorStatement"}
+COVERED["Mutation"] |= {"installPlugin", "configurePlugin", "upgradePlugin", "rollbackPlugin",
+                        "uninstallPlugin", "ratePlugin"}
+COVERED["Subscription"] |= {"pluginEvents"}
 
 def test_every_root_field_is_covered(settings):
     schema = build_schema(settings)._schema

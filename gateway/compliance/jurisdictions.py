@@ -5,8 +5,9 @@ An order is under its venue's jurisdiction and under its client's:
 - The venue's: the jurisdiction of the venue's country, and of any regulator the registry
   names for it (a venue supervised from elsewhere brings that jurisdiction too). A country
   outside the perimeter below is its own jurisdiction, named by its ISO 3166 code ("CA" for
-  Toronto): an order there needs a pack for it, and the built-ins have none, so orders to
-  XTSE, XMEX, XSHG and XNSE are denied (COMPLIANCE_NO_RULE_PACK) until one is installed. The
+  Toronto): an order there needs a pack for it. The built-in `compliance-venue-markets`
+  plugin covers XTSE, XMEX, XSHG and XNSE (CA, MX, CN, IN) for orders at those venues; without
+  it such orders are denied (COMPLIANCE_NO_RULE_PACK). The
   platform's own 24/7 venue (region "global", country "XX") adds no jurisdiction.
 - The client's: the jurisdiction of the domicile, when it is inside the perimeter. A client
   domiciled elsewhere is governed here by the venue's rules; whether its firm may serve that

@@ -22,6 +22,8 @@ from typing import Any
 
 from graphql import (
     DocumentNode,
+    ExecutionResult,
+    FieldNode,
     GraphQLError,
     GraphQLSchema,
     NoSchemaIntrospectionCustomRule,
@@ -33,7 +35,6 @@ from graphql import (
     specified_rules,
     validate,
 )
-from graphql.execution.values import get_variable_values
 from opentelemetry.trace import NoOpTracer, Tracer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -49,11 +50,14 @@ from gateway.http.limits import limits_rule
 from gateway.observability.logs import log_context
 from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
+from marketplace.install import REQUEST_VIEW
+from marketplace.tenant_plugins import ComposedSchema
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 # Marks a GraphQL request error: 400 for graphql-response+json, 200 for legacy JSON.
 GRAPHQL_REQUEST_ERROR = -400
+MAX_VARIABLE_ERRORS = 20
 
 
 class LRU:
@@ -113,11 +117,14 @@ class GraphQLEndpoint:
             self.rules.append(NoSchemaIntrospectionCustomRule)
         self.documents = LRU(settings.parse_cache_size)
 
-    # Preparation: parse + validate, cached per query text.
-    def prepare(self, query: str) -> Prepared:
-        return self.documents.get_or_make(query, lambda: self._prepare(query))
+    # Preparation: parse + validate, cached per (schema, query text): a document valid for one
+    # tenant's schema (with its plugins' fields) is not valid for another's.
+    def prepare(self, query: str, schema: ComposedSchema | None = None) -> Prepared:
+        key = (schema.key if schema is not None else "core", query)
+        gql = schema.gql if schema is not None else self.gql
+        return self.documents.get_or_make(key, lambda: self._prepare(query, gql))
 
-    def _prepare(self, query: str) -> Prepared:
+    def _prepare(self, query: str, gql: GraphQLSchema) -> Prepared:
         try:
             document = parse(query, max_lexical_tokens=self.max_tokens,
                              max_comments=self.max_tokens, no_location=False)
@@ -125,7 +132,7 @@ class GraphQLEndpoint:
             code = (codes.QUERY_TOO_COMPLEX if "tokens" in error.message and "Parsing aborted"
                     in error.message else codes.GRAPHQL_PARSE_FAILED)
             return Prepared(None, (error,), code)
-        errors = validate(self.gql, document, self.rules)
+        errors = validate(gql, document, self.rules)
         if errors:
             return Prepared(None, tuple(errors), codes.GRAPHQL_VALIDATION_FAILED)
         return Prepared(document, (), None)
@@ -168,9 +175,16 @@ class GraphQLEndpoint:
             principal = self.runtime.authenticator.authenticate(token)
         except DomainError as exc:
             return exc.http_status, error_body(exc.code, exc.message)
+        # The tenant's schema (core + its installed plugins), read once: the whole request runs
+        # on it even if an install swaps the tenant's schema meanwhile.
+        view = self.runtime.marketplace.view(principal.tenant_id)
+        tenant_schema = view.schema if view is not None else None
+        gql = tenant_schema.gql if tenant_schema is not None else self.gql
+        execution_context_class = (tenant_schema.execution_context_class if tenant_schema is not None
+                                   else self.execution_context_class)
         with log_context(request_id=request_id, tenant_id=principal.tenant_id):
             with self.tracer.start_as_current_span("graphql.prepare"):
-                prepared = self.prepare(params["query"])
+                prepared = self.prepare(params["query"], tenant_schema)
             if prepared.document is None:
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, prepared.code or "")
                                                           for e in prepared.errors]}
@@ -186,34 +200,65 @@ class GraphQLEndpoint:
             if operation.operation == OperationType.SUBSCRIPTION:
                 return GRAPHQL_REQUEST_ERROR, error_body(
                     codes.BAD_REQUEST, "subscriptions go over the graphql-transport-ws WebSocket")
-            problems = _variable_errors(self.gql, operation, params.get("variables"))
-            if problems:
-                return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
-                                                          for e in problems]}
-            self.metrics.operations.labels(operation.operation.value).inc()
             context = RequestContext(runtime=self.runtime, request_id=request_id,
                                      principal=principal)
             attributes = {"graphql.operation.type": operation.operation.value,
                           "graphql.operation.name": operation.name.value if operation.name else ""}
+            pinned = REQUEST_VIEW.set(view)
             with self.tracer.start_as_current_span("graphql.execute", attributes=attributes):
                 # Strawberry's check answers "not awaitable" fast for plain values.
                 kwargs: dict[str, Any] = {"is_awaitable": optimized_is_awaitable}
-                if self.execution_context_class is not None:
-                    kwargs["executor_class"] = self.execution_context_class
-                result = execute(self.gql, prepared.document, context_value=context,
-                                 variable_values=params.get("variables"),
-                                 operation_name=params.get("operationName"), **kwargs)
+                if execution_context_class is not None:
+                    kwargs["executor_class"] = execution_context_class
+                try:
+                    # graphql-core coerces the variables once, here (a batch of 500 orders
+                    # costs milliseconds to coerce), and answers variables that do not coerce
+                    # with a request error before any resolver runs.
+                    result = execute(gql, prepared.document, context_value=context,
+                                     variable_values=params.get("variables"),
+                                     operation_name=params.get("operationName"),
+                                     max_coercion_errors=MAX_VARIABLE_ERRORS, **kwargs)
+                finally:
+                    REQUEST_VIEW.reset(pinned)
+            if _is_request_error(result):
+                return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
+                                                          for e in result.errors or ()]}
+            self.metrics.operations.labels(operation.operation.value).inc()
             body: dict[str, Any] = {"data": result.data}
             if result.errors:
                 body["errors"] = [format_error(e, request_id) for e in result.errors]
+                if tenant_schema is not None and tenant_schema.root_fields:
+                    _blame_plugins(body["errors"], result.errors, operation, tenant_schema)
             return 200, body
 
 
-def _variable_errors(schema: GraphQLSchema, operation: OperationDefinitionNode,
-                     variables: dict[str, Any] | None) -> list[GraphQLError]:
-    coerced = get_variable_values(schema, operation.variable_definitions or [], variables or {},
-                                  max_errors=20)
-    return coerced if isinstance(coerced, list) else []
+def _blame_plugins(formatted: list[dict[str, Any]], errors: list[GraphQLError],
+                   operation: OperationDefinitionNode, schema: ComposedSchema) -> None:
+    """An error under a plugin's root field that is not already a domain error (a value of the
+    wrong shape, found by graphql-core while completing it) becomes PLUGIN_FAILED naming the
+    plugin, so clients can tell a plugin's fault from their own."""
+    root = operation.operation.value
+    owners: dict[str, str] = {}
+    for selection in operation.selection_set.selections:
+        if isinstance(selection, FieldNode):
+            plugin = schema.root_fields.get((root, selection.name.value))
+            if plugin is not None:
+                owners[(selection.alias or selection.name).value] = plugin
+    if not owners:
+        return
+    for out, error in zip(formatted, errors, strict=True):
+        plugin = owners.get(str(error.path[0])) if error.path else None
+        ext = out.setdefault("extensions", {})
+        if plugin is not None and ext.get("code") in (codes.GRAPHQL_VALIDATION_FAILED, codes.INTERNAL_ERROR):
+            ext["code"] = "PLUGIN_FAILED"
+            ext["plugin"] = plugin
+            out["message"] = f"plugin {plugin} failed: it answered a value of the wrong shape"
+
+
+def _is_request_error(result: ExecutionResult) -> bool:
+    """Nothing ran: graphql-core refused the request (its variables), so no error has a path;
+    a field's error always has one, even when it nulls the whole data."""
+    return result.data is None and bool(result.errors) and all(e.path is None for e in result.errors)
 
 
 def _wants_html(request: Request) -> bool:

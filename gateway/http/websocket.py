@@ -1,6 +1,11 @@
 """Subscriptions over graphql-transport-ws, on strawberry's protocol implementation.
 Authentication travels in the `connection_init` payload as {"Authorization": "Bearer …"};
-a connection that fails it is closed with 4403 before any operation runs."""
+a connection that fails it is closed with 4403 before any operation runs.
+
+Each operation runs on the schema of the connection's tenant (core + its installed plugins'
+extensions), read when the operation starts: after `connection_init` authenticated it, so a
+tenant's plugin subscriptions work here as its plugin fields do over HTTP. An install during a
+running subscription does not move it; the next `subscribe` message gets the new schema."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 
 from gateway.auth.authenticate import bearer_token
 from gateway.errors import DomainError
@@ -22,7 +28,26 @@ from gateway.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
+    """strawberry's protocol handler, reading `schema` per operation from the tenant."""
+
+    @property  # type: ignore[override]
+    def schema(self) -> Any:
+        principal = getattr(self.context, "principal", None)
+        if principal is not None:
+            composed = self.context.runtime.marketplace.schema_for(principal.tenant_id)
+            if composed is not None:
+                return composed.schema
+        return self._core_schema
+
+    @schema.setter
+    def schema(self, value: Any) -> None:
+        self._core_schema = value
+
+
 class SubscriptionEndpoint(GraphQL):
+    graphql_transport_ws_handler_class = TenantSchemaHandler
+
     def __init__(self, schema: Any, runtime: Runtime) -> None:
         super().__init__(schema, graphql_ide=None,
                          subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,))

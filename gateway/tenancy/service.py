@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from gateway.audit import AuditEntry, AuditTrail
 from gateway.auth import apikeys
-from gateway.auth.policy import POLICY_TOPIC, AccessPolicy
+from gateway.auth.models import CasbinRule
+from gateway.auth.policy import POLICY_TOPIC, AccessPolicy, role_subject, subject
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.events import Bus
@@ -24,8 +26,9 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 class TenancyService:
     def __init__(self, db: Database, policy: AccessPolicy, bus: Bus,
-                 regions: tuple[str, ...], max_page_size: int) -> None:
+                 regions: tuple[str, ...], max_page_size: int, audit: AuditTrail) -> None:
         self.db = db
+        self.audit = audit  # permission and configuration changes are recorded with them
         self.policy = policy
         self.bus = bus
         self.regions = regions
@@ -38,6 +41,9 @@ class TenancyService:
         try:
             with self.db.system_transaction() as session:
                 session.add(tenant)
+                session.flush()
+                self.audit.append(session, None, [self._tenant_created(tenant)])
+                self.audit.append(session, tenant.id, [self._tenant_created(tenant)])
         except IntegrityError:
             raise Conflict(f"tenant {slug!r} exists", code="TENANT_EXISTS") from None
         return tenant
@@ -57,6 +63,24 @@ class TenancyService:
         return Tenant(slug=slug, name=name.strip(), base_currency=base_currency,
                       home_region=home_region)
 
+    @staticmethod
+    def _tenant_created(tenant: Tenant) -> AuditEntry:
+        return AuditEntry("tenant.created", tenant.id, {
+            "slug": tenant.slug, "name": tenant.name, "baseCurrency": tenant.base_currency,
+            "homeRegion": tenant.home_region})
+
+    @staticmethod
+    def _user_created(user: User, roles: list[str] | tuple[str, ...], actor: str | None) -> AuditEntry:
+        return AuditEntry("user.created", user.id, {"email": user.email, "roles": sorted(roles)},
+                          actor)
+
+    @staticmethod
+    def _key_created(key: ApiKey, actor: str | None) -> AuditEntry:
+        # The key id is public (it prefixes the token); the secret and its hash never go here.
+        return AuditEntry("apikey.created", key.id, {
+            "userId": key.user_id, "name": key.name, "keyId": key.key_id,
+            "expiresAt": key.expires_at}, actor)
+
     def tenant(self, tenant_id: str) -> Tenant:
         with self.db.tenant_session(tenant_id) as session:
             tenant = session.exec(select(Tenant)).first()
@@ -73,7 +97,7 @@ class TenancyService:
 
     # Users and roles.
     def create_user(self, tenant_id: str, email: str, *, display_name: str = "",
-                    roles: list[str] | tuple[str, ...] = ()) -> User:
+                    roles: list[str] | tuple[str, ...] = (), actor: str | None = None) -> User:
         user = self._new_user(tenant_id, email, display_name)
         grants = self.policy.grant_rows(user.id, roles, tenant_id)
         try:
@@ -81,6 +105,7 @@ class TenancyService:
                 session.add(user)
                 session.flush()  # the user exists before its role rows
                 session.add_all(grants)
+                self.audit.append(session, tenant_id, [self._user_created(user, roles, actor)])
         except IntegrityError:
             raise Conflict(f"user {user.email} exists", code="USER_EXISTS") from None
         if grants:
@@ -111,6 +136,11 @@ class TenancyService:
                 session.flush()
                 session.add(key)
                 session.add_all(self.policy.grant_rows(admin.id, ["admin"], tenant.id))
+                session.flush()
+                self.audit.append(session, None, [self._tenant_created(tenant)])
+                self.audit.append(session, tenant.id, [
+                    self._tenant_created(tenant), self._user_created(admin, ["admin"], None),
+                    self._key_created(key, None)])
         except IntegrityError:
             raise Conflict(f"tenant {slug!r} exists", code="TENANT_EXISTS") from None
         self._policy_changed()
@@ -131,17 +161,39 @@ class TenancyService:
             rows = session.exec(select(User).where(col(User.id).in_(ids))).all()
         return {u.id: u for u in rows}
 
-    def grant_role(self, tenant_id: str, user_id: str, role: str) -> list[str]:
+    # Role rows are written here, not through casbin's adapter (which commits on its own), so
+    # the grant and its audit record commit together; the enforcer reloads afterwards.
+    def grant_role(self, tenant_id: str, user_id: str, role: str, *, actor: str | None = None
+                   ) -> list[str]:
         self.user(tenant_id, user_id)  # NotFound for another tenant's user
-        self.policy.grant(user_id, role, tenant_id)
+        self.policy.check_role(role, tenant_id)
+        with self.db.tenant_transaction(tenant_id) as session:
+            if session.exec(self._role_rows(user_id, role, tenant_id)).first() is None:
+                session.add_all(self.policy.grant_rows(user_id, [role], tenant_id))
+                self.audit.append(session, tenant_id, [
+                    AuditEntry("permission.granted", user_id, {"role": role}, actor)])
         self._policy_changed()
         return self.policy.roles(user_id, tenant_id)
 
-    def revoke_role(self, tenant_id: str, user_id: str, role: str) -> list[str]:
+    def revoke_role(self, tenant_id: str, user_id: str, role: str, *, actor: str | None = None
+                    ) -> list[str]:
         self.user(tenant_id, user_id)
-        self.policy.revoke(user_id, role, tenant_id)
+        self.policy.check_role(role, tenant_id)
+        with self.db.tenant_transaction(tenant_id) as session:
+            rows = session.exec(self._role_rows(user_id, role, tenant_id)).all()
+            for row in rows:
+                session.delete(row)
+            if rows:
+                self.audit.append(session, tenant_id, [
+                    AuditEntry("permission.revoked", user_id, {"role": role}, actor)])
         self._policy_changed()
         return self.policy.roles(user_id, tenant_id)
+
+    @staticmethod
+    def _role_rows(user_id: str, role: str, tenant_id: str) -> Any:
+        return select(CasbinRule).where(CasbinRule.ptype == "g", CasbinRule.v0 == subject(user_id),
+                                        CasbinRule.v1 == role_subject(role),
+                                        CasbinRule.v2 == tenant_id)
 
     def _policy_changed(self) -> None:
         self.policy.reload()
@@ -149,8 +201,8 @@ class TenancyService:
 
     # API keys.
     def create_api_key(self, tenant_id: str, user_id: str, name: str, *,
-                       expires_at: datetime | None = None, token: str | None = None
-                       ) -> tuple[ApiKey, str]:
+                       expires_at: datetime | None = None, token: str | None = None,
+                       actor: str | None = None) -> tuple[ApiKey, str]:
         """Returns the row and the key itself, which is never stored and never shown again."""
         if not name.strip():
             raise InvalidInput("name must not be empty", code="APIKEY_NAME_INVALID")
@@ -164,6 +216,8 @@ class TenancyService:
         try:
             with self.db.tenant_transaction(tenant_id) as session:
                 session.add(key)
+                session.flush()
+                self.audit.append(session, tenant_id, [self._key_created(key, actor)])
         except IntegrityError:
             raise Conflict("that key id is taken", code="APIKEY_EXISTS") from None
         return key, material.token
@@ -171,7 +225,8 @@ class TenancyService:
     def api_keys(self, tenant_id: str, *, first: int, after: str | None = None) -> Page[ApiKey]:
         return self._page(tenant_id, ApiKey, first, after)
 
-    def revoke_api_key(self, tenant_id: str, api_key_id: str) -> ApiKey:
+    def revoke_api_key(self, tenant_id: str, api_key_id: str, *, actor: str | None = None
+                       ) -> ApiKey:
         with self.db.tenant_transaction(tenant_id) as session:
             key = session.exec(select(ApiKey).where(ApiKey.id == api_key_id)).first()
             if key is None:
@@ -179,6 +234,8 @@ class TenancyService:
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
                 session.add(key)
+                self.audit.append(session, tenant_id, [AuditEntry(
+                    "apikey.revoked", key.id, {"userId": key.user_id, "keyId": key.key_id}, actor)])
         return key
 
     def _page(self, tenant_id: str, model: Any, first: int, after: str | None) -> Page[Any]:

@@ -1,0 +1,137 @@
+"""The hash chain itself, as pure functions: canonical form, record hash, verification.
+
+Every record's hash is SHA-256 over the canonical JSON (sorted keys, no spaces, ASCII) of
+(chain, seq, at, kind, subject, actor, payload, prev_hash); `prev_hash` is the previous record's
+hash (GENESIS for seq 1). Editing a record breaks its own hash; deleting one leaves a seq gap;
+moving one changes the seq its hash covers. `verify_records` is what both the service and the
+tests run, so a tampered list in memory and a tampered table are judged alike.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+GENESIS = "0" * 64
+
+
+class ChainedRecord(Protocol):
+    chain: str
+    seq: int
+    at: datetime
+    kind: str
+    subject: str
+    actor: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def plain(value: Any) -> Any:
+    """The JSON form stored and hashed: Decimals, instants, dates, ids and enums as strings."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("audit payloads hold finite numbers only")
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("audit payloads hold finite numbers only")
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime in an audit payload; use timezone-aware UTC")
+        return instant(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return plain(value.value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [plain(v) for v in value]
+        return sorted(items, key=canonical) if isinstance(value, set | frozenset) else items
+    raise TypeError(f"{type(value).__name__} cannot go into an audit payload")
+
+
+def instant(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+
+
+def record_hash(chain: str, seq: int, at: datetime, kind: str, subject: str, actor: str | None,
+                payload: Mapping[str, Any], prev_hash: str) -> str:
+    """`payload` is already in its stored JSON form (`plain`): as appended, or as read back."""
+    body = canonical({"chain": chain, "seq": seq, "at": instant(at), "kind": kind,
+                      "subject": subject, "actor": actor, "payload": payload,
+                      "prev_hash": prev_hash})
+    return hashlib.sha256(body.encode("ascii")).hexdigest()
+
+
+def hash_of(record: ChainedRecord) -> str:
+    return record_hash(record.chain, record.seq, record.at, record.kind, record.subject,
+                       record.actor, record.payload, record.prev_hash)
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def verify_records(records: Sequence[ChainedRecord], *, prev_seq: int = 0,
+                   prev_hash: str = GENESIS, head: tuple[int, str] | None = None
+                   ) -> AuditVerification:
+    """Check `records`, in the order given, as the continuation of the record (`prev_seq`,
+    `prev_hash`): seq 1 follows (0, GENESIS). `head`, the chain's recorded (last seq, last hash),
+    also catches records deleted from the end."""
+    expected_seq, expected_prev = prev_seq + 1, prev_hash
+    seqs_ahead = {r.seq for r in records}
+    for checked, record in enumerate(records):
+        if record.seq != expected_seq:
+            if record.seq < expected_seq or expected_seq in seqs_ahead:
+                return AuditVerification(False, checked, expected_seq,
+                                         f"record {record.seq} is out of order: it comes where "
+                                         f"record {expected_seq} belongs (records reordered)")
+            return AuditVerification(False, checked, expected_seq,
+                                     f"record {expected_seq} is missing: record {record.seq} "
+                                     f"follows record {expected_seq - 1} (records deleted)")
+        if hash_of(record) != record.hash:
+            return AuditVerification(False, checked, record.seq,
+                                     f"record {record.seq} was altered: its content no longer "
+                                     f"matches its hash (edited or moved)")
+        if record.prev_hash != expected_prev:
+            return AuditVerification(False, checked, record.seq,
+                                     f"record {record.seq} does not link to record "
+                                     f"{record.seq - 1}: prev_hash differs (a record before it "
+                                     f"was replaced or removed)")
+        seqs_ahead.discard(record.seq)
+        expected_seq, expected_prev = record.seq + 1, record.hash
+    if head is not None:
+        last_seq, last_hash = head
+        if last_seq >= expected_seq:
+            return AuditVerification(False, len(records), expected_seq,
+                                     f"records {expected_seq} to {last_seq} are missing: the chain "
+                                     f"ends at {expected_seq - 1} but its head says {last_seq}")
+        if last_seq == expected_seq - 1 and last_hash != expected_prev:
+            return AuditVerification(False, len(records), last_seq,
+                                     f"record {last_seq} differs from the one the chain head "
+                                     f"recorded")
+    return AuditVerification(True, len(records))

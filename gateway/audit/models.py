@@ -1,0 +1,49 @@
+"""Tables of the hash-chained audit trail.
+
+One chain per tenant (named by the tenant id) and one for the platform ("platform"). A record is
+tenant-owned so that a tenant session sees only its own chain; platform records have no tenant
+(tenant_id NULL), so only a system session reads them. `audit_head` holds the last seq and hash
+of each chain: appenders lock its row, which serialises them per chain, not per table.
+Both tables refuse UPDATE and DELETE (`audit_record`) by trigger, created by migration 0006.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from gateway.db import TenantOwned, UTCDateTime
+
+PLATFORM_CHAIN = "platform"
+
+
+class AuditRecord(TenantOwned, table=True):
+    __tablename__ = "audit_record"
+    __table_args__ = (Index("ix_audit_record_chain_at", "chain", "at"),
+                      Index("ix_audit_record_chain_kind_seq", "chain", "kind", "seq"))
+
+    # Platform records belong to no tenant: nullable, unlike every other tenant-owned row.
+    tenant_id: str | None = Field(default=None, foreign_key="tenant.id", index=True, max_length=36,
+                                  nullable=True)
+    chain: str = Field(primary_key=True, max_length=36)
+    seq: int = Field(primary_key=True)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(max_length=64)
+    subject: str = Field(max_length=200)
+    actor: str | None = Field(default=None, max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The end of one chain. Not tenant-owned: it holds nothing but a count and a hash."""
+
+    __tablename__ = "audit_head"
+
+    chain: str = Field(primary_key=True, max_length=36)
+    last_seq: int = 0
+    last_hash: str = Field(max_length=64)

@@ -1,0 +1,22 @@
+"""Errors of the regulatory reports."""
+
+from __future__ import annotations
+
+from gateway.errors import DomainError, NotFound
+
+
+class ReportInvalid(DomainError):
+    """The report's rows break the rules of its format; nothing was written.
+    `details.problems` lists each, naming the row."""
+
+    code = "REPORT_INVALID"
+    http_status = 422
+
+    def __init__(self, problems: list[str]) -> None:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        super().__init__(f"{len(problems)} problem(s): {shown}", details={"problems": problems})
+        self.problems = problems
+
+
+class ReportFileNotFound(NotFound):
+    code = "REPORT_NOT_FOUND"

@@ -1,0 +1,30 @@
+"""The venues' clock in a running gateway: every `interval` seconds the order service tells the
+connectors the markets clock's time, so DAY orders expire, queued orders reach the open and
+resting orders fill when the market moves through them even when no order arrives; and now
+and then orders claimed but never sent (their process died) are rejected."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.trading.service import OrderService
+
+log = logging.getLogger(__name__)
+INTERVAL_SECONDS = 1.0
+
+
+SWEEP_EVERY = 30  # rounds between looks for orders claimed but never sent
+
+
+async def run_venue_clock(orders: OrderService, interval: float = INTERVAL_SECONDS) -> None:
+    rounds = 0
+    while True:
+        await asyncio.sleep(interval)
+        rounds += 1
+        try:
+            await asyncio.to_thread(orders.advance)
+            if rounds % SWEEP_EVERY == 0:
+                await asyncio.to_thread(orders.sweep_unsent)
+        except Exception:  # keep ticking: one bad round must not stop expiries for good
+            log.exception("venue clock round failed")

@@ -1,0 +1,1 @@
+"""Harbour Capital's white-label theme for Alphintra (an example partner plugin)."""

@@ -1,0 +1,1 @@
+"""A simulated Singapore Exchange connector for Alphintra (an example partner plugin)."""

@@ -1,0 +1,1 @@
+"""Acme Data's news-sentiment feed for Alphintra (an example vendor plugin)."""
