@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from strawberry.http.ides import get_graphql_ide_html
 
@@ -31,6 +32,7 @@ from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import make_tracer
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
+from gateway.strategies.dsl import STRATEGY_SCHEMA
 from gateway.trading.clock import run_venue_clock
 from marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
 
@@ -45,11 +47,18 @@ def _default_schema(runtime: Runtime) -> Any:
     return build_schema(runtime.settings)
 
 
-def _warm(runtime: Runtime) -> None:
-    """Load market calendars and train the pattern recogniser before any request needs them."""
-    runtime.markets.directory.calendars.warm()
-    runtime.patterns.model()
-    runtime.defi.warm()  # deploys the demo world on the embedded chain (a few seconds)
+def _warm(runtime: Runtime, stopping: threading.Event) -> None:
+    """Load market calendars, train the pattern recogniser and deploy the embedded chain's demo
+    world before any request needs them. A shutdown waits only for the step under way."""
+    steps: tuple[Callable[[], object], ...] = (
+        runtime.markets.directory.calendars.warm,
+        runtime.patterns.model,
+        runtime.defi.warm,  # deploys the demo world on the embedded chain (a few seconds)
+    )
+    for step in steps:
+        if stopping.is_set():
+            return
+        step()
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
@@ -76,8 +85,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if settings.redis_url:  # in one process the policy object is already up to date
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         warming = None
+        stopping = threading.Event()
         if settings.warm_on_start:
-            warming = asyncio.create_task(asyncio.to_thread(_warm, runtime))
+            warming = asyncio.create_task(asyncio.to_thread(_warm, runtime, stopping))
         venue_clock = asyncio.create_task(run_venue_clock(runtime.orders))
         worker = None
         if settings.runs_embedded_worker:
@@ -95,6 +105,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             gc.unfreeze()
             venue_clock.cancel()
             if warming is not None:
+                stopping.set()
                 await warming
             if worker is not None:
                 worker.stop(timeout=5_000)
@@ -102,6 +113,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             # DeFi event pollers start with the first defiEvents subscription; stop any here.
             await asyncio.to_thread(runtime.defi_events.stop)
             await runtime.bus.stop()
+
+    async def strategy_schema(request: Request) -> Response:
+        # The strategy DSL's published JSON Schema: public, the same for every tenant.
+        return JSONResponse(STRATEGY_SCHEMA, media_type="application/schema+json")
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/graphql")
@@ -114,6 +129,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route("/readyz", readiness(runtime)),
             Route("/metrics", metrics_route(metrics)),
             Route("/reports/{id}", report_download(runtime)),
+            Route("/schemas/strategy.json", strategy_schema),
             Route("/", root),
         ],
         middleware=[Middleware(RequestMiddleware, metrics=metrics,

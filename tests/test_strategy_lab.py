@@ -528,3 +528,17 @@ def test_every_stored_explanation_is_additive(runtime, lab):
     for row in rows:
         assert abs(row.base_value + sum(row.contributions.values()) - row.prediction) <= 1e-6
         assert row.additive and abs(row.residual) <= 1e-6
+
+
+def test_the_published_schema_is_served_and_validates_a_document(server, gql, tenant):
+    import httpx
+    import jsonschema
+
+    response = httpx.get(f"{server.url}/schemas/strategy.json", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/schema+json")
+    published = response.json()
+    assert published == gql.data("{ strategySchema }", key=tenant.key)["strategySchema"]
+    jsonschema.validate(DOC, published)  # the document the lab's tests create is valid by it
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": ""}, published)

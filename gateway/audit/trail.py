@@ -4,7 +4,8 @@
 describes. It first writes the chain's head row (an insert that does nothing if the head exists:
 a write, so SQLite takes its write lock here), then reads the head FOR UPDATE (PostgreSQL locks
 the row): concurrent appenders of one chain take turns, and the chain stays gapless. A batch is
-hashed in Python and written with one Core executemany, no ORM flush per record.
+hashed in Python and written with COPY on PostgreSQL (one executemany elsewhere), no ORM
+flush per record.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
 from sqlalchemy import select as core_select
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from gateway.audit.chain import GENESIS, AuditVerification, plain, record_hash, verify_records
 from gateway.audit.models import PLATFORM_CHAIN, AuditHead, AuditRecord
+from gateway.bulk import bulk_insert
 from gateway.db import ALL_TENANTS, SCOPE_KEY, Database, utcnow
 from gateway.errors import Forbidden, InvalidInput
 from gateway.pagination import check_page_size
@@ -120,7 +122,7 @@ class AuditTrail:
                             "kind": kind, "subject": subject, "actor": actor, "payload": payload,
                             "prev_hash": last_hash, "hash": digest})
             last_hash = digest
-        session.execute(insert(AuditRecord.__table__), records)  # type: ignore[attr-defined]
+        bulk_insert(session, AuditRecord.__table__, records)  # type: ignore[attr-defined]
         session.execute(update(AuditHead.__table__)  # type: ignore[attr-defined]
                         .where(AuditHead.__table__.c.chain == chain)  # type: ignore[attr-defined]
                         .values(last_seq=last_seq, last_hash=last_hash))

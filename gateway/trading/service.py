@@ -47,6 +47,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from gateway.audit import AuditEntry, AuditTrail
+from gateway.bulk import bulk_insert
 from gateway.compliance.engine import ComplianceEngine, Decision
 from gateway.db import Database, utcnow
 from gateway.errors import DomainError, InvalidInput, NotFound
@@ -56,7 +57,6 @@ from gateway.markets.service import MarketsService
 from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import new_id
 from gateway.trading import states
-from gateway.trading.bulk import bulk_insert
 from gateway.trading.controls import controls_of, load_row
 from gateway.trading.intake import (
     OrderInput,
@@ -1175,7 +1175,7 @@ class OrderService:
 
 
 def _bulk_insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """COPY on PostgreSQL, one executemany INSERT elsewhere (gateway/trading/bulk.py). A
+    """COPY on PostgreSQL, one executemany INSERT elsewhere (gateway/bulk.py). A
     multi-row VALUES statement was tried: compiling it per batch cost more than the round trips
     it saved."""
     bulk_insert(session, table, rows)

@@ -1,10 +1,10 @@
 """Many rows into one table inside the caller's transaction: COPY on PostgreSQL (psycopg),
 an executemany INSERT elsewhere.
 
-COPY costs a few µs a row where psycopg's pipelined executemany costs about 30 (a prepared
-statement, parameter dumping and a result per row); the values go through the same SQLAlchemy
-bind processors as an INSERT would (UTCDateTime, JSON), so the stored rows are the same. A
-unique violation surfaces as SQLAlchemy's IntegrityError, as it does for the INSERT."""
+COPY costs about half the CPU of psycopg's pipelined executemany (about 10 µs a row against
+20 in order intake: no statement, parameter dumping and result per row). The values go through
+the same SQLAlchemy bind processors as an INSERT's (UTCDateTime, JSON), so the stored rows are
+the same, and a unique violation surfaces as SQLAlchemy's IntegrityError, as the INSERT's does."""
 
 from __future__ import annotations
 
