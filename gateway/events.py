@@ -209,6 +209,7 @@ class RedisBus:
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._start_lock: asyncio.Lock | None = None
+        self._owners = 0
 
     def _channel(self, topic: str) -> str:
         return f"{self._ns}:events:{topic}"
@@ -222,15 +223,26 @@ class RedisBus:
         return Event(topic, int(seq), json.loads(body), now)
 
     async def start(self) -> None:
+        # Several owners may share one bus (an app and a second app on the same runtime): the
+        # connection closes when the last of them stops, not under the others' feet.
+        self._owners += 1
+        await self._ensure_reading()
+
+    async def _ensure_reading(self) -> None:
         if self._reader is not None:
             return
         self._async = aredis.Redis.from_url(self._url)
         self._pubsub = self._async.pubsub(ignore_subscribe_messages=True)
-        # A pubsub connection needs one channel before it can be read.
-        await self._pubsub.subscribe(self._channel("_bus.alive"))
+        # A pubsub connection needs one channel before it can be read; after a restart, the
+        # topics local subscribers and listeners still wait on are subscribed again.
+        await self._pubsub.subscribe(self._channel("_bus.alive"),
+                                     *(self._channel(t) for t in sorted(self._fanout.topics())))
         self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
 
     async def stop(self) -> None:
+        self._owners = max(self._owners - 1, 0)
+        if self._owners:
+            return
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -268,14 +280,14 @@ class RedisBus:
             self._fanout.deliver(event)
 
     async def subscribe(self, topic: str) -> Subscription:
-        await self.start()
+        await self._ensure_reading()
         sub = Subscription(self._fanout, topic)
         if self._fanout.add(sub):
             await self._pubsub.subscribe(self._channel(topic))
         return sub
 
     async def listen(self, topic: str, listener: Listener) -> None:
-        await self.start()
+        await self._ensure_reading()
         if self._fanout.listen(topic, listener):
             await self._pubsub.subscribe(self._channel(topic))
 

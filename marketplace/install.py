@@ -40,6 +40,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from gateway.audit import AuditEntry, AuditTrail
@@ -181,6 +182,7 @@ class Installations:
         except Exception:
             log.exception("metering flush failed at shutdown")
         self.calls.close()
+        self.loader.close()
 
     # Reads for the request path.
     def view(self, tenant_id: str) -> TenantView | None:
@@ -320,11 +322,15 @@ class Installations:
             plain, sealed, secret_paths = self._config(tenant_id, ref, merged, row)
             new = _copy_row(row, version_id=ref.version_id, version=ref.version, config=plain,
                             sealed_secrets=sealed, secret_fields=secret_paths,
-                            previous_version_id=row.version_id)
+                            previous_version_id=row.version_id, previous_config=row.config,
+                            previous_sealed_secrets=row.sealed_secrets)
             return self._change(tenant_id, actor, ref, new, "UPGRADED", row.version, None,
                                 replaced=self._current(tenant_id, plugin_id))
 
-    def rollback(self, tenant_id: str, actor: str | None, plugin_id: str) -> PluginInstallation:
+    def rollback(self, tenant_id: str, actor: str | None, plugin_id: str,
+                 config: Mapping[str, Any] | None = None) -> PluginInstallation:
+        """Back to the previous version with the configuration in force with it (kept at the
+        upgrade), unless `config` is given; secrets `config` leaves out keep their values."""
         with self._tenant_lock(tenant_id):
             row = self._installation(tenant_id, plugin_id)
             if row.previous_version_id is None:
@@ -332,11 +338,15 @@ class Installations:
                                    code="PLUGIN_NO_PREVIOUS_VERSION")
             previous = self._require_version(row.previous_version_id)
             ref = self._installable(tenant_id, plugin_id, previous.version)
-            merged = self._open_config(tenant_id, row)
-            plain, sealed, secret_paths = self._config(tenant_id, ref, merged, row)
+            # Rows written before previous_config existed fall back to the current configuration.
+            kept = (_copy_row(row, config=row.previous_config, sealed_secrets=row.previous_sealed_secrets)
+                    if row.previous_config is not None else row)
+            merged = self._open_config(tenant_id, kept) if config is None else dict(config)
+            plain, sealed, secret_paths = self._config(tenant_id, ref, merged, kept)
             new = _copy_row(row, version_id=ref.version_id, version=ref.version, config=plain,
                             sealed_secrets=sealed, secret_fields=secret_paths,
-                            previous_version_id=row.version_id)
+                            previous_version_id=row.version_id, previous_config=row.config,
+                            previous_sealed_secrets=row.sealed_secrets)
             return self._change(tenant_id, actor, ref, new, "ROLLED_BACK", row.version, None,
                                 replaced=self._current(tenant_id, plugin_id))
 
@@ -394,29 +404,38 @@ class Installations:
 
     def deactivate_everywhere(self, plugin_id: str, version_id: str | None = None) -> int:
         """Drop the plugin (or only that version) from every tenant's view and schema now. The
-        installation rows stay (with a DELISTED history event), so the tenant sees why."""
+        installation rows stay (with a DELISTED history event), so the tenant sees why.
+
+        Every tenant with a view or a lock (an install in progress takes the lock first) is
+        looked at under its lock, so an install that passed its checks before the delisting is
+        waited for and then removed; one that commits later refuses itself (`_change`). One
+        tenant failing does not stop the others."""
         count = 0
-        for tenant_id, view in list(self._views.items()):
-            active = view.by_id.get(plugin_id)
-            if active is None or (version_id is not None and active.version_id != version_id):
-                continue
-            with self._tenant_lock(tenant_id):
-                view = self._views.get(tenant_id)
-                if view is None or plugin_id not in view.by_id:
-                    continue
-                remaining = [p for p in view.plugins if p.plugin_id != plugin_id]
-                try:
-                    self._swap(tenant_id, remaining)
-                except DomainError:
-                    log.exception("recomposing after a delisting failed", extra={"tenant_id": tenant_id})
-                    self._views[tenant_id] = TenantView.of(tenant_id, [], None)
-                with self.db.tenant_session(tenant_id) as session:
-                    self._record(session, tenant_id, None, plugin_id, "DELISTED", active.version_id,
-                                 active.version, None, None)
-                    session.commit()
-            self._deactivated(active)
-            self._tell(tenant_id, "DELISTED", plugin_id, active.version, None)
-            count += 1
+        with self._locks_guard:
+            tenants = sorted(set(self._views) | set(self._locks))
+        for tenant_id in tenants:
+            try:
+                with self._tenant_lock(tenant_id):
+                    view = self._views.get(tenant_id)
+                    active = view.by_id.get(plugin_id) if view is not None else None
+                    if active is None or (version_id is not None and active.version_id != version_id):
+                        continue
+                    remaining = [p for p in view.plugins if p.plugin_id != plugin_id]
+                    try:
+                        self._swap(tenant_id, remaining)
+                    except DomainError:
+                        log.exception("recomposing after a delisting failed", extra={"tenant_id": tenant_id})
+                        self._views[tenant_id] = TenantView.of(tenant_id, [], None)
+                    with self.db.tenant_session(tenant_id) as session:
+                        self._record(session, tenant_id, None, plugin_id, "DELISTED", active.version_id,
+                                     active.version, None, None)
+                        session.commit()
+                self._deactivated(active)
+                self._tell(tenant_id, "DELISTED", plugin_id, active.version, None)
+                count += 1
+            except Exception:
+                log.exception("deactivating a delisted plugin failed for a tenant",
+                              extra={"tenant_id": tenant_id, "plugin": plugin_id})
         return count
 
     # Reads.
@@ -546,6 +565,7 @@ class Installations:
             self._call_lifecycle(active, "alphintra_activated", strict=True)
         try:
             with self.db.tenant_session(tenant_id) as session:
+                self._refuse_if_delisted(session, ref)
                 if action == "INSTALLED":
                     session.add(row)
                 else:
@@ -553,7 +573,8 @@ class Installations:
                     if stored is None:
                         raise NotFound(f"{ref.plugin_id} is not installed", code="PLUGIN_NOT_INSTALLED")
                     for name in ("version_id", "version", "previous_version_id", "config",
-                                 "sealed_secrets", "secret_fields"):
+                                 "sealed_secrets", "secret_fields", "previous_config",
+                                 "previous_sealed_secrets"):
                         setattr(stored, name, getattr(row, name))
                     stored.updated_at = utcnow()
                     session.add(stored)
@@ -563,6 +584,13 @@ class Installations:
                 session.commit()
                 session.refresh(row)
                 session.expunge(row)
+        except IntegrityError:
+            self._call_lifecycle(active, "alphintra_deactivated", strict=False)
+            if action != "INSTALLED":
+                raise
+            # Another gateway process installed it (or used the key) between our check and commit.
+            raise Conflict(f"{ref.plugin_id} was installed meanwhile (another request); upgrade or "
+                           "configure it", code="PLUGIN_ALREADY_INSTALLED") from None
         except Exception:
             self._call_lifecycle(active, "alphintra_deactivated", strict=False)
             raise
@@ -572,6 +600,15 @@ class Installations:
             self._deactivated(replaced)
         self._tell(tenant_id, action, ref.plugin_id, ref.version, previous_version)
         return row
+
+    @staticmethod
+    def _refuse_if_delisted(session: Session, ref: VersionRef) -> None:
+        """Checked again in the committing transaction: a delisting that landed after the first
+        check (while the wheel loaded) must not leave this tenant running the plugin."""
+        plugin = session.exec(select(Plugin).where(Plugin.id == ref.plugin_id)).first()
+        version = session.exec(select(PluginVersion.status).where(PluginVersion.id == ref.version_id)).first()
+        if plugin is None or plugin.delisted_at is not None or version == VersionStatus.DELISTED:
+            raise InvalidInput(f"{ref.plugin_id} was delisted", code="PLUGIN_DELISTED")
 
     def _compose(self, plugins: Sequence[ActivePlugin]) -> ComposedSchema | None:
         if self.schemas is None:
@@ -691,7 +728,7 @@ class Installations:
             for path, value in kept.items():
                 if path in secret_paths and _get(config, path) is _MISSING:
                     _put(config, path, value)
-        errors = [{"path": _json_path(e.absolute_path), "message": _redact(e, secret_paths)}
+        errors = [{"path": _json_path(e.absolute_path), "message": _describe(e)}
                   for e in Draft202012Validator(manifest.config_schema).iter_errors(config)]
         if errors:
             errors.sort(key=lambda e: e["path"])
@@ -882,11 +919,29 @@ def _json_path(parts: Any) -> str:
     return out
 
 
-def _redact(error: Any, secret_paths: Sequence[str]) -> str:
-    """jsonschema messages quote the offending value; never echo a secret back."""
-    if _json_path(error.absolute_path) in secret_paths:
-        return f"does not satisfy '{error.validator}' (value hidden: a secret field)"
-    return str(error.message)
+# Keywords whose schema value is worth showing (it comes from the manifest, never the config).
+_SHOWN = {"minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+          "multipleOf", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
+          "pattern", "format", "enum", "const"}
+
+
+def _describe(error: Any) -> str:
+    """A message built from the failing keyword and the schema alone: jsonschema's own quote the
+    offending value (at object level, the whole configuration with its secrets), so never used,
+    except for `required`, which names a property of the schema."""
+    keyword, expected = error.validator, error.validator_value
+    if keyword == "required":
+        return str(error.message)
+    if keyword == "type":
+        return f"is not of type {expected!r}"
+    if keyword in ("additionalProperties", "unevaluatedProperties") and isinstance(error.instance, Mapping):
+        known = set(error.schema.get("properties") or {})
+        extra = sorted(str(k) for k in error.instance if k not in known)[:10]
+        return f"has properties the schema does not allow: {', '.join(extra)}"
+    if keyword in _SHOWN:
+        shown = json.dumps(expected, default=str)
+        return f"does not satisfy {keyword} {shown if len(shown) <= 200 else shown[:200] + '...'}"
+    return f"does not satisfy {keyword!r}"
 
 
 def _size(value: Any) -> int:
@@ -910,7 +965,7 @@ def _plain(value: Any) -> Any:
 def build_installations(settings: Any, db: Database, bus: Bus, secrets: SecretBox, audit: AuditTrail,
                         venues: VenueDirectory | None = None) -> Installations:
     """Construct the service; nothing is loaded or written until it is used. Wheels unpack under
-    the system temporary directory by hash (content-addressed, so processes share them)."""
+    the system temporary directory, each process into its own private directory."""
     import tempfile
     from pathlib import Path
 

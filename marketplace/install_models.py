@@ -38,6 +38,11 @@ class PluginInstallation(TenantOwned, table=True):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     sealed_secrets: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     secret_fields: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The configuration in force with `previous_version_id` (non-secret values, and its secrets
+    # sealed as `sealed_secrets` are): a rollback restores it, since the current configuration
+    # may not be valid for the older version's schema.
+    previous_config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    previous_sealed_secrets: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     installed_by: str | None = Field(default=None, max_length=36)
     created_at: datetime = _stamp()
     updated_at: datetime = _stamp()

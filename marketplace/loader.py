@@ -1,13 +1,15 @@
 """Loading a published wheel into the gateway: verify, unpack, import.
 
 Every load re-verifies the version's signature (marketplace.signing.verify, against the key the
-version was published with) and the wheel's SHA-256, then unpacks it to a content-addressed
-directory `<root>/<sha256>/` (written to a temporary directory and renamed, so a half-written
-one is never seen) and imports it under a namespace unique to that hash:
+version was published with) and the wheel's SHA-256, then unpacks it into a directory private to
+this loader (made by `tempfile.mkdtemp` under `<root>`, mode 0700): `<private>/<sha256>/`, and
+imports it, with bytecode writing off, under a namespace unique to that hash:
 `alphintra_wheels.w<sha256[:20]>.<package>`. Two versions of one plugin (an upgrade and its
 rollback) therefore never collide in `sys.modules`, and loading the same wheel twice (two
-tenants) imports it once. A plugin refers to its own modules with relative imports (`from .
-import feed`); an absolute `import <its package>` would not resolve under the namespace.
+tenants) imports it once. Nothing already on disk is trusted: a shared, predictable directory
+could hold planted code (or bytecode) under a verified wheel's hash, so each loader writes its
+own copy from the verified bytes. A plugin refers to its own modules with relative imports
+(`from . import feed`); an absolute `import <its package>` would not resolve under the namespace.
 """
 
 from __future__ import annotations
@@ -52,8 +54,23 @@ class WheelLoader:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._private: Path | None = None  # made on first unpack (no side effect at construction)
         self._loaded: dict[str, LoadedWheel] = {}
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Remove this loader's unpacked wheels (shutdown; the modules stay imported)."""
+        with self._lock:
+            if self._private is not None:
+                shutil.rmtree(self._private, ignore_errors=True)
+                self._private = None
+                self._loaded.clear()
+
+    def _directory(self) -> Path:
+        if self._private is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._private = Path(tempfile.mkdtemp(prefix="loader-", dir=self.root))  # mode 0700
+        return self._private
 
     def load(self, *, plugin_id: str, wheel: bytes, wheel_sha256: str, manifest: dict[str, Any],
              signature: str | None, public_key: str) -> LoadedWheel:
@@ -84,11 +101,11 @@ class WheelLoader:
             return loaded
 
     def _unpack(self, sha256: str, contents: WheelContents) -> Path:
-        target = self.root / sha256
-        if target.is_dir():
-            return target
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=self.root))
+        """Write the verified files into a fresh directory of this loader's private one; a
+        directory left by an earlier attempt is replaced, never reused."""
+        private = self._directory()
+        target = private / sha256
+        staging = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=private))
         try:
             for name, data in contents.files.items():
                 path = (staging / name).resolve()
@@ -96,10 +113,9 @@ class WheelLoader:
                     raise PluginLoadFailed(f"unsafe path {name!r} in the wheel")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
-            try:
-                os.rename(staging, target)
-            except OSError:  # another process unpacked the same hash first: same content
-                shutil.rmtree(staging, ignore_errors=True)
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -116,11 +132,17 @@ class WheelLoader:
             root.__path__ = []
             sys.modules[NAMESPACE] = root
         package = f"{NAMESPACE}.w{sha256[:20]}"
-        if package not in sys.modules:
+        holder = sys.modules.get(package)
+        if holder is None:
             holder = types.ModuleType(package)
             holder.__path__ = [str(directory)]
             sys.modules[package] = holder
+        elif not all(os.path.isdir(p) for p in holder.__path__):  # another loader's copy, closed
+            holder.__path__ = [str(directory)]
         name = f"{package}.{module_path}"
+        # No .pyc beside the sources: the only code run is the verified source just written.
+        writes_bytecode = sys.dont_write_bytecode
+        sys.dont_write_bytecode = True
         try:
             module = importlib.import_module(name)
             plugin = getattr(module, attribute) if attribute else module
@@ -130,5 +152,7 @@ class WheelLoader:
             log.error("plugin import failed", exc_info=exc, extra={"plugin": plugin_id})
             raise PluginLoadFailed(f"plugin {plugin_id} failed on import: {type(exc).__name__}",
                                    details={"plugin": plugin_id}) from None
+        finally:
+            sys.dont_write_bytecode = writes_bytecode
         return LoadedWheel(sha256=sha256, plugin_id=plugin_id, module_name=name, plugin=plugin,
                            directory=directory)

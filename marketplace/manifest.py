@@ -188,7 +188,7 @@ def parse_manifest(data: Any) -> Manifest:
             problems.append(_problem(_json_path(["config_schema", *exc.absolute_path]),
                                      f"not a valid JSON Schema: {exc.message}"))
         else:
-            problems += _check_secret_marks(config_schema)
+            problems += _check_secret_marks(config_schema) + _check_secret_refs(config_schema)
             conformance = data.get("conformance")
             config = conformance.get("config") if isinstance(conformance, Mapping) else None
             if isinstance(config, Mapping):
@@ -210,18 +210,96 @@ def parse_manifest(data: Any) -> Manifest:
         conformance=dict(data.get("conformance") or {}), raw=dict(data))
 
 
-def _check_secret_marks(schema: Mapping[str, Any], path: str = "$.config_schema") -> list[dict[str, str]]:
-    """`x-secret` must be a boolean on a string field: secrets are sealed as text."""
+# Keywords whose values are sub-schemas (one, a list, or a name → schema map). A secret may be
+# reached from the root only through `properties`: that is the one place the installer seals.
+_SUBSCHEMA = ("items", "additionalProperties", "unevaluatedItems", "unevaluatedProperties", "contains",
+              "propertyNames", "not", "if", "then", "else")
+_SUBSCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
+_SUBSCHEMA_MAPS = ("$defs", "definitions", "patternProperties", "dependentSchemas")
+_PATH_UNSAFE = set(".[]*$")
+
+
+def _check_secret_marks(schema: Mapping[str, Any], path: str = "$.config_schema",
+                        sealable: bool = False) -> list[dict[str, str]]:
+    """`x-secret` must be a boolean on a string field (secrets are sealed as text), on a property
+    reached from the root only through `properties` (named without . [ ] * $): the installer
+    seals exactly those; one under items, $ref, $defs or a combinator would be stored and
+    answered in clear."""
     problems = []
     if "x-secret" in schema:
         if not isinstance(schema["x-secret"], bool):
             problems.append(_problem(f"{path}.x-secret", "must be true or false"))
         elif schema["x-secret"] and schema.get("type") != "string":
             problems.append(_problem(path, "a field marked x-secret must have type string"))
+        elif schema["x-secret"] and not sealable:
+            problems.append(_problem(path, "x-secret is allowed only on a property reached from the root "
+                                           "through 'properties' alone, named without . [ ] * $ (not "
+                                           "inside items, $ref, $defs, allOf/anyOf/oneOf, "
+                                           "patternProperties...)"))
     for name, sub in (schema.get("properties") or {}).items():
         if isinstance(sub, Mapping):
-            problems += _check_secret_marks(sub, f"{path}.properties.{name}")
+            named_safely = (sealable or path == "$.config_schema") and not _PATH_UNSAFE & set(str(name))
+            problems += _check_secret_marks(sub, f"{path}.properties.{name}", named_safely)
+    for keyword in _SUBSCHEMA:
+        if isinstance(schema.get(keyword), Mapping):
+            problems += _check_secret_marks(schema[keyword], f"{path}.{keyword}")
+    for keyword in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(keyword), list):
+            for index, sub in enumerate(schema[keyword]):
+                if isinstance(sub, Mapping):
+                    problems += _check_secret_marks(sub, f"{path}.{keyword}[{index}]")
+    for keyword in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(keyword), Mapping):
+            for name, sub in schema[keyword].items():
+                if isinstance(sub, Mapping):
+                    problems += _check_secret_marks(sub, f"{path}.{keyword}.{name}")
     return problems
+
+
+def _has_secret(node: Any) -> bool:
+    if isinstance(node, Mapping):
+        return node.get("x-secret") is True or any(_has_secret(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_secret(v) for v in node)
+    return False
+
+
+def _check_secret_refs(root: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A `$ref` into a secret field (or a subtree holding one) would copy the mark to a place
+    the installer does not seal: refused, as is any non-local `$ref` in a schema with secrets."""
+    if not _has_secret(root):
+        return []
+    problems: list[dict[str, str]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{path}[{index}]")
+            return
+        if not isinstance(node, Mapping):
+            return
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if isinstance(ref, str):
+                target: Any = _MISSING_REF
+                if ref.startswith("#"):
+                    target = root
+                    for part in [p for p in ref[1:].split("/") if p]:
+                        part = part.replace("~1", "/").replace("~0", "~")
+                        target = (target.get(part, _MISSING_REF) if isinstance(target, Mapping) else
+                                  target[int(part)] if isinstance(target, list) and part.isdigit()
+                                  and int(part) < len(target) else _MISSING_REF)
+                if target is _MISSING_REF or _has_secret(target):
+                    problems.append(_problem(f"{path}.{keyword}", "a $ref may not lead to a secret field "
+                                                                  "(x-secret) nor outside this schema"))
+        for name, value in node.items():
+            walk(value, f"{path}.{name}")
+
+    walk(root, "$.config_schema")
+    return problems
+
+
+_MISSING_REF: Any = object()
 
 
 def is_compatible(manifest: Manifest, gateway_version: str) -> bool:

@@ -269,7 +269,8 @@ class MarketplacePublishing:
             now = utcnow()
             plugin.delisted_at = now
             versions = list(session.exec(select(PluginVersion).where(
-                PluginVersion.plugin_id == plugin_id)).all())
+                PluginVersion.plugin_id == plugin_id)
+                .order_by(col(PluginVersion.published_at), col(PluginVersion.id))).all())
             for version in versions:
                 version.reasons = [*version.reasons, f"delisted from {version.status}"
                                    + (f": {reason}" if reason else "")][-MAX_REASONS:]

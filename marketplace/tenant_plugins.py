@@ -5,12 +5,20 @@ installed (`ActivePlugin`: the loaded wheel, the tenant's own context, its schem
 and the schema composed from them. Views live in one dict keyed by tenant id; a change builds a
 new view (schema composed first) and replaces the entry with one assignment, so a request that
 picked the old view finishes on it. Composed schemas are cached by the hash of the installed set
-(plugin id and wheel hash of each), so tenants with the same set share one schema object.
+(plugin id, wheel hash and a keyed digest of the plugin's effective configuration, secrets
+included), so tenants with the same set AND the same configurations share one schema object: a
+plugin's schema extensions are built from its installing tenant's context and may close over
+its configuration. Each composition gets a key never used by another schema object (content
+hash plus a generation), so caches keyed by it (the HTTP document cache) never cross objects.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import itertools
+import json
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +49,8 @@ class ComposedSchema:
     gql: Any
     root_fields: dict[tuple[str, str], str]
     execution_context_class: Any = None
-    key: str = "core"
+    key: str = "core"  # unique to this object: `content` plus a generation
+    content: str = "core"  # the installed set's hash (same plugins, wheels and configurations)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,9 +78,18 @@ class TenantView:
         return TenantView(tenant_id, tuple(plugins), schema, {p.plugin_id: p for p in plugins})
 
 
-def set_hash(plugins: Sequence[ActivePlugin]) -> str:
-    """The installed set's identity: the same plugins at the same wheels hash the same."""
-    text = "\n".join(sorted(f"{p.plugin_id}@{p.sha256}" for p in plugins))
+def config_digest(config: Any, secret: bytes) -> str:
+    """A keyed digest of a plugin's effective configuration (secrets included): equal configs
+    digest equal; the key (process-local) keeps a low-entropy secret from being guessed back."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
+
+
+def set_hash(plugins: Sequence[ActivePlugin], secret: bytes = b"") -> str:
+    """The installed set's identity: the same plugins at the same wheels with the same
+    configurations hash the same."""
+    text = "\n".join(sorted(f"{p.plugin_id}@{p.sha256}#{config_digest(p.context.config, secret)}"
+                            for p in plugins))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -88,19 +106,23 @@ class SchemaCache:
         self.guard = guard
         self._schemas: dict[str, ComposedSchema] = {}
         self._lock = threading.Lock()
+        self._digest_key = os.urandom(32)
+        self._nonce = os.urandom(4).hex()  # two caches in one process never share a key
+        self._generations = itertools.count(1)
 
     def for_plugins(self, plugins: Sequence[ActivePlugin]) -> ComposedSchema | None:
         if not any(p.extensions for p in plugins):
             return None  # the core schema serves
-        key = set_hash(plugins)
+        content = set_hash(plugins, self._digest_key)
         with self._lock:
-            found = self._schemas.get(key)
+            found = self._schemas.get(content)
             if found is not None:
                 return found
             composed = self.composer([(p.plugin_id, p.extensions) for p in plugins], self.guard)
+            key = f"{content}.{self._nonce}.{next(self._generations)}"
             composed = ComposedSchema(composed.schema, composed.gql, composed.root_fields,
-                                      composed.execution_context_class, key)
-            self._schemas[key] = composed
+                                      composed.execution_context_class, key, content)
+            self._schemas[content] = composed
             return composed
 
     def check(self, plugins: Sequence[ActivePlugin]) -> None:
@@ -108,9 +130,10 @@ class SchemaCache:
         self.for_plugins(plugins)
 
     def forget_unused(self, in_use: set[str]) -> None:
+        """Drop schemas whose `key` no view holds."""
         with self._lock:
-            for key in [k for k in self._schemas if k not in in_use]:
-                del self._schemas[key]
+            for content in [c for c, s in self._schemas.items() if s.key not in in_use]:
+                del self._schemas[content]
 
     def __len__(self) -> int:
         return len(self._schemas)

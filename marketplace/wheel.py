@@ -4,7 +4,7 @@ Checked, in order, on the bytes alone (nothing is extracted to disk here):
 - a zip archive (else WHEEL_INVALID), within the size, file-count and uncompressed-size limits
   (else WHEEL_UNSAFE: a zip bomb is refused by its declared sizes before it is inflated);
 - every name relative and inside the archive: no absolute paths, drive letters, backslashes,
-  `..` segments, symlinks or duplicates (else WHEEL_UNSAFE);
+  `..` or empty segments, symlinks or duplicates, names compared case-folded (else WHEEL_UNSAFE);
 - a wheel: exactly one `<name>-<version>.dist-info/` with WHEEL, METADATA and RECORD;
 - every file's bytes match its CRC and its RECORD hash, and every file is in RECORD (else
   PACKAGE_TAMPERED: a file changed after the wheel was built);
@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import stat
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -77,7 +78,15 @@ def _unsafe_name(name: str) -> str | None:
         return "is absolute"
     if any(part in ("..", ".") for part in name.rstrip("/").split("/")):
         return "leaves the archive (..)"
+    if "" in name.rstrip("/").split("/"):
+        return "has an empty path segment (//), which unpacks onto another name"
     return None
+
+
+def _normal(name: str) -> str:
+    """What a file system may take the name to be: `a//b` is `a/b`, and on case-insensitive or
+    normalising file systems `A.py` is `a.py`, `é` is `é`."""
+    return unicodedata.normalize("NFC", name.rstrip("/")).casefold()
 
 
 def read_wheel(data: bytes, limits: WheelLimits = WheelLimits()) -> WheelContents:
@@ -103,11 +112,12 @@ def read_wheel(data: bytes, limits: WheelLimits = WheelLimits()) -> WheelContent
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise WheelUnsafe(f"{info.filename!r} is a symbolic link",
                                   details={"path": info.filename})
-            if info.filename in seen:
-                raise WheelUnsafe(f"{info.filename!r} appears twice", details={"path": info.filename})
+            if _normal(info.filename) in seen:
+                raise WheelUnsafe(f"{info.filename!r} appears twice (names compared without case)",
+                                  details={"path": info.filename})
             if info.file_size > limits.max_file_bytes:
                 raise WheelUnsafe(f"{info.filename!r} is over {limits.max_file_bytes} bytes")
-            seen.add(info.filename)
+            seen.add(_normal(info.filename))
         files: dict[str, bytes] = {}
         for info in infos:
             if info.is_dir():

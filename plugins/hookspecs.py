@@ -207,11 +207,15 @@ def alphintra_schema_extensions(context: PluginContext) -> list[SchemaExtension]
         A list of `plugins.sdk.SchemaExtension`: strawberry types whose fields join Query,
         Mutation and Subscription, and extra types. A plugin imports strawberry and
         `plugins.sdk`, never the gateway; its resolvers reach the calling tenant's own context
-        with `plugins.sdk.current_context()`.
+        with `plugins.sdk.current_context()`. The types returned are shared by every tenant
+        that installed the same versions with the same configuration, so a resolver must read
+        the tenant (its id, its data) from `current_context()` when it runs, never from the
+        `context` captured here.
 
-    When: at install, upgrade and rollback, in the service call and off the request path; the
-    tenant's schema (core + built-ins + every installed extension) is composed then, cached by
-    the hash of the installed set and swapped atomically. All results are used (not
+    When: at install, upgrade, rollback and configuration, in the service call and off the
+    request path; the tenant's schema (core + built-ins + every installed extension) is composed
+    then, cached by the installed set and a keyed digest of each plugin's configuration, and
+    swapped atomically. All results are used (not
     firstresult). A type or field name that collides with the core schema or another
     installed plugin refuses the install with PLUGIN_SCHEMA_CONFLICT; a hook that raises or
     answers the wrong shape refuses it with PLUGIN_FAILED. At request time each root field a

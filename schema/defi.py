@@ -170,7 +170,9 @@ class DefiTokenBalance:
 @strawberry.type(description="The tenant's own address on a chain and its balances; never the key.")
 class DefiAccount:
     chain: str
-    address: str
+    address: str | None = strawberry.field(description=(
+        "Null until the tenant's first write on this chain (defiOpenAccount, a swap, a lending "
+        "action or a vault makes the key): a read never makes a key."))
     native_balance: Decimal = strawberry.field(description="In the chain's native coin (ETH).")
     balances: list[DefiTokenBalance]
 
@@ -184,6 +186,7 @@ class DefiAccount:
 
 @strawberry.enum
 class DefiSwapStatus(enum.Enum):
+    PENDING = "PENDING"  # sent (or about to be); a retry with the same key finishes the record
     EXECUTED = "EXECUTED"
     REFUSED = "REFUSED"
     FAILED = "FAILED"
@@ -267,8 +270,8 @@ class Query:
         c = _read(info)
         return DefiQuote.of(c.runtime.defi.quote(chain, token_in, token_out, amount_in))
 
-    @strawberry.field(description="The tenant's own address on `chain` (made, and funded by the "
-                                  "embedded chain's faucet, on first use) and its balances.")
+    @strawberry.field(description="The tenant's own address on `chain` and its balances; address "
+                                  "null and no balances while the tenant has no key there.")
     def defi_account(self, info: Info, chain: str) -> DefiAccount:
         c = _read(info)
         return DefiAccount.of(c.runtime.defi.account(c.tenant_id, chain))
@@ -285,6 +288,14 @@ class Query:
 
 @strawberry.type
 class Mutation:
+    @strawberry.mutation(description="Makes the tenant's key on `chain` if it has none (funded by the "
+                                     "embedded chain's faucet) and answers the account; idempotent: "
+                                     "the same address every time.")
+    def defi_open_account(self, info: Info, chain: str) -> DefiAccount:
+        c = ctx(info)
+        c.require("defi", "write")
+        return DefiAccount.of(c.runtime.defi.account(c.tenant_id, chain, create=True))
+
     @strawberry.mutation(description="Swap with the tenant's own key, after compliance and a "
                                      "simulation. A refusal is recorded and raised with its code; the "
                                      "same idempotencyKey answers the first outcome again.")

@@ -109,7 +109,10 @@ class DefiLendingAction:
     health_factor_before: Decimal | None
     health_factor_after: Decimal | None
     transaction_hashes: list[str] = strawberry.field(description="An approval first where needed.")
-    block_number: int
+    status: str = strawberry.field(description=(
+        "EXECUTED (mined), FAILED (reverted), or PENDING/SENT while the outcome is not known: "
+        "a retry with the same idempotencyKey finishes the record and never sends again."))
+    block_number: int | None
     idempotency_key: str | None
     created_at: datetime
 
@@ -120,7 +123,8 @@ class DefiLendingAction:
                    token=row.token, amount=_plain(row.amount),
                    health_factor_before=_opt(row.health_factor_before),
                    health_factor_after=_opt(row.health_factor_after),
-                   transaction_hashes=list(row.tx_hashes), block_number=row.block_number,
+                   transaction_hashes=list(row.tx_hashes), status=row.status,
+                   block_number=row.block_number,
                    idempotency_key=row.idempotency_key, created_at=row.created_at)
 
 

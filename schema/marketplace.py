@@ -339,10 +339,13 @@ class Mutation:
         return PluginInstallation.of(c.runtime.marketplace.upgrade(c.tenant_id, c.me.user_id, plugin_id,
                                                                    version, config), c)
 
-    @strawberry.mutation(description="Back to the version installed before the last upgrade or rollback.")
-    def rollback_plugin(self, info: Info, plugin_id: str) -> PluginInstallation:
+    @strawberry.mutation(description="Back to the version installed before the last upgrade or rollback, "
+                                     "with the configuration in force with it (or `config`; a secret "
+                                     "left out keeps its value).")
+    def rollback_plugin(self, info: Info, plugin_id: str, config: JSON | None = None) -> PluginInstallation:
         c = _allowed(info, "install")
-        return PluginInstallation.of(c.runtime.marketplace.rollback(c.tenant_id, c.me.user_id, plugin_id), c)
+        return PluginInstallation.of(c.runtime.marketplace.rollback(c.tenant_id, c.me.user_id, plugin_id,
+                                                                    config), c)
 
     @strawberry.mutation
     def uninstall_plugin(self, info: Info, plugin_id: str) -> PluginInstallation:

@@ -2,8 +2,9 @@
 
 Quantities and prices are Decimals: the `Decimal` scalar (a string on the wire) out, strings in
 ("100", "189.25"). Permissions (casbin objects): "order" read for orders, trades, positions and
-accounts, write for submitting, amending, cancelling and for accounts and locates;
-"compliance" read for controls and decisions, write to change the controls. A denied order is
+accounts, write for submitting, amending and cancelling; "compliance" read for controls and
+decisions, write to change the controls, accounts (credit limit, equity, assessments) and locates
+(a trader must not raise their own limits). A denied order is
 data, not an error: it comes back with status DENIED and its `rejectCode`; what is wrong
 with the request itself (bad quantity, unknown instrument, off-tick price...) is an error with a
 code, and nothing is stored.
@@ -562,7 +563,7 @@ class Mutation:
 
     @strawberry.mutation(description="Create or change an account (by code).")
     def upsert_trading_account(self, info: Info, input: TradingAccountInput) -> TradingAccount:
-        c, svc = _svc(info, "order", "write")
+        c, svc = _svc(info, "compliance", "write")
         return TradingAccount.of(svc.upsert_account(
             c.tenant_id, c.me.user_id, code=input.code, currency=input.currency,
             domicile=input.domicile, client_type=input.client_type.value, lei=input.lei,
@@ -576,7 +577,7 @@ class Mutation:
 
     @strawberry.mutation(description="Record shares located or borrowed for short sales.")
     def record_locate(self, info: Info, input: LocateInput) -> Locate:
-        c, svc = _svc(info, "order", "write")
+        c, svc = _svc(info, "compliance", "write")
         return Locate.of(svc.record_locate(c.tenant_id, c.me.user_id, account=input.account,
                                            instrument=input.instrument, quantity=input.quantity,
                                            source=input.source, expires_at=input.expires_at))

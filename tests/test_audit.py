@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -248,6 +249,63 @@ def test_verify_a_window_links_it_to_the_record_before(runtime):
         runtime.audit.verify(t.id, later, middle)
     empty = runtime.audit.verify(onboard(runtime).id, later)  # nothing in the window, nothing cut
     assert empty.ok and empty.checked == 0
+
+
+def test_verify_a_window_checks_the_record_after_its_end(runtime):
+    t = onboard(runtime)
+    start = datetime.now(UTC)
+    inside = append(runtime, t.id, entries(3))
+    time.sleep(0.01)
+    end = datetime.now(UTC)
+    time.sleep(0.01)
+    append(runtime, t.id, entries(3))
+    assert runtime.audit.verify(t.id, start, end).ok
+    # The window's last record deleted: the rest of the window still chains, but the record
+    # after the window no longer links to what the window ends with.
+    with tampering(runtime) as conn:
+        conn.execute(text("DELETE FROM audit_record WHERE chain = :c AND seq = :s"),
+                     {"c": t.id, "s": inside[-1].seq})
+    window = runtime.audit.verify(t.id, start, end)
+    assert not window.ok and window.first_bad_seq == inside[-1].seq, window
+
+
+def test_verify_a_window_ending_at_the_chains_end_checks_the_head(runtime):
+    t = onboard(runtime)
+    start = datetime.now(UTC)
+    inside = append(runtime, t.id, entries(3))
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    assert runtime.audit.verify(t.id, start, end).ok
+    with tampering(runtime) as conn:
+        conn.execute(text("DELETE FROM audit_record WHERE chain = :c AND seq = :s"),
+                     {"c": t.id, "s": inside[-1].seq})
+    window = runtime.audit.verify(t.id, start, end)
+    assert not window.ok and window.first_bad_seq == inside[-1].seq, window
+
+
+def test_verify_a_window_rehashes_the_record_before_it(runtime):
+    t = onboard(runtime)
+    time.sleep(0.01)
+    start = datetime.now(UTC)
+    inside = append(runtime, t.id, entries(3))
+    assert runtime.audit.verify(t.id, start).ok
+    # The window's first record edited and moved before the window: it becomes the anchor, and
+    # the records after it still link to its (stored) hash.
+    first = inside[0].seq
+    with tampering(runtime) as conn:
+        at = conn.execute(text("SELECT at FROM audit_record WHERE chain = :c AND seq = :s"),
+                          {"c": t.id, "s": first - 1}).scalar()
+        conn.execute(text("UPDATE audit_record SET at = :a, payload = :p WHERE chain = :c AND seq = :s"),
+                     {"a": at, "p": '{"i": 0, "qty": "999999"}', "c": t.id, "s": first})
+    window = runtime.audit.verify(t.id, start)
+    assert not window.ok and window.first_bad_seq == first, window
+
+
+def test_a_tenant_session_cannot_write_the_platform_chain(runtime, tenant):
+    with pytest.raises(Forbidden) as caught, runtime.db.tenant_transaction(tenant.id) as session:
+        runtime.audit.append(session, None, entries(1))
+    assert caught.value.code == "TENANT_FORBIDDEN"
+    with runtime.db.system_transaction() as session:
+        assert runtime.audit.append(session, None, entries(1))[0].tenant_id is None
 
 
 def test_verify_reads_long_chains_in_chunks(runtime, monkeypatch):

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from gateway.events import InProcessBus, RedisBus
+from tests.support import wait_for
 
 
 async def collect(sub, n, timeout=5):
@@ -88,3 +89,30 @@ def test_redis_bus_numbers_and_delivers_across_instances():
     sent, got, _ = asyncio.run(scenario())
     assert [e.sequence for e in sent] == [1, 2, 3, 4, 5]
     assert [(e.sequence, e.payload) for e in got] == [(e.sequence, e.payload) for e in sent]
+
+
+@pytest.mark.redis
+def test_a_shared_redis_bus_keeps_serving_until_its_last_owner_stops():
+    """Two apps on one runtime share its bus: the first to shut down must not cut the other's
+    listeners off, and a bus started again listens on the topics it still has."""
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        bus, publisher = RedisBus(url, namespace), RedisBus(url, namespace)
+        heard: list[int] = []
+        await bus.start()  # the first app
+        await bus.listen("plugins", lambda event: heard.append(event.payload["n"]))
+        await bus.start()  # a second app on the same runtime
+        await bus.stop()  # ... shuts down first
+        await asyncio.to_thread(publisher.publish, "plugins", {"n": 1})
+        await asyncio.to_thread(wait_for, lambda: heard == [1], 5)
+        assert bus.subscribers("plugins") == 1
+        await bus.stop()  # the last owner: the connection closes
+        await bus.start()  # started again: the listener's topic is subscribed again
+        await asyncio.to_thread(publisher.publish, "plugins", {"n": 2})
+        await asyncio.to_thread(wait_for, lambda: heard == [1, 2], 5)
+        await bus.stop()
+        await publisher.stop()
+
+    asyncio.run(scenario())

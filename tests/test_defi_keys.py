@@ -12,9 +12,11 @@ from sqlmodel import select
 from gateway.defi.keys import key_context
 from gateway.defi.models import DefiKey
 from gateway.secrets import SecretUnreadable
-from tests.support import onboard
+from tests.support import error_codes, onboard, user_key
 
 ACCOUNT = """query($c: String!) { defiAccount(chain: $c) { address nativeBalance
+  balances { token { symbol } amount raw } } }"""
+OPEN = """mutation($c: String!) { defiOpenAccount(chain: $c) { address nativeBalance
   balances { token { symbol } amount raw } } }"""
 
 
@@ -23,10 +25,21 @@ def key_row(runtime: Any, tenant_id: str) -> DefiKey:
         return session.exec(select(DefiKey)).one()
 
 
+def test_a_read_makes_no_key(gql: Any, runtime: Any, tenant: Any) -> None:
+    _, viewer = user_key(runtime, tenant, "viewer")
+    for key in (viewer, tenant.key):
+        account = gql.data(ACCOUNT, {"c": "embedded"}, key=key)["defiAccount"]
+        assert account == {"address": None, "nativeBalance": "0", "balances": []}
+    with runtime.db.tenant_session(tenant.id) as session:
+        assert session.exec(select(DefiKey)).all() == []
+    assert error_codes(gql(OPEN, {"c": "embedded"}, key=viewer)) == ["FORBIDDEN"]  # a write
+
+
 def test_a_key_is_made_once_sealed_and_funded(gql: Any, runtime: Any, tenant: Any) -> None:
-    account = gql.data(ACCOUNT, {"c": "embedded"}, key=tenant.key)["defiAccount"]
-    again = gql.data(ACCOUNT, {"c": "embedded"}, key=tenant.key)["defiAccount"]
-    assert account["address"] == again["address"]
+    account = gql.data(OPEN, {"c": "embedded"}, key=tenant.key)["defiOpenAccount"]
+    again = gql.data(OPEN, {"c": "embedded"}, key=tenant.key)["defiOpenAccount"]
+    assert account == again
+    assert gql.data(ACCOUNT, {"c": "embedded"}, key=tenant.key)["defiAccount"] == account
     row = key_row(runtime, tenant.id)
     assert row.address == account["address"]
     secret = runtime.secrets.open(row.sealed_key, key_context(tenant.id, row.chain_id))
@@ -46,6 +59,15 @@ def test_no_field_returns_a_key(gql: Any, tenant: Any) -> None:
     leaky = ("privatekey", "signingkey", "sealed", "secret", "mnemonic", "seed")
     assert defi_fields and not [f for f in defi_fields if f[1].lower() == "key"
                                 or any(word in f[1].lower() for word in leaky)]
+
+
+def test_open_account_is_each_tenants_own(gql: Any, runtime: Any, tenant: Any) -> None:
+    a = gql.data(OPEN, {"c": "embedded"}, key=tenant.key)["defiOpenAccount"]["address"]
+    b = onboard(runtime)
+    assert gql.data(ACCOUNT, {"c": "embedded"}, key=b.key)["defiAccount"]["address"] is None
+    b_address = gql.data(OPEN, {"c": "embedded"}, key=b.key)["defiOpenAccount"]["address"]
+    assert b_address != a
+    assert key_row(runtime, tenant.id).address == a and key_row(runtime, b.id).address == b_address
 
 
 def test_tenant_b_can_never_sign_with_a_key(gql: Any, runtime: Any, tenant: Any) -> None:

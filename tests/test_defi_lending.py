@@ -192,7 +192,8 @@ def test_kill_switch_and_restricted_tokens_refuse(gql, runtime, tenant, trader, 
     with runtime.db.tenant_transaction(tenant.id) as session:
         session.add(ComplianceControlsRow(tenant_id=tenant.id, kill_switch=True))
     before = snapshot(runtime, embedded, pool, address)
-    assert error_codes(act(gql, trader, "defiSupply", "WETH", "1")) == ["COMPLIANCE_KILL_SWITCH"]
+    assert error_codes(act(gql, trader, "defiBorrow", "WETH", "1")) == ["COMPLIANCE_KILL_SWITCH"]
+    assert error_codes(act(gql, trader, "defiWithdraw", "WETH", "1")) == ["COMPLIANCE_KILL_SWITCH"]
     with runtime.db.tenant_transaction(tenant.id) as session:
         row = session.exec(select(ComplianceControlsRow)).one()
         row.kill_switch, row.restricted = False, ["WETH"]

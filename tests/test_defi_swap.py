@@ -41,7 +41,11 @@ def swap_input(token_in: str = "WETH", token_out: str = "USDC", amount: str = "1
             "slippageBps": 50, "idempotencyKey": unique("swap"), **more}
 
 
+OPEN = """mutation($c: String!) { defiOpenAccount(chain: $c) { address } }"""
+
+
 def balances(gql: Any, key: str) -> dict[str, Any]:
+    gql.data(OPEN, {"c": "embedded"}, key=key)  # a read makes no key: open the account first
     account = gql.data(ACCOUNT, {"c": "embedded"}, key=key)["defiAccount"]
     return {"address": account["address"], "native": account["nativeBalance"],
             **{b["token"]["symbol"]: int(b["raw"]) for b in account["balances"]}}
@@ -311,7 +315,7 @@ def test_deadline_counts_from_block_time_when_the_chain_runs_ahead(gql: Any, run
     """Every block is at least a second after the one before, so an embedded chain drifts ahead
     of the wall clock; a deadline counted from the wall would already have passed on chain."""
     chain = runtime.chains.get("embedded")
-    gql.data(ACCOUNT, {"c": "embedded"}, key=tenant.key)  # the world and the key exist
+    gql.data(OPEN, {"c": "embedded"}, key=tenant.key)  # the world and the key exist
     with chain.guard():
         ahead = chain.web3.eth.get_block("latest")["timestamp"] + 3600
         chain.tester.time_travel(ahead)

@@ -42,7 +42,10 @@ def test_shares_follow_the_assets(setup: Any) -> None:
     vault.functions.deposit(1000).transact({"from": alice})
     vault.functions.allocate(400).transact({"from": owner})
     assert vault.functions.total_assets().call() == 1000
-    token.functions.transfer(vault.address, 1000).transact({"from": owner})  # a gain
+    strategy = w3.eth.accounts[2]
+    vault.functions.recall(1400).transact({"from": owner})  # the strategy returns 400 + a gain of 1000
+    assert (vault.functions.allocated().call(), vault.functions.idle().call()) == (0, 2000)
+    assert token.functions.balanceOf(strategy).call() == 10**12 - 1000
     vault.functions.deposit(1000).transact({"from": owner})
     assert vault.functions.shares_of(owner).call() == 1000 * 1000 // 2000
     # 1500 shares over 3000 assets
@@ -108,3 +111,43 @@ def test_pause_blocks_deposits_and_strategy_actions_not_withdrawals(setup: Any) 
     vault.functions.recall(100).transact({"from": owner})  # bringing funds home stays open
     vault.functions.unpause().transact({"from": owner})
     vault.functions.deposit(1).transact({"from": alice})
+
+
+def test_a_donation_does_not_inflate_the_share_price(setup: Any) -> None:
+    """The classic first-depositor attack: 1 unit for 1 share, then a large transfer to the vault
+    so that the next deposit rounds down to almost nothing. Donations are not counted."""
+    w3, token, vault = setup
+    owner, attacker, victim = w3.eth.accounts[0], w3.eth.accounts[1], w3.eth.accounts[3]
+    for who in (attacker, victim):
+        token.functions.mint(who, 10_000 * 10**6).transact({"from": owner})
+        token.functions.approve(vault.address, 2**256 - 1).transact({"from": who})
+    start = token.functions.balanceOf(attacker).call()
+    vault.functions.deposit(1).transact({"from": attacker})
+    token.functions.transfer(vault.address, 1000 * 10**6).transact({"from": attacker})
+    assert vault.functions.total_assets().call() == 1
+    vault.functions.deposit(1999 * 10**6).transact({"from": victim})
+    assert vault.functions.shares_of(victim).call() == 1999 * 10**6
+    vault.functions.withdraw(1).transact({"from": attacker})
+    assert token.functions.balanceOf(attacker).call() - start == -1000 * 10**6  # the donation is lost
+    victim_shares = vault.functions.shares_of(victim).call()
+    assert vault.functions.withdraw(victim_shares).call({"from": victim}) == 1999 * 10**6
+
+
+def test_depositors_can_leave_before_a_new_strategy_gets_funds(setup: Any) -> None:
+    w3, _, vault = setup
+    owner, alice = w3.eth.accounts[:2]
+    new_strategy = w3.eth.accounts[5]
+    vault.functions.deposit(1000).transact({"from": alice})
+    vault.functions.allocate(400).transact({"from": owner})
+    with pytest.raises(TransactionFailed, match="recall first"):
+        vault.functions.propose_strategy(new_strategy).transact({"from": owner})
+    vault.functions.recall(400).transact({"from": owner})
+    vault.functions.propose_strategy(new_strategy).transact({"from": owner})
+    with pytest.raises(TransactionFailed, match="strategy change pending"):
+        vault.functions.allocate(1).transact({"from": owner})
+    # during the whole delay every depositor can take everything out
+    assert vault.functions.withdraw(1000).call({"from": alice}) == 1000
+    w3.provider.ethereum_tester.time_travel(vault.functions.strategy_eta().call() + 1)
+    vault.functions.execute_strategy().transact({"from": owner})
+    vault.functions.allocate(100).transact({"from": owner})  # allowed again once executed
+    assert vault.functions.allocated().call() == 100

@@ -87,6 +87,36 @@ FLAKY_MANIFEST = {
     "pricing": {"model": "flat", "amount": "10.00", "currency": "EUR"}, "licence": "MIT",
 }
 
+# A plugin that reads its configuration when its schema is built (closes over it), as the SDK
+# allows: tenants with different configurations must not share its schema objects.
+CAPTIVE_CODE = '''
+from __future__ import annotations
+
+import strawberry
+
+from plugins.sdk import PluginContext, SchemaExtension, hookimpl
+
+
+@hookimpl
+def alphintra_schema_extensions(context: PluginContext) -> list[SchemaExtension]:
+    label = str(context.config.get("label", ""))
+
+    @strawberry.type
+    class CaptiveQuery:
+        @strawberry.field
+        def captive_label(self) -> str:
+            return label
+
+    return [SchemaExtension(query=CaptiveQuery)]
+'''
+
+CAPTIVE_MANIFEST = {
+    **FLAKY_MANIFEST, "id": "acme.captive", "name": "Captive", "entry_point": "acme_captive.plugin",
+    "hooks": ["alphintra_schema_extensions"],
+    "config_schema": {"type": "object", "maxProperties": 3, "properties": {
+        "label": {"type": "string"}, "token": {"type": "string", "x-secret": True}}},
+}
+
 # v1.1.0 of the news plugin adds a root field, so an upgrade and its rollback show in the schema.
 NEWS_V11_EXTRA = '''
 
@@ -154,6 +184,22 @@ def flaky_wheel() -> tuple[bytes, dict[str, Any]]:
     return wheel, FLAKY_MANIFEST
 
 
+def captive_wheel(**changes: Any) -> tuple[bytes, dict[str, Any]]:
+    manifest = {**CAPTIVE_MANIFEST, **changes}
+    files = {"acme_captive/__init__.py": b"", "acme_captive/plugin.py": CAPTIVE_CODE.encode(),
+             "acme_captive/alphintra_manifest.json": json.dumps(manifest).encode()}
+    dist = manifest["id"].replace(".", "_").replace("-", "_")
+    wheel = make_wheel(files, dist, manifest["version"], manifest["id"], manifest["entry_point"])
+    return wheel, manifest
+
+
+# 2.0.0 of the strict plugin needs a field 1.0.0 refuses (additionalProperties: false).
+STRICT_V1 = {"type": "object", "additionalProperties": False, "required": ["token"], "properties": {
+    "label": {"type": "string"}, "token": {"type": "string", "x-secret": True}}}
+STRICT_V2 = {**STRICT_V1, "required": ["token", "region"],
+             "properties": {**STRICT_V1["properties"], "region": {"type": "string"}}}
+
+
 @pytest.fixture(scope="module")
 def published(runtime: Any) -> dict[str, Any]:
     """A vendor tenant publishes every plugin the tests install; a platform reviewer approves."""
@@ -182,6 +228,11 @@ def published(runtime: Any) -> dict[str, Any]:
     publish(*example_wheel("harbour_theme", "harbour_theme"))
     publish(*example_wheel("harbour_theme", "harbour_theme", plugin_id="acme.private-theme"), tier="PRIVATE")
     publish(*flaky_wheel())
+    publish(*captive_wheel())
+    publish(*captive_wheel(id="acme.strict", config_schema=STRICT_V1))
+    publish(*captive_wheel(id="acme.strict", version="2.0.0", config_schema=STRICT_V2))
+    publish(*captive_wheel(id="acme.doomed"))  # delisted while an install is under way
+    publish(*captive_wheel(id="acme.doomed-two"))
     return {"vendor": vendor, "versions": versions}
 
 
@@ -287,6 +338,118 @@ def test_tenants_with_the_same_set_share_one_schema(gql, runtime, published, ten
         assert "errors" not in install(gql, t.key, "acme.flaky", "1.0.0", {"label": "x"})
     first = runtime.marketplace.schema_for(tenant.id)
     assert first is not None and first is runtime.marketplace.schema_for(other_tenant.id)
+
+
+def test_a_schema_built_from_one_tenants_config_is_not_served_to_another(
+        gql, runtime, published, tenant, other_tenant):
+    """Same plugin set, different configurations (secrets included): separate schemas; equal
+    configurations share; a configure composes a new schema under a key never used before."""
+    captive = '{ captiveLabel }'
+    assert "errors" not in install(gql, tenant.key, "acme.captive", "1.0.0", {"label": "A", "token": "ta"})
+    assert "errors" not in install(gql, other_tenant.key, "acme.captive", "1.0.0",
+                                   {"label": "B", "token": "tb"})
+    assert gql.data(captive, key=tenant.key) == {"captiveLabel": "A"}
+    assert gql.data(captive, key=other_tenant.key) == {"captiveLabel": "B"}
+    first = runtime.marketplace.schema_for(tenant.id)
+    assert first is not runtime.marketplace.schema_for(other_tenant.id)
+
+    configure = 'mutation($c: JSON!) { configurePlugin(pluginId: "acme.captive", config: $c) { id } }'
+    gql.data(configure, {"c": {"label": "A2"}}, key=tenant.key)
+    assert gql.data(captive, key=tenant.key) == {"captiveLabel": "A2"}
+    second = runtime.marketplace.schema_for(tenant.id)
+    assert second is not first and second.key != first.key
+    # B moves to A's configuration (its secret too): now they share one schema object.
+    gql.data(configure, {"c": {"label": "A2", "token": "ta"}}, key=other_tenant.key)
+    assert runtime.marketplace.schema_for(other_tenant.id) is second
+    # A secret alone tells configurations apart, and never appears in the key.
+    gql.data(configure, {"c": {"label": "A2", "token": "tb"}}, key=other_tenant.key)
+    third = runtime.marketplace.schema_for(other_tenant.id)
+    assert third is not second and "tb" not in third.key.split(".")
+    # Back to a configuration seen before: composed anew, under a new key (the document cache
+    # must not serve a document validated against the dropped object).
+    gql.data(configure, {"c": {"label": "A", "token": "ta"}}, key=tenant.key)
+    gql.data(configure, {"c": {"label": "A2", "token": "ta"}}, key=tenant.key)
+    again = runtime.marketplace.schema_for(tenant.id)
+    assert again.content == second.content and again.key not in {first.key, second.key, third.key}
+    for t in (tenant, other_tenant):
+        gql.data('mutation { uninstallPlugin(pluginId: "acme.captive") { id } }', key=t.key)
+
+
+def test_a_directory_planted_under_the_wheels_hash_is_never_imported(tmp_path):
+    """The unpack root is predictable (the system temporary directory); code someone planted
+    there under a verified wheel's hash, sources or bytecode, is not what gets imported."""
+    from marketplace.loader import WheelLoader
+
+    manifest = {**FLAKY_MANIFEST, "id": "acme.planted", "entry_point": "acme_planted.plugin"}
+    files = {"acme_planted/__init__.py": b"", "acme_planted/plugin.py": b"WHO = 'signed code'\n",
+             "acme_planted/alphintra_manifest.json": json.dumps(manifest).encode()}
+    wheel = make_wheel(files, "acme_planted", "1.0.0", manifest["id"], manifest["entry_point"])
+    sha = hashlib.sha256(wheel).hexdigest()
+    planted = tmp_path / sha / "acme_planted"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("")
+    (planted / "plugin.py").write_text("WHO = 'planted, unsigned code'\n")
+    private_key, public_key = generate_key()
+    loader = WheelLoader(tmp_path)
+    try:
+        loaded = loader.load(plugin_id=manifest["id"], wheel=wheel, wheel_sha256=sha, manifest=manifest,
+                             signature=sign(wheel, manifest, private_key), public_key=public_key)
+        assert loaded.plugin.WHO == "signed code"
+        assert loaded.directory.parent != tmp_path and (loaded.directory.parent.stat().st_mode & 0o077) == 0
+        assert not list(loaded.directory.rglob("*.pyc"))  # no bytecode left for anyone to swap
+    finally:
+        loader.close()
+        for name in [k for k in sys.modules if k.startswith(f"alphintra_wheels.w{sha[:20]}")]:
+            del sys.modules[name]
+
+
+def test_an_invalid_configuration_never_echoes_a_secret(gql, runtime, published, tenant, other_tenant):
+    """Errors on the whole configuration object (maxProperties here) are reported by path and
+    keyword only: jsonschema's own messages quote the object, secrets included, and on configure
+    the stored secret is merged in before validation."""
+    body = install(gql, other_tenant.key, "acme.captive", "1.0.0",
+                   {"label": "x", "token": "tok-NEW-SECRET-1", "a": 1, "b": 2})
+    assert error_codes(body) == ["PLUGIN_CONFIG_INVALID"]
+    assert "tok-NEW-SECRET-1" not in json.dumps(body)
+    assert body["errors"][0]["extensions"]["errors"] == [
+        {"path": "$", "message": "does not satisfy maxProperties 3"}]
+
+    assert "errors" not in install(gql, tenant.key, "acme.captive", "1.0.0",
+                                   {"label": "x", "token": "tok-STORED-SECRET-2"})
+    configure = 'mutation($c: JSON!) { configurePlugin(pluginId: "acme.captive", config: $c) { id } }'
+    body = gql(configure, {"c": {"label": "y", "a": 1, "b": 2}}, key=tenant.key)
+    assert error_codes(body) == ["PLUGIN_CONFIG_INVALID"] and "tok-STORED-SECRET-2" not in json.dumps(body)
+    gql.data('mutation { uninstallPlugin(pluginId: "acme.captive") { id } }', key=tenant.key)
+
+
+def test_rollback_restores_the_configuration_the_previous_version_ran_with(gql, runtime, published, tenant):
+    """2.0.0 requires `region`, which 1.0.0 refuses: the rollback brings back 1.0.0's own
+    configuration (its secret too) instead of revalidating 2.0.0's against 1.0.0's schema."""
+    key = tenant.key
+    assert "errors" not in install(gql, key, "acme.strict", "1.0.0", {"label": "one", "token": "tok-v1"})
+    upgraded = gql('mutation($c: JSON) { upgradePlugin(pluginId: "acme.strict", version: "2.0.0", '
+                   'config: $c) { version config } }',
+                   {"c": {"label": "two", "region": "eu", "token": "tok-v2"}}, key=key)
+    assert upgraded["data"]["upgradePlugin"] == {"version": "2.0.0",
+                                                 "config": {"label": "two", "region": "eu"}}
+    rolled = gql('mutation { rollbackPlugin(pluginId: "acme.strict") { version config '
+                 'secretFields { path } } }', key=key)
+    assert "errors" not in rolled, rolled
+    assert rolled["data"]["rollbackPlugin"] == {"version": "1.0.0", "config": {"label": "one"},
+                                                "secretFields": [{"path": "$.token"}]}
+    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].context.config == {
+        "label": "one", "token": "tok-v1"}
+    assert gql.data("{ captiveLabel }", key=key) == {"captiveLabel": "one"}
+    # Rolling back again returns to 2.0.0 with the configuration it had.
+    again = gql.data('mutation { rollbackPlugin(pluginId: "acme.strict") { version config } }', key=key)
+    assert again["rollbackPlugin"] == {"version": "2.0.0", "config": {"label": "two", "region": "eu"}}
+    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].context.config["token"] == "tok-v2"
+    # Or the caller names the configuration to roll back with (the secret left out is kept).
+    chosen = gql.data('mutation($c: JSON) { rollbackPlugin(pluginId: "acme.strict", config: $c) '
+                      '{ version config } }', {"c": {"label": "three"}}, key=key)
+    assert chosen["rollbackPlugin"] == {"version": "1.0.0", "config": {"label": "three"}}
+    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].context.config["token"] == "tok-v1"
+    gql.data('mutation { uninstallPlugin(pluginId: "acme.strict") { id } }', key=key)
 
 
 def test_bad_configuration_is_refused_and_nothing_stored(gql, runtime, published, tenant):
@@ -462,6 +625,71 @@ def test_delisting_deactivates_everywhere_and_is_announced(gql, server, runtime,
     assert error_codes(late) == ["PLUGIN_DELISTED"]
 
 
+def test_an_install_racing_a_delisting_is_refused_at_commit(gql, runtime, published, monkeypatch):
+    """The delisting lands after the install's first checks, while its wheel loads: the commit
+    re-reads the plugin in its transaction and refuses; nothing is stored or active."""
+    loader = runtime.marketplace.loader
+    real_load = loader.load
+
+    def load_then_delist(**kwargs: Any) -> Any:
+        loaded = real_load(**kwargs)
+        if kwargs["plugin_id"] == "acme.doomed":
+            runtime.marketplace_publishing.delist(None, "acme.doomed", "found during install")
+        return loaded
+
+    monkeypatch.setattr(loader, "load", load_then_delist)
+    t = onboard(runtime)
+    body = install(gql, t.key, "acme.doomed", "1.0.0", {"label": "x"})
+    assert error_codes(body) == ["PLUGIN_DELISTED"]
+    time.sleep(0.2)  # the delisting's own deactivation thread, had anything slipped through
+    assert runtime.marketplace.view(t.id) is None and runtime.marketplace.schema_for(t.id) is None
+    assert gql.data("{ installedPlugins { pluginId } }", key=t.key)["installedPlugins"] == []
+    assert error_codes(gql("{ captiveLabel }", key=t.key)) == ["GRAPHQL_VALIDATION_FAILED"]
+
+
+def test_deactivating_everywhere_goes_on_past_a_failing_tenant(gql, runtime, published, monkeypatch):
+    c, d = onboard(runtime), onboard(runtime)
+    for t in (c, d):  # c first: the tenant that fails is met first
+        assert "errors" not in install(gql, t.key, "acme.doomed-two", "1.0.0", {"label": "x"})
+    audit = runtime.marketplace.audit
+
+    class FailingForC:
+        def append(self, session: Any, tenant_id: str | None, entries: Any) -> Any:
+            if tenant_id == c.id:
+                raise RuntimeError("audit store unavailable")
+            return audit.append(session, tenant_id, entries)
+
+    monkeypatch.setattr(runtime.marketplace, "audit", FailingForC())
+    assert runtime.marketplace.deactivate_everywhere("acme.doomed-two") == 1
+    assert not runtime.marketplace.is_active(d.id, "acme.doomed-two")
+    history = gql.data("{ installedPlugins { pluginId active history { action } } }", key=d.key)
+    assert history["installedPlugins"][0]["history"][-1] == {"action": "DELISTED"}
+
+
+def test_an_install_racing_another_process_answers_already_installed(gql, runtime, published, monkeypatch):
+    """Two gateway processes (two services, one database) install the same plugin for one
+    tenant at once: the one committing second gets PLUGIN_ALREADY_INSTALLED, not a 500."""
+    from marketplace.install import build_installations
+
+    other = build_installations(runtime.settings, runtime.db, runtime.bus, runtime.secrets, runtime.audit)
+    t = onboard(runtime)
+    real_load = runtime.marketplace.loader.load
+
+    def load_while_the_other_installs(**kwargs: Any) -> Any:
+        loaded = real_load(**kwargs)
+        other.install(t.id, None, "harbour.theme", "1.0.0", {})
+        return loaded
+
+    monkeypatch.setattr(runtime.marketplace.loader, "load", load_while_the_other_installs)
+    try:
+        body = install(gql, t.key, "harbour.theme", "1.0.0")
+    finally:
+        other.stop()
+    assert error_codes(body) == ["PLUGIN_ALREADY_INSTALLED"], body
+    rows = gql.data("{ installedPlugins { pluginId history { action } } }", key=t.key)["installedPlugins"]
+    assert rows == [{"pluginId": "harbour.theme", "history": [{"action": "INSTALLED"}]}]
+
+
 def test_plugin_subscription_and_events_over_websocket(gql, server, runtime, published, tenant):
     async def scenario() -> list[str]:
         async with TransportWS(server.ws_url, tenant.key) as ws:
@@ -555,7 +783,8 @@ def test_a_restarted_gateway_restores_every_tenants_plugins(gql, runtime, publis
     try:
         assert fresh.restore() >= 1
         restored = fresh.schema_for(tenant.id)
-        assert restored is not None and restored.key == runtime.marketplace.schema_for(tenant.id).key
+        assert restored is not None
+        assert restored.root_fields == runtime.marketplace.schema_for(tenant.id).root_fields
         fields = set(restored.gql.query_type.fields)
         assert {"acmeNewsSentiment", "acmeNewsTickers"} <= fields
         view = fresh.view(tenant.id)

@@ -325,6 +325,11 @@ CASES = {
         {"../../etc/cron.d/evil": b"* * * * * root sh\n"})), "WHEEL_UNSAFE"),
     "absolute path": (lambda w, pid: repack(variant(w, plugin_id=pid), lambda f: f.update(
         {"/tmp/evil.py": b"x = 1\n"})), "WHEEL_UNSAFE"),
+    # `pkg//plugin.py` unpacks onto `pkg/plugin.py`, replacing the reviewed file.
+    "empty path segment": (lambda w, pid: repack(variant(w, plugin_id=pid), lambda f: f.update(
+        {"acme_news//plugin.py": b"import os  # hidden\n"})), "WHEEL_UNSAFE"),
+    "duplicate but for case": (lambda w, pid: repack(variant(w, plugin_id=pid), lambda f: f.update(
+        {"acme_news/PLUGIN.py": b"import os  # hidden\n"})), "WHEEL_UNSAFE"),
     "symlink": (lambda w, pid: _zip({"pkg/link": b"/etc/passwd"}, symlink="pkg/link"), "WHEEL_UNSAFE"),
     "shadows the SDK": (lambda w, pid: variant(w, plugin_id=pid, files=lambda f: f.update(
         {"plugins/sdk.py": b"x = 1\n"})), "WHEEL_UNSAFE"),
@@ -566,6 +571,43 @@ def test_manifest_paths_compatibility_and_secrets(example_wheels):
         parse_manifest(broken)
     paths = {e["path"] for e in raised.value.details["errors"]}
     assert {"$.pricing", "$.capabilities[0]", "$.config_schema.properties.pin"} <= paths
+
+
+SECRET = {"type": "string", "x-secret": True}
+UNSEALABLE_SECRETS = {
+    "in array items (objects)": ({"accounts": {"type": "array", "items": {
+        "type": "object", "properties": {"token": SECRET}}}}, {},
+        "$.config_schema.properties.accounts.items.properties.token"),
+    "an array of secrets": ({"keys": {"type": "array", "items": SECRET}}, {},
+                            "$.config_schema.properties.keys.items"),
+    "behind $defs and $ref": ({"key": {"$ref": "#/$defs/secret"}}, {"$defs": {"secret": SECRET}},
+                              "$.config_schema.$defs.secret"),
+    "a $ref copying a secret into items": ({"key": SECRET, "more": {"type": "array", "items": {
+        "$ref": "#/properties/key"}}}, {}, "$.config_schema.properties.more.items.$ref"),
+    "inside allOf": ({}, {"allOf": [{"properties": {"key": SECRET}}]},
+                     "$.config_schema.allOf[0].properties.key"),
+    "inside patternProperties": ({}, {"patternProperties": {"^k": SECRET}},
+                                 "$.config_schema.patternProperties.^k"),
+    "a dotted name": ({"a.b": SECRET}, {}, "$.config_schema.properties.a.b"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSEALABLE_SECRETS))
+def test_secrets_the_installer_cannot_seal_are_refused_at_publication(example_wheels, case):
+    """The installer seals secrets at paths reached through `properties` only; a mark anywhere
+    else would be stored and answered in clear, so the manifest is refused."""
+    properties, extra, path = UNSEALABLE_SECRETS[case]
+    data = read_wheel(example_wheels["news_sentiment"]).manifest_data
+    schema = {"type": "object", "properties": properties, **extra}
+    with pytest.raises(ManifestInvalid) as raised:
+        parse_manifest({**data, "config_schema": schema, "conformance": {}})
+    assert raised.value.code == "MANIFEST_INVALID"
+    problems = raised.value.details["errors"]
+    assert path in {p["path"] for p in problems}, problems
+    nested = {"type": "object", "properties": {"api_key": SECRET, "venue": {
+        "type": "object", "properties": {"password": SECRET}}}}
+    assert parse_manifest({**data, "config_schema": nested, "conformance": {}}).secret_fields == (
+        "$.api_key", "$.venue.password")
 
 
 def test_compare_hooks_names_argument_mismatches():

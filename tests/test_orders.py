@@ -715,3 +715,220 @@ def test_a_venue_that_does_not_know_the_order_refuses_the_cancel(desk):
                      key=tenant.key)["order"]
     assert after == {"status": "ACCEPTED", "quantity": "10", "version": resting["version"]}  # unchanged
     gql.data("mutation($id: ID!) { cancelOrder(id: $id) { status } }", {"id": resting["id"]}, key=tenant.key)
+
+
+# Regressions: locates, amend against its own reservation, roles, controls, claims publishing.
+LOCATE = "mutation($i: LocateInput!) { recordLocate(input: $i) { id remaining expiresAt } }"
+AMEND = ("mutation($id: ID!, $q: String, $p: String) { amendOrder(id: $id, quantity: $q, "
+         "limitPrice: $p) { status quantity leavesQty limitPrice } }")
+
+
+def _remaining(rt, tenant_id) -> D:
+    with rt.db.tenant_session(tenant_id) as session:
+        return sum((loc.remaining for loc in session.exec(select(Locate))), D(0))
+
+
+def test_an_expired_locate_covers_no_short_sale(desk):
+    gql, tenant, clock, rt, _ = desk
+    past = (clock.now() - timedelta(days=1)).isoformat()
+    gql.data(LOCATE, {"i": {"account": "ACC1", "instrument": "AAPL.XNAS", "quantity": "20",
+                            "expiresAt": past}}, key=tenant.key)
+    gql.data(LOCATE, {"i": {"account": "ACC1", "instrument": "AAPL.XNAS", "quantity": "20"}},
+             key=tenant.key)
+    first = gql.data(SUBMIT, {"input": order(side="SELL_SHORT", quantity="20")}, key=tenant.key)
+    assert first["submitOrder"]["status"] == "FILLED", first
+    # The valid locate was used up, not the expired one: 20 located, 20 short, no more.
+    second = gql.data(SUBMIT, {"input": order(side="SELL_SHORT", quantity="19")},
+                      key=tenant.key)["submitOrder"]
+    assert second["status"] == "DENIED" and second["rejectCode"] == "COMPLIANCE_SHORT_LOCATE_REQUIRED"
+    with rt.db.tenant_session(tenant.id) as session:
+        rows = {loc.expires_at is None: loc.remaining for loc in session.exec(select(Locate))}
+    assert rows == {True: D(0), False: D(20)}
+
+
+def test_amend_down_is_not_checked_against_its_own_credit(desk):
+    gql, tenant, clock, rt, _ = desk
+    q = quote(rt, clock)
+    below = (q.bid * D("0.96")).quantize(D("0.01"))
+    limit = str((below * 50).quantize(D("1")) + 1)  # room for 50, not for 40 counted twice
+    gql.data(ACCOUNT, {"input": {"code": "ACC1", "currency": "USD", "domicile": "US",
+                                 "creditLimit": limit, "equity": "500000000"}}, key=tenant.key)
+    o = gql.data(SUBMIT, {"input": order(ordType="LIMIT", timeInForce="GTC", limitPrice=str(below),
+                                         quantity="40")}, key=tenant.key)["submitOrder"]
+    assert o["status"] == "ACCEPTED", o
+    cut = gql.data(AMEND, {"id": o["id"], "q": "30"}, key=tenant.key)["amendOrder"]
+    assert cut["quantity"] == "30" and cut["leavesQty"] == "30"
+    # Still checked against everything else: 60 would need more than the limit.
+    assert error_codes(gql(AMEND, {"id": o["id"], "q": "60"}, key=tenant.key)) == ["COMPLIANCE_CREDIT_LIMIT"]
+    gql.data("mutation($id: ID!) { cancelOrder(id: $id) { status } }", {"id": o["id"]}, key=tenant.key)
+
+
+def test_amend_of_a_short_sale_counts_its_own_locate_once_and_uses_more_when_larger(desk):
+    gql, tenant, clock, rt, _ = desk
+    gql.data(LOCATE, {"i": {"account": "ACC1", "instrument": "AAPL.XNAS", "quantity": "30"}},
+             key=tenant.key)
+    above = (quote(rt, clock).ask * D("1.03")).quantize(D("0.01"))
+    o = gql.data(SUBMIT, {"input": order(side="SELL_SHORT", ordType="LIMIT", timeInForce="GTC",
+                                         limitPrice=str(above), quantity="20")},
+                 key=tenant.key)["submitOrder"]
+    assert o["status"] == "ACCEPTED", o
+    assert _remaining(rt, tenant.id) == 10
+    assert gql.data(AMEND, {"id": o["id"], "q": "10"}, key=tenant.key)["amendOrder"]["quantity"] == "10"
+    # Back up to 20: its own 10 plus the 10 still located (what it used at first stays used);
+    # the increase uses those 10, so another short sale cannot.
+    assert gql.data(AMEND, {"id": o["id"], "q": "20"}, key=tenant.key)["amendOrder"]["quantity"] == "20"
+    assert _remaining(rt, tenant.id) == 0
+    assert error_codes(gql(AMEND, {"id": o["id"], "q": "21"}, key=tenant.key)) == \
+        ["COMPLIANCE_SHORT_LOCATE_REQUIRED"]
+    gql.data("mutation($id: ID!) { cancelOrder(id: $id) { status } }", {"id": o["id"]}, key=tenant.key)
+
+
+def test_amend_checks_the_venues_fractional_lot_as_submit_does(desk):
+    gql, tenant, clock, rt, _ = desk
+    key = next(i.key for i in rt.market_data.instruments() if i.mic == "ALPX")
+    below = (quote(rt, clock, key).bid * D("0.97")).quantize(D("0.01"))
+    o = gql.data(SUBMIT, {"input": order(symbol=key.split(".")[0], mic="ALPX", ordType="LIMIT",
+                                         timeInForce="GTC", limitPrice=str(below), quantity="0.5")},
+                 key=tenant.key)["submitOrder"]
+    assert o["status"] == "ACCEPTED", o
+    cut = gql.data(AMEND, {"id": o["id"], "q": "0.4"}, key=tenant.key)["amendOrder"]
+    assert D(cut["quantity"]) == D("0.4")
+    gql.data("mutation($id: ID!) { cancelOrder(id: $id) { status } }", {"id": o["id"]}, key=tenant.key)
+
+
+def test_amend_in_another_currency_than_the_account_uses_the_fx_rate(desk):
+    gql, tenant, clock, rt, _ = desk
+    gql.data(ACCOUNT, {"input": {"code": "EUR1", "currency": "EUR", "domicile": "DE",
+                                 "creditLimit": "1000000000", "equity": "500000000"}}, key=tenant.key)
+    below = (quote(rt, clock).bid * D("0.96")).quantize(D("0.01"))
+    o = gql.data(SUBMIT, {"input": order(account="EUR1", ordType="LIMIT", timeInForce="GTC",
+                                         limitPrice=str(below), quantity="40")},
+                 key=tenant.key)["submitOrder"]
+    assert o["status"] == "ACCEPTED", o
+    assert gql.data(AMEND, {"id": o["id"], "q": "30"}, key=tenant.key)["amendOrder"]["quantity"] == "30"
+    gql.data("mutation($id: ID!) { cancelOrder(id: $id) { status } }", {"id": o["id"]}, key=tenant.key)
+
+
+def test_amended_price_commits_with_the_replace_and_its_request_record(desk):
+    gql, tenant, clock, rt, _ = desk
+    below = (quote(rt, clock).bid * D("0.96")).quantize(D("0.01"))
+    o = gql.data(SUBMIT, {"input": order(ordType="LIMIT", timeInForce="GTC", limitPrice=str(below),
+                                         quantity="40")}, key=tenant.key)["submitOrder"]
+    lower = str(below - D("0.01"))
+    moved = gql.data(AMEND, {"id": o["id"], "p": lower}, key=tenant.key)["amendOrder"]
+    assert moved["limitPrice"] == lower
+    from gateway.audit import AuditRecord
+
+    with rt.db.tenant_session(tenant.id) as session:
+        rows = session.exec(select(AuditRecord).where(AuditRecord.subject == o["id"],
+                                                      AuditRecord.kind.in_(  # type: ignore[attr-defined]
+                                                          ["order.amend_requested", "order.replaced"]))
+                            .order_by(AuditRecord.seq)).all()
+    # One append (one transaction): the request's record, then the REPLACED one, same instant.
+    assert [r.kind for r in rows] == ["order.amend_requested", "order.replaced"]
+    assert rows[1].seq == rows[0].seq + 1 and rows[0].at == rows[1].at
+    assert rows[0].payload["limit_price"] == lower
+    gql.data("mutation($id: ID!) { cancelOrder(id: $id) { status } }", {"id": o["id"]}, key=tenant.key)
+
+
+def test_only_compliance_changes_accounts_and_locates(desk):
+    gql, tenant, _clock, rt, _ = desk
+    trader = user_key(rt, tenant, "trader")[1]
+    officer = user_key(rt, tenant, "compliance_officer")[1]
+    raise_limit = {"input": {"code": "ACC1", "currency": "USD", "domicile": "US",
+                             "creditLimit": "99999999999", "equity": "1"}}
+    assert error_codes(gql(ACCOUNT, raise_limit, key=trader)) == ["FORBIDDEN"]
+    locate = {"i": {"account": "ACC1", "instrument": "AAPL.XNAS", "quantity": "1000"}}
+    assert error_codes(gql(LOCATE, locate, key=trader)) == ["FORBIDDEN"]
+    accounts = gql.data("{ tradingAccounts { creditLimit } }", key=trader)["tradingAccounts"]
+    assert [a["creditLimit"] for a in accounts] == ["1000000000"]  # nothing changed
+    assert _remaining(rt, tenant.id) == 0
+    assert gql.data(ACCOUNT, raise_limit, key=officer)["upsertTradingAccount"]["creditLimit"] == "99999999999"
+    assert gql.data(LOCATE, locate, key=officer)["recordLocate"]["remaining"] == "1000"
+
+
+def test_collar_by_mic_must_be_an_object(desk):
+    gql, tenant, *_ = desk
+    assert error_codes(gql(CONTROLS, {"input": {"collarPctByMic": ["XNAS"]}}, key=tenant.key)) == \
+        ["CONTROLS_INVALID"]
+
+
+def test_a_batch_claimed_one_by_one_after_a_collision_still_publishes(desk, monkeypatch):
+    """The batch claim meets the unique constraint (another process took one ClOrdID): the
+    orders claimed one at a time afterwards are published like any other claim."""
+    _gql, tenant, clock, rt, _ = desk
+    from gateway.trading.intake import OrderInput
+
+    limit = str((quote(rt, clock).bid * D("0.97")).quantize(D("0.01")))
+    taken = rt.orders.submit(tenant.id, None, OrderInput(unique("taken"), "ACC1", "AAPL", "BUY", "5",
+                                                         "LIMIT", "DAY", limit_price=limit, mic="XNAS"))
+    real = rt.orders._existing
+    calls: list[int] = []
+
+    def stale(session, cids):  # the pre-check read before the other process committed
+        calls.append(1)
+        return {} if len(calls) == 1 else real(session, cids)
+
+    published: list[tuple[str, dict]] = []
+    publish = rt.bus.publish
+
+    def recording(topic, payload):
+        published.append((topic, payload))
+        return publish(topic, payload)
+
+    monkeypatch.setattr(rt.orders, "_existing", stale)
+    monkeypatch.setattr(rt.bus, "publish", recording)
+    # A short sale without a locate: denied, so its claim is its only publication.
+    fresh = OrderInput(unique("fresh"), "ACC1", "AAPL", "SELL_SHORT", "5", "MARKET", "IOC", mic="XNAS")
+    again = OrderInput(taken.client_order_id, "ACC1", "AAPL", "BUY", "5", "LIMIT", "DAY",
+                       limit_price=limit, mic="XNAS")
+    results = rt.orders.submit_many(tenant.id, None, [again, fresh])
+    assert results[0].replayed and results[0].order.id == taken.order.id
+    denied = results[1].order
+    assert not results[1].replayed and denied.status == "DENIED"
+    assert (orders_topic(tenant.id), {"tenant_id": tenant.id, "id": denied.id, "account": "ACC1",
+                                      "status": "DENIED"}) in published
+    assert any(t == alerts_topic(tenant.id) and p["order_id"] == denied.id for t, p in published)
+    assert not any(p.get("id") == taken.order.id for _, p in published)
+    rt.orders.cancel(tenant.id, None, taken.order.id)
+
+
+def test_reports_colliding_with_another_writer_are_applied_again(desk, monkeypatch, caplog):
+    """Another writer (the stuck-order sweep, another process) moves an order between the
+    moment its reports are read and written: the event numbers collide, nothing is half-written,
+    and the reports are applied again on top of what the other writer committed."""
+    import gateway.trading.service as service
+
+    gql, tenant, clock, rt, _ = desk
+    if rt.settings.is_sqlite:
+        pytest.skip("SQLite serialises writers: another commit cannot land between read and write")
+    limit = str((quote(rt, clock).bid * D("0.97")).quantize(D("0.01")))
+    resting = gql.data(SUBMIT, {"input": order(ordType="LIMIT", timeInForce="DAY", limitPrice=limit)},
+                       key=tenant.key)["submitOrder"]
+    assert resting["status"] == "ACCEPTED"
+    original = service.OrderService._positions_for
+    raced: list[str] = []
+
+    def other_writer_between_read_and_write(session, orders):
+        orders = list(orders)
+        if not raced and any(o["id"] == resting["id"] for o in orders):
+            raced.append("done")
+            with rt.db.system_transaction() as other:  # commits after this read, before its writes
+                row = other.get(Order, resting["id"])
+                row.version += 1
+                other.add(OrderEvent(tenant_id=row.tenant_id, order_id=row.id, seq=row.version,
+                                     event="NOTE", exec_type="NOTE", status_from=row.status,
+                                     status_to=row.status, cum_qty=row.cum_qty,
+                                     leaves_qty=row.leaves_qty, text="another writer", at=row.updated_at))
+        return original(session, orders)
+
+    monkeypatch.setattr(service.OrderService, "_positions_for",
+                        staticmethod(other_writer_between_read_and_write))
+    cancelled = gql.data("mutation($id: ID!) { cancelOrder(id: $id) { status } }", {"id": resting["id"]},
+                         key=tenant.key)["cancelOrder"]
+    assert raced and cancelled["status"] == "CANCELED"
+    assert "collided with another writer" in caplog.text
+    with rt.db.tenant_session(tenant.id) as session:
+        seqs = [e.seq for e in session.exec(select(OrderEvent).where(OrderEvent.order_id == resting["id"])
+                                            .order_by(OrderEvent.seq))]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3

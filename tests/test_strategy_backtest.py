@@ -296,6 +296,41 @@ def test_stop_loss_short_side_and_max_drawdown():
     assert halted.notes
 
 
+def test_an_entry_too_small_for_one_lot_leaves_the_book_flat_and_free_to_enter():
+    # Capital 100, fraction 0.5: a 50 target. t0 close 100: ENTER; t1 open 100 buys floor(50/100) = 0
+    # shares, so the book stays flat (not a phantom HOLD). t1 close 60: ENTER again; t2 open 60: 0
+    # shares again. t2 close 40: ENTER; t3 open 40: 1 share (cash 60). t3 close 30: 25% down, past the
+    # 10% stop: EXIT stop_loss; t4 open 30: sell 1 (pnl -10).
+    doc = {
+        **THRESHOLD,
+        "entry": {"op": "gt", "left": "close", "right": 10},
+        "exit": {"op": "lt", "left": "close", "right": 5},
+        "risk": {"max_position": 1, "stop_loss": 0.1},
+    }
+    series = [
+        bar(0, "100", "100"),
+        bar(1, "100", "60"),
+        bar(2, "60", "40"),
+        bar(3, "40", "30"),
+        bar(4, "30", "30"),
+    ]
+    tiny = Costs(
+        commission_bps=Decimal(0),
+        spread_bps=Decimal(0),
+        slippage_bps=Decimal(0),
+        initial_capital=Decimal(100),
+    )
+    result = run_backtest(parse_strategy(doc), {"AAA.XNAS": series}, tiny, "USD")
+    assert [d.action for d in result.decisions[:4]] == ["ENTER", "ENTER", "ENTER", "EXIT"]
+    assert not result.decisions[1].in_position and result.decisions[3].in_position
+    assert result.decisions[3].reason == "stop_loss"
+    assert [(t.side, t.quantity, t.price, t.at, t.reason, t.pnl) for t in result.trades] == [
+        ("BUY", Decimal(1), Decimal(40), series[3].start, "entry", None),
+        ("SELL", Decimal(1), Decimal(30), series[4].start, "stop_loss", Decimal(-10)),
+    ]
+    assert [v for _, v in result.equity_curve] == [Decimal(100)] * 3 + [Decimal(90)] * 2
+
+
 def test_volatility_target_sizing():
     # returns alternate +1%/-1%: per-bar sample std over 4 returns, annualised by sqrt(252);
     # target 10% -> fraction min(0.1 / vol, max_fraction 0.5, max_position 1).

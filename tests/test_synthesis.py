@@ -345,3 +345,147 @@ def test_regime_labels_from_hand_made_bars():
     assert "trended" in up["summary"] and "volatility" in up["summary"]
     with pytest.raises(RegimeNoData):
         describe_bars({"A.XNAS": _bars("A", [0.01] * 5)}, 365)
+
+
+TIGHT = {"maxPosition": 0.05, "stopLoss": 0.02, "maxDrawdown": 0.1}
+
+
+def _respects(document: dict, max_position: float, stop_loss: float,
+              max_drawdown: float | None = None) -> None:
+    risk, sizing = document["risk"], document["sizing"]
+    assert risk["max_position"] <= max_position
+    assert risk["stop_loss"] <= stop_loss
+    if max_drawdown is not None:
+        assert risk["max_drawdown"] <= max_drawdown
+    assert all(sizing[k] <= max_position for k in ("fraction", "max_fraction") if k in sizing)
+
+
+def test_recorded_answer_breaking_the_constraints_is_repaired(gql, runtime, tenant, recorded):
+    # synth_good sizes 0.2 with max_position 0.25, a 7% stop and a 20% drawdown limit: all looser
+    replay = recorded(["synth_good", "synth_constrained"])
+    job = gql.data(SYNTH, {"input": synth_input(constraints=TIGHT)}, key=tenant.key)["synthesizeStrategy"]
+    done = finished(gql, tenant.key, job["id"])
+    assert done["status"] == "SUCCEEDED", done
+    result = done["result"]
+    assert result["repairs"] == 1 and [a["valid"] for a in result["attempts"]] == [False, True]
+    assert {e["path"] for e in result["attempts"][0]["errors"]} == {
+        "/risk/max_position", "/sizing/fraction", "/risk/stop_loss", "/risk/max_drawdown"}
+    first, second = replay.bodies
+    assert '"max_position": 0.05' in first["messages"][0]["content"]
+    feedback = second["messages"][2]["content"][0]
+    assert feedback["type"] == "tool_result" and feedback["is_error"] is True
+    expected = "/risk/max_position: 0.25 is looser than the constraint max_position <= 0.05"
+    assert expected in feedback["content"]
+    assert "/risk/stop_loss" in feedback["content"]
+
+    [version] = gql.data(STRATEGY, {"id": result["strategy_id"]}, key=tenant.key)["strategy"]["versions"]
+    assert version["document"] == result["document"]
+    _respects(version["document"], 0.05, 0.02, 0.1)
+    with runtime.db.tenant_session(tenant.id) as session:
+        run = session.exec(select(SynthesisRun).where(SynthesisRun.job_id == job["id"])).one()
+    assert run.constraints == {"max_position": 0.05, "stop_loss": 0.02, "max_drawdown": 0.1}
+
+
+def test_an_answer_that_never_respects_the_constraints_fails_and_stores_nothing(
+        gql, runtime, tenant, recorded):
+    runtime.strategy_ai.synthesis.max_repairs = 1
+    replay = recorded(["synth_good", "synth_repaired"])  # both valid DSL, both too loose
+    before = strategy_count(runtime, tenant.id)
+    job = gql.data(SYNTH, {"input": synth_input(constraints={"maxPosition": 0.05, "stopLoss": 0.02})},
+                   key=tenant.key)["synthesizeStrategy"]
+    done = finished(gql, tenant.key, job["id"])
+    assert done["status"] == "FAILED" and done["errorCode"] == "SYNTHESIS_INVALID", done
+    assert "2 attempts" in done["errorMessage"]
+    assert "/risk/max_position" in done["errorMessage"] and "/risk/stop_loss" in done["errorMessage"]
+    assert len(replay.requests) == 2  # the breach used the same repair budget
+    assert strategy_count(runtime, tenant.id) == before
+    with runtime.db.tenant_session(tenant.id) as session:
+        assert session.exec(select(SynthesisRun).where(SynthesisRun.job_id == job["id"])).first() is None
+
+
+@pytest.mark.parametrize("objective", ["Follow the trend in US tech, calmly.",
+                                       "Control volatility in US tech with momentum."])
+def test_offline_templates_are_clamped_to_the_constraints(gql, tenant, objective):
+    job = gql.data(SYNTH, {"input": synth_input(objective=objective, constraints=TIGHT)},
+                   key=tenant.key)["synthesizeStrategy"]
+    done = finished(gql, tenant.key, job["id"])
+    assert done["status"] == "SUCCEEDED", done
+    result = done["result"]
+    assert result["provider"] == "offline" and result["repairs"] == 0  # complied at once
+    _respects(result["document"], 0.05, 0.02, 0.1)
+    assert result["document"]["risk"] == {"max_position": 0.05, "stop_loss": 0.02, "max_drawdown": 0.1}
+
+
+def test_offline_template_keeps_its_tighter_values_under_loose_constraints(gql, tenant):
+    loose = {"maxPosition": 0.9, "stopLoss": 0.5}
+    job = gql.data(SYNTH, {"input": synth_input(constraints=loose)}, key=tenant.key)["synthesizeStrategy"]
+    done = finished(gql, tenant.key, job["id"])
+    assert done["status"] == "SUCCEEDED", done
+    doc = done["result"]["document"]
+    assert doc["risk"]["max_position"] == 0.25 and doc["risk"]["stop_loss"] == 0.08  # clamped, not raised
+
+
+def test_constraint_violations_by_hand():
+    from gateway.strategies.constraints import constraint_violations
+    from gateway.strategies.dsl import parse_strategy
+
+    doc = {"name": "v", "universe": {"instruments": ["AAPL.XNAS"]},
+           "signals": [{"name": "m", "indicator": "momentum", "window": 5}],
+           "entry": {"op": "gt", "left": "m", "right": 0},
+           "sizing": {"method": "volatility_target", "target_volatility": 0.1, "window": 20,
+                      "max_fraction": 0.3},
+           "risk": {"max_position": 0.1}}
+    strategy = parse_strategy(doc)
+    assert constraint_violations(strategy, {}) == []
+    assert constraint_violations(strategy, {"max_position": 0.1, "stop_loss": 0.05, "max_drawdown": 0.2}) == [
+        {"path": "/sizing/max_fraction", "message": "0.3 sizes above the constraint max_position <= 0.1"},
+        {"path": "/risk/stop_loss", "message": "required by the constraint stop_loss <= 0.05"},
+        {"path": "/risk/max_drawdown", "message": "required by the constraint max_drawdown <= 0.2"},
+    ]
+    tight = parse_strategy({**doc, "sizing": {"method": "fixed_fraction", "fraction": 0.1},
+                            "risk": {"max_position": 0.1, "stop_loss": 0.05, "max_drawdown": 0.2}})
+    assert constraint_violations(tight, {"max_position": 0.1, "stop_loss": 0.05, "max_drawdown": 0.2}) == []
+    assert [e["path"] for e in constraint_violations(tight, {"stop_loss": 0.04, "max_drawdown": 0.25})] == [
+        "/risk/stop_loss"]
+
+
+def _constrained_strategy(gql, key: str, constraints: dict) -> str:
+    job = gql.data(SYNTH, {"input": synth_input(constraints=constraints)}, key=key)["synthesizeStrategy"]
+    done = finished(gql, key, job["id"])
+    assert done["status"] == "SUCCEEDED", done
+    return done["result"]["strategy_id"]
+
+
+def test_recorded_revisions_breaking_the_original_constraints_are_rejected_trials(
+        gql, runtime, tenant, recorded):
+    strategy_id = _constrained_strategy(gql, tenant.key, {"maxPosition": 0.1, "stopLoss": 0.03})  # offline
+    runtime.strategy_ai.synthesis.max_repairs = 0
+    replay = recorded(["improve_revision", "improve_revision_2"])  # max_position 0.25, stops 5% / 7%
+    job = gql.data(IMPROVE, {"input": {"strategyId": strategy_id, "trials": 2, "asOf": AS_OF,
+                                       "backtestDays": 365}}, key=tenant.key)["improveStrategy"]
+    done = finished(gql, tenant.key, job["id"])
+    assert done["status"] == "SUCCEEDED", done
+    r = done["result"]
+    assert len(replay.requests) == 2 and r["trial_count"] == 3  # rejected, yet counted
+    assert r["constraints"] == {"max_position": 0.1, "stop_loss": 0.03}
+    assert '"stop_loss": 0.03' in replay.bodies[0]["messages"][0]["content"]
+    for trial in r["trials"]:
+        assert trial["valid"] is False and trial["kept"] is False
+        assert "/risk/max_position" in trial["error"] and "/risk/stop_loss" in trial["error"]
+    assert r["kept"] is False and r["strategy_version_id"] is None
+    assert gql.data(STRATEGY, {"id": strategy_id}, key=tenant.key)["strategy"]["latestVersion"] == 1
+
+
+def test_offline_revisions_stay_within_the_original_constraints(gql, tenant):
+    strategy_id = _constrained_strategy(gql, tenant.key, {"maxPosition": 0.1, "stopLoss": 0.06})
+    # trial 4's revision loosens the stop to 12%: clamped back to the 6% constraint
+    job = gql.data(IMPROVE, {"input": {"strategyId": strategy_id, "trials": 4, "asOf": AS_OF,
+                                       "backtestDays": 365}}, key=tenant.key)["improveStrategy"]
+    done = finished(gql, tenant.key, job["id"])
+    assert done["status"] == "SUCCEEDED", done
+    trials = done["result"]["trials"]
+    assert len(trials) == 4 and all(t["valid"] for t in trials)
+    stops = [t["document"]["risk"]["stop_loss"] for t in trials]
+    assert stops[2] == 0.05 and stops[3] == 0.06
+    for t in trials:
+        _respects(t["document"], 0.1, 0.06)

@@ -103,6 +103,9 @@ COVERED["Subscription"] |= {"defiEvents"}
 # for A does not open for B, even copied into B's row.
 COVERED["Query"] |= {"defiChains", "defiPools", "defiQuote", "defiAccount", "defiSwaps"}
 COVERED["Mutation"] |= {"defiSwap"}
+# defiOpenAccount takes no id: test_defi_keys.py::test_open_account_is_each_tenants_own shows B gets
+# its own key and address, never A's, and A's key row is untouched.
+COVERED["Mutation"] |= {"defiOpenAccount"}
 # Orders: test_orders.py (test_order_fields_with_another_tenants_ids_find_and_change_nothing:
 # B's key with A's order ids is ORDER_NOT_FOUND for order/cancelOrder/amendOrder; orders, trades,
 # tradingAccounts and complianceDecisions list none of A's; positions and recordLocate on A's

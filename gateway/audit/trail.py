@@ -23,7 +23,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from gateway.audit.chain import GENESIS, AuditVerification, plain, record_hash, verify_records
+from gateway.audit.chain import (
+    GENESIS,
+    AuditVerification,
+    hash_of,
+    plain,
+    record_hash,
+    verify_records,
+)
 from gateway.audit.models import PLATFORM_CHAIN, AuditHead, AuditRecord
 from gateway.bulk import bulk_insert
 from gateway.db import ALL_TENANTS, SCOPE_KEY, Database, utcnow
@@ -110,6 +117,10 @@ class AuditTrail:
         scope = session.info.get(SCOPE_KEY)
         if tenant_id is not None and scope not in (ALL_TENANTS, tenant_id):
             raise Forbidden("audit records go to the session's own tenant", code="TENANT_FORBIDDEN")
+        if tenant_id is None and scope != ALL_TENANTS:
+            # Only system sessions write the platform chain: a tenant's request cannot.
+            raise Forbidden("the platform chain is written from a system session only",
+                            code="TENANT_FORBIDDEN")
         rows = [self._checked(entry) for entry in entries]
         chain = chain_of(tenant_id)
         last_seq, last_hash = self._lock_head(session, chain)
@@ -165,7 +176,9 @@ class AuditTrail:
     def verify(self, tenant_id: str | None, start: datetime | None = None,
                end: datetime | None = None) -> AuditVerification:
         """Check the chain's records with `start <= at < end` (the whole chain by default), each
-        linked to the record before it, and, when the range runs to the end, to the head."""
+        linked to the record before it; the record before the window is re-hashed (it anchors
+        the window), and the record after it must link to the window's last (or, with none
+        after it, the head must)."""
         start, end = _utc(start), _utc(end)
         if start is not None and end is not None and end <= start:
             raise InvalidInput("'to' must be after 'from'", code="AUDIT_RANGE_INVALID")
@@ -177,10 +190,16 @@ class AuditTrail:
                 # The window links to the last record before it (records are appended in time
                 # order: `at` is read under the head's lock), so a record deleted at its edge
                 # shows as a gap.
-                before = session.execute(select(AuditRecord.seq, AuditRecord.hash).where(
+                before = session.execute(select(*_COLUMNS).where(
                     col(AuditRecord.chain) == chain, col(AuditRecord.at) < start)
                     .order_by(col(AuditRecord.seq).desc()).limit(1)).first()
                 if before is not None:
+                    # The anchor's stored hash is what the window links to: recompute it, so
+                    # an edited record moved out of the window does not pass as the anchor.
+                    if hash_of(before) != before.hash:
+                        return AuditVerification(False, 0, before.seq,
+                                                 f"record {before.seq} was altered: its content "
+                                                 f"no longer matches its hash (edited or moved)")
                     prev_seq, prev_hash = before.seq, before.hash
                 where.append(col(AuditRecord.at) >= start)
             head = None
@@ -202,9 +221,46 @@ class AuditTrail:
                 if not result.ok:
                     return dataclasses.replace(result, checked=checked + result.checked)
                 checked += len(chunk)
+                if chunk:
+                    prev_seq, prev_hash = chunk[-1].seq, chunk[-1].hash
                 if len(chunk) < VERIFY_CHUNK:
+                    if end is not None:
+                        edge = self._check_end(session, chain, end, prev_seq, prev_hash, checked)
+                        if edge is not None:
+                            return edge
                     return AuditVerification(True, checked)
-                prev_seq, prev_hash = chunk[-1].seq, chunk[-1].hash
+
+    @staticmethod
+    def _check_end(session: Session, chain: str, end: datetime, last_seq: int, last_hash: str,
+                   checked: int) -> AuditVerification | None:
+        """A window ending at `end` is checked at its edge too: the record after its last one
+        links to it and lies at or after `end`; with no record after it, the head agrees (so a
+        record deleted at the edge shows)."""
+        found = session.exec(select(AuditHead).where(AuditHead.chain == chain)).first()
+        head_seq, head_hash = (found.last_seq, found.last_hash) if found else (0, GENESIS)
+        following = session.execute(select(AuditRecord.seq, AuditRecord.at, AuditRecord.prev_hash)
+                                    .where(col(AuditRecord.chain) == chain,
+                                           col(AuditRecord.seq) == last_seq + 1)).first()
+        if following is None:
+            if head_seq > last_seq:
+                return AuditVerification(False, checked, last_seq + 1,
+                                         f"record {last_seq + 1} is missing: the chain head says "
+                                         f"{head_seq} (records deleted)")
+            if head_seq == last_seq and head_hash != last_hash:
+                return AuditVerification(False, checked, last_seq,
+                                         f"record {last_seq} differs from the one the chain head "
+                                         f"recorded")
+            return None
+        if _utc(following.at) < end:  # type: ignore[operator]
+            return AuditVerification(False, checked, following.seq,
+                                     f"record {following.seq} is dated inside the window but lies "
+                                     f"outside it (moved)")
+        if following.prev_hash != last_hash:
+            return AuditVerification(False, checked, following.seq,
+                                     f"record {following.seq} does not link to record {last_seq}: "
+                                     f"prev_hash differs (a record before it was replaced or "
+                                     f"removed)")
+        return None
 
     def records(self, tenant_id: str, *, kind: str | None = None, subject: str | None = None,
                 first: int, after: str | None = None) -> AuditPage:

@@ -55,3 +55,18 @@ class TransactionReverted(DomainError):
 class KeyUnavailable(DomainError):
     code = "DEFI_KEY_UNAVAILABLE"
     http_status = 409
+
+
+class TransactionPending(DomainError):
+    """Sent, but its receipt was not seen in time: it may still be mined. Never "unavailable"
+    (a retry must not send it again)."""
+
+    code = "DEFI_TRANSACTION_PENDING"
+    http_status = 409
+
+
+class SwapInProgress(DomainError):
+    """A swap with this idempotency key was sent and its outcome is not known yet."""
+
+    code = "DEFI_SWAP_IN_PROGRESS"
+    http_status = 409

@@ -20,7 +20,7 @@ from sqlmodel import select
 
 from gateway.db import Database
 from gateway.defi.chain import Chain, revert_errors
-from gateway.defi.errors import TransactionReverted
+from gateway.defi.errors import TransactionPending, TransactionReverted
 from gateway.defi.models import DefiKey
 from gateway.secrets import SecretBox
 
@@ -41,10 +41,15 @@ class Signer:
     _account: Any
     _lock: threading.Lock
 
-    def send(self, tx: dict[str, Any], *, private_rpc: str | None = None) -> dict[str, Any]:
+    def send(self, tx: dict[str, Any], *, private_rpc: str | None = None,
+             on_sent: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Fill nonce/gas/fees, sign, send, wait for the receipt. `private_rpc` (a chain's
         private submission endpoint) receives the raw transaction instead of the public RPC.
-        A reverted transaction raises DEFI_TRANSACTION_REVERTED."""
+        `on_sent(tx_hash)` runs once the transaction is signed, before it is broadcast, so a
+        caller can record it first. A reverted transaction raises DEFI_TRANSACTION_REVERTED; a receipt not
+        seen in time raises DEFI_TRANSACTION_PENDING (it was sent and may still be mined)."""
+        from web3.exceptions import TimeExhausted
+
         w3 = self.chain.web3
         with self._lock, self.chain.guard():
             tx = dict(tx)
@@ -60,6 +65,8 @@ class Signer:
             if "gasPrice" not in tx and "maxFeePerGas" not in tx:
                 tx["gasPrice"] = w3.eth.gas_price
             signed = self._account.sign_transaction(tx)
+            if on_sent is not None:  # before the broadcast: no transaction out without its hash kept
+                on_sent(signed.hash.to_0x_hex())
             if private_rpc:
                 from web3 import Web3
 
@@ -67,7 +74,12 @@ class Signer:
                     signed.raw_transaction)
             else:
                 tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-            receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_SECONDS)
+            try:
+                receipt = w3.eth.wait_for_transaction_receipt(tx_hash,
+                                                              timeout=RECEIPT_TIMEOUT_SECONDS)
+            except TimeExhausted:
+                raise TransactionPending("the transaction was sent; its receipt was not seen in time",
+                                         details={"txHash": tx_hash.to_0x_hex()}) from None
         if receipt["status"] != 1:
             raise TransactionReverted("the transaction reverted",
                                       details={"txHash": tx_hash.to_0x_hex()})

@@ -4,8 +4,11 @@ and withdraw signed with the tenant's own key.
 Before anything is sent an action is checked, in this order, and refused with a code:
 the amount (DEFI_AMOUNT_INVALID), the chain and token (DEFI_CHAIN_UNKNOWN,
 DEFI_CHAIN_UNAVAILABLE, DEFI_LENDING_UNAVAILABLE, DEFI_TOKEN_UNKNOWN), the tenant's compliance
-controls (COMPLIANCE_KILL_SWITCH, COMPLIANCE_RESTRICTED_INSTRUMENT for a restricted token
-symbol), balances (DEFI_INSUFFICIENT_BALANCE, DEFI_INSUFFICIENT_LIQUIDITY, DEFI_NO_DEBT),
+controls (COMPLIANCE_KILL_SWITCH for a borrow or a withdrawal only: repay and supply reduce
+risk, and a tenant that stops trading must still be able to pay its debt down;
+COMPLIANCE_RESTRICTED_INSTRUMENT for a token listed as "DEFI:<SYMBOL>", by address or by bare
+symbol, the same rule as swaps: gateway/defi/compliance.py), balances (DEFI_INSUFFICIENT_BALANCE,
+DEFI_INSUFFICIENT_LIQUIDITY, DEFI_NO_DEBT),
 then the health factor: the factor after the action is computed off-chain (lending_maths, the
 contract's integer maths) and confirmed by an eth_call of the pool's `health_factor_after`;
 a borrow or a withdrawal that would leave it under the floor (settings
@@ -16,8 +19,12 @@ ERC-20 approval; when the allowance is short, the approval (for exactly the amou
 first and the action simulated after it.
 
 One action per tenant runs at a time in a process (a lock), so its checks see the state it
-sends against; the DefiLendingAction row and its audit record are written together once the
-transaction is mined, under the tenant's idempotency key (a retry answers the first row).
+sends against. The DefiLendingAction row is committed PENDING under the tenant's idempotency
+key before anything is signed, its hashes as soon as each transaction is sent (SENT once the
+action's own hash is known); the outcome (EXECUTED or FAILED) and its audit record are written
+together. A receipt not seen in time answers DEFI_ACTION_IN_PROGRESS; a retry with the same
+key answers the first row, finishing a SENT one from its receipt and never sending again. A
+refusal before the action is sent (its simulation) removes the PENDING row.
 """
 
 from __future__ import annotations
@@ -30,13 +37,20 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
+from web3.exceptions import TimeExhausted, TransactionNotFound
 
 from gateway.audit import AuditEntry, AuditTrail
 from gateway.db import Database
 from gateway.defi import lending_maths as lm
 from gateway.defi.chain import Chain, Chains
+from gateway.defi.compliance import is_restricted
 from gateway.defi.deploy import bind
-from gateway.defi.errors import AmountInvalid, InsufficientLiquidity
+from gateway.defi.errors import (
+    AmountInvalid,
+    InsufficientLiquidity,
+    TransactionPending,
+    TransactionReverted,
+)
 from gateway.defi.keys import DefiKeys
 from gateway.defi.lending_deploy import EXTRA_KEY
 from gateway.defi.lending_models import DefiLendingAction
@@ -47,6 +61,7 @@ from gateway.pagination import Page, keyset_page
 from plugins.sdk import TenantControls
 
 ACTIONS = ("supply", "withdraw", "borrow", "repay")
+RISK_INCREASING = frozenset({"borrow", "withdraw"})  # what the kill switch stops
 # Which side of the position an action moves, and in which direction.
 _DELTAS = {"supply": (1, 0), "withdraw": (-1, 0), "borrow": (0, 1), "repay": (0, -1)}
 CONTRACT = "lending_pool"
@@ -60,6 +75,13 @@ class HealthFactorFloor(DomainError):
 
 class LendingUnavailable(InvalidInput):
     code = "DEFI_LENDING_UNAVAILABLE"
+
+
+class ActionInProgress(DomainError):
+    """The action was sent and its outcome is not known yet."""
+
+    code = "DEFI_ACTION_IN_PROGRESS"
+    http_status = 409
 
 
 class SimulationReverted(DomainError):
@@ -216,7 +238,7 @@ class LendingService:
             market = self.market(chain_key)
             token = market.tokens.resolve(token_key)
             amount = parse_amount(amount, token)
-            self._check_controls(tenant_id, token)
+            self._check_controls(tenant_id, action, token)
             return self._act(tenant_id, user_id, action, market, token, amount, idempotency_key)
 
     def _tenant_lock(self, tenant_id: str) -> threading.Lock:
@@ -237,17 +259,19 @@ class LendingService:
         if row.action != action or row.chain_id != chain.chain_id or not same_token or not same_amount:
             raise Conflict("idempotencyKey was used for a different request",
                            code="IDEMPOTENCY_KEY_REUSED")
+        if row.status in ("PENDING", "SENT"):
+            return self._resume(row)
         return row
 
-    def _check_controls(self, tenant_id: str, token: TokenInfo) -> None:
+    def _check_controls(self, tenant_id: str, action: str, token: TokenInfo) -> None:
         if self._controls is None:
             return
         with self._db.tenant_session(tenant_id) as session:
             controls = self._controls(session, tenant_id)
-        if controls.kill_switch:
-            raise Forbidden("the tenant's kill switch is on: no new DeFi actions",
+        if controls.kill_switch and action in RISK_INCREASING:
+            raise Forbidden(f"the tenant's kill switch is on: no {action} (repay and supply stay open)",
                             code="COMPLIANCE_KILL_SWITCH")
-        if token.symbol.upper() in {r.upper() for r in controls.restricted}:
+        if is_restricted(token.symbol, token.address, controls.restricted):
             raise Forbidden(f"{token.symbol} is on the tenant's restricted list",
                             code="COMPLIANCE_RESTRICTED_INSTRUMENT", details={"token": token.symbol})
 
@@ -301,43 +325,111 @@ class LendingService:
 
         signer = self._keys.signer(tenant_id, chain)
         call = getattr(pool.functions, action)(token.address, raw)
-        hashes: list[str] = []
-        if action in ("supply", "repay"):
-            with chain.guard():
-                allowance = erc20.functions.allowance(account, pool.address).call()
-            if allowance < raw:
-                approval = signer.send({"to": token.address,
-                                        "data": erc20.encode_abi("approve", args=[pool.address, raw])})
-                hashes.append(approval["transactionHash"].to_0x_hex())
-        try:
-            with chain.guard():
-                call.call({"from": account})
-        except DomainError:
-            raise
-        except Exception as exc:  # the contract's revert, with its reason
-            raise SimulationReverted(f"the pool refuses the {action}: {revert_reason(exc)}",
-                                     details={"reason": revert_reason(exc)}) from None
-        receipt = signer.send({"to": pool.address,
-                               "data": pool.encode_abi(action, args=[token.address, raw])})
-        hashes.append(receipt["transactionHash"].to_0x_hex())
-
         row = DefiLendingAction(
             tenant_id=tenant_id, chain_id=chain.chain_id, action=action, account=account,
             pool=pool.address, token=token.symbol, token_address=token.address,
             amount=token.from_units(raw), health_factor_before=lm.health_decimal(before),
-            health_factor_after=lm.health_decimal(after), tx_hashes=hashes,
-            block_number=int(receipt["blockNumber"]), idempotency_key=key, created_by=user_id)
-        try:
+            health_factor_after=lm.health_decimal(after), tx_hashes=[], status="PENDING",
+            idempotency_key=key, created_by=user_id)
+        try:  # committed before anything is signed: a retry finds it whatever happens next
             with self._db.tenant_transaction(tenant_id) as session:
                 session.add(row)
-                session.flush()
-                self._audit.append(session, tenant_id, [AuditEntry(
-                    kind=f"defi.lending.{action}", subject=row.id, actor=user_id,
-                    payload={"chain": chain.name, "account": account, "pool": pool.address,
-                             "token": token.symbol, "amount": str(row.amount),
-                             "healthFactorAfter": None if after is None else str(row.health_factor_after),
-                             "txHashes": hashes})])
         except IntegrityError:
             # Another process recorded the same key meanwhile (the lock is per process).
             raise Conflict("idempotencyKey was used concurrently", code="IDEMPOTENCY_KEY_REUSED") from None
+
+        def sent(tx_hash: str, final: bool = False) -> None:
+            row.tx_hashes = [*row.tx_hashes, tx_hash]
+            row.status = "SENT" if final else row.status
+            self._save(row)
+
+        try:
+            if action in ("supply", "repay"):
+                with chain.guard():
+                    allowance = erc20.functions.allowance(account, pool.address).call()
+                if allowance < raw:
+                    signer.send({"to": token.address,
+                                 "data": erc20.encode_abi("approve", args=[pool.address, raw])},
+                                on_sent=sent)
+            try:
+                with chain.guard():
+                    call.call({"from": account})
+            except DomainError:
+                raise
+            except Exception as exc:  # the contract's revert, with its reason
+                raise SimulationReverted(f"the pool refuses the {action}: {revert_reason(exc)}",
+                                         details={"reason": revert_reason(exc)}) from None
+            receipt = signer.send({"to": pool.address,
+                                   "data": pool.encode_abi(action, args=[token.address, raw])},
+                                  on_sent=lambda h: sent(h, final=True))
+        except (TransactionPending, TimeExhausted):
+            raise ActionInProgress(
+                f"the {action} was sent but its outcome is not known yet: retry with the same "
+                "idempotencyKey to learn it (nothing is sent again)",
+                details={"actionId": row.id, "txHashes": list(row.tx_hashes)}) from None
+        except TransactionReverted:
+            if row.status != "SENT":
+                raise  # the action itself was not sent
+            row.status = "FAILED"
+            self._record(row, chain, None)
+            raise
+        except DomainError:
+            if row.status != "SENT":  # refused before the action was sent: nothing is kept
+                self._forget(row)
+            raise
+        row.status, row.block_number = "EXECUTED", int(receipt["blockNumber"])
+        self._record(row, chain, after)
         return row
+
+    def _resume(self, row: DefiLendingAction) -> DefiLendingAction:
+        """Finishes an action whose receipt was not seen (SENT) from its recorded hash; sends
+        nothing. PENDING (no hash of the action yet) answers DEFI_ACTION_IN_PROGRESS."""
+        in_progress = ActionInProgress(f"the {row.action} was sent and its outcome is not known yet",
+                                       details={"actionId": row.id, "txHashes": list(row.tx_hashes)})
+        if row.status != "SENT" or not row.tx_hashes:
+            raise in_progress
+        chain = next((c for c in self._chains.all() if c.chain_id == row.chain_id), None)
+        if chain is None:
+            raise in_progress
+        try:
+            with chain.guard():
+                receipt = chain.web3.eth.get_transaction_receipt(row.tx_hashes[-1])
+        except TransactionNotFound:
+            raise in_progress from None
+        if int(receipt["status"]) != 1:
+            row.status = "FAILED"
+            self._record(row, chain, None)
+            return row
+        row.status, row.block_number = "EXECUTED", int(receipt["blockNumber"])
+        after = row.health_factor_after
+        self._record(row, chain, None if after is None else int(after * lm.ONE))
+        return row
+
+    def _save(self, row: DefiLendingAction) -> None:
+        with self._db.tenant_transaction(row.tenant_id) as session:
+            self._store(session, row)
+
+    def _forget(self, row: DefiLendingAction) -> None:
+        with self._db.tenant_transaction(row.tenant_id) as session:
+            stored = session.get(DefiLendingAction, row.id)
+            if stored is not None:
+                session.delete(stored)
+
+    @staticmethod
+    def _store(session: Session, row: DefiLendingAction) -> None:
+        stored = session.get(DefiLendingAction, row.id)
+        assert stored is not None
+        stored.status, stored.tx_hashes, stored.block_number = (
+            row.status, list(row.tx_hashes), row.block_number)
+
+    def _record(self, row: DefiLendingAction, chain: Chain, after: int | None) -> None:
+        """The outcome and its audit record, in one transaction."""
+        with self._db.tenant_transaction(row.tenant_id) as session:
+            self._store(session, row)
+            kind = f"defi.lending.{row.action}" if row.status == "EXECUTED" else "defi.lending.failed"
+            self._audit.append(session, row.tenant_id, [AuditEntry(
+                kind=kind, subject=row.id, actor=row.created_by,
+                payload={"chain": chain.name, "account": row.account, "pool": row.pool,
+                         "token": row.token, "amount": str(row.amount), "status": row.status,
+                         "healthFactorAfter": None if after is None else str(row.health_factor_after),
+                         "txHashes": list(row.tx_hashes)})])

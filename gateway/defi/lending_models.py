@@ -61,7 +61,10 @@ class DefiLendingAction(TenantOwned, table=True):
     health_factor_after: Decimal | None = decimal_text(nullable=True)
     # an approval first where one was needed, then the action
     tx_hashes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    block_number: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # PENDING: written before anything is sent; SENT: the action's hash (last of tx_hashes) is
+    # known, its receipt not yet seen; EXECUTED: mined; FAILED: the action reverted.
+    status: str = Field(default="EXECUTED", max_length=16)
+    block_number: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     idempotency_key: str | None = Field(default=None, max_length=128)
     created_by: str | None = Field(default=None, max_length=36)
     created_at: datetime = stamp()

@@ -32,7 +32,7 @@ class TokenBalance:
 @dataclass(frozen=True)
 class DefiAccount:
     chain: Chain
-    address: str
+    address: str | None  # None: the tenant has no key on this chain yet
     native_raw: int  # wei
     balances: tuple[TokenBalance, ...]
 
@@ -99,13 +99,16 @@ class DefiMarkets:
         with chain.guard():
             return read_token(chain, address)
 
-    def account(self, tenant_id: str, chain_key: str) -> DefiAccount:
-        """The tenant's address on the chain (made and, on the embedded chain, funded on first
-        use) and its balances of the chain's known tokens. Never the key."""
+    def account(self, tenant_id: str, chain_key: str, *, create: bool = False) -> DefiAccount:
+        """The tenant's address on the chain and its balances of the chain's known tokens; never
+        the key. A read (`create` False) makes no key: no address and no balances until the
+        tenant's first write (defiOpenAccount, a swap, a lending action, a vault), which makes
+        the key (and funds it from the embedded chain's faucet)."""
         chain = self.chains.get(chain_key)
         market = self.market(chain_key)
-        address = self.keys.address(tenant_id, chain)
-        assert address is not None
+        address = self.keys.address(tenant_id, chain, create=create)
+        if address is None:
+            return DefiAccount(chain, None, 0, ())
         with chain.guard():
             native = int(chain.web3.eth.get_balance(address))
             balances = tuple(TokenBalance(t, int(erc20(chain, t.address).functions.balanceOf(address).call()))

@@ -23,12 +23,22 @@ An atomic router contract would remove that case; it is not built.
 
 Pre-trade compliance (the tenant's controls, gateway/trading/controls.py): the kill switch
 refuses every swap (COMPLIANCE_KILL_SWITCH); `restricted` refuses a swap whose token in or out
-is listed as "DEFI:<SYMBOL>" (e.g. "DEFI:WBTC") or by its address, any case
+is listed as "DEFI:<SYMBOL>" (e.g. "DEFI:WBTC"), by its address or by its bare symbol, any case
+(gateway/defi/compliance.py, shared with lending)
 (COMPLIANCE_RESTRICTED_INSTRUMENT); `max_order_value` (USD) bounds the value of the amount in,
 stablecoins (USDC, USDT, DAI) at 1:1 and other tokens at the best route to USDC; a token with no
 route to USDC cannot be valued and is refused while a limit is set (COMPLIANCE_MAX_ORDER_VALUE).
 A refusal is recorded (a REFUSED `DefiSwap` and an audit record) and raised; bad input is
 refused before anything is recorded or sent.
+
+Idempotency across timeouts and crashes: the `DefiSwap` row is committed as PENDING (key,
+account, quote, minimum out) before the first transaction is signed, and each transaction's
+hash is committed as soon as it is sent (the route's hops carry their "txHash"). A receipt not
+seen in time (or any failure after a send) leaves the row PENDING and answers
+DEFI_SWAP_IN_PROGRESS, never DEFI_CHAIN_UNAVAILABLE. A retry with the same key never sends
+again: it looks the recorded hashes' receipts up and finishes the record (EXECUTED with the
+amount out from the last hop's Transfer logs, REFUSED or FAILED), or answers
+DEFI_SWAP_IN_PROGRESS while a receipt is missing or a hop has no hash yet.
 """
 
 from __future__ import annotations
@@ -40,16 +50,21 @@ from decimal import Decimal
 from typing import Any
 
 from eth_abi import decode as abi_decode
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
+from web3.exceptions import TimeExhausted, TransactionNotFound
 
 from gateway.audit import AuditEntry, AuditTrail
 from gateway.compliance.errors import ComplianceDenied
 from gateway.db import Database
 from gateway.defi.chain import Chain, revert_errors
+from gateway.defi.compliance import is_restricted
 from gateway.defi.errors import (
     DeadlineInvalid,
     SlippageExceeded,
     SlippageInvalid,
+    SwapInProgress,
+    TransactionPending,
     TransactionReverted,
 )
 from gateway.defi.keys import Signer
@@ -68,6 +83,8 @@ MAX_DEADLINE_SECONDS = 3_600
 STABLECOINS = frozenset({"USDC", "USDT", "DAI"})
 VALUATION_TOKEN = "USDC"
 BPS = 10_000
+TRANSFER_TOPIC = bytes.fromhex(
+    "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef")  # Transfer(address,address,uint256)
 
 
 @dataclass(frozen=True)
@@ -147,6 +164,8 @@ class DefiSwaps:
         if not same:
             raise Conflict("idempotencyKey was used for a different request",
                            code="IDEMPOTENCY_KEY_REUSED", details={"swapId": row.id})
+        if row.status == "PENDING":
+            return self._resume(row, chain)
         if row.status == "REFUSED" and row.error_code:
             raise DomainError(row.error_message or "the swap was refused", code=row.error_code,
                               details={"swapId": row.id, "replayed": True})
@@ -189,8 +208,68 @@ class DefiSwaps:
                 "the simulated outcome is worse than the tolerance allows: nothing was sent",
                 details={"simulatedOut": str(simulated or 0), "minOut": str(min_out),
                          "expectedOut": str(expected)}))
-        return self._execute(row, chain, market.view, signer, q, simulated, min_out,
-                             int(deadline.timestamp()), request.slippage_bps)
+        try:  # committed before anything is signed: a retry finds it whatever happens next
+            with self._db.tenant_transaction(tenant_id) as session:
+                session.add(row)
+        except IntegrityError:  # another process holds this key
+            raise SwapInProgress("a swap with this idempotencyKey is in progress",
+                                 details={"idempotencyKey": key}) from None
+        try:
+            return self._execute(row, chain, market.view, signer, q, simulated, min_out,
+                                 int(deadline.timestamp()), request.slippage_bps)
+        except (TransactionPending, TimeExhausted):
+            raise SwapInProgress(
+                "the swap was sent but its outcome is not known yet: retry with the same "
+                "idempotencyKey to learn it (nothing is sent again)",
+                details={"swapId": row.id, "txHashes": list(row.tx_hashes)}) from None
+        except DomainError:
+            if row.status == "PENDING" and not row.tx_hashes:  # nothing was signed: a retry may send
+                self._forget(row)
+            raise
+
+    def _resume(self, row: DefiSwap, chain: Chain) -> SwapOutcome:
+        """Finishes a PENDING swap from its recorded transaction hashes; sends nothing."""
+        in_progress = SwapInProgress("the swap was sent and its outcome is not known yet",
+                                     details={"swapId": row.id, "txHashes": list(row.tx_hashes)})
+        receipts = []
+        for index, hop in enumerate(row.route):
+            receipt = None
+            if hop.get("txHash"):
+                try:
+                    with chain.guard():
+                        receipt = chain.web3.eth.get_transaction_receipt(hop["txHash"])
+                except TransactionNotFound:
+                    pass
+            if receipt is None:
+                # Past its deadline a hop not mined can only revert if it ever is: settle it.
+                if _chain_now(chain) <= row.deadline:
+                    raise in_progress
+                if index == 0:
+                    self._fail(row, "DEFI_SWAP_EXPIRED",
+                               "not mined before its deadline: nothing was swapped")
+                else:
+                    self._fail(row, "DEFI_ROUTE_INCOMPLETE", "the second hop was not mined before "
+                               "its deadline: the intermediate token stays in the account")
+                return SwapOutcome(row, replayed=True)
+            receipts.append(receipt)
+        for index, receipt in enumerate(receipts):
+            if int(receipt["status"]) != 1:
+                if index == 0:
+                    return self._refuse(row, SlippageExceeded(
+                        "the chain refused the swap at its minimum out or deadline",
+                        details={"txHashes": list(row.tx_hashes), "replayed": True}))
+                self._fail(row, "DEFI_ROUTE_INCOMPLETE",
+                           "the second hop reverted: the intermediate token stays in the account")
+                return SwapOutcome(row, replayed=True)
+        last = receipts[-1]
+        received = sum(int.from_bytes(bytes(log["data"])[:32], "big") for log in last["logs"]
+                       if log["address"].lower() == row.token_out.lower()
+                       and len(log["topics"]) == 3 and bytes(log["topics"][0]) == TRANSFER_TOPIC
+                       and bytes(log["topics"][2])[-20:].hex() == row.account.lower()[2:])
+        row.status, row.amount_out, row.block_number = "EXECUTED", str(received), int(
+            last["blockNumber"])
+        self._record(row, "defi.swap", {"recovered": True})
+        return SwapOutcome(row, replayed=True)
 
     def _compliance(self, tenant_id: str, q: Quote) -> DomainError | None:
         with self._db.tenant_session(tenant_id) as session:
@@ -198,9 +277,8 @@ class DefiSwaps:
         if controls.kill_switch:
             return ComplianceDenied("the tenant's kill switch is on: no new swaps",
                                     code=codes.KILL_SWITCH)
-        listed = {r.strip().lower() for r in controls.restricted}
         for token in (q.token_in, q.token_out):
-            if f"defi:{token.symbol.lower()}" in listed or token.address.lower() in listed:
+            if is_restricted(token.symbol, token.address, controls.restricted):
                 return ComplianceDenied(f"{token.symbol} is on the tenant's restricted list",
                                         code=codes.RESTRICTED_INSTRUMENT,
                                         details={"token": token.symbol, "address": token.address})
@@ -258,6 +336,14 @@ class DefiSwaps:
                  simulated: int, min_out: int, deadline: int, bps: int) -> SwapOutcome:
         route = q.best
         hashes: list[str] = []
+
+        def sent(tx_hash: str, hop_index: int | None = None) -> None:
+            hashes.append(tx_hash)
+            row.tx_hashes = list(hashes)
+            if hop_index is not None:
+                row.route = [dict(h, txHash=tx_hash) if i == hop_index else h
+                             for i, h in enumerate(row.route)]
+            self._save(row)
         amount = route.amount_in
         out_token = erc20(chain, q.token_out.address)
         with chain.guard():
@@ -281,18 +367,18 @@ class DefiSwaps:
                             signer.address, call.spender).call())
                     if allowance < amount:
                         approve = erc20(chain, hop.token_in).functions.approve(call.spender, amount)
-                        receipt = signer.send({"to": approve.address,
-                                               "data": approve._encode_transaction_data()},
-                                              private_rpc=chain.private_submission)
-                        hashes.append(receipt["transactionHash"].to_0x_hex())
+                        signer.send({"to": approve.address,
+                                     "data": approve._encode_transaction_data()},
+                                    private_rpc=chain.private_submission, on_sent=sent)
                 with chain.guard():
                     hop_before = int(hop_token.functions.balanceOf(signer.address).call())
                 receipt = signer.send({"to": call.to, "data": call.data, "value": call.value},
-                                      private_rpc=chain.private_submission)
+                                      private_rpc=chain.private_submission,
+                                      on_sent=lambda h, i=index: sent(h, i))
             except TransactionReverted as reverted:
-                if "txHash" in reverted.details:
+                if "txHash" in reverted.details and reverted.details["txHash"] not in hashes:
                     hashes.append(reverted.details["txHash"])
-                row.tx_hashes = hashes
+                row.tx_hashes = list(hashes)
                 if index == 0:
                     return self._refuse(row, SlippageExceeded(
                         "the chain refused the swap at its minimum out or deadline: the price moved "
@@ -300,14 +386,13 @@ class DefiSwaps:
                         details={"minOut": str(hop_min), "txHashes": hashes}))
                 return self._fail(row, "DEFI_ROUTE_INCOMPLETE",
                                   "the second hop reverted: the intermediate token stays in the account")
-            hashes.append(receipt["transactionHash"].to_0x_hex())
             block = int(receipt["blockNumber"])
             with chain.guard():
                 amount = int(hop_token.functions.balanceOf(signer.address).call()) - hop_before
         with chain.guard():
             received = int(out_token.functions.balanceOf(signer.address).call()) - before
         row.status, row.amount_out, row.tx_hashes, row.block_number = (
-            "EXECUTED", str(received), hashes, block)
+            "EXECUTED", str(received), list(hashes), block)
         self._record(row, "defi.swap", {"simulatedOut": str(simulated)})
         return SwapOutcome(row, replayed=False)
 
@@ -328,10 +413,31 @@ class DefiSwaps:
                    "minOut": row.min_out, "amountOut": row.amount_out, "status": row.status,
                    "route": row.route, "txHashes": row.tx_hashes, **extra}
         with self._db.tenant_transaction(row.tenant_id) as session:
-            session.add(row)
+            self._store(session, row)
             self._audit.append(session, row.tenant_id,
                                [AuditEntry(kind=kind, subject=row.id, payload=payload,
                                            actor=row.created_by)])
+
+
+    def _forget(self, row: DefiSwap) -> None:
+        with self._db.tenant_transaction(row.tenant_id) as session:
+            stored = session.get(DefiSwap, row.id)
+            if stored is not None:
+                session.delete(stored)
+
+    def _save(self, row: DefiSwap) -> None:
+        with self._db.tenant_transaction(row.tenant_id) as session:
+            self._store(session, row)
+
+    @staticmethod
+    def _store(session: Any, row: DefiSwap) -> None:
+        stored = session.get(DefiSwap, row.id)
+        if stored is None:
+            session.add(row)
+            return
+        for name in ("account", "status", "amount_out", "tx_hashes", "route", "block_number",
+                     "error_code", "error_message"):
+            setattr(stored, name, getattr(row, name))
 
 
 def _route_json(route: Route) -> list[dict[str, Any]]:

@@ -7,6 +7,11 @@ before recording the `DefiVault` row and its audit record.
 Parameters are checked when the job is requested (unknown chain or token, a delay out of
 range, a malformed strategy address: no job is created). Progress: compiling, deploying,
 checking governance, recorded.
+
+A redelivered job never deploys twice: the `DefiVault` row is committed DEPLOYING with the
+deploy transaction's hash (and the address it creates) as soon as it is sent; a redelivery
+finds it, looks the receipt up by hash and finishes the record (DEPLOYED), or answers
+DEFI_TRANSACTION_PENDING while the receipt is not there. Only DEPLOYED vaults are listed.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import select
+from web3.exceptions import TransactionNotFound
 
 from gateway.audit import AuditEntry, AuditTrail
 from gateway.db import Database
 from gateway.defi.chain import Chain, Chains
 from gateway.defi.compile import compile_contract
 from gateway.defi.deploy import bind
-from gateway.defi.errors import TransactionReverted
+from gateway.defi.errors import TransactionPending, TransactionReverted
 from gateway.defi.keys import DefiKeys
 from gateway.defi.lending import LendingUnavailable, SimulationReverted, revert_reason
 from gateway.defi.tokens import TokenDirectory, TokenInfo
@@ -119,11 +125,23 @@ class VaultService:
         chain = self._chains.get(params["chain"])
         with ctx.session() as session:
             done = session.exec(select(DefiVault).where(DefiVault.job_id == ctx.job_id)).first()
-        if done is not None:  # a redelivered message: the vault exists, answer it again
+        if done is not None and done.status == "DEPLOYED":  # redelivered: answer it again
             ctx.progress(1.0, "recorded")
             return self._result(chain.name, done, done.tx_hashes, None)
         token = self._token(chain.name, params["asset"])
         strategy = params.get("strategy") or ZERO
+        if done is not None:  # sent by an earlier delivery: its receipt, never a second deploy
+            try:
+                with chain.guard():
+                    receipt = chain.web3.eth.get_transaction_receipt(done.tx_hashes[-1])
+            except TransactionNotFound:
+                raise TransactionPending("the vault's deploy transaction is not mined yet",
+                                         details={"txHash": done.tx_hashes[-1]}) from None
+            if int(receipt["status"]) != 1:
+                raise TransactionReverted("the vault's deploy transaction reverted",
+                                          details={"txHash": done.tx_hashes[-1]})
+            ctx.progress(0.7, "checking governance")
+            return self._confirm(ctx, chain, token, params, strategy, done, dict(receipt))
         ctx.progress(0.1, "compiling strategy_vault.vy")
         compiled = compile_contract(CONTRACT)
         ctx.progress(0.3, "deploying from the tenant's key")
@@ -133,26 +151,42 @@ class VaultService:
         with chain.guard():
             data = factory.constructor(token.address, params["timelockSeconds"], strategy
                                        ).build_transaction({"from": signer.address})["data"]
-        receipt = signer.send({"data": data})
-        address = receipt["contractAddress"]
-        hashes = [receipt["transactionHash"].to_0x_hex()]
+        row = DefiVault(tenant_id=ctx.tenant_id, chain_id=chain.chain_id, address="",
+                        asset=token.symbol, asset_address=token.address, owner=signer.address,
+                        strategy=None if strategy == ZERO else strategy,
+                        timelock_seconds=params["timelockSeconds"], tx_hashes=[], job_id=ctx.job_id,
+                        status="DEPLOYING")
+
+        def sent(tx_hash: str) -> None:  # kept before the broadcast: a redelivery must not deploy again
+            with chain.guard():  # signed, not broadcast, under the signer's lock: the pending count
+                nonce = int(chain.web3.eth.get_transaction_count(signer.address, "pending"))
+            row.address, row.tx_hashes = created_address(signer.address, nonce), [tx_hash]
+            with self._db.tenant_transaction(ctx.tenant_id) as session:
+                session.add(row)
+
+        receipt = signer.send({"data": data}, on_sent=sent)
         ctx.progress(0.7, "checking governance")
+        return self._confirm(ctx, chain, token, params, strategy, row, receipt)
+
+    def _confirm(self, ctx: JobContext, chain: Chain, token: TokenInfo, params: Params,
+                 strategy: str, row: DefiVault, receipt: dict[str, Any]) -> dict[str, Any]:
+        address = receipt["contractAddress"]
+        hashes = list(row.tx_hashes)
         vault = bind(chain, CONTRACT, address)
         with chain.guard():
             owner = vault.functions.owner().call()
             delay = vault.functions.timelock_delay().call()
             set_strategy = vault.functions.strategy().call()
             asset = vault.functions.asset().call()
-        if (owner, delay, set_strategy, asset) != (signer.address, params["timelockSeconds"],
+        if (owner, delay, set_strategy, asset) != (row.owner, params["timelockSeconds"],
                                                    strategy, token.address):
             raise TransactionReverted("the deployed vault's governance is not what was asked",
                                       details={"address": address})
-        row = DefiVault(tenant_id=ctx.tenant_id, chain_id=chain.chain_id, address=address,
-                        asset=token.symbol, asset_address=token.address, owner=owner,
-                        strategy=None if strategy == ZERO else strategy,
-                        timelock_seconds=delay, tx_hashes=hashes, job_id=ctx.job_id)
         with self._db.tenant_transaction(ctx.tenant_id) as session:
-            session.add(row)
+            stored = session.get(DefiVault, row.id)
+            assert stored is not None
+            stored.address, stored.status = address, "DEPLOYED"
+            row = stored
             session.flush()
             self._audit.append(session, ctx.tenant_id, [AuditEntry(
                 kind="defi.vault.deployed", subject=row.id,
@@ -176,7 +210,7 @@ class VaultService:
 
     def vaults(self, tenant_id: str, *, first: int, after: str | None,
                chain: str | None = None) -> Page[DefiVault]:
-        stmt = select(DefiVault)
+        stmt = select(DefiVault).where(DefiVault.status == "DEPLOYED")
         if chain is not None:
             stmt = stmt.where(DefiVault.chain_id == self._chains.get(chain).chain_id)
         return keyset_page(self._db, tenant_id, stmt, DefiVault, first=first, after=after,
@@ -184,7 +218,8 @@ class VaultService:
 
     def vault(self, tenant_id: str, vault_id: str) -> DefiVault:
         with self._db.tenant_session(tenant_id) as session:
-            row = session.exec(select(DefiVault).where(DefiVault.id == vault_id)).first()
+            row = session.exec(select(DefiVault).where(DefiVault.id == vault_id,
+                                                       DefiVault.status == "DEPLOYED")).first()
         if row is None:
             raise NotFound(f"no vault {vault_id}", code="DEFI_VAULT_NOT_FOUND")
         return row
@@ -254,3 +289,11 @@ class VaultService:
                          "txHash": tx_hash})])
         return tx_hash, self.state(tenant_id, vault_id)
 
+
+def created_address(sender: str, nonce: int) -> str:
+    """The address a contract deployed by `sender` with `nonce` gets (keccak of rlp([sender,
+    nonce])), known as soon as the deploy is sent."""
+    import rlp
+    from eth_utils import keccak, to_bytes, to_checksum_address
+
+    return to_checksum_address(keccak(rlp.encode([to_bytes(hexstr=sender), nonce]))[12:])

@@ -30,6 +30,9 @@ class DefiVault(TenantOwned, table=True):
     strategy: str | None = Field(default=None, max_length=42)
     timelock_seconds: int
     tx_hashes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # DEPLOYING: the deploy transaction is sent (its hash kept, `address` the one it creates),
+    # not yet confirmed; only DEPLOYED vaults are listed or governed.
+    status: str = Field(default="DEPLOYED", max_length=16)
     job_id: str | None = Field(default=None, foreign_key="job.id", index=True, max_length=36)
     created_by: str | None = Field(default=None, max_length=36)
     created_at: datetime = stamp()

@@ -21,7 +21,8 @@ cached per currency and UTC day: a daily fixing is the "keep it simple but real"
 Sizing: `fixed_fraction` targets fraction·equity; `volatility_target` targets
 target_volatility / (per-bar volatility of the last `window` close returns · √P), capped at
 `max_fraction`; both capped at the risk limit `max_position`, rounded down to the instrument's
-lot. Risk: `stop_loss` exits when the close moves that fraction against the entry price;
+lot (an entry worth less than one lot fills nothing and leaves the book flat, free to enter on a
+later signal). Risk: `stop_loss` exits when the close moves that fraction against the entry price;
 `max_drawdown` flattens every position and halts trading for the rest of the run.
 
 Without an `exit` rule a position closes when the entry condition stops holding.
@@ -446,12 +447,15 @@ def run_backtest(
                 buy = long
                 price = bar.open * (1 + half_cost) if buy else bar.open * (1 - half_cost)
                 unit = price * rate
-                if unit <= 0:
-                    continue
                 target = Decimal(str(fraction)) * equity()
-                lots_count = (target / unit / book.lot).to_integral_value(ROUND_DOWN)
+                lots_count = (
+                    (target / unit / book.lot).to_integral_value(ROUND_DOWN) if unit > 0 else Decimal(0)
+                )
                 quantity = lots_count * book.lot
                 if quantity <= 0:
+                    # the entry buys nothing (less than one lot): stay flat and free to enter again,
+                    # rather than "holding" a position that does not exist
+                    book.desired = False
                     continue
                 signed = quantity if buy else -quantity
             elif not enter and book.quantity != 0:

@@ -4,17 +4,19 @@
 (regime.py) → ask the synthesis model (`LLMProviders.for_synthesis`) for a strategy through
 the forced tool `propose_strategy`, whose input schema is the DSL's `STRATEGY_SCHEMA` → parse
 and validate it (the lab's parser, instruments checked; the universe must stay within the one
-asked for) → on errors, send them back as the tool's error result and ask again, at most
-`llm_max_repairs` times → backtest the strategy on the market data (the lab's simulator, after
-costs, in the tenant's base currency) → store the version (origin LLM with the model and the
-SHA-256 of the prompt, or OFFLINE) with the run, in one transaction.
+asked for; the risk constraints must hold, constraints.py) → on errors, send them back as the
+tool's error result and ask again, at most `llm_max_repairs` times → backtest the strategy on
+the market data (the lab's simulator, after costs, in the tenant's base currency) → store the
+version (origin LLM with the model and the SHA-256 of the prompt, or OFFLINE) with the run, in
+one transaction.
 
 `strategy.improve` (a Job): walk-forward validation with one split of the backtest window:
 the first `train_fraction` of the bars is in-sample, the rest out-of-sample. The model sees the
 incumbent's IN-SAMPLE metrics (and its earlier trials' in-sample metrics) and proposes a
 revision; each revision is backtested over the whole window and judged on the OUT-OF-SAMPLE
 segment of its equity curve (after costs): it replaces the incumbent only if its out-of-sample
-Sharpe ratio is higher (a missing Sharpe counts as -inf). Every proposal is a trial, counted
+Sharpe ratio is higher (a missing Sharpe counts as -inf). A revision must respect the risk
+constraints the strategy was synthesised under (when it was). Every proposal is a trial, counted
 whether it validated or not. The deflated Sharpe ratio (Bailey & López de Prado) of the final
 choice uses N = 1 + the number of trials, the variance of the out-of-sample per-period Sharpe
 ratios across the evaluated trials, and the choice's out-of-sample skew, kurtosis and length.
@@ -46,6 +48,7 @@ from gateway.jobs.kinds import JobKind, Params
 from gateway.jobs.models import Job
 from gateway.jobs.runner import JobContext, JobFailed
 from gateway.marketdata import MarketDataService
+from gateway.strategies.constraints import RISK_CONSTRAINTS, constraint_violations
 from gateway.strategies.dsl import STRATEGY_SCHEMA, Strategy, StrategyInvalid, canonical_json, document_hash
 from gateway.strategies.llm import LLMProviders, ModelChoice
 from gateway.strategies.metrics import deflated_sharpe_ratio, performance, walk_forward_splits
@@ -264,9 +267,11 @@ class SynthesisService:
         universe: Sequence[str],
         progress: Callable[[str], None],
         same_universe: Mapping[str, Any] | None = None,
+        constraints: Mapping[str, Any] | None = None,
     ) -> tuple[Attempt, list[Attempt], str]:
         """Ask, validate, feed errors back; the last attempt, all attempts, the first prompt's hash.
-        The answer must trade only `universe`, or keep `same_universe` (an incumbent's screen)."""
+        The answer must trade only `universe`, or keep `same_universe` (an incumbent's screen),
+        and respect the risk `constraints` (a breach is fed back like a validation error)."""
         first_hash = prompt_hash(SYSTEM, messages)
         attempts: list[Attempt] = []
         allowed = set(universe)
@@ -285,15 +290,17 @@ class SynthesisService:
                 strategy = self.strategies.parse(doc)
                 outside = [k for k in strategy.universe.instruments if k not in allowed]
                 unchanged = same_universe is not None and strategy.document["universe"] == same_universe
+                errors: list[dict[str, str]] = []
                 if not unchanged and (strategy.universe.screen is not None or outside):
-                    raise StrategyInvalid(
-                        [
-                            {
-                                "path": "/universe",
-                                "message": f"use only the instruments asked for: {', '.join(universe)}",
-                            }
-                        ]
+                    errors.append(
+                        {
+                            "path": "/universe",
+                            "message": f"use only the instruments asked for: {', '.join(universe)}",
+                        }
                     )
+                errors.extend(constraint_violations(strategy, constraints))
+                if errors:
+                    raise StrategyInvalid(errors)
                 attempt = Attempt(answer, strategy, [])
             except StrategyInvalid as exc:
                 attempt = Attempt(answer, None, exc.errors)
@@ -332,7 +339,8 @@ class SynthesisService:
         prompt = (
             f"Objective: {params['objective']}\n\n"
             f"Instruments (universe): {', '.join(universe)}\n"
-            f"Constraints: {json.dumps(constraints) if constraints else 'none beyond the schema'}\n"
+            "Constraints (risk limits the strategy must respect; sizing fractions at most max_position): "
+            f"{json.dumps(constraints) if constraints else 'none beyond the schema'}\n"
             f"Bar interval: 1d. The strategy is backtested over the {params['backtest_days']} days to "
             f"{as_of.date().isoformat()} after commissions, spread and slippage.\n\n"
             f"Market regime (from the data): {regime['summary']}\n"
@@ -353,6 +361,7 @@ class SynthesisService:
             facts,
             universe,
             lambda message: ctx.progress(min(0.1 + 0.1 * next(steps), 0.5), message),
+            constraints=constraints,
         )
         strategy = attempt.strategy
         assert strategy is not None
@@ -453,6 +462,21 @@ class SynthesisService:
         return self._synthesis_result(run, version.version, version.document)
 
     @staticmethod
+    def _original_constraints(ctx: JobContext, strategy_id: str) -> dict[str, float]:
+        """The risk constraints the strategy was synthesised under (none for a hand-made one):
+        every revision must keep respecting them."""
+        with ctx.session() as session:
+            run = session.exec(
+                select(SynthesisRun)
+                .where(SynthesisRun.strategy_id == strategy_id, SynthesisRun.kind == "SYNTHESIZE")
+                .order_by(SynthesisRun.created_at)  # type: ignore[arg-type]
+            ).first()
+        if run is None:
+            return {}
+        stored = run.constraints or {}
+        return {k: float(stored[k]) for k in RISK_CONSTRAINTS if stored.get(k) is not None}
+
+    @staticmethod
     def _created_by(ctx: JobContext) -> str | None:
         with ctx.session() as session:
             job = session.get(Job, ctx.job_id)
@@ -487,6 +511,7 @@ class SynthesisService:
         start = as_of - timedelta(days=params["backtest_days"])
         ctx.progress(0.05, "backtesting the current version")
         base = self._evaluate(tenant_id, incumbent, start, as_of, params["train_fraction"])
+        constraints = self._original_constraints(ctx, strategy_row.id)
         regime = describe_regime(self.market_data, universe, as_of)
         choice = self.llm.for_synthesis()
         trials: list[dict[str, Any]] = []
@@ -505,6 +530,12 @@ class SynthesisService:
                 f"{json.dumps(_figures(best['train']))}\n"
                 f"Market regime: {regime['summary']}\n"
                 + (f"Revisions already tried (in-sample): {json.dumps(history)}\n" if history else "")
+                + (
+                    f"Constraints the revision must respect (risk limits; sizing fractions at most "
+                    f"max_position): {json.dumps(constraints)}\n"
+                    if constraints
+                    else ""
+                )
                 + "\nPropose one revision likely to generalise out of sample (keep the same instruments); "
                 "submit the whole revised document with propose_strategy."
             )
@@ -514,6 +545,7 @@ class SynthesisService:
                 "trial": trial - 1,
                 "metrics": _figures(best["train"]),
                 "regime": regime,
+                "constraints": constraints,
             }
             fraction = 0.1 + 0.8 * (trial - 1) / params["trials"]
             record: dict[str, Any] = {
@@ -530,6 +562,7 @@ class SynthesisService:
                     universe,
                     lambda message, f=fraction, t=trial: ctx.progress(f, f"trial {t}: {message}"),
                     same_universe=incumbent.document["universe"],
+                    constraints=constraints,
                 )
             except JobFailed as exc:  # an answer that never validated is a trial too
                 record.update(valid=False, kept=False, error=exc.message[:500])
@@ -581,6 +614,7 @@ class SynthesisService:
             "model": choice.model,
             "is_llm": choice.is_llm,
             "train_fraction": params["train_fraction"],
+            "constraints": constraints,
             "baseline": {"in_sample": _figures(base["train"]), "out_of_sample": _figures(base["test"])},
             "trials": trials,
             "strategy_version_id": None,
@@ -616,7 +650,7 @@ class SynthesisService:
                 trials=trials,
                 metrics=result,
                 universe=universe,
-                constraints={"train_fraction": params["train_fraction"]},
+                constraints={"train_fraction": params["train_fraction"], **constraints},
                 created_by=created_by,
             )
             session.add(run)

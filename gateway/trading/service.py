@@ -107,8 +107,8 @@ EXECUTIONS = Execution.__table__  # type: ignore[attr-defined]
 EVENTS = OrderEvent.__table__  # type: ignore[attr-defined]
 DECISIONS = ComplianceDecisionRow.__table__  # type: ignore[attr-defined]
 POSITIONS = AccountPosition.__table__  # type: ignore[attr-defined]
-_UPDATED = ("id", "status", "cum_qty", "leaves_qty", "avg_px", "quantity", "venue_order_id",
-            "reject_code", "reject_text", "version", "updated_at", "fees")
+_UPDATED = ("id", "status", "cum_qty", "leaves_qty", "avg_px", "quantity", "limit_price",
+            "venue_order_id", "reject_code", "reject_text", "version", "updated_at", "fees")
 ORDER_UPDATE = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"))
                 .values({k: bindparam("b_" + k) for k in _UPDATED if k != "id"}))
 _POSITION_UPDATED = ("id", "quantity", "avg_price", "realized_pnl", "symbol", "mic", "updated_at")
@@ -215,6 +215,19 @@ class _AccountBook:
         row = self.row
         return ClientProfile(row.code, row.client_type, row.domicile, row.lei,
                              frozenset(row.assessments))
+
+
+@dataclass
+class _Amendment:
+    """An amend request travelling with the replace's reports (see _apply_reports)."""
+
+    order_id: str
+    limit_price: Decimal | None
+    entry: AuditEntry  # order.amend_requested
+    locate_key: str | None = None  # a short sale's instrument: a larger order uses more locates
+    at: datetime | None = None
+    refused: bool = False
+    written: bool = False
 
 
 @dataclass
@@ -339,7 +352,7 @@ class OrderService:
         self._publish(changed)
         return len(changed)
 
-    def _at_venue(self, call: Callable[[], list[ExecutionReport]]
+    def _at_venue(self, call: Callable[[], list[ExecutionReport]], amendment: _Amendment | None = None
                   ) -> tuple[list[ExecutionReport], list[dict[str, Any]]]:
         """Run `call` at the venues (one caller at a time), then apply its reports. The apply
         lock is taken before the venue lock is let go, so reports are applied in the order the
@@ -352,7 +365,7 @@ class OrderService:
         finally:
             self._venue_lock.release()
         try:
-            changed = self._apply_reports(reports) if reports else []
+            changed = self._apply_reports(reports, amendment) if reports else []
         finally:
             self._apply_lock.release()
         return reports, changed
@@ -516,17 +529,7 @@ class OrderService:
         if key not in references:
             references[key] = self._reference(key, now)
         market, arrival = references[key]
-        fx = None
-        if listing.currency != book.row.currency:
-            try:
-                fx = self._fx(listing.currency, book.row.currency, now)
-            except DomainError:
-                fx = None  # compliance denies it: COMPLIANCE_FX_RATE_MISSING
-        price = routed.limit_price or routed.stop_price or arrival
-        venue_lot = self.markets.directory.lot_size(routed.mic, price) if price else None
-        # The lot the venue's connector enforces (the instrument's, unless the venue trades
-        # fractions): compliance and the venue agree on the order increment.
-        lot = venue_lot if venue_lot is not None and venue_lot < 1 else Decimal(listing.lot_size)
+        fx, lot = self._fx_and_lot(listing, book, routed, arrival, now)
         ctx = self.engine.context(
             routed, instrument=InstrumentFacts(listing.isin, listing.currency, listing.asset_class),
             client=book.client(), account=book.state(), market=market, controls=controls, now=now,
@@ -561,6 +564,23 @@ class OrderService:
             book.recent.append(now)  # a denied message still counts for the throttle
         return _Prepared(index, v, row, decision, routed if decision.passed else None,
                          decision_route.connector)
+
+    def _fx_and_lot(self, listing: Any, book: _AccountBook, request: OrderRequest,
+                    reference: Decimal | None, now: datetime) -> tuple[Decimal | None, Decimal]:
+        """The FX rate (listing currency to the account's) and the order increment compliance
+        checks an order against; submit and amend both use these."""
+        fx = None
+        if listing.currency != book.row.currency:
+            try:
+                fx = self._fx(listing.currency, book.row.currency, now)
+            except DomainError:
+                fx = None  # compliance denies it: COMPLIANCE_FX_RATE_MISSING
+        price = request.limit_price or request.stop_price or reference
+        venue_lot = self.markets.directory.lot_size(request.mic, price) if price else None
+        # The lot the venue's connector enforces (the instrument's, unless the venue trades
+        # fractions): compliance and the venue agree on the order increment.
+        lot = venue_lot if venue_lot is not None and venue_lot < 1 else Decimal(listing.lot_size)
+        return fx, lot
 
     def _fx(self, base: str, quote: str, at: datetime) -> Decimal:
         if self.fx_rate is None:
@@ -617,6 +637,7 @@ class OrderService:
                     continue
                 results[p.index].order = SimpleNamespace(**p.order)
                 results[p.index].decision = p.decision
+            self._publish_claims(tenant_id, [p for p in prepared if not results[p.index].replayed])
             return
         for p in prepared:
             results[p.index].order = SimpleNamespace(**p.order)
@@ -657,25 +678,33 @@ class OrderService:
         self._use_locates(session, prepared)
         self.audit.append(session, tenant_id, audit)
 
+    @classmethod
+    def _use_locates(cls, session: Session, prepared: list[_Prepared]) -> None:
+        for p in prepared:
+            if p.request is not None and p.valid.side is Side.SELL_SHORT:
+                cls._take_locates(session, p.order["tenant_id"], p.valid.account,
+                                  p.decision.context.instrument_key, p.valid.quantity,
+                                  p.order["created_at"])
+
     @staticmethod
-    def _use_locates(session: Session, prepared: list[_Prepared]) -> None:
-        shorts = [p for p in prepared if p.request is not None and p.valid.side is Side.SELL_SHORT]
-        if not shorts:
-            return
-        for p in shorts:
-            need = p.valid.quantity
-            key = p.decision.context.instrument_key
-            rows = session.exec(select(Locate).where(Locate.account == p.valid.account,
-                                                     Locate.instrument_key == key,
-                                                     col(Locate.remaining) > 0)
-                                .order_by(col(Locate.created_at))).all()
-            for loc in rows:
-                if need <= 0:
-                    break
-                take = min(need, loc.remaining)
-                loc.remaining -= take
-                need -= take
-                session.add(loc)
+    def _take_locates(session: Session, tenant_id: str, account: str, key: str, need: Decimal,
+                      now: datetime) -> None:
+        """Use `need` located shares, oldest locate first; an expired one covers nothing (as
+        in _books)."""
+        rows = session.exec(select(Locate).where(Locate.tenant_id == tenant_id,
+                                                 Locate.account == account,
+                                                 Locate.instrument_key == key,
+                                                 col(Locate.remaining) > 0)
+                            .order_by(col(Locate.created_at))).all()
+        for loc in rows:
+            if need <= 0:
+                break
+            if loc.expires_at is not None and loc.expires_at <= now:
+                continue
+            take = min(need, loc.remaining)
+            loc.remaining -= take
+            need -= take
+            session.add(loc)
         session.flush()
 
     @staticmethod
@@ -723,9 +752,26 @@ class OrderService:
         for p in prepared:
             p.after = rows.get(p.order["id"])
 
-    def _apply_reports(self, reports: Sequence[ExecutionReport]) -> list[dict[str, Any]]:
+    def _apply_reports(self, reports: Sequence[ExecutionReport], amendment: _Amendment | None = None
+                       ) -> list[dict[str, Any]]:
+        try:
+            return self._apply_reports_once(reports, amendment)
+        except IntegrityError:
+            # Another writer changed one of these orders between this read and its write (the
+            # stuck-order sweep, another process): an event number or a new position collided.
+            # Nothing was written; read again and apply what is still legal from there.
+            log.warning("execution reports collided with another writer; applying them again",
+                        extra={"reports": len(reports)})
+            if amendment is not None:
+                amendment.written = False
+            return self._apply_reports_once(reports, amendment)
+
+    def _apply_reports_once(self, reports: Sequence[ExecutionReport],
+                            amendment: _Amendment | None = None) -> list[dict[str, Any]]:
         """Apply reports in order, in one transaction across every tenant they concern. Rows
-        are read and written with Core statements (executemany), not ORM objects per row."""
+        are read and written with Core statements (executemany), not ORM objects per row. An
+        `amendment` (the request whose replace caused them) is written with its REPLACED
+        report: the new limit price and its audit record commit with the new quantity."""
         ids = list(dict.fromkeys(r.client_order_id for r in reports))
         if not ids:
             return []
@@ -756,10 +802,21 @@ class OrderService:
                               extra={"order_id": order["id"], "status": before, "event": str(event)})
                     continue
                 order["status"] = str(after)
+                more = report.leaves_qty - order["leaves_qty"]
                 order["cum_qty"], order["leaves_qty"] = report.cum_qty, report.leaves_qty
                 order["avg_px"] = report.avg_px
                 if event is states.OrderEvent.REPLACED:
                     order["quantity"] = report.cum_qty + report.leaves_qty
+                    if amendment is not None and amendment.order_id == order["id"] \
+                            and not amendment.refused and not amendment.written:
+                        if amendment.limit_price is not None:
+                            order["limit_price"] = amendment.limit_price
+                        if amendment.locate_key is not None and more > 0:
+                            self._take_locates(session, order["tenant_id"], order["account"],
+                                               amendment.locate_key, more,
+                                               amendment.at or report.at)
+                        audit[order["tenant_id"]].append(amendment.entry)
+                        amendment.written = True
                 if report.venue_order_id:
                     order["venue_order_id"] = report.venue_order_id
                 if event in (states.OrderEvent.REJECTED, states.OrderEvent.CANCELED,
@@ -913,6 +970,8 @@ class OrderService:
             with self.db.tenant_session(tenant_id) as session:
                 controls = controls_of(load_row(session, tenant_id), tenant_id)
                 books = self._books(session, tenant_id, {order.account}, controls, now)
+                # Its reservation as the books just counted it (fills may have come since).
+                held = session.get(Order, order.id) or order
             book = books.get(order.account)
             if book is None:
                 raise AccountNotFound(f"no trading account {order.account!r}")
@@ -926,12 +985,14 @@ class OrderService:
                                    order.ord_type, order.time_in_force,  # type: ignore[arg-type]
                                    qty - order.cum_qty, price or order.limit_price, order.stop_price,
                                    order.currency, order.expire_at, now)
-            market, _ = self._reference(listing.key, now)
+            market, mid = self._reference(listing.key, now)
             book.fingerprints.clear()  # the order itself is not its own duplicate
+            self._release_own(book, held, listing)
+            fx, lot = self._fx_and_lot(listing, book, request, mid, now)
             ctx = self.engine.context(
                 request, instrument=InstrumentFacts(listing.isin, listing.currency, listing.asset_class),
                 client=book.client(), account=book.state(), market=market, controls=controls,
-                now=now, tick_size=listing.tick_size, lot_size=Decimal(listing.lot_size))
+                now=now, fx_rate=fx, tick_size=listing.tick_size, lot_size=lot)
             decision = self.engine.check(ctx)
             with self.db.tenant_transaction(tenant_id) as session:
                 record = decision.record()
@@ -950,27 +1011,50 @@ class OrderService:
         if connector is None:
             raise states.OrderNotAmendable("the order's venue connector is gone")
         refused: list[ExecutionReport] = []
+        amendment = _Amendment(order.id, price, AuditEntry(
+            "order.amend_requested", order.id,
+            {"client_order_id": order.client_order_id, "quantity": _plain(qty),
+             "limit_price": _plain(price)}, user_id),
+            locate_key=ctx.instrument_key if order.side == str(Side.SELL_SHORT) else None, at=now)
 
         def replace() -> list[ExecutionReport]:
             reports = connector.replace(order.id, order.mic, qty, price)
             if reports and reports[0].exec_type is ExecType.REJECTED \
                     and reports[0].client_order_id == order.id:
                 refused.append(reports[0])  # a refused replace (see cancel)
+                amendment.refused = True
                 return reports[1:]
             return reports
 
-        _, changed = self._at_venue(replace)
+        _, changed = self._at_venue(replace, amendment)
         if refused:
             raise VenueRefused(f"the venue refused the amendment: {refused[0].text}",
                                details={"venueCode": refused[0].reject_code})
-        if price is not None:
+        if not amendment.written:
+            # The venue took it without a REPLACED report for the order (none applied): the
+            # price and the request's record still go together, in one transaction.
             with self.db.tenant_transaction(tenant_id) as session:
-                session.execute(update(Order).where(col(Order.id) == order.id)
-                                .values(limit_price=price))
-        self._audit_request(tenant_id, user_id, "order.amend_requested", order,
-                            {"quantity": _plain(qty), "limit_price": _plain(price)})
+                if price is not None:
+                    session.execute(update(Order).where(col(Order.id) == order.id)
+                                    .values(limit_price=price))
+                self.audit.append(session, tenant_id, [amendment.entry])
         self._publish(changed)
         return self.get(tenant_id, order_id)
+
+    @staticmethod
+    def _release_own(book: _AccountBook, order: Order, listing: Any) -> None:
+        """Take the amended order's own reservation out of the book (as _books counted it), so
+        the amendment is not checked against itself: its credit and, for a short sale, the
+        located shares its unfilled part holds."""
+        if order.status not in OPEN_STATUSES:
+            return
+        if order.side in SHORT_OR_BUY and order.currency == book.row.currency:
+            price = order.limit_price if order.limit_price is not None else (
+                order.stop_price if order.stop_price is not None else order.avg_px)
+            book.credit_used = max(book.credit_used - order.leaves_qty * (price or ZERO), ZERO)
+        if order.side == str(Side.SELL_SHORT):
+            key = listing.isin or listing.key
+            book.locates[key] = book.locates.get(key, ZERO) + order.leaves_qty
 
     def _audit_request(self, tenant_id: str, user_id: str | None, kind: str, order: Order,
                        payload: dict[str, Any]) -> None:
@@ -1115,6 +1199,9 @@ class OrderService:
                 if name == "collar_pct" and value is None:
                     raise InvalidInput("collarPct cannot be removed", code="CONTROLS_INVALID")
             elif name == "collar_pct_by_mic":
+                if value is not None and not isinstance(value, dict):
+                    raise InvalidInput("collarPctByMic is an object of MIC to percent",
+                                       code="CONTROLS_INVALID")
                 clean[name] = {str(k).upper(): str(_money(v, name, positive=True))
                                for k, v in (value or {}).items()}
             elif name in ("throttle_max_orders", "throttle_window_ms", "duplicate_window_ms"):

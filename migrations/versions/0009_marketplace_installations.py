@@ -55,6 +55,8 @@ def upgrade() -> None:
     sa.Column('config', sa.JSON(), nullable=False),
     sa.Column('sealed_secrets', sa.Text(), nullable=True),
     sa.Column('secret_fields', sa.JSON(), nullable=False),
+    sa.Column('previous_config', sa.JSON(), nullable=True),
+    sa.Column('previous_sealed_secrets', sa.Text(), nullable=True),
     sa.Column('installed_by', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=True),
     sa.Column('created_at', gateway.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', gateway.db.UTCDateTime(timezone=True), nullable=False),

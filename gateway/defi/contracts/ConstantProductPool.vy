@@ -3,6 +3,7 @@
 
 Swaps pull `amount_in` with transferFrom (approve the pool first); they revert when the output
 is under `min_out` or the deadline has passed, so a moved price cannot fill the trader worse.
+State-changing functions are @nonreentrant and move the reserves before calling a token.
 """
 
 from ethereum.ercs import IERC20
@@ -83,6 +84,7 @@ def get_amount_out(token_in: address, amount_in: uint256) -> uint256:
 
 
 @external
+@nonreentrant
 def swap(token_in: address, amount_in: uint256, min_out: uint256, to: address,
          deadline: uint256) -> uint256:
     assert block.timestamp <= deadline, "expired"
@@ -93,20 +95,22 @@ def swap(token_in: address, amount_in: uint256, min_out: uint256, to: address,
     assert amount_out >= min_out, "insufficient output"
     assert amount_out < reserve_out, "insufficient liquidity"
     token_out: address = self.token1 if token_in == self.token0 else self.token0
-    assert extcall IERC20(token_in).transferFrom(msg.sender, self, amount_in, default_return_value=True)
-    assert extcall IERC20(token_out).transfer(to, amount_out, default_return_value=True)
+    # effects before interactions: a token calling back finds the reserves already moved
     if token_in == self.token0:
         self.reserve0 = reserve_in + amount_in
         self.reserve1 = reserve_out - amount_out
     else:
         self.reserve1 = reserve_in + amount_in
         self.reserve0 = reserve_out - amount_out
+    assert extcall IERC20(token_in).transferFrom(msg.sender, self, amount_in, default_return_value=True)
+    assert extcall IERC20(token_out).transfer(to, amount_out, default_return_value=True)
     log Swap(sender=msg.sender, token_in=token_in, amount_in=amount_in, amount_out=amount_out, to=to)
     log Sync(reserve0=self.reserve0, reserve1=self.reserve1)
     return amount_out
 
 
 @external
+@nonreentrant
 def add_liquidity(amount0: uint256, amount1: uint256, min_liquidity: uint256, to: address) -> uint256:
     assert amount0 > 0 and amount1 > 0, "zero amount"
     liquidity: uint256 = 0
@@ -116,18 +120,19 @@ def add_liquidity(amount0: uint256, amount1: uint256, min_liquidity: uint256, to
         liquidity = min(amount0 * self.totalSupply // self.reserve0,
                         amount1 * self.totalSupply // self.reserve1)
     assert liquidity > 0 and liquidity >= min_liquidity, "insufficient liquidity minted"
-    assert extcall IERC20(self.token0).transferFrom(msg.sender, self, amount0, default_return_value=True)
-    assert extcall IERC20(self.token1).transferFrom(msg.sender, self, amount1, default_return_value=True)
     self.totalSupply += liquidity
     self.balanceOf[to] += liquidity
     self.reserve0 += amount0
     self.reserve1 += amount1
+    assert extcall IERC20(self.token0).transferFrom(msg.sender, self, amount0, default_return_value=True)
+    assert extcall IERC20(self.token1).transferFrom(msg.sender, self, amount1, default_return_value=True)
     log Mint(sender=msg.sender, amount0=amount0, amount1=amount1, liquidity=liquidity)
     log Sync(reserve0=self.reserve0, reserve1=self.reserve1)
     return liquidity
 
 
 @external
+@nonreentrant
 def remove_liquidity(liquidity: uint256, min0: uint256, min1: uint256, to: address) -> (uint256, uint256):
     assert liquidity > 0, "zero liquidity"
     amount0: uint256 = liquidity * self.reserve0 // self.totalSupply

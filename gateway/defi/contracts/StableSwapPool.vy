@@ -5,6 +5,7 @@ D and y are found by Newton's iteration exactly as Curve's StableSwap does (inte
 stop when a step moves by at most 1). Balances are scaled to 18 decimals by `RATES` before the
 invariant sees them. The fee (in 1e-10 units) is taken from the output and stays in the pool.
 Liquidity is added without Curve's imbalance fee (the demo pools are seeded balanced).
+State-changing functions are @nonreentrant and move the balances before calling a token.
 """
 
 from ethereum.ercs import IERC20
@@ -152,6 +153,7 @@ def get_virtual_price() -> uint256:
 
 
 @external
+@nonreentrant
 def exchange(i: int128, j: int128, dx: uint256, min_dy: uint256, deadline: uint256) -> uint256:
     assert block.timestamp <= deadline, "expired"
     ui: uint256 = convert(i, uint256)
@@ -159,22 +161,21 @@ def exchange(i: int128, j: int128, dx: uint256, min_dy: uint256, deadline: uint2
     dy: uint256 = self._dy(ui, uj, dx)
     assert dy >= min_dy, "insufficient output"
     assert dy < self.balances[uj], "insufficient liquidity"
-    assert extcall IERC20(self.coins[ui]).transferFrom(msg.sender, self, dx, default_return_value=True)
-    assert extcall IERC20(self.coins[uj]).transfer(msg.sender, dy, default_return_value=True)
+    # effects before interactions: a token calling back finds the balances already moved
     self.balances[ui] += dx
     self.balances[uj] -= dy
+    assert extcall IERC20(self.coins[ui]).transferFrom(msg.sender, self, dx, default_return_value=True)
+    assert extcall IERC20(self.coins[uj]).transfer(msg.sender, dy, default_return_value=True)
     log TokenExchange(buyer=msg.sender, sold_id=i, tokens_sold=dx, bought_id=j, tokens_bought=dy)
     return dy
 
 
 @external
+@nonreentrant
 def add_liquidity(amounts: uint256[N_COINS], min_mint: uint256) -> uint256:
     D0: uint256 = self._get_D(self._xp(), self.A)
     for k: uint256 in range(N_COINS):
-        if amounts[k] > 0:
-            assert extcall IERC20(self.coins[k]).transferFrom(msg.sender, self, amounts[k],
-                                                              default_return_value=True)
-            self.balances[k] += amounts[k]
+        self.balances[k] += amounts[k]
     D1: uint256 = self._get_D(self._xp(), self.A)
     assert D1 > D0, "zero deposit"
     minted: uint256 = D1
@@ -183,11 +184,16 @@ def add_liquidity(amounts: uint256[N_COINS], min_mint: uint256) -> uint256:
     assert minted >= min_mint, "slippage"
     self.totalSupply += minted
     self.balanceOf[msg.sender] += minted
+    for k: uint256 in range(N_COINS):
+        if amounts[k] > 0:
+            assert extcall IERC20(self.coins[k]).transferFrom(msg.sender, self, amounts[k],
+                                                              default_return_value=True)
     log AddLiquidity(provider=msg.sender, amount0=amounts[0], amount1=amounts[1], liquidity=minted)
     return minted
 
 
 @external
+@nonreentrant
 def remove_liquidity(amount: uint256, min_amounts: uint256[N_COINS]) -> uint256[N_COINS]:
     assert amount > 0, "zero liquidity"
     out: uint256[N_COINS] = empty(uint256[N_COINS])
@@ -195,8 +201,9 @@ def remove_liquidity(amount: uint256, min_amounts: uint256[N_COINS]) -> uint256[
         out[k] = self.balances[k] * amount // self.totalSupply
         assert out[k] >= min_amounts[k], "slippage"
         self.balances[k] -= out[k]
-        assert extcall IERC20(self.coins[k]).transfer(msg.sender, out[k], default_return_value=True)
     self.balanceOf[msg.sender] -= amount
     self.totalSupply -= amount
+    for k: uint256 in range(N_COINS):
+        assert extcall IERC20(self.coins[k]).transfer(msg.sender, out[k], default_return_value=True)
     log RemoveLiquidity(provider=msg.sender, amount0=out[0], amount1=out[1], liquidity=amount)
     return out

@@ -8,7 +8,12 @@
     (allocate). Withdrawals stay open while paused: a depositor takes its share of
     the total assets, paid from the idle balance, which `recall` (strategy -> vault,
     also open while paused) refills.
-    total_assets = idle balance + allocated; shares = amount * supply / total_assets.
+    total_assets = idle + allocated; shares = amount * supply / total_assets. `idle` is kept in
+    storage and moved only by deposit, withdraw, allocate and recall: tokens sent to the vault
+    directly (a "donation") are not counted, so nobody can inflate the share price in front of
+    the next depositor. A strategy's gain enters by `recall` of more than was allocated.
+    A strategy change may only be proposed with nothing allocated, and nothing can be allocated
+    while one is pending: depositors can always leave before the new strategy receives funds.
 """
 
 from ethereum.ercs import IERC20
@@ -55,6 +60,7 @@ strategy: public(address)
 timelock_delay: public(uint256)
 paused: public(bool)
 allocated: public(uint256)
+idle: public(uint256)
 total_shares: public(uint256)
 shares_of: public(HashMap[address, uint256])
 pending_strategy: public(address)
@@ -76,7 +82,7 @@ def __init__(asset: address, timelock_delay: uint256, strategy: address):
 @internal
 @view
 def _total_assets() -> uint256:
-    return staticcall self.asset.balanceOf(self) + self.allocated
+    return self.idle + self.allocated
 
 
 @external
@@ -96,6 +102,7 @@ def deposit(amount: uint256) -> uint256:
     assert shares > 0, "shares"
     self.total_shares = supply + shares
     self.shares_of[msg.sender] += shares
+    self.idle += amount
     assert extcall self.asset.transferFrom(msg.sender, self, amount, default_return_value=True)
     log Deposit(account=msg.sender, assets=amount, shares=shares)
     return shares
@@ -106,6 +113,8 @@ def withdraw(shares: uint256) -> uint256:
     assert shares > 0, "shares"
     assert self.shares_of[msg.sender] >= shares, "exceeds shares"
     amount: uint256 = shares * self._total_assets() // self.total_shares
+    assert amount <= self.idle, "idle: recall first"
+    self.idle -= amount
     self.shares_of[msg.sender] -= shares
     self.total_shares -= shares
     assert extcall self.asset.transfer(msg.sender, amount, default_return_value=True)
@@ -118,7 +127,9 @@ def allocate(amount: uint256):
     assert msg.sender == self.owner, "owner"
     assert not self.paused, "paused"
     assert self.strategy != empty(address), "no strategy"
-    assert amount > 0, "amount"
+    assert self.strategy_eta == 0, "strategy change pending"
+    assert amount > 0 and amount <= self.idle, "amount"
+    self.idle -= amount
     self.allocated += amount
     assert extcall self.asset.transfer(self.strategy, amount, default_return_value=True)
     log Allocated(strategy=self.strategy, amount=amount)
@@ -126,10 +137,12 @@ def allocate(amount: uint256):
 
 @external
 def recall(amount: uint256):
-    """Pulls assets back from the strategy (which must have approved the vault)."""
+    """Pulls assets back from the strategy (which must have approved the vault); more than
+    allocated is the strategy's gain, shared by all depositors."""
     assert msg.sender == self.owner, "owner"
-    assert amount > 0 and amount <= self.allocated, "amount"
-    self.allocated -= amount
+    assert amount > 0, "amount"
+    self.allocated -= min(amount, self.allocated)
+    self.idle += amount
     assert extcall self.asset.transferFrom(self.strategy, self, amount, default_return_value=True)
     log Recalled(strategy=self.strategy, amount=amount)
 
@@ -138,6 +151,7 @@ def recall(amount: uint256):
 def propose_strategy(strategy: address):
     assert msg.sender == self.owner, "owner"
     assert not self.paused, "paused"
+    assert self.allocated == 0, "recall first"
     self.pending_strategy = strategy
     self.strategy_eta = block.timestamp + self.timelock_delay
     log ChangeProposed(kind="strategy", target=strategy, eta=self.strategy_eta)

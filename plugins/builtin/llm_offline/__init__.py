@@ -42,7 +42,8 @@ class OfflineProvider:
                                           facts.get("regime") or {})
             answer: dict[str, Any] = doc
         elif task == "strategy.improve":
-            answer, reason = templates.revise(facts["document"], int(facts.get("trial", 0)))
+            answer, reason = templates.revise(facts["document"], int(facts.get("trial", 0)),
+                                              facts.get("constraints") or {})
         elif task == "news.analyze":
             answer = {"analyses": [lexicon.analyse_item(item, facts.get("instruments") or ())
                                    for item in facts.get("items", ())]}

@@ -8,10 +8,12 @@ Choice (first that applies):
   a clear trend (up or down) → trend following; a sideways market → mean reversion.
 Modifiers: "news"/"sentiment" in the objective adds a news-sentiment filter to the entry;
 "short" (and not "long only") trades the short side; "conservative"/"low risk" halves the
-position sizes; constraints `max_position` and `stop_loss` override the template's.
+position sizes. Constraints (`max_position`, `stop_loss`, `max_drawdown`) clamp the template's
+values: each risk limit and sizing fraction becomes the smaller of the two.
 
 Revisions (`revise`, for the improvement loop) walk a fixed list of changes (slower or faster
-windows, tighter or looser stops, smaller sizes), one per trial, so a run is reproducible.
+windows, tighter or looser stops, smaller sizes), one per trial, so a run is reproducible;
+the revised document is clamped to the constraints again, so no change loosens them.
 """
 
 from __future__ import annotations
@@ -81,18 +83,27 @@ def build(objective: str, constraints: Mapping[str, Any], universe: Sequence[str
         entry = {"op": "and", "args": [entry, mood]}
     risk: dict[str, Any] = {"max_position": round(min(0.25, 0.25 * scale * 2), 4),
                             "stop_loss": 0.08, "max_drawdown": 0.25}
-    for key in ("max_position", "stop_loss", "max_drawdown"):
-        if constraints.get(key) is not None:
-            risk[key] = float(constraints[key])
-    if "fraction" in sizing:
-        sizing["fraction"] = min(sizing["fraction"], risk["max_position"])
     doc = {"dsl_version": 1, "name": name,
            "description": f"Built offline from a template, not by a language model: {reason}. "
                           f"Objective: {objective[:500]}",
            "interval": "1d", "side": "short" if short else "long",
            "universe": {"instruments": list(universe)},
            "signals": signals, "entry": entry, "exit": exit_, "sizing": sizing, "risk": risk}
+    clamp(doc, constraints)
     return doc, f"template {style}: {reason}"
+
+
+def clamp(doc: dict[str, Any], constraints: Mapping[str, Any]) -> None:
+    """Tighten the document's risk limits and sizing fractions to the constraints (in place);
+    a limit the template lacks takes the constraint's value."""
+    risk, sizing = doc["risk"], doc["sizing"]
+    for key in ("max_position", "stop_loss", "max_drawdown"):
+        limit = constraints.get(key)
+        if limit is not None:
+            risk[key] = min(float(risk[key]), float(limit)) if key in risk else float(limit)
+    for key in ("fraction", "max_fraction"):
+        if key in sizing:
+            sizing[key] = min(sizing[key], risk["max_position"])
 
 
 def _scale_windows(doc: dict[str, Any], factor: float) -> None:
@@ -118,8 +129,11 @@ def _halve(doc: dict[str, Any]) -> None:
             sizing[key] = round(sizing[key] / 2, 6)
 
 
-def revise(document: Mapping[str, Any], trial: int) -> tuple[dict[str, Any], str]:
+def revise(document: Mapping[str, Any], trial: int,
+           constraints: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
     label, change = REVISIONS[trial % len(REVISIONS)]
     doc = copy.deepcopy(dict(document))
     change(doc)
+    if constraints:
+        clamp(doc, constraints)
     return doc, f"offline revision {trial + 1}: {label}"
