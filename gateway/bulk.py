@@ -4,7 +4,9 @@ an executemany INSERT elsewhere.
 COPY costs about half the CPU of psycopg's pipelined executemany (about 10 µs a row against
 20 in order intake: no statement, parameter dumping and result per row). The values go through
 the same SQLAlchemy bind processors as an INSERT's (UTCDateTime, JSON), so the stored rows are
-the same, and a unique violation surfaces as SQLAlchemy's IntegrityError, as the INSERT's does."""
+the same, and a unique violation surfaces as SQLAlchemy's IntegrityError, as the INSERT's does.
+A multi-row VALUES statement was tried too: compiling it per batch cost more than the round
+trips it saved."""
 
 from __future__ import annotations
 

@@ -318,14 +318,7 @@ class Installations:
                 raise InvalidInput(f"{plugin_id} {version} is already installed",
                                    code="PLUGIN_VERSION_INSTALLED")
             ref = self._installable(tenant_id, plugin_id, version)
-            merged = self._open_config(tenant_id, row) if config is None else dict(config)
-            plain, sealed, secret_paths = self._config(tenant_id, ref, merged, row)
-            new = _copy_row(row, version_id=ref.version_id, version=ref.version, config=plain,
-                            sealed_secrets=sealed, secret_fields=secret_paths,
-                            previous_version_id=row.version_id, previous_config=row.config,
-                            previous_sealed_secrets=row.sealed_secrets)
-            return self._change(tenant_id, actor, ref, new, "UPGRADED", row.version, None,
-                                replaced=self._current(tenant_id, plugin_id))
+            return self._switch_version(tenant_id, actor, plugin_id, ref, row, row, config, "UPGRADED")
 
     def rollback(self, tenant_id: str, actor: str | None, plugin_id: str,
                  config: Mapping[str, Any] | None = None) -> PluginInstallation:
@@ -341,14 +334,22 @@ class Installations:
             # Rows written before previous_config existed fall back to the current configuration.
             kept = (_copy_row(row, config=row.previous_config, sealed_secrets=row.previous_sealed_secrets)
                     if row.previous_config is not None else row)
-            merged = self._open_config(tenant_id, kept) if config is None else dict(config)
-            plain, sealed, secret_paths = self._config(tenant_id, ref, merged, kept)
-            new = _copy_row(row, version_id=ref.version_id, version=ref.version, config=plain,
-                            sealed_secrets=sealed, secret_fields=secret_paths,
-                            previous_version_id=row.version_id, previous_config=row.config,
-                            previous_sealed_secrets=row.sealed_secrets)
-            return self._change(tenant_id, actor, ref, new, "ROLLED_BACK", row.version, None,
-                                replaced=self._current(tenant_id, plugin_id))
+            return self._switch_version(tenant_id, actor, plugin_id, ref, row, kept, config,
+                                        "ROLLED_BACK")
+
+    def _switch_version(self, tenant_id: str, actor: str | None, plugin_id: str, ref: VersionRef,
+                        row: PluginInstallation, configured: PluginInstallation,
+                        config: Mapping[str, Any] | None, action: str) -> PluginInstallation:
+        """Move the installation to `ref`, configured by `config` or else by `configured`'s
+        configuration; the version left behind, with its configuration, becomes the previous."""
+        merged = self._open_config(tenant_id, configured) if config is None else dict(config)
+        plain, sealed, secret_paths = self._config(tenant_id, ref, merged, configured)
+        new = _copy_row(row, version_id=ref.version_id, version=ref.version, config=plain,
+                        sealed_secrets=sealed, secret_fields=secret_paths,
+                        previous_version_id=row.version_id, previous_config=row.config,
+                        previous_sealed_secrets=row.sealed_secrets)
+        return self._change(tenant_id, actor, ref, new, action, row.version, None,
+                            replaced=self._current(tenant_id, plugin_id))
 
     def uninstall(self, tenant_id: str, actor: str | None, plugin_id: str) -> PluginInstallation:
         with self._tenant_lock(tenant_id):

@@ -1007,6 +1007,13 @@ class DefiChainView:
     web3: Any
     directory: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
+    def pool_addresses(self, protocol: str, extra: Mapping[str, Sequence[str]] | None = None
+                       ) -> list[str]:
+        """The directory's pools of `protocol` on this chain, then `extra`'s (a plugin's
+        configured pools, keyed by chain id as a string), each once, in that order."""
+        configured = (extra or {}).get(str(self.chain_id), ())
+        return list(dict.fromkeys([*self.directory.get(protocol, ()), *configured]))
+
 
 @dataclass(frozen=True)
 class DefiPool:

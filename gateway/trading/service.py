@@ -672,9 +672,9 @@ class OrderService:
             audit.append(AuditEntry("order.submitted", row["id"], {
                 **self._order_payload(row, event),
                 "compliance": {k: v for k, v in record.items() if k != "timings_ns"}}, user_id))
-        _bulk_insert(session, ORDERS, orders)
-        _bulk_insert(session, EVENTS, events)
-        _bulk_insert(session, DECISIONS, decisions)
+        bulk_insert(session, ORDERS, orders)
+        bulk_insert(session, EVENTS, events)
+        bulk_insert(session, DECISIONS, decisions)
         self._use_locates(session, prepared)
         self.audit.append(session, tenant_id, audit)
 
@@ -852,9 +852,9 @@ class OrderService:
             if changed:
                 session.execute(ORDER_UPDATE, [{"b_" + k: o[k] for k in _UPDATED} for o in changed.values()])
             if executions:
-                _bulk_insert(session, EXECUTIONS, executions)
+                bulk_insert(session, EXECUTIONS, executions)
             if events:
-                _bulk_insert(session, EVENTS, events)
+                bulk_insert(session, EVENTS, events)
             self._write_positions(session, positions)
             # Chains in one order, so two transactions never wait on each other's heads.
             for tenant_id, entries in sorted(audit.items()):
@@ -879,7 +879,7 @@ class OrderService:
         moved = [{"b_" + k: p[k] for k in _POSITION_UPDATED} for p in positions.values()
                  if p["_state"] == "moved"]
         if new:
-            _bulk_insert(session, POSITIONS, new)
+            bulk_insert(session, POSITIONS, new)
         if moved:
             session.execute(POSITION_UPDATE, moved)
 
@@ -1260,12 +1260,6 @@ class OrderService:
                 user_id)])
         return row
 
-
-def _bulk_insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
-    """COPY on PostgreSQL, one executemany INSERT elsewhere (gateway/bulk.py). A
-    multi-row VALUES statement was tried: compiling it per batch cost more than the round trips
-    it saved."""
-    bulk_insert(session, table, rows)
 
 
 def _local_reject(request: OrderRequest, mic: str) -> ExecutionReport:

@@ -135,9 +135,8 @@ class StableSwapProtocol:
         self._extra = {str(k): list(v) for k, v in (extra_pools or {}).items()}
 
     def pools(self, chain: DefiChainView) -> list[DefiPool]:
-        addresses = list(chain.directory.get(NAME, ())) + self._extra.get(str(chain.chain_id), [])
         block = chain.web3.eth.block_number
-        return [self._read(chain, address, block) for address in dict.fromkeys(addresses)]
+        return [self._read(chain, address, block) for address in chain.pool_addresses(NAME, self._extra)]
 
     def refresh(self, chain: DefiChainView, pool: DefiPool) -> DefiPool:
         functions = self._contract(chain, pool.address).functions
