@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.marketplace.inspection import inspect_package
 from marketplace import signing
 from marketplace.build import build_wheel
-from marketplace.inspection import inspect_package
 from marketplace.manifest import parse_manifest
 from marketplace.wheel import read_wheel
 

@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.cli import migrate_database  # noqa: E402
+from gateway.marketplace.install_models import PluginInstallation  # noqa: E402
 from gateway.runtime import build_runtime  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
-from marketplace.install_models import PluginInstallation  # noqa: E402
 from marketplace.signing import generate_key, sign  # noqa: E402
 from schema.tenant import tenant_composer  # noqa: E402
 

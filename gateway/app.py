@@ -28,13 +28,13 @@ from gateway.http.middleware import RequestMiddleware
 from gateway.http.reports import report_download
 from gateway.http.websocket import SubscriptionEndpoint
 from gateway.jobs.broker import start_worker
+from gateway.marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import make_tracer
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.strategies.dsl import STRATEGY_SCHEMA
 from gateway.trading.clock import run_venue_clock
-from marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -153,7 +153,9 @@ def apikey_create(settings: Settings, slug: str, email: str, name: str,
         if user is None:
             raise click.ClickException(f"USER_NOT_FOUND: no user {email} in {slug}")
         expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
-        _, key = runtime.tenancy.create_api_key(tenant_row.id, user.id, name, expires_at=expires)
+        # The operator is the platform: it may make a key for any user, a platform admin too.
+        _, key = runtime.tenancy.create_api_key(tenant_row.id, user.id, name, expires_at=expires,
+                                                by_platform=True)
     except DomainError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     click.echo(f"API key (shown once): {key}")
@@ -190,7 +192,9 @@ def role_grant(settings: Settings, slug: str, email: str, role_name: str) -> Non
                 runtime.audit.append(session, None, [AuditEntry(
                     "permission.granted", user.id, {"role": role_name, "tenant": slug}, "cli")])
         else:
-            runtime.tenancy.grant_role(tenant_row.id, user.id, role_name, actor="cli")
+            # The operator is the platform: it grants vendor too (a tenant admin only asks).
+            runtime.tenancy.grant_role(tenant_row.id, user.id, role_name, actor="cli",
+                                       by_platform=True)
     except DomainError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     click.echo(f"{email} is {role_name}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from marketplace.errors import ToolkitError
+
 
 class DomainError(Exception):
     """An expected failure a client can act on. `code` is stable; `message` is for humans."""
@@ -50,6 +52,10 @@ class Conflict(DomainError):
     code = "CONFLICT"
     http_status = 409
 
+
+# What a client may see as is: the gateway's own errors and the vendor toolkit's (manifest,
+# wheel, signature), which cannot import this module.
+CLIENT_ERRORS: tuple[type[Exception], ...] = (DomainError, ToolkitError)
 
 # Codes raised by the transport rather than a service.
 INTERNAL_ERROR = "INTERNAL_SERVER_ERROR"

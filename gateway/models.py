@@ -19,11 +19,18 @@ from gateway.fx.models import (
     UnsettledTrade,
 )
 from gateway.jobs.models import Job
+from gateway.marketplace.install_models import (
+    PluginInstallation,
+    PluginInstallationEvent,
+    PluginRating,
+    PluginUsage,
+)
+from gateway.marketplace.models import Plugin, PluginVersion, Vendor
 from gateway.reports.models import ReportFile
 from gateway.strategies.models import Backtest, DecisionExplanation, Strategy, StrategyVersion
 from gateway.strategies.news_models import NewsAnalysis
 from gateway.strategies.synthesis_models import SynthesisRun
-from gateway.tenancy.models import ApiKey, Tenant, User
+from gateway.tenancy.models import ApiKey, Tenant, User, VendorRoleRequest
 from gateway.trading.models import (
     AccountPosition,
     ComplianceControlsRow,
@@ -34,13 +41,6 @@ from gateway.trading.models import (
     OrderEvent,
     TradingAccount,
 )
-from marketplace.install_models import (
-    PluginInstallation,
-    PluginInstallationEvent,
-    PluginRating,
-    PluginUsage,
-)
-from marketplace.models import Plugin, PluginVersion, Vendor
 
 __all__ = [
     "AccountPosition",
@@ -85,6 +85,7 @@ __all__ = [
     "UnsettledTrade",
     "User",
     "Vendor",
+    "VendorRoleRequest",
     "metadata",
 ]
 

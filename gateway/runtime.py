@@ -35,6 +35,9 @@ from gateway.jobs.kinds import JobKinds
 from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
 from gateway.marketdata import MarketDataService
+from gateway.marketplace.catalogue import Catalogue
+from gateway.marketplace.install import Installations, build_installations
+from gateway.marketplace.publishing import MarketplacePublishing
 from gateway.markets.service import MarketsService
 from gateway.patterns import PatternService
 from gateway.quantum import PortfolioOptimisationService
@@ -47,11 +50,9 @@ from gateway.strategies.kind import strategy_backtest_kind
 from gateway.strategies.llm_lab import LLMLab, build_llm_lab
 from gateway.strategies.service import StrategyService
 from gateway.tenancy.service import TenancyService
+from gateway.tenancy.vendor_role import VendorRoleRequests
 from gateway.trading.controls import load_controls
 from gateway.trading.service import OrderService
-from marketplace.catalogue import Catalogue
-from marketplace.install import Installations, build_installations
-from marketplace.service import MarketplacePublishing
 from plugins.builtin import BUILTINS
 from plugins.host import PluginHost
 
@@ -67,6 +68,7 @@ class Runtime:
     job_kinds: JobKinds
     jobs: JobService
     tenancy: TenancyService
+    vendor_roles: VendorRoleRequests  # tenant admins ask for the vendor role; the platform decides
     plugins: PluginHost
     markets: MarketsService  # venues and sessions; its clock is the system's unless a test's
     market_data: MarketDataService  # instruments, bars and quotes from data-source plugins
@@ -136,6 +138,7 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     kinds.register(defi_vaults.kind())
     defi_events = DefiEventPoller(db, bus, chains, world_sources(defi_world),
                                   interval_seconds=settings.defi_event_poll_ms / 1000)
+    tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit)
     return Runtime(
         settings=settings,
         db=db,
@@ -145,7 +148,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         broker=broker,
         job_kinds=kinds,
         jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size),
-        tenancy=TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit),
+        tenancy=tenancy,
+        vendor_roles=VendorRoleRequests(db, tenancy, audit, settings.max_page_size),
         plugins=plugins,
         markets=markets,
         market_data=market_data,

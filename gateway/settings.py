@@ -92,6 +92,24 @@ class Settings:
     # pays for it.
     warm_on_start: bool = True
 
+    # The plugin sandbox (gateway/marketplace/sandbox/): one worker process per (tenant, plugin
+    # version). "required" refuses to run marketplace plugins unless the minimum layers (a
+    # dedicated uid, Landlock, seccomp, rlimits) are active; "best-effort" runs with what the
+    # host has (logged at start-up); bubblewrap and cgroups are used where they work.
+    plugin_sandbox: str = "required"
+    plugin_bwrap: bool = True
+    plugin_cgroups: bool = True
+    plugin_call_timeout_s: float = 5.0
+    plugin_start_timeout_s: float = 10.0
+    plugin_idle_s: float = 300.0  # a worker with no call for this long stops (not connectors, rule packs)
+    plugin_memory_mb: int = 512
+    plugin_cpu_fraction: float = 0.5  # of one core, per worker
+    plugin_pids: int = 64
+    plugin_quarantine_failures: int = 5  # crashes or timeouts within 10 minutes
+    # The egress proxy never connects to loopback or private addresses unless this is on
+    # (tests run their "remote" servers on 127.0.0.1).
+    plugin_egress_allow_private: bool = False
+
     # Operations.
     log_level: str = "INFO"
     log_json: bool = True
@@ -113,6 +131,8 @@ class Settings:
                 values[f.name] = _bool(raw)
             elif isinstance(default, int):
                 values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
             elif isinstance(default, tuple):
                 values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
             else:
@@ -134,6 +154,8 @@ class Settings:
             raise ValueError("embedded_worker must be auto, on or off")
         if self.otel_exporter not in {"none", "console", "otlp"}:
             raise ValueError("otel_exporter must be none, console or otlp")
+        if self.plugin_sandbox not in {"required", "best-effort"}:
+            raise ValueError("plugin_sandbox must be required or best-effort")
         if not 0 <= self.llm_max_repairs <= 10:
             raise ValueError("llm_max_repairs must be 0 to 10")
 

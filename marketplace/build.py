@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gateway.errors import InvalidInput
+from marketplace.errors import ToolkitError
 
 IGNORED = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".git")
 
@@ -22,7 +22,7 @@ def build_wheel(source: Path, out_dir: Path, *, timeout_s: float = 300) -> Path:
     """Build the wheel of the project at `source` into `out_dir`; answer its path."""
     source = Path(source).resolve()
     if not (source / "pyproject.toml").is_file():
-        raise InvalidInput(f"{source} has no pyproject.toml", code="BUILD_FAILED")
+        raise ToolkitError(f"{source} has no pyproject.toml", code="BUILD_FAILED")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="alphintra-build-") as tmp:
@@ -35,7 +35,7 @@ def build_wheel(source: Path, out_dir: Path, *, timeout_s: float = 300) -> Path:
             capture_output=True, text=True, timeout=timeout_s, cwd=tmp)
         built = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
         if done.returncode != 0 or len(built) != 1:
-            raise InvalidInput(f"building {source} failed: {(done.stderr or done.stdout)[-1500:]}",
+            raise ToolkitError(f"building {source} failed: {(done.stderr or done.stdout)[-1500:]}",
                                code="BUILD_FAILED")
         target = out_dir / built[0].name
         shutil.copyfile(built[0], target)

@@ -21,10 +21,10 @@ from typing import Any
 
 import click
 
-from gateway.errors import DomainError
+from marketplace.errors import ToolkitError
 
 
-def _fail(exc: DomainError) -> click.ClickException:
+def _fail(exc: ToolkitError) -> click.ClickException:
     return click.ClickException(f"{exc.code}: {exc.message}")
 
 
@@ -92,7 +92,7 @@ def build(source: Path, out_dir: Path) -> None:
         contents = read_wheel(wheel.read_bytes())
         manifest = parse_manifest(contents.manifest_data)
         check_entry_point(contents, manifest.id, manifest.entry_point)
-    except DomainError as exc:
+    except ToolkitError as exc:
         raise _fail(exc) from None
     click.echo(str(wheel))
 
@@ -114,7 +114,7 @@ def sign(wheel: Path, key_file: Path, out: Path | None) -> None:
         contents = read_wheel(data)
         manifest = parse_manifest(contents.manifest_data)
         signature = signing.sign(contents, manifest, key_file.read_text())
-    except DomainError as exc:
+    except ToolkitError as exc:
         raise _fail(exc) from None
     target = out or wheel.with_name(wheel.name + ".sig")
     target.write_text(signature + "\n")

@@ -34,7 +34,7 @@ from jsonschema.exceptions import SchemaError
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from gateway.errors import InvalidInput
+from marketplace.errors import ToolkitError
 
 CATEGORIES = ("data-source", "exchange", "white-label", "analytics", "compliance", "llm")
 PRICING_MODELS = ("free", "flat", "per_call")
@@ -94,7 +94,7 @@ SCHEMA: dict[str, Any] = {
 _VALIDATOR = Draft202012Validator(SCHEMA)
 
 
-class ManifestInvalid(InvalidInput):
+class ManifestInvalid(ToolkitError):
     """`details.errors` lists each problem as {path, message}; paths are JSONPath ($.pricing.model)."""
 
     code = "MANIFEST_INVALID"

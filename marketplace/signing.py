@@ -25,21 +25,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.errors import InvalidInput
+from marketplace.errors import ToolkitError
 from marketplace.wheel import WheelContents, WheelLimits, read_wheel
 
 FORMAT = "alphintra-plugin-signature/1"
 
 
-class SignatureInvalid(InvalidInput):
+class SignatureInvalid(ToolkitError):
     code = "SIGNATURE_INVALID"
 
 
-class PackageUnsigned(InvalidInput):
+class PackageUnsigned(ToolkitError):
     code = "PACKAGE_UNSIGNED"
 
 
-class PublicKeyInvalid(InvalidInput):
+class PublicKeyInvalid(ToolkitError):
     code = "PUBLIC_KEY_INVALID"
 
 
@@ -64,12 +64,12 @@ def load_private_key(value: str | bytes | Ed25519PrivateKey) -> Ed25519PrivateKe
     if text.startswith("-----BEGIN"):
         key = serialization.load_pem_private_key(text.encode(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
-            raise InvalidInput("not an Ed25519 private key", code="PRIVATE_KEY_INVALID")
+            raise ToolkitError("not an Ed25519 private key", code="PRIVATE_KEY_INVALID")
         return key
     try:
         return Ed25519PrivateKey.from_private_bytes(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError):
-        raise InvalidInput("not an Ed25519 private key (32 raw bytes, base64)",
+        raise ToolkitError("not an Ed25519 private key (32 raw bytes, base64)",
                            code="PRIVATE_KEY_INVALID") from None
 
 

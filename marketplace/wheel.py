@@ -32,21 +32,21 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import InvalidInput
+from marketplace.errors import ToolkitError
 
 MANIFEST_FILE = "alphintra_manifest.json"
 ENTRY_POINT_GROUP = "alphintra.plugins"
 
 
-class WheelInvalid(InvalidInput):
+class WheelInvalid(ToolkitError):
     code = "WHEEL_INVALID"
 
 
-class WheelUnsafe(InvalidInput):
+class WheelUnsafe(ToolkitError):
     code = "WHEEL_UNSAFE"
 
 
-class PackageTampered(InvalidInput):
+class PackageTampered(ToolkitError):
     code = "PACKAGE_TAMPERED"
 
 

@@ -1068,3 +1068,39 @@ class DefiProtocol(Protocol):
 
     def swap_call(self, chain: DefiChainView, pool: DefiPool, token_in: str, token_out: str,
                   amount_in: int, min_out: int, recipient: str, deadline: int) -> DefiCall: ...
+
+
+# Network egress (issue 12): a sandboxed plugin has no sockets of its own. It reaches the
+# hosts its manifest names (`network:egress:<host>[:port]`) through the gateway's egress proxy,
+# which refuses every other host, and private and loopback addresses.
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+class EgressRefused(PermissionError):
+    """The gateway's egress proxy refused the request (host not granted, private address,
+    response too large); the message says which."""
+
+
+_EGRESS: Callable[..., Any] | None = None  # set by the worker (plugins/guest/serve.py)
+
+
+def http_request(method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                 body: bytes | None = None, timeout_s: float = 10.0) -> HttpResponse:
+    """An HTTP(S) request through the gateway's egress proxy (sandboxed plugins only; no
+    redirects are followed). Raises EgressRefused, or TimeoutError/ConnectionError."""
+    if _EGRESS is None:
+        raise EgressRefused("egress goes through the gateway's proxy, which serves sandboxed plugins")
+    answer = _EGRESS(method=method.upper(), url=url, headers=dict(headers or {}), body=body,
+                     timeout_s=float(timeout_s))
+    return HttpResponse(status=int(answer["status"]), headers=dict(answer["headers"]),
+                        body=bytes(answer["body"]))

@@ -32,10 +32,11 @@ from schema import (
     strategies,
     strategy_ai,
     tenancy,
+    vendor_role,
 )
 from schema.errors import DomainErrorCodes
 
-DOMAINS = (tenancy, jobs, markets, marketdata, fx, patterns, federated, quantum, audit,
+DOMAINS = (tenancy, vendor_role, jobs, markets, marketdata, fx, patterns, federated, quantum, audit,
            marketplace_publishing, orders, marketplace, defi, defi_lending, reports,
            strategies, strategy_ai)
 FEDERATION_VERSION = "2.7"

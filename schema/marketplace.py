@@ -20,11 +20,11 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from gateway.http.context import RequestContext
-from marketplace.catalogue import CatalogueEntry, StatementLine
-from marketplace.install import events_topic
-from marketplace.install_models import PluginInstallation as InstallationRow
-from marketplace.install_models import PluginInstallationEvent
-from marketplace.models import PluginVersion as VersionRow
+from gateway.marketplace.catalogue import CatalogueEntry, StatementLine
+from gateway.marketplace.install import events_topic
+from gateway.marketplace.install_models import PluginInstallation as InstallationRow
+from gateway.marketplace.install_models import PluginInstallationEvent
+from gateway.marketplace.models import PluginVersion as VersionRow
 from schema.common import DEFAULT_PAGE, Connection, ctx
 from schema.marketdata import Bar, Instrument
 

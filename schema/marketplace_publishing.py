@@ -23,8 +23,8 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from marketplace.models import Plugin, PluginVersion, Vendor
-from marketplace.service import MarketplacePublishing
+from gateway.marketplace.models import Plugin, PluginVersion, Vendor
+from gateway.marketplace.publishing import MarketplacePublishing
 from marketplace.wheel import WheelInvalid
 from schema.common import DEFAULT_PAGE, Connection, ctx
 

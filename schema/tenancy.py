@@ -170,7 +170,9 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation
+    @strawberry.mutation(description="With the role vendor: platform administrators only "
+                                     "(VENDOR_ROLE_NEEDS_PLATFORM); a tenant admin asks with "
+                                     "requestVendorRole.")
     def create_user(self, info: Info, input: CreateUserInput) -> User:
         c = ctx(info)
         me = c.require("user", "write")
@@ -180,7 +182,9 @@ class Mutation:
             c.tenant_id, input.email, display_name=input.display_name, roles=input.roles,
             actor=me.user_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(description="vendor: platform administrators only "
+                                     "(VENDOR_ROLE_NEEDS_PLATFORM); a tenant admin asks with "
+                                     "requestVendorRole.")
     def grant_role(self, info: Info, user_id: strawberry.ID, role: str) -> User:
         c = ctx(info)
         me = c.require("role", "write")

@@ -1,131 +1,189 @@
-"""A tenant's schema: the core schema plus the schema extensions of the plugins it installed.
+"""A tenant's schema: the core schema plus the types and root fields of the SDL its installed
+plugins' workers reported (the gateway never imports plugin code; schema/plugin_fields.py
+forwards each plugin field to the tenant's own worker).
 
-Called by the installation service (through the composer the app hands it), at install,
-upgrade, rollback and start-up, never on a request. Refuses name collisions (a type or a root
-field defined twice, by two plugins or by a plugin and the core) with PLUGIN_SCHEMA_CONFLICT
-naming the plugin, makes a plugin's root fields nullable (a failing one answers null and an
-error, and the rest of the request its data), and wraps every resolver a plugin contributes
-with the service's guard (timeout, PLUGIN_FAILED naming the plugin, its bound context, metering).
+Called by the installation service (through the composer the app hands it) at install,
+upgrade, rollback, configuration and start-up, never on a request. Refuses name collisions (a
+type or a root field defined twice, by two plugins or by a plugin and the core) with
+PLUGIN_SCHEMA_CONFLICT naming the other party; a scalar the core also defines (DateTime, JSON
+...) is the core's. A plugin's root fields are made nullable, so a failing one answers null and
+an error while the rest of the request gets its data.
+
+The core's type objects are used as they are (strawberry's enums and scalars serialize in
+their own way); only the root types are new objects, holding the core's fields and the
+plugins'. Plugin types are rebuilt from each plugin's SDL with references to shared scalars
+pointing at the core's.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from graphql import (
+    GraphQLArgument,
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLInputField,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLList,
     GraphQLNamedType,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLScalarType,
     GraphQLSchema,
     GraphQLUnionType,
-    get_named_type,
+    build_ast_schema,
+    parse,
+    validate_schema,
 )
-from strawberry.exceptions import DuplicatedTypeName
 
+from gateway.marketplace.errors import PluginCallFailed
+from gateway.marketplace.tenant_plugins import ComposedSchema, Forwarder, PluginSchema, SchemaConflict
 from gateway.settings import Settings
-from marketplace.tenant_plugins import ComposedSchema, Guard, SchemaConflict
-from plugins.sdk import SchemaExtension
+from plugins.wire import PLACEHOLDER_FIELD
+from schema import plugin_fields
 from schema.compose import build_schema
 
 ROOTS = ("query", "mutation", "subscription")
 
 
-def _field_names(cls: type | None) -> list[str]:
-    definition = getattr(cls, "__strawberry_definition__", None)
-    if definition is None:
-        return []
-    return [f.graphql_name or _camel(f.python_name) for f in definition.fields]
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _type_name(cls: type) -> str | None:
-    definition = getattr(cls, "__strawberry_definition__", None)
-    return definition.name if definition is not None else None
-
-
-def tenant_composer(settings: Settings) -> Callable[[Sequence[tuple[str, Sequence[SchemaExtension]]], Guard],
+def tenant_composer(settings: Settings) -> Callable[[Sequence[tuple[str, PluginSchema]], Forwarder],
                                                    ComposedSchema]:
-    core: GraphQLSchema = build_schema(settings)._schema
-    core_roots = {root: set(getattr(core, f"{root}_type").fields) if getattr(core, f"{root}_type")
-                  else set() for root in ROOTS}
+    core_strawberry = build_schema(settings)
+    core: GraphQLSchema = core_strawberry._schema
+    root_types = {root: getattr(core, f"{root}_type") for root in ROOTS}
 
-    def compose(contributions: Sequence[tuple[str, Sequence[SchemaExtension]]], guard: Guard
-                ) -> ComposedSchema:
+    def compose(contributions: Sequence[tuple[str, PluginSchema]], forwarder: Forwarder) -> ComposedSchema:
+        root_fields: dict[str, dict[str, GraphQLField]] = {root: {} for root in ROOTS}
         owners: dict[tuple[str, str], str] = {}
-        for plugin_id, extensions in contributions:
-            for extension in extensions:
-                if not isinstance(extension, SchemaExtension):
-                    raise TypeError(f"{plugin_id}: alphintra_schema_extensions returned a "
-                                    f"{type(extension).__name__}, not a SchemaExtension")
-                for root in ROOTS:
-                    for name in _field_names(getattr(extension, root)):
-                        other = owners.get((root, name)) or ("the core schema"
-                                                             if name in core_roots[root] else None)
-                        if other is not None:
-                            raise SchemaConflict(plugin_id, f"{root} field {name!r} is also "
-                                                            f"defined by {other}")
-                        owners[(root, name)] = plugin_id
-                for cls in extension.types:
-                    name = _type_name(cls)
-                    if name in core.type_map:
-                        raise SchemaConflict(plugin_id, f"type {name!r} is defined by the core schema")
-        extensions = [e for _, exts in contributions for e in exts]
+        plugin_types: dict[str, GraphQLNamedType] = {}
+        type_owners: dict[str, str] = {}
+        for plugin_id, plugin_schema in contributions:
+            try:
+                own = build_ast_schema(parse(plugin_schema.sdl))
+            except Exception as exc:
+                raise PluginCallFailed(plugin_id, f"its SDL does not build ({str(exc)[:200]})") from None
+            rebuilt = _Rebuild(plugin_id, own, core, plugin_types, type_owners)
+            for root in ROOTS:
+                own_root = getattr(own, f"{root}_type")
+                for name, field in (own_root.fields.items() if own_root is not None else ()):
+                    if name == PLACEHOLDER_FIELD:
+                        continue
+                    other = owners.get((root, name)) or (
+                        "the core schema" if root_types[root] is not None and name in root_types[root].fields
+                        else None)
+                    if other is not None:
+                        raise SchemaConflict(plugin_id, f"{root} field {name!r} is also defined by {other}")
+                    if root_types[root] is None:
+                        raise SchemaConflict(plugin_id, f"the core schema has no {root} type to extend")
+                    owners[(root, name)] = plugin_id
+                    made = rebuilt.field(field, nullable=True)
+                    if root == "subscription":
+                        made.subscribe = plugin_fields.forward_subscription(plugin_id, forwarder)
+                        made.resolve = plugin_fields.event
+                    else:
+                        made.resolve = plugin_fields.forward(plugin_id, root, forwarder)
+                    root_fields[root][name] = made
+            rebuilt.all_types()
+        roots = {}
+        for root in ROOTS:
+            core_root = root_types[root]
+            if core_root is None:
+                roots[root] = None
+                continue
+            new = copy.copy(core_root)
+            new.fields = {**core_root.fields, **root_fields[root]}
+            roots[root] = new
+        types = [t for name, t in core.type_map.items()
+                 if not name.startswith("__") and t not in root_types.values()]
         try:
-            schema = build_schema(settings, extensions)
-        except DuplicatedTypeName as exc:
+            gql = GraphQLSchema(query=roots["query"], mutation=roots["mutation"],
+                                subscription=roots["subscription"], types=[*types, *plugin_types.values()],
+                                directives=core.directives, extensions=core.extensions)
+            problems = validate_schema(gql)
+        except Exception as exc:
             blamed = contributions[-1][0] if contributions else "?"
-            raise SchemaConflict(blamed, str(exc).splitlines()[0]) from None
-        gql: GraphQLSchema = schema._schema
-        root_fields: dict[tuple[str, str], str] = {}
-        owned_types: dict[str, str] = {}
-        for (root, name), plugin_id in owners.items():
-            root_type = getattr(gql, f"{root}_type")
-            field = root_type.fields[name]
-            root_fields[(root, name)] = plugin_id
-            if root == "subscription":
-                field.subscribe = guard(plugin_id, field.subscribe, "subscription")
-            else:
-                field.resolve = guard(plugin_id, field.resolve, root)
-                # Nullable, so a failing plugin field nulls itself, not the whole answer.
-                if isinstance(field.type, GraphQLNonNull):
-                    field.type = field.type.of_type
-            for named in _reachable(field.type, field.args):
-                if (named.name not in core.type_map
-                        and owned_types.setdefault(named.name, plugin_id) != plugin_id):
-                    raise SchemaConflict(plugin_id, f"type {named.name!r} is also defined "
-                                                    f"by {owned_types[named.name]}")
-        for type_name, plugin_id in owned_types.items():
-            named = gql.type_map[type_name]
-            if isinstance(named, GraphQLObjectType):
-                for field in named.fields.values():
-                    if field.resolve is not None:
-                        field.resolve = guard(plugin_id, field.resolve, "field")
-        return ComposedSchema(schema=schema, gql=gql, root_fields=root_fields,
-                              execution_context_class=getattr(schema, "execution_context_class", None))
+            raise PluginCallFailed(blamed, f"its schema does not compose ({str(exc)[:200]})") from None
+        if problems:
+            blamed = contributions[-1][0] if contributions else "?"
+            raise PluginCallFailed(blamed, f"its schema does not compose ({problems[0].message[:200]})")
+        # The WebSocket path runs strawberry's pipeline: the core's, on this schema.
+        ws = copy.copy(core_strawberry)
+        ws._schema = gql
+        ws.execution_context_class = plugin_fields.PluginAwareExecutor
+        gql._strawberry_schema = ws  # type: ignore[attr-defined]
+        return ComposedSchema(schema=ws, gql=gql, root_fields=dict(owners),
+                              execution_context_class=plugin_fields.PluginAwareExecutor)
 
     return compose
 
 
-def _reachable(output: Any, args: dict[str, Any]) -> list[GraphQLNamedType]:
-    """Named types reachable from a field's type and arguments."""
-    seen: dict[str, GraphQLNamedType] = {}
-    todo = [get_named_type(output), *(get_named_type(a.type) for a in args.values())]
-    while todo:
-        named = todo.pop()
-        if named.name in seen or named.name.startswith("__"):
-            continue
-        seen[named.name] = named
-        fields = getattr(named, "fields", None)
-        if fields:
-            for field in fields.values():
-                todo.append(get_named_type(field.type))
-                todo.extend(get_named_type(a.type) for a in getattr(field, "args", {}).values())
-        todo.extend(getattr(named, "interfaces", ()) or ())
-        if isinstance(named, GraphQLUnionType):
-            todo.extend(named.types)
-    return list(seen.values())
+class _Rebuild:
+    """One plugin's types, rebuilt for the tenant's schema: fields read the worker's answer by
+    response key, abstract types resolve by `__typename`, shared scalars are the core's."""
+
+    def __init__(self, plugin_id: str, own: GraphQLSchema, core: GraphQLSchema,
+                 made: dict[str, GraphQLNamedType], owners: dict[str, str]) -> None:
+        self.plugin_id, self.own, self.core, self.made, self.owners = plugin_id, own, core, made, owners
+        self.roots = {t.name for t in (own.query_type, own.mutation_type, own.subscription_type) if t}
+
+    def all_types(self) -> None:
+        for name, named in self.own.type_map.items():
+            if not name.startswith("__") and name not in self.roots:
+                self.named(named)
+
+    def named(self, named: GraphQLNamedType) -> GraphQLNamedType:
+        name = named.name
+        core = self.core.type_map.get(name)
+        if core is not None:
+            if isinstance(named, GraphQLScalarType) and isinstance(core, GraphQLScalarType):
+                return core  # a shared scalar (String, DateTime ...): the core's serves
+            raise SchemaConflict(self.plugin_id, f"type {name!r} is defined by the core schema")
+        owner = self.owners.setdefault(name, self.plugin_id)
+        if owner != self.plugin_id:
+            raise SchemaConflict(self.plugin_id, f"type {name!r} is also defined by {owner}")
+        found = self.made.get(name)
+        if found is not None:
+            return found
+        made: GraphQLNamedType
+        if isinstance(named, GraphQLObjectType):
+            made = GraphQLObjectType(
+                name, lambda n=named: {k: self.field(f) for k, f in n.fields.items()},
+                interfaces=lambda n=named: [self.named(i) for i in n.interfaces],
+                description=named.description)
+        elif isinstance(named, GraphQLInterfaceType):
+            made = GraphQLInterfaceType(
+                name, lambda n=named: {k: self.field(f) for k, f in n.fields.items()},
+                interfaces=lambda n=named: [self.named(i) for i in n.interfaces],
+                resolve_type=plugin_fields.typename_of, description=named.description)
+        elif isinstance(named, GraphQLUnionType):
+            made = GraphQLUnionType(name, lambda n=named: [self.named(t) for t in n.types],
+                                    resolve_type=plugin_fields.typename_of, description=named.description)
+        elif isinstance(named, GraphQLInputObjectType):
+            made = GraphQLInputObjectType(name, lambda n=named: {
+                k: GraphQLInputField(self.ref(f.type), default_value=f.default_value,
+                                     description=f.description) for k, f in n.fields.items()},
+                description=named.description)
+        elif isinstance(named, GraphQLEnumType | GraphQLScalarType):
+            made = named  # the plugin's own enum or scalar: values pass through as serialized
+        else:
+            raise SchemaConflict(self.plugin_id, f"type {name!r} is of an unsupported kind")
+        self.made[name] = made
+        return made
+
+    def ref(self, type_: Any) -> Any:
+        if isinstance(type_, GraphQLNonNull):
+            return GraphQLNonNull(self.ref(type_.of_type))
+        if isinstance(type_, GraphQLList):
+            return GraphQLList(self.ref(type_.of_type))
+        return self.named(type_)
+
+    def field(self, field: GraphQLField, nullable: bool = False) -> GraphQLField:
+        type_ = field.type.of_type if nullable and isinstance(field.type, GraphQLNonNull) else field.type
+        args = {k: GraphQLArgument(self.ref(a.type), default_value=a.default_value, description=a.description,
+                                   deprecation_reason=a.deprecation_reason) for k, a in field.args.items()}
+        return GraphQLField(self.ref(type_), args, resolve=plugin_fields.by_key,
+                            description=field.description, deprecation_reason=field.deprecation_reason)

@@ -43,9 +43,11 @@ def onboard(runtime: Runtime, slug: str | None = None) -> TenantHandle:
 
 
 def user_key(runtime: Runtime, tenant: TenantHandle, *roles: str) -> tuple[str, str]:
-    """A new user of `tenant` with `roles`; returns (user id, API key)."""
-    user = runtime.tenancy.create_user(tenant.id, f"{unique('u')}@{tenant.slug}.test", roles=list(roles))
-    _, key = runtime.tenancy.create_api_key(tenant.id, user.id, "test")
+    """A new user of `tenant` with `roles`; returns (user id, API key). Made as the platform
+    (like the CLI): a tenant admin could not grant vendor, it would request it."""
+    user = runtime.tenancy.create_user(tenant.id, f"{unique('u')}@{tenant.slug}.test", roles=list(roles),
+                                       by_platform=True)
+    _, key = runtime.tenancy.create_api_key(tenant.id, user.id, "test", by_platform=True)
     return user.id, key
 
 

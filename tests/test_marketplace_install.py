@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,9 +22,9 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from marketplace.install import events_topic
-from marketplace.install_models import PluginInstallation, PluginUsage
-from marketplace.models import PluginVersion
+from gateway.marketplace.install import events_topic
+from gateway.marketplace.install_models import PluginInstallation, PluginUsage
+from gateway.marketplace.models import PluginVersion
 from marketplace.signing import generate_key, sign
 from tests.support import TransportWS, error_codes, onboard, subscribed, user_key, wait_for
 
@@ -312,10 +313,8 @@ def test_upgrade_and_rollback_swap_the_schema(gql, runtime, published, tenant):
                         "secretFields": [{"path": "$.api_key"}]}
     assert "acmeNewsTickers" in query_fields(gql, key)
     assert gql.data("{ acmeNewsTickers }", key=key)["acmeNewsTickers"] == ["AAPL.XNAS", "VOD.XLON"]
-    # Two versions, two module namespaces: nothing collides in sys.modules.
-    loaded = [name for name in sys.modules
-              if name.startswith("alphintra_wheels.") and name.endswith(".plugin")]
-    assert len({name.split(".")[1] for name in loaded}) >= 2
+    # Plugin code runs in the tenant's worker only: the gateway never imports a wheel.
+    assert not [name for name in sys.modules if name.startswith("alphintra_wheels")]
 
     rolled = gql.data('mutation { rollbackPlugin(pluginId: "acme.news-sentiment") { version previousVersion '
                       'history { action version } } }', key=key)["rollbackPlugin"]
@@ -340,10 +339,11 @@ def test_tenants_with_the_same_set_share_one_schema(gql, runtime, published, ten
     assert first is not None and first is runtime.marketplace.schema_for(other_tenant.id)
 
 
-def test_a_schema_built_from_one_tenants_config_is_not_served_to_another(
+def test_a_shared_schema_still_answers_each_tenant_from_its_own_worker(
         gql, runtime, published, tenant, other_tenant):
-    """Same plugin set, different configurations (secrets included): separate schemas; equal
-    configurations share; a configure composes a new schema under a key never used before."""
+    """Same plugin, different configurations (secrets included): the composed schema holds no
+    tenant's data (it forwards to the calling tenant's own worker), so tenants whose plugins
+    report the same SDL share it, and each still gets its own configuration's answers."""
     captive = '{ captiveLabel }'
     assert "errors" not in install(gql, tenant.key, "acme.captive", "1.0.0", {"label": "A", "token": "ta"})
     assert "errors" not in install(gql, other_tenant.key, "acme.captive", "1.0.0",
@@ -351,26 +351,18 @@ def test_a_schema_built_from_one_tenants_config_is_not_served_to_another(
     assert gql.data(captive, key=tenant.key) == {"captiveLabel": "A"}
     assert gql.data(captive, key=other_tenant.key) == {"captiveLabel": "B"}
     first = runtime.marketplace.schema_for(tenant.id)
-    assert first is not runtime.marketplace.schema_for(other_tenant.id)
+    assert first is runtime.marketplace.schema_for(other_tenant.id)
+    a_worker = runtime.marketplace.view(tenant.id).by_id["acme.captive"].managed
+    b_worker = runtime.marketplace.view(other_tenant.id).by_id["acme.captive"].managed
+    assert a_worker is not b_worker and a_worker.worker.process.pid != b_worker.worker.process.pid
 
     configure = 'mutation($c: JSON!) { configurePlugin(pluginId: "acme.captive", config: $c) { id } }'
     gql.data(configure, {"c": {"label": "A2"}}, key=tenant.key)
     assert gql.data(captive, key=tenant.key) == {"captiveLabel": "A2"}
-    second = runtime.marketplace.schema_for(tenant.id)
-    assert second is not first and second.key != first.key
-    # B moves to A's configuration (its secret too): now they share one schema object.
-    gql.data(configure, {"c": {"label": "A2", "token": "ta"}}, key=other_tenant.key)
-    assert runtime.marketplace.schema_for(other_tenant.id) is second
-    # A secret alone tells configurations apart, and never appears in the key.
-    gql.data(configure, {"c": {"label": "A2", "token": "tb"}}, key=other_tenant.key)
-    third = runtime.marketplace.schema_for(other_tenant.id)
-    assert third is not second and "tb" not in third.key.split(".")
-    # Back to a configuration seen before: composed anew, under a new key (the document cache
-    # must not serve a document validated against the dropped object).
-    gql.data(configure, {"c": {"label": "A", "token": "ta"}}, key=tenant.key)
-    gql.data(configure, {"c": {"label": "A2", "token": "ta"}}, key=tenant.key)
-    again = runtime.marketplace.schema_for(tenant.id)
-    assert again.content == second.content and again.key not in {first.key, second.key, third.key}
+    assert gql.data(captive, key=other_tenant.key) == {"captiveLabel": "B"}
+    # A configuration change is a new worker; the old one stops (after requests in flight).
+    assert runtime.marketplace.view(tenant.id).by_id["acme.captive"].managed is not a_worker
+    assert a_worker.stopped
     for t in (tenant, other_tenant):
         gql.data('mutation { uninstallPlugin(pluginId: "acme.captive") { id } }', key=t.key)
 
@@ -378,7 +370,7 @@ def test_a_schema_built_from_one_tenants_config_is_not_served_to_another(
 def test_a_directory_planted_under_the_wheels_hash_is_never_imported(tmp_path):
     """The unpack root is predictable (the system temporary directory); code someone planted
     there under a verified wheel's hash, sources or bytecode, is not what gets imported."""
-    from marketplace.loader import WheelLoader
+    from gateway.marketplace.wheels import WheelStore
 
     manifest = {**FLAKY_MANIFEST, "id": "acme.planted", "entry_point": "acme_planted.plugin"}
     files = {"acme_planted/__init__.py": b"", "acme_planted/plugin.py": b"WHO = 'signed code'\n",
@@ -390,17 +382,17 @@ def test_a_directory_planted_under_the_wheels_hash_is_never_imported(tmp_path):
     (planted / "__init__.py").write_text("")
     (planted / "plugin.py").write_text("WHO = 'planted, unsigned code'\n")
     private_key, public_key = generate_key()
-    loader = WheelLoader(tmp_path)
+    store = WheelStore(tmp_path)
     try:
-        loaded = loader.load(plugin_id=manifest["id"], wheel=wheel, wheel_sha256=sha, manifest=manifest,
-                             signature=sign(wheel, manifest, private_key), public_key=public_key)
-        assert loaded.plugin.WHO == "signed code"
-        assert loaded.directory.parent != tmp_path and (loaded.directory.parent.stat().st_mode & 0o077) == 0
-        assert not list(loaded.directory.rglob("*.pyc"))  # no bytecode left for anyone to swap
+        unpacked = store.load(plugin_id=manifest["id"], wheel=wheel, wheel_sha256=sha, manifest=manifest,
+                              signature=sign(wheel, manifest, private_key), public_key=public_key)
+        assert (unpacked.directory / "acme_planted" / "plugin.py").read_text() == "WHO = 'signed code'\n"
+        # Others may traverse to a wheel they are told of (the workers), never list the store.
+        assert unpacked.directory.parent != tmp_path
+        assert unpacked.directory.parent.stat().st_mode & 0o077 == 0o011
+        assert not list(unpacked.directory.rglob("*.pyc"))
     finally:
-        loader.close()
-        for name in [k for k in sys.modules if k.startswith(f"alphintra_wheels.w{sha[:20]}")]:
-            del sys.modules[name]
+        store.close()
 
 
 def test_an_invalid_configuration_never_echoes_a_secret(gql, runtime, published, tenant, other_tenant):
@@ -437,18 +429,18 @@ def test_rollback_restores_the_configuration_the_previous_version_ran_with(gql, 
     assert "errors" not in rolled, rolled
     assert rolled["data"]["rollbackPlugin"] == {"version": "1.0.0", "config": {"label": "one"},
                                                 "secretFields": [{"path": "$.token"}]}
-    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].context.config == {
+    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].managed.spec.config == {
         "label": "one", "token": "tok-v1"}
     assert gql.data("{ captiveLabel }", key=key) == {"captiveLabel": "one"}
     # Rolling back again returns to 2.0.0 with the configuration it had.
     again = gql.data('mutation { rollbackPlugin(pluginId: "acme.strict") { version config } }', key=key)
     assert again["rollbackPlugin"] == {"version": "2.0.0", "config": {"label": "two", "region": "eu"}}
-    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].context.config["token"] == "tok-v2"
+    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].managed.spec.config["token"] == "tok-v2"
     # Or the caller names the configuration to roll back with (the secret left out is kept).
     chosen = gql.data('mutation($c: JSON) { rollbackPlugin(pluginId: "acme.strict", config: $c) '
                       '{ version config } }', {"c": {"label": "three"}}, key=key)
     assert chosen["rollbackPlugin"] == {"version": "1.0.0", "config": {"label": "three"}}
-    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].context.config["token"] == "tok-v1"
+    assert runtime.marketplace.view(tenant.id).by_id["acme.strict"].managed.spec.config["token"] == "tok-v1"
     gql.data('mutation { uninstallPlugin(pluginId: "acme.strict") { id } }', key=key)
 
 
@@ -506,15 +498,17 @@ def test_two_plugins_defining_one_type_are_refused(gql, runtime, published, tena
 
 def test_a_plugin_that_raises_hangs_or_answers_the_wrong_shape_fails_alone(gql, runtime, published, tenant):
     assert "errors" not in install(gql, tenant.key, "acme.flaky", "1.0.0", {"label": "fine", "hang_s": 2})
-    calls = runtime.marketplace.calls
-    calls.timeout_s, saved = 0.5, calls.timeout_s
+    sandbox = runtime.marketplace.sandbox
+    saved = sandbox.limits
+    sandbox.limits = dataclasses.replace(saved, call_timeout_s=0.5)
     try:
         started = time.monotonic()
         body = gql("{ flakyOk flakyBoom flakyHang flakyShape { name } viewer { tenant { id } } }",
                    key=tenant.key)
-        assert time.monotonic() - started < 2
+        # the hang costs its deadline and a new worker for the next field, nothing more
+        assert time.monotonic() - started < 0.5 + 2 * saved.start_timeout_s
     finally:
-        calls.timeout_s = saved
+        sandbox.limits = saved
     assert body["data"]["flakyOk"] == "ok:fine"
     assert body["data"]["viewer"]["tenant"]["id"] == tenant.id
     by_field = {e["path"][0]: e for e in body["errors"]}
@@ -628,7 +622,7 @@ def test_delisting_deactivates_everywhere_and_is_announced(gql, server, runtime,
 def test_an_install_racing_a_delisting_is_refused_at_commit(gql, runtime, published, monkeypatch):
     """The delisting lands after the install's first checks, while its wheel loads: the commit
     re-reads the plugin in its transaction and refuses; nothing is stored or active."""
-    loader = runtime.marketplace.loader
+    loader = runtime.marketplace.store
     real_load = loader.load
 
     def load_then_delist(**kwargs: Any) -> Any:
@@ -669,18 +663,18 @@ def test_deactivating_everywhere_goes_on_past_a_failing_tenant(gql, runtime, pub
 def test_an_install_racing_another_process_answers_already_installed(gql, runtime, published, monkeypatch):
     """Two gateway processes (two services, one database) install the same plugin for one
     tenant at once: the one committing second gets PLUGIN_ALREADY_INSTALLED, not a 500."""
-    from marketplace.install import build_installations
+    from gateway.marketplace.install import build_installations
 
     other = build_installations(runtime.settings, runtime.db, runtime.bus, runtime.secrets, runtime.audit)
     t = onboard(runtime)
-    real_load = runtime.marketplace.loader.load
+    real_load = runtime.marketplace.store.load
 
     def load_while_the_other_installs(**kwargs: Any) -> Any:
         loaded = real_load(**kwargs)
         other.install(t.id, None, "harbour.theme", "1.0.0", {})
         return loaded
 
-    monkeypatch.setattr(runtime.marketplace.loader, "load", load_while_the_other_installs)
+    monkeypatch.setattr(runtime.marketplace.store, "load", load_while_the_other_installs)
     try:
         body = install(gql, t.key, "harbour.theme", "1.0.0")
     finally:
@@ -774,23 +768,23 @@ def _store(runtime: Any, version_id: str, **values: Any) -> None:
 def test_a_restarted_gateway_restores_every_tenants_plugins(gql, runtime, published, tenant):
     """What a new process does at start-up: load each tenant's installations from the database,
     verify and import them, and compose the same schemas (off the request path)."""
-    from marketplace.install import build_installations
+    from gateway.marketplace.install import build_installations
     from schema.tenant import tenant_composer
 
     assert "errors" not in install(gql, tenant.key, "acme.news-sentiment", "1.1.0", NEWS_CONFIG)
     fresh = build_installations(runtime.settings, runtime.db, runtime.bus, runtime.secrets, runtime.audit)
     fresh.bind_composer(tenant_composer(runtime.settings))
     try:
-        assert fresh.restore() >= 1
+        assert fresh.restore(wait_s=30) >= 1
         restored = fresh.schema_for(tenant.id)
         assert restored is not None
         assert restored.root_fields == runtime.marketplace.schema_for(tenant.id).root_fields
         fields = set(restored.gql.query_type.fields)
         assert {"acmeNewsSentiment", "acmeNewsTickers"} <= fields
         view = fresh.view(tenant.id)
-        assert view.by_id["acme.news-sentiment"].context.config["api_key"] == NEWS_CONFIG["api_key"]
+        assert view.by_id["acme.news-sentiment"].managed.spec.config["api_key"] == NEWS_CONFIG["api_key"]
     finally:
-        fresh.calls.close()
+        fresh.stop()
 
 
 def test_an_installed_data_source_feeds_only_its_tenant(gql, runtime, published, tenant, other_tenant):

@@ -27,13 +27,13 @@ from sqlmodel import select
 from gateway.audit import AuditRecord
 from gateway.db import ALL_TENANTS
 from gateway.events import make_bus
+from gateway.marketplace.inspection import compare_hooks
+from gateway.marketplace.models import Plugin, PluginVersion
+from gateway.marketplace.publishing import DELISTED_TOPIC, MarketplacePublishing
 from marketplace import signing
 from marketplace.build import build_wheel
 from marketplace.conformance import run_kit
-from marketplace.inspection import compare_hooks
 from marketplace.manifest import ManifestInvalid, is_compatible, parse_manifest
-from marketplace.models import Plugin, PluginVersion
-from marketplace.service import DELISTED_TOPIC, MarketplacePublishing
 from marketplace.wheel import MANIFEST_FILE, WheelLimits, WheelUnsafe, read_wheel
 from tests.support import error_codes, onboard, user_key
 

@@ -133,6 +133,11 @@ COVERED["Query"] |= {"marketplace", "installedPlugins", "whiteLabel", "vendorSta
 COVERED["Mutation"] |= {"installPlugin", "configurePlugin", "upgradePlugin", "rollbackPlugin",
                         "uninstallPlugin", "ratePlugin"}
 COVERED["Subscription"] |= {"pluginEvents"}
+# Vendor role requests: test_vendor_role.py (test_another_tenant_cannot_see_or_decide_a_tenants_requests:
+# B lists none of A's requests, even with A's cursor, cannot decide them (platform only) nor ask
+# for A's user, USER_NOT_FOUND; test_a_tenant_admin_cannot_decide_its_own_request).
+COVERED["Query"] |= {"vendorRoleRequests"}
+COVERED["Mutation"] |= {"requestVendorRole", "decideVendorRoleRequest"}
 
 def test_every_root_field_is_covered(settings):
     schema = build_schema(settings)._schema

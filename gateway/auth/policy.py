@@ -21,6 +21,9 @@ from gateway.errors import InvalidInput
 
 ROLES: tuple[str, ...] = ("admin", "trader", "compliance_officer", "viewer", "vendor")
 PLATFORM_ADMIN = "platform_admin"
+VENDOR = "vendor"
+# Roles a tenant admin may not grant: only the platform (the CLI) or a platform administrator.
+PLATFORM_GRANTED_ROLES: frozenset[str] = frozenset({VENDOR})
 POLICY_TOPIC = "policy.changed"
 
 

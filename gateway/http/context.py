@@ -47,6 +47,9 @@ class RequestContext:
     principal: Principal | None = None
     connection_params: dict[str, Any] | None = None
     loaders: dict[str, BatchLoader[Any, Any]] = field(default_factory=dict)
+    # The tenant's plugin view the request started with (HTTP): a request in flight keeps its
+    # plugins even if an install, uninstall or delisting swaps the tenant's view meanwhile.
+    plugin_view: Any = None
 
     @property
     def me(self) -> Principal:

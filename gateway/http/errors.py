@@ -8,7 +8,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from gateway.errors import GRAPHQL_VALIDATION_FAILED, INTERNAL_ERROR, DomainError
+from gateway.errors import CLIENT_ERRORS, GRAPHQL_VALIDATION_FAILED, INTERNAL_ERROR
 
 log = logging.getLogger("gateway.errors")
 
@@ -28,7 +28,7 @@ def format_error(error: GraphQLError, request_id: str, default_code: str = GRAPH
         ext.setdefault("code", default_code)
         formatted["extensions"] = ext
         return formatted
-    if isinstance(original, DomainError):
+    if isinstance(original, CLIENT_ERRORS):
         formatted = {"message": original.message,
                      "extensions": {"code": original.code, **original.details}}
     else:

@@ -47,11 +47,10 @@ from gateway.errors import DomainError, InvalidInput, Unauthenticated
 from gateway.http.context import RequestContext
 from gateway.http.errors import error_body, format_error
 from gateway.http.limits import limits_rule
+from gateway.marketplace.tenant_plugins import ComposedSchema
 from gateway.observability.logs import log_context
 from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
-from marketplace.install import REQUEST_VIEW
-from marketplace.tenant_plugins import ComposedSchema
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -201,25 +200,21 @@ class GraphQLEndpoint:
                 return GRAPHQL_REQUEST_ERROR, error_body(
                     codes.BAD_REQUEST, "subscriptions go over the graphql-transport-ws WebSocket")
             context = RequestContext(runtime=self.runtime, request_id=request_id,
-                                     principal=principal)
+                                     principal=principal, plugin_view=view)
             attributes = {"graphql.operation.type": operation.operation.value,
                           "graphql.operation.name": operation.name.value if operation.name else ""}
-            pinned = REQUEST_VIEW.set(view)
             with self.tracer.start_as_current_span("graphql.execute", attributes=attributes):
                 # Strawberry's check answers "not awaitable" fast for plain values.
                 kwargs: dict[str, Any] = {"is_awaitable": optimized_is_awaitable}
                 if execution_context_class is not None:
                     kwargs["executor_class"] = execution_context_class
-                try:
-                    # graphql-core coerces the variables once, here (a batch of 500 orders
-                    # costs milliseconds to coerce), and answers variables that do not coerce
-                    # with a request error before any resolver runs.
-                    result = execute(gql, prepared.document, context_value=context,
-                                     variable_values=params.get("variables"),
-                                     operation_name=params.get("operationName"),
-                                     max_coercion_errors=MAX_VARIABLE_ERRORS, **kwargs)
-                finally:
-                    REQUEST_VIEW.reset(pinned)
+                # graphql-core coerces the variables once, here (a batch of 500 orders costs
+                # milliseconds to coerce), and answers variables that do not coerce with a
+                # request error before any resolver runs.
+                result = execute(gql, prepared.document, context_value=context,
+                                 variable_values=params.get("variables"),
+                                 operation_name=params.get("operationName"),
+                                 max_coercion_errors=MAX_VARIABLE_ERRORS, **kwargs)
             if _is_request_error(result):
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
                                                           for e in result.errors or ()]}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, UniqueConstraint
+from sqlalchemy import Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from gateway.db import TenantOwned, TenantRoot, UTCDateTime, utcnow
@@ -48,3 +48,29 @@ class ApiKey(TenantOwned, table=True):
     expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+PENDING_ONLY = text("status = 'PENDING'")
+
+
+class VendorRoleRequest(TenantOwned, table=True):
+    """A tenant admin's request that one of its users be made a plugin vendor. A platform
+    administrator decides it; at most one is PENDING per tenant (a partial unique index)."""
+
+    __tablename__ = "vendor_role_request"
+    __table_args__ = (
+        Index("ix_vendor_role_request_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_vendor_role_request_status_created", "status", "created_at", "id"),
+        Index("ux_vendor_role_request_pending", "tenant_id", unique=True,
+              sqlite_where=PENDING_ONLY, postgresql_where=PENDING_ONLY),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="user.id", max_length=36)
+    reason: str = Field(max_length=2000)
+    status: str = Field(default="PENDING", max_length=16)  # PENDING | APPROVED | REJECTED
+    requested_by: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    decided_by: str | None = Field(default=None, max_length=36)
+    decided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    note: str | None = Field(default=None, max_length=2000)

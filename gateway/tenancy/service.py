@@ -1,4 +1,9 @@
-"""Tenants, users, API keys and role grants. Plain Python over rows; no GraphQL here."""
+"""Tenants, users, API keys and role grants. Plain Python over rows; no GraphQL here.
+
+Who grants: a role in `PLATFORM_GRANTED_ROLES` (vendor) is granted only by the platform itself
+(`by_platform=True`: the CLI, an operator's own tooling) or by an `actor` who is a platform
+administrator; a tenant admin asks for it instead (gateway/tenancy/vendor_role.py).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,20 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from gateway.audit import AuditEntry, AuditTrail
 from gateway.auth import apikeys
 from gateway.auth.models import CasbinRule
-from gateway.auth.policy import POLICY_TOPIC, AccessPolicy, role_subject, subject
+from gateway.auth.policy import (
+    PLATFORM_GRANTED_ROLES,
+    POLICY_TOPIC,
+    AccessPolicy,
+    role_subject,
+    subject,
+)
 from gateway.db import Database, utcnow
-from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.events import Bus
 from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import ApiKey, Tenant, User
@@ -97,7 +108,9 @@ class TenancyService:
 
     # Users and roles.
     def create_user(self, tenant_id: str, email: str, *, display_name: str = "",
-                    roles: list[str] | tuple[str, ...] = (), actor: str | None = None) -> User:
+                    roles: list[str] | tuple[str, ...] = (), actor: str | None = None,
+                    by_platform: bool = False) -> User:
+        self.check_grantor(roles, actor=actor, by_platform=by_platform)
         user = self._new_user(tenant_id, email, display_name)
         grants = self.policy.grant_rows(user.id, roles, tenant_id)
         try:
@@ -109,8 +122,20 @@ class TenancyService:
         except IntegrityError:
             raise Conflict(f"user {user.email} exists", code="USER_EXISTS") from None
         if grants:
-            self._policy_changed()
+            self.policy_changed()
         return user
+
+    def check_grantor(self, roles: list[str] | tuple[str, ...], *, actor: str | None,
+                      by_platform: bool = False) -> None:
+        """FORBIDDEN unless the platform or a platform administrator grants these roles."""
+        reserved = sorted(set(roles) & PLATFORM_GRANTED_ROLES)
+        if not reserved or by_platform:
+            return
+        if actor is not None and self.policy.is_platform_admin(actor):
+            return
+        raise Forbidden(f"the {reserved[0]} role is granted by a platform administrator only; "
+                        "a tenant admin requests it (requestVendorRole)",
+                        code="VENDOR_ROLE_NEEDS_PLATFORM")
 
     @staticmethod
     def _new_user(tenant_id: str, email: str, display_name: str) -> User:
@@ -143,7 +168,7 @@ class TenancyService:
                     self._key_created(key, None)])
         except IntegrityError:
             raise Conflict(f"tenant {slug!r} exists", code="TENANT_EXISTS") from None
-        self._policy_changed()
+        self.policy_changed()
         return tenant, admin, (key, material.token)
 
     def user(self, tenant_id: str, user_id: str) -> User:
@@ -163,17 +188,26 @@ class TenancyService:
 
     # Role rows are written here, not through casbin's adapter (which commits on its own), so
     # the grant and its audit record commit together; the enforcer reloads afterwards.
-    def grant_role(self, tenant_id: str, user_id: str, role: str, *, actor: str | None = None
-                   ) -> list[str]:
+    def grant_role(self, tenant_id: str, user_id: str, role: str, *, actor: str | None = None,
+                   by_platform: bool = False) -> list[str]:
+        self.check_grantor([role], actor=actor, by_platform=by_platform)
         self.user(tenant_id, user_id)  # NotFound for another tenant's user
         self.policy.check_role(role, tenant_id)
         with self.db.tenant_transaction(tenant_id) as session:
-            if session.exec(self._role_rows(user_id, role, tenant_id)).first() is None:
-                session.add_all(self.policy.grant_rows(user_id, [role], tenant_id))
-                self.audit.append(session, tenant_id, [
-                    AuditEntry("permission.granted", user_id, {"role": role}, actor)])
-        self._policy_changed()
+            self.add_role(session, tenant_id, user_id, role, actor=actor)
+        self.policy_changed()
         return self.policy.roles(user_id, tenant_id)
+
+    def add_role(self, session: Session, tenant_id: str, user_id: str, role: str, *,
+                 actor: str | None) -> bool:
+        """The role's row and its audit record in the caller's transaction (the caller has
+        checked who grants); False if the user holds it already. `policy_changed()` after commit."""
+        if session.exec(self._role_rows(user_id, role, tenant_id)).first() is not None:
+            return False
+        session.add_all(self.policy.grant_rows(user_id, [role], tenant_id))
+        self.audit.append(session, tenant_id, [
+            AuditEntry("permission.granted", user_id, {"role": role}, actor)])
+        return True
 
     def revoke_role(self, tenant_id: str, user_id: str, role: str, *, actor: str | None = None
                     ) -> list[str]:
@@ -186,7 +220,7 @@ class TenancyService:
             if rows:
                 self.audit.append(session, tenant_id, [
                     AuditEntry("permission.revoked", user_id, {"role": role}, actor)])
-        self._policy_changed()
+        self.policy_changed()
         return self.policy.roles(user_id, tenant_id)
 
     @staticmethod
@@ -195,20 +229,27 @@ class TenancyService:
                                         CasbinRule.v1 == role_subject(role),
                                         CasbinRule.v2 == tenant_id)
 
-    def _policy_changed(self) -> None:
+    def policy_changed(self) -> None:
         self.policy.reload()
         self.bus.publish(POLICY_TOPIC, {"at": utcnow().isoformat()})
 
     # API keys.
     def create_api_key(self, tenant_id: str, user_id: str, name: str, *,
                        expires_at: datetime | None = None, token: str | None = None,
-                       actor: str | None = None) -> tuple[ApiKey, str]:
-        """Returns the row and the key itself, which is never stored and never shown again."""
+                       actor: str | None = None, by_platform: bool = False) -> tuple[ApiKey, str]:
+        """Returns the row and the key itself, which is never stored and never shown again.
+
+        A key acts as its user, so a key for another user who is a platform administrator is
+        made only by the platform or by a platform administrator."""
         if not name.strip():
             raise InvalidInput("name must not be empty", code="APIKEY_NAME_INVALID")
         if expires_at is not None and expires_at <= utcnow():
             raise InvalidInput("expiresAt must be in the future", code="APIKEY_EXPIRY_INVALID")
         self.user(tenant_id, user_id)
+        if (not by_platform and user_id != actor and self.policy.is_platform_admin(user_id)
+                and not (actor is not None and self.policy.is_platform_admin(actor))):
+            raise Forbidden("a key for a platform administrator is made by the platform only",
+                            code="APIKEY_PLATFORM_ADMIN_FORBIDDEN")
         material = apikeys.generate(token)
         key = ApiKey(tenant_id=tenant_id, user_id=user_id, name=name.strip(),
                      key_id=material.key_id, salt=material.salt,

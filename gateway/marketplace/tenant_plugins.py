@@ -1,15 +1,15 @@
 """Per-tenant plugin views and schemas: immutable values swapped whole.
 
-A tenant's view is the built-ins (the runtime's PluginHost, shared) plus the plugins it
-installed (`ActivePlugin`: the loaded wheel, the tenant's own context, its schema extensions),
-and the schema composed from them. Views live in one dict keyed by tenant id; a change builds a
+A tenant's view is the plugins it installed (`ActivePlugin`: its sandboxed worker, what the
+plugin offers as read at activation: hooks, SDL, theme, flags, provider proxies), and the schema
+composed from the core and their SDL. Views live in one dict keyed by tenant id; a change builds a
 new view (schema composed first) and replaces the entry with one assignment, so a request that
-picked the old view finishes on it. Composed schemas are cached by the hash of the installed set
-(plugin id, wheel hash and a keyed digest of the plugin's effective configuration, secrets
-included), so tenants with the same set AND the same configurations share one schema object: a
-plugin's schema extensions are built from its installing tenant's context and may close over
-its configuration. Each composition gets a key never used by another schema object (content
-hash plus a generation), so caches keyed by it (the HTTP document cache) never cross objects.
+picked the old view finishes on it. Composed schemas are cached by the hash of the
+installed set's SDL (the plugin ids and what each worker reported), so tenants whose plugins
+report the same SDL share one schema object: the schema holds no tenant's data (its plugin
+fields forward to the calling tenant's own worker). Each composition gets a key never used by
+another schema object (content hash plus a generation), so caches keyed by it (the HTTP
+document cache) never cross objects.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import DomainError
-from plugins.sdk import MarketDataSource, PluginContext, SchemaExtension
+from plugins.sdk import Theme
 
-# guard(plugin_id, resolver, where) -> resolver; where is "query", "mutation", "subscription"
-# or "field" (a field of a type the plugin defines).
-Guard = Callable[[str, Any, str], Any]
+# The service the composed schema forwards plugin fields to (Installations): plugin_graphql,
+# aplugin_graphql and plugin_subscribe.
+Forwarder = Any
 
 
 class SchemaConflict(DomainError):
@@ -53,17 +53,27 @@ class ComposedSchema:
     content: str = "core"  # the installed set's hash (same plugins, wheels and configurations)
 
 
+@dataclass(frozen=True)
+class PluginSchema:
+    """What a plugin's worker reports of its GraphQL: its SDL and its root fields."""
+
+    sdl: str
+    roots: dict[str, tuple[str, ...]]
+
+
 @dataclass(frozen=True, eq=False)
 class ActivePlugin:
     plugin_id: str
     version: str
     version_id: str
     sha256: str
-    plugin: Any  # the imported entry point object
-    context: PluginContext
-    extensions: tuple[SchemaExtension, ...] = ()
-    # Market data sources, when the manifest declared marketdata:publish (else never asked).
-    sources: tuple[MarketDataSource, ...] = ()
+    managed: Any  # gateway.marketplace.sandbox.supervisor.ManagedPlugin: the tenant's worker
+    context_tenant: str
+    hooks: frozenset[str] = frozenset()  # declared, implemented and granted: all that is called
+    schema: PluginSchema | None = None
+    theme: Theme | None = None
+    flags: dict[str, bool] = field(default_factory=dict)
+    providers: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # hook -> proxies
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,15 +95,14 @@ def config_digest(config: Any, secret: bytes) -> str:
     return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
 
 
-def set_hash(plugins: Sequence[ActivePlugin], secret: bytes = b"") -> str:
-    """The installed set's identity: the same plugins at the same wheels with the same
-    configurations hash the same."""
-    text = "\n".join(sorted(f"{p.plugin_id}@{p.sha256}#{config_digest(p.context.config, secret)}"
-                            for p in plugins))
+def set_hash(plugins: Sequence[ActivePlugin]) -> str:
+    """The installed set's schema identity: the same plugins reporting the same SDL."""
+    text = "\n".join(sorted(f"{p.plugin_id}@{hashlib.sha256(p.schema.sdl.encode()).hexdigest()}"
+                            for p in plugins if p.schema is not None))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-Composer = Callable[[Sequence[tuple[str, Sequence[SchemaExtension]]], Guard], ComposedSchema]
+Composer = Callable[[Sequence[tuple[str, PluginSchema]], Forwarder], ComposedSchema]
 
 
 class SchemaCache:
@@ -101,24 +110,24 @@ class SchemaCache:
     two tenants installing the same set at once compose it once; reads of the request path
     never take this lock (they read the tenant's view)."""
 
-    def __init__(self, composer: Composer, guard: Guard) -> None:
+    def __init__(self, composer: Composer, forwarder: Forwarder) -> None:
         self.composer = composer
-        self.guard = guard
+        self.forwarder = forwarder
         self._schemas: dict[str, ComposedSchema] = {}
         self._lock = threading.Lock()
-        self._digest_key = os.urandom(32)
         self._nonce = os.urandom(4).hex()  # two caches in one process never share a key
         self._generations = itertools.count(1)
 
     def for_plugins(self, plugins: Sequence[ActivePlugin]) -> ComposedSchema | None:
-        if not any(p.extensions for p in plugins):
+        if not any(p.schema for p in plugins):
             return None  # the core schema serves
-        content = set_hash(plugins, self._digest_key)
+        content = set_hash(plugins)
         with self._lock:
             found = self._schemas.get(content)
             if found is not None:
                 return found
-            composed = self.composer([(p.plugin_id, p.extensions) for p in plugins], self.guard)
+            composed = self.composer([(p.plugin_id, p.schema) for p in plugins if p.schema is not None],
+                                     self.forwarder)
             key = f"{content}.{self._nonce}.{next(self._generations)}"
             composed = ComposedSchema(composed.schema, composed.gql, composed.root_fields,
                                       composed.execution_context_class, key, content)

@@ -1,28 +1,24 @@
-"""Loading a published wheel into the gateway: verify, unpack, import.
+"""Verified wheels on disk, for plugin workers: verify, unpack, never import here.
 
-Every load re-verifies the version's signature (marketplace.signing.verify, against the key the
-version was published with) and the wheel's SHA-256, then unpacks it into a directory private to
-this loader (made by `tempfile.mkdtemp` under `<root>`, mode 0700): `<private>/<sha256>/`, and
-imports it, with bytecode writing off, under a namespace unique to that hash:
-`alphintra_wheels.w<sha256[:20]>.<package>`. Two versions of one plugin (an upgrade and its
-rollback) therefore never collide in `sys.modules`, and loading the same wheel twice (two
-tenants) imports it once. Nothing already on disk is trusted: a shared, predictable directory
-could hold planted code (or bytecode) under a verified wheel's hash, so each loader writes its
-own copy from the verified bytes. A plugin refers to its own modules with relative imports
-(`from . import feed`); an absolute `import <its package>` would not resolve under the namespace.
+Every activation re-verifies the version's signature (marketplace.signing.verify, against the
+key the version was published with) and the wheel's SHA-256, then unpacks it into a directory
+private to this store (made by `tempfile.mkdtemp` under `<root>`): `<private>/<sha256>/`. The
+gateway never imports plugin code: the worker that serves the plugin (gateway/marketplace/
+sandbox/) imports it from that directory under `alphintra_wheels.w<sha256[:20]>`, read-only.
+Nothing already on disk is trusted: a shared, predictable directory could hold planted code
+(or bytecode) under a verified wheel's hash, so each store writes its own copy from the
+verified bytes. The tree is world-readable (the workers' uids read it) inside a private
+directory that others may traverse but not list.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,21 +37,20 @@ class PluginLoadFailed(DomainError):
 
 
 @dataclass(frozen=True)
-class LoadedWheel:
+class UnpackedWheel:
     sha256: str
     plugin_id: str
-    module_name: str  # where the entry point's module lives in sys.modules
-    plugin: Any  # the entry point's object: the module or the attribute it names
+    entry_point: str
     directory: Path
 
 
-class WheelLoader:
-    """Verify-and-import, with one cache entry per wheel hash."""
+class WheelStore:
+    """Verify-and-unpack, with one directory per wheel hash."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._private: Path | None = None  # made on first unpack (no side effect at construction)
-        self._loaded: dict[str, LoadedWheel] = {}
+        self._loaded: dict[str, UnpackedWheel] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -69,11 +64,12 @@ class WheelLoader:
     def _directory(self) -> Path:
         if self._private is None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._private = Path(tempfile.mkdtemp(prefix="loader-", dir=self.root))  # mode 0700
+            self._private = Path(tempfile.mkdtemp(prefix="store-", dir=self.root))
+            self._private.chmod(0o711)  # workers traverse to their own wheel; nobody lists
         return self._private
 
     def load(self, *, plugin_id: str, wheel: bytes, wheel_sha256: str, manifest: dict[str, Any],
-             signature: str | None, public_key: str) -> LoadedWheel:
+             signature: str | None, public_key: str) -> UnpackedWheel:
         from marketplace.signing import verify
 
         # Verified at every load, cached or not: a row changed in the database since the last
@@ -96,7 +92,11 @@ class WheelLoader:
             if cached is not None:
                 return cached
             directory = self._unpack(actual, contents)
-            loaded = self._import(plugin_id, actual, directory, str(manifest.get("entry_point", "")))
+            entry_point = str(manifest.get("entry_point", ""))
+            if not entry_point:
+                raise PluginLoadFailed(f"{plugin_id}: the manifest names no entry point",
+                                       details={"plugin": plugin_id})
+            loaded = UnpackedWheel(actual, plugin_id, entry_point, directory)
             self._loaded[actual] = loaded
             return loaded
 
@@ -113,6 +113,8 @@ class WheelLoader:
                     raise PluginLoadFailed(f"unsafe path {name!r} in the wheel")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
+            for path in [staging, *staging.rglob("*")]:  # the workers' uids read the tree
+                path.chmod(0o755 if path.is_dir() else 0o644)
             if target.exists():
                 shutil.rmtree(target)
             os.rename(staging, target)
@@ -120,39 +122,3 @@ class WheelLoader:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return target
-
-    def _import(self, plugin_id: str, sha256: str, directory: Path, entry_point: str) -> LoadedWheel:
-        if not entry_point:
-            raise PluginLoadFailed(f"{plugin_id}: the manifest names no entry point",
-                                   details={"plugin": plugin_id})
-        module_path, _, attribute = entry_point.partition(":")
-        root = sys.modules.get(NAMESPACE)
-        if root is None:
-            root = types.ModuleType(NAMESPACE)
-            root.__path__ = []
-            sys.modules[NAMESPACE] = root
-        package = f"{NAMESPACE}.w{sha256[:20]}"
-        holder = sys.modules.get(package)
-        if holder is None:
-            holder = types.ModuleType(package)
-            holder.__path__ = [str(directory)]
-            sys.modules[package] = holder
-        elif not all(os.path.isdir(p) for p in holder.__path__):  # another loader's copy, closed
-            holder.__path__ = [str(directory)]
-        name = f"{package}.{module_path}"
-        # No .pyc beside the sources: the only code run is the verified source just written.
-        writes_bytecode = sys.dont_write_bytecode
-        sys.dont_write_bytecode = True
-        try:
-            module = importlib.import_module(name)
-            plugin = getattr(module, attribute) if attribute else module
-        except Exception as exc:
-            for key in [k for k in sys.modules if k.startswith(package + ".")]:
-                del sys.modules[key]
-            log.error("plugin import failed", exc_info=exc, extra={"plugin": plugin_id})
-            raise PluginLoadFailed(f"plugin {plugin_id} failed on import: {type(exc).__name__}",
-                                   details={"plugin": plugin_id}) from None
-        finally:
-            sys.dont_write_bytecode = writes_bytecode
-        return LoadedWheel(sha256=sha256, plugin_id=plugin_id, module_name=name, plugin=plugin,
-                           directory=directory)

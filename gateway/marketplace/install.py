@@ -6,9 +6,11 @@ tenant_plugins.py) and changes it in one order, so nothing is ever half-installe
 1. check: the version is visible to the tenant (a PRIVATE plugin to its vendor's own tenant
    only), APPROVED, not delisted, and compatible with this gateway's version; the
    configuration passes the manifest's JSON Schema (PLUGIN_CONFIG_INVALID with JSON paths);
-2. load: verify the signature again and import the wheel (marketplace/loader.py), call
-   `alphintra_schema_extensions` with the tenant's context, compose the tenant's new schema
-   (conflicts refuse: PLUGIN_SCHEMA_CONFLICT) and call `alphintra_activated`;
+2. load: verify the signature again and unpack the wheel (gateway/marketplace/wheels.py),
+   start the plugin's sandboxed worker for this tenant (gateway/marketplace/sandbox/), which
+   imports it; read what it offers (its SDL, theme, flags, providers; only hooks the manifest
+   declares and capabilities it holds), compose the tenant's new schema (conflicts refuse:
+   PLUGIN_SCHEMA_CONFLICT) and call `alphintra_activated`;
 3. commit: the installation row, its history event and the audit entry in one transaction;
 4. swap: the tenant's view is replaced by one dict assignment; requests already running keep
    the view (and schema) they started with;
@@ -18,7 +20,8 @@ tenant_plugins.py) and changes it in one order, so nothing is ever half-installe
 A failure in 1-3 leaves the old view in place and nothing stored (a commit that fails after
 activation calls `alphintra_deactivated` on the new plugin). Secrets in the configuration are
 sealed with runtime.secrets under f"plugin-config:{tenant_id}:{plugin_id}" and opened only
-into the plugin's PluginContext; no read returns them (`secret_fields` tells which are set).
+into the first message to that tenant's worker; no read returns them (`secret_fields` tells
+which are set). The gateway never imports plugin code.
 """
 
 from __future__ import annotations
@@ -30,9 +33,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -47,26 +49,27 @@ from gateway.audit import AuditEntry, AuditTrail
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, DomainError, InvalidInput, NotFound
 from gateway.events import Bus, Event
-from gateway.secrets import SecretBox
-from marketplace.install_models import PluginInstallation, PluginInstallationEvent, PluginRating
-from marketplace.loader import WheelLoader
-from marketplace.manifest import gateway_version, is_compatible, parse_manifest
-from marketplace.metering import Meter
-from marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
-from marketplace.tenant_plugins import ActivePlugin, ComposedSchema, Composer, SchemaCache, TenantView
-from plugins.host import PluginCalls, PluginFailed
-from plugins.sdk import (
-    DEFAULT_THEME,
-    Bar,
-    Instrument,
-    MarketDataSource,
-    PluginContext,
-    SchemaExtension,
-    Theme,
-    VenueDirectory,
-    bind_context,
-    unbind_context,
+from gateway.marketplace.errors import PluginCallFailed
+from gateway.marketplace.install_models import PluginInstallation, PluginInstallationEvent, PluginRating
+from gateway.marketplace.metering import Meter
+from gateway.marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
+from gateway.marketplace.sandbox.asks import answerer
+from gateway.marketplace.sandbox.egress import EgressProxy
+from gateway.marketplace.sandbox.proxies import HOOK_CAPABILITIES, PROXIES, RemoteProvider, describe
+from gateway.marketplace.sandbox.supervisor import Limits, ManagedPlugin, PluginSpec, Sandbox
+from gateway.marketplace.tenant_plugins import (
+    ActivePlugin,
+    ComposedSchema,
+    Composer,
+    PluginSchema,
+    SchemaCache,
+    TenantView,
+    config_digest,
 )
+from gateway.marketplace.wheels import WheelStore
+from gateway.secrets import SecretBox
+from marketplace.manifest import gateway_version, is_compatible, parse_manifest
+from plugins.sdk import DEFAULT_THEME, Bar, Instrument, Theme, VenueDirectory
 
 log = logging.getLogger(__name__)
 
@@ -76,27 +79,13 @@ MAX_BARS = 10_000
 FAILURE_EVENT_INTERVAL_S = 10.0
 DELISTED_TOPIC = "marketplace.delisted"
 CHANGED_TOPIC = "marketplace.installations.changed"  # other processes reload the tenant
-
-
-# The view a request started with: the HTTP endpoint sets it when it picks the tenant's schema,
-# so a request in flight keeps its plugins (and their contexts) even if an uninstall, upgrade or
-# delisting swaps the tenant's view meanwhile. Plugin threads inherit it (PluginCalls copies
-# context variables).
-REQUEST_VIEW: ContextVar[TenantView | None] = ContextVar("alphintra_request_view", default=None)
+# Plugins on the order path: their workers start at activation and never stop for idleness.
+STOP_GRACE_S = 30.0  # a replaced worker finishes the requests already using it
+KEEP_WARM_HOOKS = ("alphintra_exchange_connectors", "alphintra_compliance_rule_packs")
 
 
 def events_topic(tenant_id: str) -> str:
     return f"marketplace.plugin-events.{tenant_id}"
-
-
-class PluginCallFailed(DomainError):
-    """A plugin raised, hung or answered the wrong shape; `details.plugin` names it."""
-
-    code = "PLUGIN_FAILED"
-    http_status = 502
-
-    def __init__(self, plugin_id: str, message: str) -> None:
-        super().__init__(f"plugin {plugin_id} failed: {message}", details={"plugin": plugin_id})
 
 
 class ConfigInvalid(InvalidInput):
@@ -119,17 +108,18 @@ class VersionRef:
 
 
 class Installations:
-    def __init__(self, db: Database, bus: Bus, secrets: SecretBox, audit: AuditTrail, loader: WheelLoader,
-                 meter: Meter, calls: PluginCalls, max_page_size: int,
+    def __init__(self, db: Database, bus: Bus, secrets: SecretBox, audit: AuditTrail, store: WheelStore,
+                 meter: Meter, sandbox: Sandbox, max_page_size: int,
                  version_of_gateway: Callable[[], str] = gateway_version,
                  venues: VenueDirectory | None = None) -> None:
         self.db = db
         self.bus = bus
         self.secrets = secrets
         self.audit = audit
-        self.loader = loader
+        self.store = store
         self.meter = meter
-        self.calls = calls
+        self.sandbox = sandbox
+        self.sandbox.on_quarantine = self._quarantined
         self.max_page_size = max_page_size
         self.gateway_version = version_of_gateway
         self.venues = venues
@@ -138,22 +128,33 @@ class Installations:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._last_failure: dict[tuple[str, str], float] = {}
+        self._digest_key = uuid.uuid4().bytes  # worker keys: a configuration change is a new worker
         self.origin = uuid.uuid4().hex  # this process, on CHANGED_TOPIC messages
 
     # Wiring (the app, the composition root, hands in the schema composer).
     def bind_composer(self, composer: Composer) -> None:
-        self.schemas = SchemaCache(composer, self.guard)
+        self.schemas = SchemaCache(composer, self)
 
-    def restore(self) -> int:
-        """Load every tenant's installations (start-up). Returns how many tenants."""
+    def restore(self, wait_s: float = 3.0) -> int:
+        """Load every tenant's installations (start-up), each tenant on its own thread: a plugin
+        that hangs at import delays only its tenant's plugins, never the gateway's start; this
+        waits at most `wait_s` for them. Returns how many tenants."""
         with self.db.system_session() as session:
             tenants = sorted(set(session.exec(select(PluginInstallation.tenant_id)).all()))
-        for tenant_id in tenants:
-            try:
-                self.reload(tenant_id)
-            except Exception:
-                log.exception("could not restore a tenant's plugins", extra={"tenant_id": tenant_id})
+        threads = [threading.Thread(target=self._restore_tenant, args=(tenant_id,), daemon=True,
+                                    name="plugin-restore") for tenant_id in tenants]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + wait_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         return len(tenants)
+
+    def _restore_tenant(self, tenant_id: str) -> None:
+        try:
+            self.reload(tenant_id)
+        except Exception:
+            log.exception("could not restore a tenant's plugins", extra={"tenant_id": tenant_id})
 
     def reload(self, tenant_id: str) -> None:
         with self._tenant_lock(tenant_id):
@@ -168,7 +169,12 @@ class Installations:
                 except DomainError as exc:
                     log.error("installed plugin failed to load", extra={
                         "tenant_id": tenant_id, "plugin": row.plugin_id, "code": exc.code})
+            replaced = self._views.get(tenant_id)
             self._swap(tenant_id, plugins)
+            kept = {id(p.managed) for p in plugins}
+            for old in replaced.plugins if replaced else ():
+                if id(old.managed) not in kept:
+                    self.sandbox.forget(old.managed)
 
     def on_changed(self, event: Event) -> None:
         if event.payload.get("origin") != self.origin:
@@ -176,13 +182,13 @@ class Installations:
                              args=(str(event.payload["tenant_id"]),)).start()
 
     def stop(self) -> None:
-        """Shutdown: write pending metering and release the plugins' threads."""
+        """Shutdown: write pending metering, stop every worker, remove the unpacked wheels."""
         try:
             self.meter.flush()
         except Exception:
             log.exception("metering flush failed at shutdown")
-        self.calls.close()
-        self.loader.close()
+        self.sandbox.close()
+        self.store.close()
 
     # Reads for the request path.
     def view(self, tenant_id: str) -> TenantView | None:
@@ -195,64 +201,53 @@ class Installations:
     def tenant_count(self) -> int:
         return len(self._views)
 
-    # The guard every plugin resolver runs inside (handed to the composer).
-    def guard(self, plugin_id: str, resolver: Any, where: str) -> Any:
-        if resolver is None:
-            return None
-        service = self
+    # A plugin's own GraphQL fields: the schema layer forwards each field's sub-document here
+    # (schema/plugin_fields.py). `view` is the one the request started with, when it has one.
+    def plugin_graphql(self, tenant_id: str, plugin_id: str, document: str, variables: dict[str, Any],
+                       view: TenantView | None = None) -> dict[str, Any]:
+        active = self._active(tenant_id, plugin_id, view)
+        try:
+            answer = active.managed.call("graphql", {"document": document, "variables": variables})
+        except PluginCallFailed as exc:
+            self._failed(active, exc.reason)
+            raise
+        return self._metered(active, answer)
 
-        if where == "subscription":  # no timeout: a stream lives as long as its client
-            async def subscribe(source: Any, info: Any, **kwargs: Any) -> Any:
-                active = service._active(info, plugin_id)
-                token = bind_context(active.context)
-                try:
-                    stream = resolver(source, info, **kwargs)
-                    if hasattr(stream, "__await__"):
-                        stream = await stream
-                    async for item in stream:
-                        service.meter.record(active.context.tenant_id or "", plugin_id, active.version)
-                        yield item
-                except DomainError:
-                    raise
-                except Exception as exc:
-                    log.error("plugin subscription failed", exc_info=exc, extra={"plugin": plugin_id})
-                    raise PluginCallFailed(plugin_id, type(exc).__name__) from None
-                finally:
-                    unbind_context(token)
-            return subscribe
+    async def aplugin_graphql(self, tenant_id: str, plugin_id: str, document: str,
+                              variables: dict[str, Any], view: TenantView | None = None) -> dict[str, Any]:
+        active = self._active(tenant_id, plugin_id, view)
+        try:
+            answer = await active.managed.acall("graphql", {"document": document, "variables": variables})
+        except PluginCallFailed as exc:
+            self._failed(active, exc.reason)
+            raise
+        return self._metered(active, answer)
 
-        def resolve(source: Any, info: Any, **kwargs: Any) -> Any:
-            active = service._active(info, plugin_id)
-            token = bind_context(active.context)
-            try:
-                if where == "field":  # a field of the plugin's own type: no extra thread
-                    try:
-                        return resolver(source, info, **kwargs)
-                    except DomainError:
-                        raise
-                    except Exception as exc:
-                        log.error("plugin field failed", exc_info=exc, extra={"plugin": plugin_id})
-                        service._failed(active, type(exc).__name__)
-                        raise PluginCallFailed(plugin_id, type(exc).__name__) from None
-                try:
-                    result = service.calls.call(plugin_id, resolver, source, info, **kwargs)
-                except PluginFailed as exc:
-                    if isinstance(exc.__cause__, DomainError):
-                        raise exc.__cause__ from None
-                    reason = exc.message.split(": ", 1)[-1]
-                    service._failed(active, reason)
-                    raise PluginCallFailed(plugin_id, reason) from None
-                service.meter.record(active.context.tenant_id or "", plugin_id, active.version,
-                                     size=_size(result))
-                return result
-            finally:
-                unbind_context(token)
+    async def plugin_subscribe(self, tenant_id: str, plugin_id: str, document: str,
+                               variables: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """No deadline: a stream lives as long as its client; a crash ends it with PLUGIN_FAILED."""
+        active = self._active(tenant_id, plugin_id, None)
+        try:
+            async for item in active.managed.stream("subscribe", {"document": document,
+                                                                  "variables": variables}):
+                yield self._metered(active, item)
+        except PluginCallFailed as exc:
+            self._failed(active, exc.reason)
+            raise
 
-        return resolve
+    def _metered(self, active: ActivePlugin, answer: Any) -> dict[str, Any]:
+        if not isinstance(answer, dict):
+            raise PluginCallFailed(active.plugin_id, "its GraphQL answer has the wrong shape")
+        if answer.get("errors"):
+            kinds = sorted({str(e.get("type")) for e in answer["errors"] if isinstance(e, dict)})
+            self._failed(active, ", ".join(kinds))
+        self.meter.record(active.context_tenant, active.plugin_id, active.version,
+                          size=_size(answer.get("data")))
+        return answer
 
     def _failed(self, active: ActivePlugin, reason: str) -> None:
         """Tell the tenant (pluginEvents FAILED), at most once per plugin every 10 seconds."""
-        key = (active.context.tenant_id or "", active.plugin_id)
+        key = (active.context_tenant, active.plugin_id)
         now = time.monotonic()
         with self._locks_guard:
             if now - self._last_failure.get(key, -1e9) < FAILURE_EVENT_INTERVAL_S:
@@ -263,9 +258,28 @@ class Installations:
             "version": active.version, "previous_version": None, "reason": reason,
             "at": utcnow().isoformat()})
 
-    def _active(self, info: Any, plugin_id: str) -> ActivePlugin:
-        tenant_id = info.context.tenant_id
-        view = REQUEST_VIEW.get()
+    def _quarantined(self, managed: ManagedPlugin, reason: str) -> None:
+        """A plugin crash-looped for a tenant: tell the tenant and the vendor."""
+        spec = managed.spec
+        payload = {"tenant_id": spec.tenant_id, "action": "QUARANTINED", "plugin_id": spec.plugin_id,
+                   "version": spec.version, "previous_version": None, "reason": reason,
+                   "at": utcnow().isoformat()}
+        if spec.tenant_id:
+            self.bus.publish(events_topic(spec.tenant_id), payload)
+        vendor_tenant = self._vendor_tenant(spec.plugin_id)
+        if vendor_tenant and vendor_tenant != spec.tenant_id:
+            # The vendor learns which of its plugins failed, never which tenant or why in detail.
+            self.bus.publish(events_topic(vendor_tenant), {**payload, "tenant_id": vendor_tenant,
+                                                           "reason": "quarantined for a tenant"})
+
+    def _vendor_tenant(self, plugin_id: str) -> str | None:
+        with self.db.system_session() as session:
+            found = session.exec(select(Vendor.tenant_id)
+                                 .join(Plugin, col(Plugin.vendor_id) == col(Vendor.id))
+                                 .where(Plugin.id == plugin_id)).first()
+        return found
+
+    def _active(self, tenant_id: str, plugin_id: str, view: TenantView | None) -> ActivePlugin:
         if view is None or view.tenant_id != tenant_id:
             view = self._views.get(tenant_id)
         active = view.by_id.get(plugin_id) if view is not None else None
@@ -431,7 +445,7 @@ class Installations:
                         self._record(session, tenant_id, None, plugin_id, "DELISTED", active.version_id,
                                      active.version, None, None)
                         session.commit()
-                self._deactivated(active)
+                self._deactivated(active, grace_s=0.0)
                 self._tell(tenant_id, "DELISTED", plugin_id, active.version, None)
                 count += 1
             except Exception:
@@ -458,54 +472,39 @@ class Installations:
                                                col(PluginInstallationEvent.id))).all())
 
     def white_label(self, tenant_id: str) -> tuple[Theme, str | None]:
-        """The tenant's theme and the plugin that gave it (None: the built-in default)."""
+        """The tenant's theme and the plugin that gave it (None: the built-in default): the
+        most recently installed plugin with a theme (read once, at its activation)."""
         view = self._views.get(tenant_id)
         for active in reversed(view.plugins if view else ()):
-            hook = getattr(active.plugin, "alphintra_white_label", None)
-            if hook is None:
-                continue
-            try:
-                theme = self._call_hook(active, hook)
-            except PluginCallFailed:
-                continue
-            if isinstance(theme, Theme):
-                return theme, active.plugin_id
-            if theme is not None:
-                log.error("white-label hook answered the wrong shape", extra={"plugin": active.plugin_id})
+            if active.theme is not None:
+                return active.theme, active.plugin_id
         return DEFAULT_THEME, None
 
     def feature_flags(self, tenant_id: str) -> dict[str, tuple[bool, str]]:
-        """flag → (enabled, plugin that set it)."""
+        """flag → (enabled, plugin that set it); the most recently installed wins."""
         flags: dict[str, tuple[bool, str]] = {}
         view = self._views.get(tenant_id)
         for active in view.plugins if view else ():
-            hook = getattr(active.plugin, "alphintra_feature_flags", None)
-            if hook is None:
-                continue
-            try:
-                answer = self._call_hook(active, hook)
-            except PluginCallFailed:
-                continue
-            if not isinstance(answer, dict) or not all(isinstance(k, str) and isinstance(v, bool)
-                                                       for k, v in answer.items()):
-                log.error("feature-flag hook answered the wrong shape", extra={"plugin": active.plugin_id})
-                continue
-            flags.update({k: (v, active.plugin_id) for k, v in answer.items()})
+            flags.update({k: (v, active.plugin_id) for k, v in active.flags.items()})
         return flags
+
+    def providers(self, tenant_id: str, hook: str) -> list[tuple[str, RemoteProvider]]:
+        """(plugin id, provider) of the tenant's installed plugins for a provider hook."""
+        view = self._views.get(tenant_id)
+        return [(active.plugin_id, provider) for active in (view.plugins if view else ())
+                for provider in active.providers.get(hook, ())]
 
     # The tenant's own market data: its installed data-source plugins (marketdata:publish).
     def instruments(self, tenant_id: str, search: str | None = None) -> list[tuple[str, Instrument]]:
         """(plugin id, instrument) of every installed source; a failing source is left out."""
         out: list[tuple[str, Instrument]] = []
-        view = self._views.get(tenant_id)
-        for active in view.plugins if view else ():
-            for source in active.sources:
-                try:
-                    found = self._call_source(active, source.instruments)
-                except PluginCallFailed:
-                    continue
-                out.extend((active.plugin_id, i) for i in found if isinstance(i, Instrument)
-                           and (not search or search.lower() in f"{i.key} {i.name}".lower()))
+        for plugin_id, source in self.providers(tenant_id, "alphintra_market_data_sources"):
+            try:
+                found = source.instruments()
+            except PluginCallFailed:
+                continue
+            out.extend((plugin_id, i) for i in found
+                       if not search or search.lower() in f"{i.key} {i.name}".lower())
         return out
 
     def bars(self, tenant_id: str, key: str, start: datetime, end: datetime, interval: str
@@ -518,30 +517,20 @@ class Installations:
             raise InvalidInput(f"end must follow start, at most {MAX_BARS} bars", code="RANGE_INVALID")
         view = self._views.get(tenant_id)
         for active in view.plugins if view else ():
-            for source in active.sources:
+            for source in active.providers.get("alphintra_market_data_sources", ()):
                 try:
-                    known = {i.key: i for i in self._call_source(active, source.instruments)}
+                    known = {i.key: i for i in source.instruments()}
                 except PluginCallFailed:
                     continue
                 if key in known:
-                    bars = self._call_source(active, source.bars, known[key], start, end, interval)
-                    if not isinstance(bars, list | tuple) or not all(isinstance(b, Bar) for b in bars):
-                        raise PluginCallFailed(active.plugin_id, "bars() answered the wrong shape")
-                    self.meter.record(tenant_id, active.plugin_id, active.version, size=_size(list(bars)))
-                    return active.plugin_id, list(bars)
+                    try:
+                        bars = source.bars(known[key], start, end, interval)  # type: ignore[attr-defined]
+                    except PluginCallFailed as exc:
+                        self._failed(active, exc.reason)
+                        raise
+                    self.meter.record(tenant_id, active.plugin_id, active.version, size=_size(bars))
+                    return active.plugin_id, bars
         raise NotFound(f"no installed data source serves {key}", code="INSTRUMENT_UNKNOWN")
-
-    def _call_source(self, active: ActivePlugin, fn: Callable[..., Any], *args: Any) -> Any:
-        def run() -> Any:
-            token = bind_context(active.context)
-            try:
-                return fn(*args)
-            finally:
-                unbind_context(token)
-        try:
-            return self.calls.call(active.plugin_id, run)
-        except PluginFailed as exc:
-            raise PluginCallFailed(active.plugin_id, exc.message.split(": ", 1)[-1]) from None
 
     def open_secret_paths(self, row: PluginInstallation) -> list[str]:
         return list(row.secret_fields)
@@ -586,19 +575,19 @@ class Installations:
                 session.refresh(row)
                 session.expunge(row)
         except IntegrityError:
-            self._call_lifecycle(active, "alphintra_deactivated", strict=False)
+            self._deactivated(active)
             if action != "INSTALLED":
                 raise
             # Another gateway process installed it (or used the key) between our check and commit.
             raise Conflict(f"{ref.plugin_id} was installed meanwhile (another request); upgrade or "
                            "configure it", code="PLUGIN_ALREADY_INSTALLED") from None
         except Exception:
-            self._call_lifecycle(active, "alphintra_deactivated", strict=False)
+            self._deactivated(active)
             raise
         self._views[tenant_id] = TenantView.of(tenant_id, plugins, schema)
         self._forget_unused_schemas()
-        if replaced is not None and replaced.sha256 != active.sha256:
-            self._deactivated(replaced)
+        if replaced is not None and replaced.managed is not active.managed:
+            self._deactivated(replaced, call_hook=replaced.sha256 != active.sha256)
         self._tell(tenant_id, action, ref.plugin_id, ref.version, previous_version)
         return row
 
@@ -640,65 +629,111 @@ class Installations:
 
     def _activate(self, tenant_id: str, ref: VersionRef, row: PluginInstallation,
                   call_activated: bool) -> ActivePlugin:
-        loaded = self.loader.load(plugin_id=ref.plugin_id, wheel=ref.wheel, wheel_sha256=ref.wheel_sha256,
-                                  manifest=ref.manifest, signature=ref.signature, public_key=ref.public_key)
+        """Start (or reuse) the tenant's worker for this version and configuration and read
+        what the plugin offers. Only hooks the manifest declares, the plugin implements and
+        whose capability the manifest holds are ever called."""
+        unpacked = self.store.load(plugin_id=ref.plugin_id, wheel=ref.wheel, wheel_sha256=ref.wheel_sha256,
+                                   manifest=ref.manifest, signature=ref.signature, public_key=ref.public_key)
         config = dict(row.config)
         if row.sealed_secrets:
             _merge_secrets(config, json.loads(self.secrets.open(
                 row.sealed_secrets, _secret_context(tenant_id, ref.plugin_id))))
-        context = PluginContext(
-            plugin_id=ref.plugin_id, config=config, tenant_id=tenant_id, version=ref.version,
-            venues=self.venues,
-            capabilities=frozenset(ref.manifest.get("capabilities") or ()),
-            logger=logging.getLogger(f"alphintra.plugin.{ref.plugin_id}"))
-        active = ActivePlugin(ref.plugin_id, ref.version, ref.version_id, loaded.sha256, loaded.plugin,
-                              context)
-        hook = getattr(loaded.plugin, "alphintra_schema_extensions", None)
-        extensions: tuple[SchemaExtension, ...] = ()
-        if hook is not None:
-            answer = self._call_hook(active, hook)
-            if not isinstance(answer, list) or not all(isinstance(e, SchemaExtension) for e in answer):
-                raise PluginCallFailed(ref.plugin_id, "alphintra_schema_extensions must answer a list "
-                                                      "of plugins.sdk.SchemaExtension")
-            extensions = tuple(answer)
-        sources: tuple[MarketDataSource, ...] = ()
-        hook = getattr(loaded.plugin, "alphintra_market_data_sources", None)
-        if hook is not None and context.has("marketdata:publish"):
-            answer = self._call_hook(active, hook)
-            if not isinstance(answer, list) or not all(isinstance(s, MarketDataSource) for s in answer):
-                raise PluginCallFailed(ref.plugin_id, "alphintra_market_data_sources must answer a list "
-                                                      "of plugins.sdk.MarketDataSource")
-            sources = tuple(answer)
-        active = dataclasses.replace(active, extensions=extensions, sources=sources)
-        if call_activated:
-            self._call_lifecycle(active, "alphintra_activated", strict=True)
+        manifest = parse_manifest(ref.manifest)
+        capabilities = frozenset(manifest.capabilities)
+        declared = tuple(manifest.hooks)
+        key = f"{tenant_id}|{ref.version_id}|{config_digest(config, self._digest_key)}"
+        managed = self.sandbox.managed(PluginSpec(
+            key=key, plugin_id=ref.plugin_id, version=ref.version, tenant_id=tenant_id,
+            directory=unpacked.directory, sha256=unpacked.sha256, entry_point=unpacked.entry_point,
+            hooks=declared, capabilities=capabilities, config=config,
+            keep_warm=any(h in declared for h in KEEP_WARM_HOOKS)))
+        try:
+            active = self._read_offer(tenant_id, ref, unpacked.sha256, managed, capabilities, declared)
+            if call_activated:
+                self._call_lifecycle(active, "alphintra_activated", strict=True)
+        except BaseException:
+            if not self._in_use(managed):
+                self.sandbox.forget(managed)
+            raise
         return active
 
-    def _call_hook(self, active: ActivePlugin, hook: Callable[..., Any]) -> Any:
-        def run() -> Any:
-            token = bind_context(active.context)
-            try:
-                return hook(context=active.context)
-            finally:
-                unbind_context(token)
+    def _read_offer(self, tenant_id: str, ref: VersionRef, sha256: str, managed: ManagedPlugin,
+                    capabilities: frozenset[str], declared: Sequence[str]) -> ActivePlugin:
+        worker = managed.ensure_worker()  # imports the plugin, under the start deadline
+        implemented = set(worker.implemented)
+        usable = []
+        for hook in declared:
+            needed = HOOK_CAPABILITIES.get(hook)
+            if hook not in implemented:
+                continue
+            if needed is not None and needed not in capabilities:
+                log.warning("a plugin hook needs a capability its manifest lacks; never called",
+                            extra={"plugin": ref.plugin_id, "hook": hook, "capability": needed})
+                continue
+            usable.append(hook)
+        undeclared = sorted(implemented - set(declared))
+        if undeclared:
+            log.warning("a plugin implements hooks its manifest does not declare; never called",
+                        extra={"plugin": ref.plugin_id, "hooks": undeclared})
+        schema = None
+        if "alphintra_schema_extensions" in usable:
+            answer = managed.call("schema")
+            if (not isinstance(answer, dict) or not isinstance(answer.get("sdl"), str)
+                    or not isinstance(answer.get("roots"), dict)):
+                raise PluginCallFailed(ref.plugin_id, "alphintra_schema_extensions must answer a list "
+                                                      "of plugins.sdk.SchemaExtension")
+            schema = PluginSchema(answer["sdl"], {str(k): tuple(v) for k, v in answer["roots"].items()})
+        theme = None
+        if "alphintra_white_label" in usable:
+            value = self._value(managed, "alphintra_white_label")
+            if isinstance(value, Theme):
+                theme = value
+            elif value is not None:
+                log.error("white-label hook answered the wrong shape", extra={"plugin": ref.plugin_id})
+        flags: dict[str, bool] = {}
+        if "alphintra_feature_flags" in usable:
+            value = self._value(managed, "alphintra_feature_flags")
+            if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bool)
+                                               for k, v in value.items()):
+                flags = value
+            else:
+                log.error("feature-flag hook answered the wrong shape", extra={"plugin": ref.plugin_id})
+        providers = {hook: tuple(describe(managed, hook)) for hook in usable if hook in PROXIES}
+        return ActivePlugin(ref.plugin_id, ref.version, ref.version_id, sha256, managed, tenant_id,
+                            hooks=frozenset(usable), schema=schema, theme=theme, flags=flags,
+                            providers=providers)
+
+    @staticmethod
+    def _value(managed: ManagedPlugin, hook: str) -> Any:
+        """A value hook, read once at activation; a failing one is left out (logged)."""
         try:
-            return self.calls.call(active.plugin_id, run)
-        except PluginFailed as exc:
-            raise PluginCallFailed(active.plugin_id, exc.message.split(": ", 1)[-1]) from None
+            return managed.call("value", {"hook": hook})
+        except PluginCallFailed as exc:
+            log.error("plugin hook failed at activation", extra={"plugin": managed.plugin_id,
+                                                                 "hook": hook, "reason": exc.reason})
+            return None
+
+    def _in_use(self, managed: ManagedPlugin) -> bool:
+        return any(p.managed is managed for v in list(self._views.values()) for p in v.plugins)
 
     def _call_lifecycle(self, active: ActivePlugin, name: str, strict: bool) -> None:
-        hook = getattr(active.plugin, name, None)
-        if hook is None:
+        if name not in active.hooks:
             return
         try:
-            self._call_hook(active, hook)
+            active.managed.call("value", {"hook": name})
         except PluginCallFailed:
             if strict:
                 raise
             log.error("plugin lifecycle hook failed", extra={"plugin": active.plugin_id, "hook": name})
 
-    def _deactivated(self, active: ActivePlugin) -> None:
-        self._call_lifecycle(active, "alphintra_deactivated", strict=False)
+    def _deactivated(self, active: ActivePlugin, call_hook: bool = True, grace_s: float = STOP_GRACE_S
+                     ) -> None:
+        """The plugin no longer serves this tenant: its hook (when asked), then its worker stops,
+        after `grace_s` for requests that started on the old view (none for a delisting)."""
+        if call_hook:
+            self._call_lifecycle(active, "alphintra_deactivated", strict=False)
+        if not self._in_use(active.managed):
+            self.sandbox.forget(active.managed, grace_s)
 
     def _tell(self, tenant_id: str, action: str, plugin_id: str, version: str | None,
               previous: str | None) -> None:
@@ -965,11 +1000,19 @@ def _plain(value: Any) -> Any:
 
 def build_installations(settings: Any, db: Database, bus: Bus, secrets: SecretBox, audit: AuditTrail,
                         venues: VenueDirectory | None = None) -> Installations:
-    """Construct the service; nothing is loaded or written until it is used. Wheels unpack under
-    the system temporary directory, each process into its own private directory."""
+    """Construct the service; nothing is loaded, started or written until it is used. Wheels
+    unpack under the system temporary directory, each process into its own private directory."""
     import tempfile
     from pathlib import Path
 
-    loader = WheelLoader(Path(tempfile.gettempdir()) / "alphintra-plugins")
-    return Installations(db, bus, secrets, audit, loader, Meter(db), PluginCalls(timeout_s=5.0),
-                         settings.max_page_size, venues=venues)
+    sandbox = Sandbox(Limits(
+        call_timeout_s=settings.plugin_call_timeout_s, start_timeout_s=settings.plugin_start_timeout_s,
+        idle_s=settings.plugin_idle_s, memory_bytes=settings.plugin_memory_mb << 20,
+        cpu_fraction=settings.plugin_cpu_fraction, pids=settings.plugin_pids,
+        quarantine_failures=settings.plugin_quarantine_failures,
+        required=settings.plugin_sandbox == "required"),
+        answerer(venues, EgressProxy(settings.plugin_egress_allow_private)),
+        use_bwrap=settings.plugin_bwrap, use_cgroups=settings.plugin_cgroups)
+    store = WheelStore(Path(tempfile.gettempdir()) / "alphintra-plugins")
+    return Installations(db, bus, secrets, audit, store, Meter(db), sandbox, settings.max_page_size,
+                         venues=venues)

@@ -1,7 +1,7 @@
 """Import a submitted plugin and check it, in a separate process the gateway can kill.
 
 `inspect_package` (the gateway side) unpacks the already safety-checked wheel into a temporary
-directory and runs `python -I -m marketplace.inspection <dir> <request> <result>` with a clean
+directory and runs `python -I -m gateway.marketplace.inspection <dir> <request> <result>` with a clean
 environment (no ALPHINTRA_* settings, so no database URL or keys), the temporary directory as
 working directory, CPU and memory limits, and a wall-clock timeout; the child is killed with
 its process group when the time is up. The plugin is imported as the gateway's loader imports
@@ -75,7 +75,7 @@ def inspect_package(files: Mapping[str, bytes], manifest: Mapping[str, Any], *,
         request = Path(workdir) / "request.json"
         result = Path(workdir) / "result.json"
         request.write_text(json.dumps({"manifest": dict(manifest), "timeout_s": timeout_s}))
-        command = [sys.executable, "-I", "-m", "marketplace.inspection", str(root), str(request),
+        command = [sys.executable, "-I", "-m", "gateway.marketplace.inspection", str(root), str(request),
                    str(result)]
         process = subprocess.Popen(command, cwd=workdir, env=_child_env(workdir),
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -21,9 +21,9 @@ from sqlmodel import col, select
 
 from gateway.db import Database
 from gateway.errors import InvalidInput, NotFound
+from gateway.marketplace.install_models import PluginInstallation, PluginUsage
+from gateway.marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
 from gateway.pagination import Page, check_page_size, decode_cursor
-from marketplace.install_models import PluginInstallation, PluginUsage
-from marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
 
 PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 

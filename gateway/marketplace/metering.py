@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from gateway.db import Database
-from marketplace.install_models import PluginUsage
+from gateway.marketplace.install_models import PluginUsage
 
 Key = tuple[str, str, str, str]  # tenant, plugin, version, day
 

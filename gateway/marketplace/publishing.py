@@ -40,11 +40,11 @@ from gateway.audit import AuditEntry, AuditTrail
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.events import Bus
+from gateway.marketplace.inspection import DEFAULT_TIMEOUT_S, InspectionReport, inspect_package
+from gateway.marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
 from gateway.pagination import Page, after_clause, check_page_size
 from marketplace import signing
-from marketplace.inspection import DEFAULT_TIMEOUT_S, InspectionReport, inspect_package
 from marketplace.manifest import Manifest, parse_manifest
-from marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
 from marketplace.wheel import (
     PackageTampered,
     WheelLimits,

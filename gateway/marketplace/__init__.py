@@ -1,0 +1,1 @@
+"""The marketplace as the gateway runs it: publication, installation, the plugin sandbox."""

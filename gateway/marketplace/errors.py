@@ -1,0 +1,32 @@
+"""Errors of installed plugins as clients see them (each names the plugin in details.plugin)."""
+
+from __future__ import annotations
+
+from gateway.errors import DomainError
+
+
+class PluginCallFailed(DomainError):
+    """A plugin raised, crashed, hung past its deadline or answered the wrong shape."""
+
+    code = "PLUGIN_FAILED"
+    http_status = 502
+
+    def __init__(self, plugin_id: str, message: str) -> None:
+        super().__init__(f"plugin {plugin_id} failed: {message}", details={"plugin": plugin_id})
+        self.plugin_id = plugin_id
+        self.reason = message
+
+
+class PluginQuarantined(PluginCallFailed):
+    """The plugin failed too often in a short time; it stays stopped for this tenant until it
+    is configured, upgraded, rolled back or reinstalled."""
+
+    code = "PLUGIN_QUARANTINED"
+    http_status = 503
+
+
+class SandboxUnavailable(DomainError):
+    """This host cannot confine plugin code to the required minimum (docs/sandbox.md)."""
+
+    code = "PLUGIN_SANDBOX_UNAVAILABLE"
+    http_status = 503

@@ -1,0 +1,1 @@
+"""Confinement of marketplace plugin workers: host layers (uid, bwrap, cgroups) and their launch."""

@@ -1,0 +1,1 @@
+"""Code that runs inside a sandboxed plugin worker (standard library only, plus pyseccomp)."""
