@@ -4,7 +4,8 @@
 
 Prints, per example: the build (pip, once), then the median over the repeats of reading and
 checking the wheel, validating the manifest, signing, verifying the signature, and the
-inspection process (import, hook comparison, conformance kit). Nothing is stored: this is the
+inspection in the plugin sandbox (a worker started, the import, hook comparison, the
+conformance kit driven by the gateway). Nothing is stored: this is the
 work `MarketplacePublishing.publish` does before its one transaction.
 """
 
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.marketplace.inspection import inspect_package
+from gateway.marketplace.sandbox.asks import answerer
+from gateway.marketplace.sandbox.egress import EgressProxy
+from gateway.marketplace.sandbox.supervisor import Limits, Sandbox
 from marketplace import signing
 from marketplace.build import build_wheel
 from marketplace.manifest import parse_manifest
@@ -41,6 +45,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     private, public = signing.generate_key()
+    sandbox = Sandbox(Limits(), answerer(None, EgressProxy()))
+    print(sandbox.describe_layers())
     print(f"{'example':16} {'wheel kB':>8} {'build s':>8} {'read ms':>8} {'manifest ms':>11} "
           f"{'sign ms':>8} {'verify ms':>9} {'inspect ms':>10}")
     with tempfile.TemporaryDirectory() as out:
@@ -54,11 +60,12 @@ def main() -> None:
                                       args.repeat)
             verify_s, _ = timed(lambda c=contents, m=manifest, s=signature:
                                 signing.verify(c, m, s, public), args.repeat)
-            inspect_s, _ = timed(lambda c=contents, m=manifest: inspect_package(c.files, m.raw),
-                                 args.repeat)
+            inspect_s, _ = timed(lambda w=wheel, c=contents, m=manifest:
+                                 inspect_package(sandbox, w, c.files, m.raw), args.repeat)
             print(f"{name:16} {len(wheel) / 1000:8.1f} {build_s:8.2f} {read_s * 1e3:8.2f} "
                   f"{parse_s * 1e3:11.2f} {sign_s * 1e3:8.2f} {verify_s * 1e3:9.2f} "
                   f"{inspect_s * 1e3:10.0f}")
+    sandbox.close()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""Conformance kits, one per category, run inside the inspection process (never the gateway's).
+"""Conformance kits, one per category: the checks a plugin's answers must pass to be published.
 
-Each kit calls the plugin's hooks with a kit context (`plugin_id`, the manifest's
-`conformance.config`, its declared capabilities, and `KitVenues`: a directory in which every
-venue is open, lots are 1 and ticks 0.01) and checks the answers' shapes:
+The gateway drives a kit against the plugin running in its sandboxed worker (through proxies
+that implement the SDK's protocols, gateway/marketplace/inspection.py), so the plugin neither
+runs the checks nor writes the verdict; a vendor runs the same kit locally on a pluggy manager
+(`run_kit(manifest, manager, plugin_id)`). Each kit calls the plugin's hooks with a kit
+context (`plugin_id`, the manifest's `conformance.config`, its declared capabilities, and
+`KitVenues`: a directory in which every venue is open, lots are 1 and ticks 0.01) and checks
+the answers' shapes:
 
 - data-source: `alphintra_market_data_sources` gives at least one MarketDataSource; each lists
   instruments (normalised `Instrument`s, unique keys) and answers daily bars for its first
@@ -21,7 +25,7 @@ venue is open, lots are 1 and ticks 0.01) and checks the answers' shapes:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -88,27 +92,71 @@ class KitOutcome:
     checks: list[str] = field(default_factory=list)
 
 
+HookCaller = Callable[[str], Any]  # hook name -> what the plugin's implementation answers
+
+
+def local_caller(manager: pluggy.PluginManager, context: PluginContext) -> HookCaller:
+    """Call hooks of a plugin registered on `manager` in this process (a vendor's own tests)."""
+
+    def call(hook: str) -> Any:
+        impl = getattr(manager.hook, hook).get_hookimpls()[0]
+        available = {"context": context}
+        return impl.function(**{name: available.get(name) for name in impl.argnames})
+
+    return call
+
+
+def kit_context(manifest: Mapping[str, Any], plugin_id: str) -> PluginContext:
+    conformance: Mapping[str, Any] = manifest.get("conformance") or {}
+    return PluginContext(plugin_id=plugin_id, config=dict(conformance.get("config") or {}),
+                         venues=KitVenues(), version=manifest.get("version", ""),
+                         capabilities=frozenset(manifest.get("capabilities", ())))
+
+
+def hook_problems(implemented: Sequence[str], declared: Sequence[str]) -> list[str]:
+    """What is wrong between the hooks a plugin implements and those its manifest declares."""
+    from plugins import hookspecs
+
+    problems = []
+    known = {name for name in dir(hookspecs) if name.startswith("alphintra_")}
+    for name in sorted(set(declared) - known):
+        problems.append(f"the manifest declares {name}, which is not a hook of the gateway")
+    for name in sorted(set(declared) & known - set(implemented)):
+        problems.append(f"the manifest declares {name} but the plugin does not implement it")
+    for name in sorted(set(implemented) - set(declared)):
+        problems.append(f"the plugin implements {name} but the manifest does not declare it")
+    return problems
+
+
+def compare_hooks(plugin: object, plugin_id: str, declared: Sequence[str]
+                  ) -> tuple[pluggy.PluginManager, list[str], list[str]]:
+    """Register `plugin` against the hookspecs; answer (manager, implemented hooks, problems)."""
+    from plugins import hookspecs
+    from plugins.sdk import PROJECT
+
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(hookspecs)
+    try:
+        manager.register(plugin, name=plugin_id)
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        return manager, [], [f"a hook implementation does not match plugins/hookspecs.py: {exc}"]
+    implemented = sorted(caller.name for caller in manager.get_hookcallers(plugin) or [])
+    return manager, implemented, hook_problems(implemented, declared)
+
+
 class _Kit:
-    def __init__(self, manifest: Mapping[str, Any], manager: pluggy.PluginManager,
-                 plugin_id: str) -> None:
+    def __init__(self, manifest: Mapping[str, Any], caller: HookCaller, plugin_id: str) -> None:
         self.manifest = manifest
-        self.manager = manager
+        self.caller = caller
         self.conformance: Mapping[str, Any] = manifest.get("conformance") or {}
-        self.context = PluginContext(plugin_id=plugin_id,
-                                     config=dict(self.conformance.get("config") or {}),
-                                     venues=KitVenues(), version=manifest.get("version", ""),
-                                     capabilities=frozenset(manifest.get("capabilities", ())))
         self.outcome = KitOutcome()
 
     def fail(self, message: str) -> None:
         self.outcome.failures.append(message)
 
     def call(self, hook: str) -> Any:
-        """Call the plugin's implementation of `hook` with the arguments it takes."""
-        impls = getattr(self.manager.hook, hook).get_hookimpls()
-        impl = impls[0]
-        available = {"context": self.context}
-        return impl.function(**{name: available.get(name) for name in impl.argnames})
+        return self.caller(hook)
 
     def guarded(self, what: str, fn: Any, *args: Any) -> Any:
         try:
@@ -308,6 +356,11 @@ def _check_white_label(kit: _Kit) -> None:
 
 
 def _check_schema_extensions(kit: _Kit, value: Any) -> None:
+    if isinstance(value, dict):  # from a worker: its SDL and root fields
+        roots = value.get("roots") or {}
+        if not isinstance(value.get("sdl"), str) or not any(roots.get(r) for r in roots):
+            kit.fail("alphintra_schema_extensions must add at least one root field")
+        return
     if not isinstance(value, list):
         return
     for ext in value:
@@ -329,8 +382,11 @@ COVERED_BY_KIT = {"data-source": {"alphintra_market_data_sources"},
 NOT_CALLED = {"alphintra_activated", "alphintra_deactivated"}
 
 
-def run_kit(manifest: Mapping[str, Any], manager: pluggy.PluginManager, plugin_id: str) -> KitOutcome:
-    kit = _Kit(manifest, manager, plugin_id)
+def run_kit(manifest: Mapping[str, Any], manager: pluggy.PluginManager | HookCaller,
+            plugin_id: str) -> KitOutcome:
+    caller = (local_caller(manager, kit_context(manifest, plugin_id))
+              if isinstance(manager, pluggy.PluginManager) else manager)
+    kit = _Kit(manifest, caller, plugin_id)
     category = manifest["category"]
     if category in KITS:
         KITS[category](kit)
@@ -341,7 +397,7 @@ def run_kit(manifest: Mapping[str, Any], manager: pluggy.PluginManager, plugin_i
         value = kit.guarded(hook, kit.call, hook)
         if value is _FAILED:
             continue
-        if hook in LIST_HOOKS and not isinstance(value, list):
+        if hook in LIST_HOOKS and hook != "alphintra_schema_extensions" and not isinstance(value, list):
             kit.fail(f"{hook} must answer a list, got {type(value).__name__}")
             continue
         if hook == "alphintra_schema_extensions":

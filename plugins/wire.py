@@ -120,7 +120,9 @@ def unpackb(data: bytes) -> Any:
                            use_list=True)
 
 
-# SDK dataclasses: built field by field, each field coerced to its annotated type.
+# SDK dataclasses: built field by field. Only what the wire itself changes is restored (enums
+# arrive as their values, tuples and sets as lists); a float where the contract says Decimal
+# stays a float, so the receiver's shape checks see the plugin's mistake.
 
 _COERCERS: dict[type, list[Callable[[Any], Any]]] = {}
 
@@ -149,8 +151,6 @@ def _coercer(hint: Any) -> Callable[[Any], Any]:
         return lambda v: tuple(item(x) for x in v) if isinstance(v, list | tuple) else v
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return lambda v: hint(v) if v is not None else v
-    if hint is Decimal:
-        return lambda v: Decimal(str(v)) if isinstance(v, int | float | str) else v
     return lambda v: v
 
 

@@ -27,12 +27,11 @@ from sqlmodel import select
 from gateway.audit import AuditRecord
 from gateway.db import ALL_TENANTS
 from gateway.events import make_bus
-from gateway.marketplace.inspection import compare_hooks
 from gateway.marketplace.models import Plugin, PluginVersion
 from gateway.marketplace.publishing import DELISTED_TOPIC, MarketplacePublishing
 from marketplace import signing
 from marketplace.build import build_wheel
-from marketplace.conformance import run_kit
+from marketplace.conformance import compare_hooks, run_kit
 from marketplace.manifest import ManifestInvalid, is_compatible, parse_manifest
 from marketplace.wheel import MANIFEST_FILE, WheelLimits, WheelUnsafe, read_wheel
 from tests.support import error_codes, onboard, user_key
@@ -402,7 +401,8 @@ def test_tampered_and_badly_signed_packages_are_refused(runtime, example_wheels,
 
 
 def test_a_plugin_that_hangs_on_import_is_cut_off(runtime, example_wheels, vendor):
-    service = MarketplacePublishing(runtime.db, runtime.bus, runtime.audit, inspection_timeout_s=3)
+    service = MarketplacePublishing(runtime.db, runtime.bus, runtime.audit, runtime.marketplace.sandbox,
+                                    inspection_timeout_s=3)
     plugin_id = fresh_id("news")
 
     def hang(files: dict[str, bytes]) -> None:

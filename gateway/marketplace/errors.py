@@ -17,6 +17,18 @@ class PluginCallFailed(DomainError):
         self.reason = message
 
 
+class PluginStartFailed(PluginCallFailed):
+    """The worker could not start: the import raised (`error_type` names what), hung past the
+    start deadline (`timed_out`), or the worker died while starting."""
+
+    def __init__(self, plugin_id: str, message: str, *, error_type: str = "", detail: str = "",
+                 timed_out: bool = False) -> None:
+        super().__init__(plugin_id, message)
+        self.error_type = error_type
+        self.detail = detail or message
+        self.timed_out = timed_out
+
+
 class PluginQuarantined(PluginCallFailed):
     """The plugin failed too often in a short time; it stays stopped for this tenant until it
     is configured, upgraded, rolled back or reinstalled."""

@@ -1,44 +1,36 @@
-"""Import a submitted plugin and check it, in a separate process the gateway can kill.
+"""Inspect a submitted plugin in the same sandbox it will run in, driven by the gateway.
 
-`inspect_package` (the gateway side) unpacks the already safety-checked wheel into a temporary
-directory and runs `python -I -m gateway.marketplace.inspection <dir> <request> <result>` with a clean
-environment (no ALPHINTRA_* settings, so no database URL or keys), the temporary directory as
-working directory, CPU and memory limits, and a wall-clock timeout; the child is killed with
-its process group when the time is up. The plugin is imported as the gateway's loader imports
-it, under a namespace package whose path is the unpacked wheel (never from sys.path), so a
-wheel cannot shadow `plugins` or the standard library, and a plugin that imports its own
-package absolutely fails here exactly as it would at load.
-
-The child (`main`) imports the entry point (PLUGIN_IMPORT_FAILED when that raises), registers
-it on a pluggy manager carrying plugins/hookspecs.py, which refuses hooks that do not exist and
-argument names a hookspec does not have, compares the implemented hooks with the manifest's
-`hooks` (MANIFEST_HOOKS_MISMATCH), then runs the category's conformance kit
-(marketplace/conformance.py; CONFORMANCE_FAILED). It writes its verdict as JSON to a result
-file, never to stdout, which the plugin may print on.
+`inspect_package` unpacks the already safety-checked wheel into a fresh directory and starts a
+worker for it exactly as an installation would (gateway/marketplace/sandbox/): the same uid,
+namespaces, Landlock, seccomp and limits, the same module name
+(`alphintra_wheels.w<sha256[:20]>`, so a plugin cannot tell inspection from service by it), no
+tenant and the manifest's `conformance.config`. The worker imports the plugin under the start
+deadline (PLUGIN_IMPORT_FAILED, INSPECTION_TIMEOUT) and reports which hooks it implements; the
+gateway compares them with the manifest (MANIFEST_HOOKS_MISMATCH), then runs the category's
+conformance kit (marketplace/conformance.py) itself, calling the plugin through the same
+proxies the services use and judging every answer here (CONFORMANCE_FAILED). The plugin never
+sees the verdict, let alone writes it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
+import hashlib
+import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pluggy
-
 from gateway.errors import InvalidInput
+from gateway.marketplace.errors import PluginCallFailed, PluginStartFailed
+from gateway.marketplace.sandbox.proxies import PROXIES, describe
+from gateway.marketplace.sandbox.supervisor import ManagedPlugin, PluginSpec, Sandbox
+from marketplace.conformance import KitVenues, hook_problems, run_kit
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOADER_NAMESPACE = "alphintra_wheels"  # as marketplace/loader.py
 DEFAULT_TIMEOUT_S = 30.0
-MEMORY_LIMIT_BYTES = 4 << 30  # address space; numpy and BLAS reserve generously
 
 
 class InspectionFailed(InvalidInput):
@@ -51,156 +43,76 @@ class InspectionReport:
     hooks: tuple[str, ...]
     checks: tuple[str, ...]  # what the conformance kit exercised, for the record
     seconds: float
+    layers: tuple[str, ...] = ()  # the sandbox layers the plugin ran under
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _child_env(workdir: str) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "TMPDIR": workdir,
-           "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1"}
-    return env
-
-
-def inspect_package(files: Mapping[str, bytes], manifest: Mapping[str, Any], *,
-                    timeout_s: float = DEFAULT_TIMEOUT_S) -> InspectionReport:
+def inspect_package(sandbox: Sandbox, wheel: bytes, files: Mapping[str, bytes], manifest: Mapping[str, Any],
+                    *, timeout_s: float = DEFAULT_TIMEOUT_S) -> InspectionReport:
     """Run inspection and conformance on the wheel's `files` (names already checked safe by
     marketplace.wheel) for `manifest` (already validated). Raises InspectionFailed."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="alphintra-inspect-") as workdir:
-        root = Path(workdir) / "wheel"
+    sha256 = hashlib.sha256(wheel).hexdigest()
+    workdir = Path(tempfile.mkdtemp(prefix="alphintra-inspect-"))
+    managed: ManagedPlugin | None = None
+    try:
+        root = workdir / "wheel"
         for name, data in files.items():
             target = root / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        request = Path(workdir) / "request.json"
-        result = Path(workdir) / "result.json"
-        request.write_text(json.dumps({"manifest": dict(manifest), "timeout_s": timeout_s}))
-        command = [sys.executable, "-I", "-m", "gateway.marketplace.inspection", str(root), str(request),
-                   str(result)]
-        process = subprocess.Popen(command, cwd=workdir, env=_child_env(workdir),
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            output, _ = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+        for path in [workdir, *workdir.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        managed = sandbox.managed(PluginSpec(
+            key=f"inspect-{uuid.uuid4().hex}", plugin_id=str(manifest["id"]),
+            version=str(manifest.get("version", "")), tenant_id=None, directory=root, sha256=sha256,
+            entry_point=str(manifest["entry_point"]), hooks=tuple(manifest["hooks"]),
+            capabilities=frozenset(manifest.get("capabilities") or ()),
+            config=dict((manifest.get("conformance") or {}).get("config") or {}), venues=KitVenues()))
+        worker = _start(managed, timeout_s)
+        problems = hook_problems(worker.implemented, manifest["hooks"])
+        if problems:
+            raise InspectionFailed("MANIFEST_HOOKS_MISMATCH: " + "; ".join(problems[:3]),
+                                   code="MANIFEST_HOOKS_MISMATCH", details={"reasons": problems[:20]})
+        deadline = time.monotonic() + timeout_s
+        outcome = run_kit(manifest, lambda hook: _call_hook(managed, hook, deadline), str(manifest["id"]))
+        if outcome.failures:
+            reasons = [str(r) for r in outcome.failures][:20]
+            raise InspectionFailed("CONFORMANCE_FAILED: " + "; ".join(reasons[:3]), code="CONFORMANCE_FAILED",
+                                   details={"reasons": reasons})
+        return InspectionReport(hooks=tuple(worker.implemented), checks=tuple(outcome.checks),
+                                seconds=time.perf_counter() - started, layers=tuple(worker.layers))
+    finally:
+        if managed is not None:
+            sandbox.forget(managed)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _start(managed: ManagedPlugin, timeout_s: float) -> Any:
+    try:
+        return managed.ensure_worker(start_timeout_s=timeout_s)
+    except PluginStartFailed as exc:
+        if exc.timed_out:
             raise InspectionFailed(
-                f"inspecting the plugin took longer than {timeout_s:g} s (import or conformance "
-                "kit hung)", code="INSPECTION_TIMEOUT",
-                details={"reasons": [f"no verdict within {timeout_s:g} s"]}) from None
-        verdict = _read_verdict(result)
-        if verdict is None:
-            tail = output.decode("utf-8", "replace")[-800:]
-            raise InspectionFailed(
-                f"the inspection process ended without a verdict (exit {process.returncode})",
-                code="PLUGIN_IMPORT_FAILED",
-                details={"reasons": [f"exit status {process.returncode}", tail]})
-    if not verdict.get("ok"):
-        reasons = [str(r) for r in verdict.get("reasons", [])][:20]
-        code = str(verdict.get("code") or "PLUGIN_IMPORT_FAILED")
-        raise InspectionFailed(f"{code}: " + "; ".join(reasons[:3]), code=code,
-                               details={"reasons": reasons})
-    return InspectionReport(hooks=tuple(verdict.get("hooks", ())),
-                            checks=tuple(verdict.get("checks", ())),
-                            seconds=time.perf_counter() - started)
+                f"inspecting the plugin took longer than {timeout_s:g} s (its import hung)",
+                code="INSPECTION_TIMEOUT",
+                details={"reasons": [f"no answer within {timeout_s:g} s"]}) from None
+        code = ("MANIFEST_HOOKS_MISMATCH" if exc.error_type == "PluginValidationError"
+                else "PLUGIN_IMPORT_FAILED")
+        raise InspectionFailed(f"{code}: {exc.detail[:300]}", code=code,
+                               details={"reasons": [exc.detail[:500]]}) from None
 
 
-def _read_verdict(path: Path) -> dict[str, Any] | None:
+def _call_hook(managed: ManagedPlugin, hook: str, deadline: float) -> Any:
+    """What the kit gets for a hook: proxies for provider hooks, the value for the others."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the conformance kit ran out of time")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-# The child side: runs in the separate process only.
-
-def compare_hooks(plugin: object, plugin_id: str, declared: Sequence[str]
-                  ) -> tuple[pluggy.PluginManager, list[str], list[str]]:
-    """Register `plugin` against the hookspecs; answer (manager, implemented hooks, problems)."""
-    from plugins import hookspecs
-    from plugins.sdk import PROJECT
-
-    manager = pluggy.PluginManager(PROJECT)
-    manager.add_hookspecs(hookspecs)
-    try:
-        manager.register(plugin, name=plugin_id)
-        manager.check_pending()
-    except pluggy.PluginValidationError as exc:
-        return manager, [], [f"a hook implementation does not match plugins/hookspecs.py: {exc}"]
-    implemented = sorted(caller.name for caller in manager.get_hookcallers(plugin) or [])
-    problems = []
-    known = {name for name in dir(hookspecs) if name.startswith("alphintra_")}
-    for name in sorted(set(declared) - known):
-        problems.append(f"the manifest declares {name}, which is not a hook of the gateway")
-    for name in sorted(set(declared) & known - set(implemented)):
-        problems.append(f"the manifest declares {name} but the plugin does not implement it")
-    for name in sorted(set(implemented) - set(declared)):
-        problems.append(f"the plugin implements {name} but the manifest does not declare it")
-    return manager, implemented, problems
-
-
-def _limit_resources(timeout_s: float) -> None:
-    try:
-        import resource
-
-        cpu = int(timeout_s) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
-    except (ImportError, ValueError, OSError):  # not on every platform; the timeout still holds
-        pass
-
-
-def _verdict(result: Path, **values: Any) -> None:
-    result.write_text(json.dumps(values, default=str))
-
-
-def main(argv: Sequence[str]) -> int:
-    wheel_root, request_path, result_path = Path(argv[0]), Path(argv[1]), Path(argv[2])
-    request = json.loads(request_path.read_text())
-    manifest = request["manifest"]
-    _limit_resources(float(request.get("timeout_s", DEFAULT_TIMEOUT_S)))
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    import importlib
-    import traceback
-    import types
-
-    # Imported as the gateway's loader imports it (marketplace/loader.py): under a namespace
-    # package whose path is the unpacked wheel, never from sys.path, so the plugin shadows
-    # nothing and an absolute import of its own package fails here as it would at load.
-    holder = f"{LOADER_NAMESPACE}.inspected"
-    for name, path in ((LOADER_NAMESPACE, []), (holder, [str(wheel_root)])):
-        module = types.ModuleType(name)
-        module.__path__ = path
-        sys.modules[name] = module
-    module_name, _, attr = manifest["entry_point"].partition(":")
-    try:
-        plugin: Any = importlib.import_module(f"{holder}.{module_name}")
-        if attr:
-            plugin = getattr(plugin, attr)
-    except BaseException as exc:
-        frames = traceback.format_exception_only(type(exc), exc)
-        _verdict(result_path, ok=False, code="PLUGIN_IMPORT_FAILED",
-                 reasons=[f"importing {manifest['entry_point']} raised "
-                          f"{''.join(frames).strip()[:500]}"])
-        return 0
-    manager, implemented, problems = compare_hooks(plugin, manifest["id"], manifest["hooks"])
-    if problems:
-        _verdict(result_path, ok=False, code="MANIFEST_HOOKS_MISMATCH", reasons=problems,
-                 hooks=implemented)
-        return 0
-    from marketplace.conformance import run_kit
-
-    outcome = run_kit(manifest, manager, manifest["id"])
-    if outcome.failures:
-        _verdict(result_path, ok=False, code="CONFORMANCE_FAILED", reasons=outcome.failures,
-                 hooks=implemented, checks=outcome.checks)
-        return 0
-    _verdict(result_path, ok=True, hooks=implemented, checks=outcome.checks)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        if hook in PROXIES:
+            return describe(managed, hook)
+        if hook == "alphintra_schema_extensions":
+            return managed.call("schema", timeout_s=left)
+        return managed.call("value", {"hook": hook}, timeout_s=left)
+    except PluginCallFailed as exc:
+        raise RuntimeError(exc.reason) from None

@@ -15,7 +15,7 @@ nothing and answers its code with `details.reasons`:
     bytes, or the same signature under the same key - answers the stored version: publishing
     is idempotent; other content under a published version is VERSION_EXISTS);
  5. import, hooks and the category's conformance kit in a separate process
-    (marketplace/inspection.py): PLUGIN_IMPORT_FAILED, MANIFEST_HOOKS_MISMATCH,
+    (gateway/marketplace/inspection.py, in the plugin sandbox): PLUGIN_IMPORT_FAILED, MANIFEST_HOOKS_MISMATCH,
     CONFORMANCE_FAILED, INSPECTION_TIMEOUT.
 Then one transaction writes the plugin (first version), the version and an audit record. A
 PRIVATE version is APPROVED at once (only its vendor's tenant sees it); COMMUNITY and CERTIFIED
@@ -42,6 +42,7 @@ from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.events import Bus
 from gateway.marketplace.inspection import DEFAULT_TIMEOUT_S, InspectionReport, inspect_package
 from gateway.marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
+from gateway.marketplace.sandbox.supervisor import Sandbox
 from gateway.pagination import Page, after_clause, check_page_size
 from marketplace import signing
 from marketplace.manifest import Manifest, parse_manifest
@@ -74,10 +75,12 @@ class Published:
 
 
 class MarketplacePublishing:
-    def __init__(self, db: Database, bus: Bus, audit: AuditTrail, *, max_page_size: int = 100,
+    def __init__(self, db: Database, bus: Bus, audit: AuditTrail, sandbox: Sandbox, *,
+                 max_page_size: int = 100,
                  limits: WheelLimits = WheelLimits(),
                  inspection_timeout_s: float = DEFAULT_TIMEOUT_S, max_inspections: int = 2) -> None:
         self.db = db
+        self.sandbox = sandbox
         # Each inspection is a fresh interpreter; more at once than cores only slows them all.
         self._inspections = threading.BoundedSemaphore(max_inspections)
         self.bus = bus
@@ -148,7 +151,8 @@ class MarketplacePublishing:
         if existing is not None:
             return existing
         with self._inspections:
-            report = inspect_package(contents.files, manifest.raw, timeout_s=self.inspection_timeout_s)
+            report = inspect_package(self.sandbox, wheel, contents.files, manifest.raw,
+                                     timeout_s=self.inspection_timeout_s)
         now = utcnow()
         status = VersionStatus.APPROVED if tier is Tier.PRIVATE else VersionStatus.SUBMITTED
         version = PluginVersion(

@@ -47,6 +47,10 @@ VALUE_HOOKS = frozenset({"alphintra_white_label", "alphintra_feature_flags", "al
                          "alphintra_deactivated"})
 
 
+class PluginValidationError(Exception):
+    """The plugin's hook implementations do not match the hookspecs (names or arguments)."""
+
+
 class CallRefused(Exception):
     """The gateway asked for something this plugin does not offer (never a plugin's fault)."""
 
@@ -158,8 +162,12 @@ def _implemented(plugin: Any, plugin_id: str) -> list[str]:
 
     manager = pluggy.PluginManager(sdk.PROJECT)
     manager.add_hookspecs(hookspecs)
-    manager.register(plugin, name=plugin_id)
-    manager.check_pending()
+    try:
+        manager.register(plugin, name=plugin_id)
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginValidationError(f"a hook implementation does not match plugins/hookspecs.py: {exc}"
+                                    ) from None
     return sorted(caller.name for caller in manager.get_hookcallers(plugin) or [])
 
 
@@ -184,10 +192,10 @@ def _init(guest: Guest, args: dict[str, Any]) -> dict[str, Any]:
     sdk.bind_context(context)
     try:
         guest.plugin = _import_plugin(args["directory"], args["sha256"], args["entry_point"])
-        implemented = _implemented(guest.plugin, args["plugin_id"])
     except BaseException as exc:  # SystemExit at import counts as a failed import too
         raise ImportError(f"importing {args['entry_point']} raised {type(exc).__name__}: "
                           f"{str(exc)[:500]}") from None
+    implemented = _implemented(guest.plugin, args["plugin_id"])  # PluginValidationError: a bad hook
     declared = set(args.get("hooks") or ())
     guest.hooks = frozenset(h for h in implemented if h in declared)
     return {"implemented": implemented, "layers": layers, "pid": os.getpid()}

@@ -30,7 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.marketplace.errors import PluginCallFailed, PluginQuarantined, SandboxUnavailable
+from gateway.marketplace.errors import (
+    PluginCallFailed,
+    PluginQuarantined,
+    PluginStartFailed,
+    SandboxUnavailable,
+)
 from gateway.marketplace.sandbox.launch import UID_BASE, UID_COUNT, LaunchSpec, prepare
 from gateway.marketplace.sandbox.layers import HostLayers, detect_layers
 from gateway.marketplace.sandbox.worker import CallTimedOut, RemoteError, Worker, WorkerGone
@@ -127,7 +132,7 @@ class ManagedPlugin:
             raise _raised(self.plugin_id, exc) from None
 
     # Lifecycle.
-    def ensure_worker(self) -> Worker:
+    def ensure_worker(self, start_timeout_s: float | None = None) -> Worker:
         worker = self.worker
         if worker is not None and worker.alive and (not self.stopped or time.monotonic() < self.stop_at):
             return worker
@@ -144,7 +149,7 @@ class ManagedPlugin:
             if wait > 0:
                 raise PluginCallFailed(self.plugin_id, f"restarting after a failure; retry in {wait:.1f} s")
             try:
-                self.worker = self.sandbox.start(self)
+                self.worker = self.sandbox.start(self, start_timeout_s)
             except PluginCallFailed as exc:
                 self._record_failure(exc.reason)
                 raise
@@ -250,7 +255,7 @@ class Sandbox:
             if uid is not None:
                 self._free_uids.append(uid)
 
-    def start(self, managed: ManagedPlugin) -> Worker:
+    def start(self, managed: ManagedPlugin, timeout_s: float | None = None) -> Worker:
         layers = self.layers
         missing = layers.missing_minimum()
         if missing and self.limits.required:
@@ -276,6 +281,7 @@ class Sandbox:
         worker = Worker.spawn(name, launch, child, parent,
                               lambda method, args: self.answer(managed, method, args))
         worker.on_gone = lambda w, reason: None
+        limit = self.limits.start_timeout_s if timeout_s is None else timeout_s
         read_paths = [sys.prefix, sys.base_prefix, str(SDK_DIR), str(spec.directory), *site, *SYSTEM_READ]
         try:
             reply = worker.call("init", {
@@ -285,17 +291,18 @@ class Sandbox:
                 "config": dict(spec.config), "read_paths": read_paths,
                 "memory_bytes": self.limits.memory_bytes,
                 "landlock": layers.landlock_abi > 0, "seccomp": layers.seccomp,
-            }, self.limits.start_timeout_s)
+            }, limit)
         except CallTimedOut:
-            raise PluginCallFailed(spec.plugin_id, f"it did not finish importing within "
-                                                   f"{self.limits.start_timeout_s:g} s") from None
+            raise PluginStartFailed(spec.plugin_id, f"it did not finish importing within {limit:g} s",
+                                    timed_out=True) from None
         except WorkerGone as exc:
-            raise PluginCallFailed(spec.plugin_id,
-                                   f"its worker exited while starting ({exc.reason})") from None
+            raise PluginStartFailed(spec.plugin_id, f"its worker exited while starting ({exc.reason})",
+                                    error_type="WorkerGone") from None
         except RemoteError as exc:
             worker.kill("start failed")
-            raise PluginCallFailed(spec.plugin_id, f"it failed to start: {exc.type_name}: "
-                                                   f"{str(exc)[:300]}") from None
+            detail = str(exc)[:500]
+            raise PluginStartFailed(spec.plugin_id, f"it failed to start: {exc.type_name}: {detail[:300]}",
+                                    error_type=exc.type_name, detail=detail) from None
         worker.layers = [*launch.layers, *(reply.get("layers") or ())]
         worker.implemented = list(reply.get("implemented") or ())
         return worker
