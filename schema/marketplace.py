@@ -373,6 +373,7 @@ class PluginEventAction(enum.Enum):
     UNINSTALLED = "UNINSTALLED"
     DELISTED = "DELISTED"
     FAILED = "FAILED"
+    QUARANTINED = "QUARANTINED"
 
 
 @strawberry.type

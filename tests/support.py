@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import io
 import json
 import os
 import socket
@@ -11,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,3 +181,28 @@ async def subscribed(runtime: Runtime, *topics: str, timeout: float = 15) -> Non
     SUBSCRIBE has reached Redis): an event published before that is lost to a fresh subscription."""
     for topic in topics:
         await asyncio.to_thread(wait_for, lambda t=topic: runtime.bus.subscribers(t), timeout)
+
+
+# Plugin wheels built in tests (the marketplace and sandbox suites).
+
+WHEEL = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(files: dict[str, bytes], dist: str, version: str, plugin_id: str, entry_point: str) -> bytes:
+    """A real wheel (WHEEL, METADATA, entry_points.txt, RECORD with every file's hash)."""
+    info = f"{dist}-{version}.dist-info"
+    files = dict(files)
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n".encode()
+    files[f"{info}/WHEEL"] = WHEEL
+    files[f"{info}/entry_points.txt"] = f"[alphintra.plugins]\n{plugin_id} = {entry_point}\n".encode()
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files.items())
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return out.getvalue()

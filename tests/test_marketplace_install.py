@@ -10,11 +10,9 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
-import io
 import json
 import sys
 import time
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from gateway.marketplace.install import events_topic
 from gateway.marketplace.install_models import PluginInstallation, PluginUsage
 from gateway.marketplace.models import PluginVersion
 from marketplace.signing import generate_key, sign
-from tests.support import TransportWS, error_codes, onboard, subscribed, user_key, wait_for
+from tests.support import TransportWS, error_codes, make_wheel, onboard, subscribed, user_key, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "marketplace" / "examples"
@@ -132,29 +130,6 @@ class AcmeTickersQuery:
 def alphintra_schema_extensions(context: PluginContext) -> list[SchemaExtension]:
     return [SchemaExtension(query=AcmeSentimentQuery), SchemaExtension(query=AcmeTickersQuery)]
 '''
-
-
-WHEEL = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-
-
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def make_wheel(files: dict[str, bytes], dist: str, version: str, plugin_id: str, entry_point: str) -> bytes:
-    """A real wheel (WHEEL, METADATA, entry_points.txt, RECORD with every file's hash)."""
-    info = f"{dist}-{version}.dist-info"
-    files = dict(files)
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n".encode()
-    files[f"{info}/WHEEL"] = WHEEL
-    files[f"{info}/entry_points.txt"] = f"[alphintra.plugins]\n{plugin_id} = {entry_point}\n".encode()
-    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files.items())
-    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return out.getvalue()
 
 
 def example_wheel(example: str, package: str, *, version: str | None = None,

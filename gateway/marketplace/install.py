@@ -109,7 +109,7 @@ class VersionRef:
 
 class Installations:
     def __init__(self, db: Database, bus: Bus, secrets: SecretBox, audit: AuditTrail, store: WheelStore,
-                 meter: Meter, sandbox: Sandbox, max_page_size: int,
+                 meter: Meter, sandbox: Sandbox, egress: EgressProxy, max_page_size: int,
                  version_of_gateway: Callable[[], str] = gateway_version,
                  venues: VenueDirectory | None = None) -> None:
         self.db = db
@@ -120,6 +120,7 @@ class Installations:
         self.meter = meter
         self.sandbox = sandbox
         self.sandbox.on_quarantine = self._quarantined
+        self.egress = egress
         self.max_page_size = max_page_size
         self.gateway_version = version_of_gateway
         self.venues = venues
@@ -1005,14 +1006,15 @@ def build_installations(settings: Any, db: Database, bus: Bus, secrets: SecretBo
     import tempfile
     from pathlib import Path
 
+    egress = EgressProxy(settings.plugin_egress_allow_private)
     sandbox = Sandbox(Limits(
         call_timeout_s=settings.plugin_call_timeout_s, start_timeout_s=settings.plugin_start_timeout_s,
         idle_s=settings.plugin_idle_s, memory_bytes=settings.plugin_memory_mb << 20,
         cpu_fraction=settings.plugin_cpu_fraction, pids=settings.plugin_pids,
         quarantine_failures=settings.plugin_quarantine_failures,
         required=settings.plugin_sandbox == "required"),
-        answerer(venues, EgressProxy(settings.plugin_egress_allow_private)),
+        answerer(venues, egress),
         use_bwrap=settings.plugin_bwrap, use_cgroups=settings.plugin_cgroups)
     store = WheelStore(Path(tempfile.gettempdir()) / "alphintra-plugins")
-    return Installations(db, bus, secrets, audit, store, Meter(db), sandbox, settings.max_page_size,
+    return Installations(db, bus, secrets, audit, store, Meter(db), sandbox, egress, settings.max_page_size,
                          venues=venues)
