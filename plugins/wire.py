@@ -1,7 +1,7 @@
 """The wire between the gateway and a sandboxed plugin worker: frames and values.
 
 A frame is a 4-byte big-endian length and a msgpack map. Values are msgpack's own types plus
-extension types for what the SDK's contract carries: Decimal, datetime, date, numpy arrays
+extension types for what the SDK's contract carries: Decimal, datetime, date, timedelta, numpy arrays
 (float64, int64, bool only), and the SDK's dataclasses, by name from an explicit allow-list and
 field by field. Nothing is ever unpickled, and decoding builds only those types, so a plugin
 cannot make the gateway construct an object of its choosing.
@@ -22,7 +22,7 @@ import socket
 import struct
 import typing
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -33,7 +33,7 @@ from plugins import sdk
 PLACEHOLDER_FIELD = "_alphintraPlaceholder"  # the Query field of a plugin schema with none of its own
 MAX_FRAME = 32 << 20  # a frame larger than this ends the connection
 _HEADER = struct.Struct(">I")
-_DECIMAL, _DATETIME, _DATE, _ARRAY, _SDK = 1, 2, 3, 4, 10
+_DECIMAL, _DATETIME, _DATE, _ARRAY, _TIMEDELTA, _SDK = 1, 2, 3, 4, 5, 10
 
 # The SDK types that may cross the wire (both ways), by name.
 SDK_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
@@ -62,6 +62,8 @@ def _default(value: Any) -> Any:
         return msgpack.ExtType(_DATETIME, value.isoformat().encode())
     if isinstance(value, date):
         return msgpack.ExtType(_DATE, value.isoformat().encode())
+    if isinstance(value, timedelta):
+        return msgpack.ExtType(_TIMEDELTA, packb([value.days, value.seconds, value.microseconds]))
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, frozenset | set):
@@ -94,6 +96,9 @@ def _ext(code: int, data: bytes) -> Any:
             return datetime.fromisoformat(data.decode())
         if code == _DATE:
             return date.fromisoformat(data.decode())
+        if code == _TIMEDELTA:
+            days, seconds, microseconds = unpackb(data)
+            return timedelta(days=int(days), seconds=int(seconds), microseconds=int(microseconds))
         if code == _SDK:
             name, values = unpackb(data)
             return _build(name, values)

@@ -191,7 +191,12 @@ def _init(guest: Guest, args: dict[str, Any]) -> dict[str, Any]:
     guest.context = context
     sdk.bind_context(context)
     try:
-        guest.plugin = _import_plugin(args["directory"], args["sha256"], args["entry_point"])
+        if args.get("builtin"):  # one of the project's own plugins, run here to test the contract
+            module, _, attribute = str(args["entry_point"]).partition(":")
+            found = importlib.import_module(module)
+            guest.plugin = getattr(found, attribute) if attribute else found
+        else:
+            guest.plugin = _import_plugin(args["directory"], args["sha256"], args["entry_point"])
     except BaseException as exc:  # SystemExit at import counts as a failed import too
         raise ImportError(f"importing {args['entry_point']} raised {type(exc).__name__}: "
                           f"{str(exc)[:500]}") from None

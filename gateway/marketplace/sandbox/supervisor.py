@@ -68,6 +68,7 @@ class PluginSpec:
     config: Mapping[str, Any] = field(repr=False, default_factory=dict)
     keep_warm: bool = False
     venues: Any = field(default=None, repr=False, compare=False)  # the directory it is answered from
+    builtin: bool = False  # a built-in plugin (plugins.builtin), run sandboxed to test the contract
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class Sandbox:
                 "hooks": list(spec.hooks), "capabilities": sorted(spec.capabilities),
                 "config": dict(spec.config), "read_paths": read_paths,
                 "memory_bytes": self.limits.memory_bytes,
-                "landlock": layers.landlock_abi > 0, "seccomp": layers.seccomp,
+                "landlock": layers.landlock_abi > 0, "seccomp": layers.seccomp, "builtin": spec.builtin,
             }, limit)
         except CallTimedOut:
             raise PluginStartFailed(spec.plugin_id, f"it did not finish importing within {limit:g} s",
