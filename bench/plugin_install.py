@@ -3,15 +3,16 @@
     .venv/bin/python bench/plugin_install.py [--installs 20] [--tenants 1000] [--sets 20]
 
 Part 1 times `Installations.install` end to end (look-up, config validation and sealing,
-signature re-verification, import of the wheel (cached by hash after the first), the schema
-extension hook, composition, `alphintra_activated`, the commit with its audit record, the
+signature re-verification, the start of the tenant's sandboxed worker (which imports the
+wheel), its SDL, composition, `alphintra_activated`, the commit with its audit record, the
 swap): p50/p95 over fresh tenants, once with the installed set's schema already cached (another
 tenant had the same set) and once composing a new schema each time (cache cleared). Target:
 under 500 ms. Part 2 builds the views of `--tenants` tenants spread over `--sets` distinct
 plugin sets (out of five synthetic schema-extension plugins) and reports tracemalloc's and the
-process RSS's growth, and how many schema objects exist (one per set). Runs on a temporary
+process RSS's growth, how many schema objects exist (one per set), and the memory of the
+sandboxed workers (one per tenant and plugin), read from their cgroups. Runs on a temporary
 SQLite database and the in-process bus; plugins are published through the real publication
-service (signature, inspection in a subprocess, review).
+service (signature, inspection in the sandbox, review).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--installs", type=int, default=20)
-    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--tenants", type=int, default=20)  # each (tenant, plugin) starts a worker
     parser.add_argument("--sets", type=int, default=20)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="alphintra-bench-"))
@@ -196,8 +197,14 @@ def main() -> None:
           f"+{(after_sets - before) / 1e6:.1f} MB; the other {rest}: "
           f"+{(after - after_sets) / 1e6:.1f} MB ({(after - after_sets) / max(rest, 1) / 1e3:.1f} kB each)")
     grown = (rss_after - rss_before) / 1024
-    print(f"  RSS: {rss_before / 1024:.0f} MB -> {rss_after / 1024:.0f} MB (+{grown:.0f} MB)")
-    service.calls.close()
+    print(f"  gateway RSS: {rss_before / 1024:.0f} MB -> {rss_after / 1024:.0f} MB (+{grown:.0f} MB)")
+    workers = [m.worker for m in service.sandbox.workers() if m.worker is not None and m.worker.alive]
+    used = [w.launch.cgroup.memory_used() for w in workers if w.launch.cgroup is not None]
+    if used:
+        print(f"  {len(workers)} sandboxed workers (one per tenant and plugin): "
+              f"{statistics.median(used) / 2**20:.1f} MiB each (p50 of their cgroups), "
+              f"{sum(used) / 2**20:.0f} MiB in all")
+    service.stop()
     runtime.close()
 
 

@@ -183,6 +183,16 @@ class WorkerCgroup:
         except (OSError, ValueError, StopIteration):
             return False
 
+    def memory_used(self) -> int:
+        """Bytes the worker's cgroup holds now (0 when unreadable)."""
+        name = "memory.current" if self.version == "v2" else "memory.usage_in_bytes"
+        for d in self.dirs:
+            try:
+                return int(_read(os.path.join(d, name)))
+            except (OSError, ValueError):
+                continue
+        return 0
+
     def remove(self) -> None:
         """rmdir every directory (after the processes are gone; retry briefly; never raise)."""
         deadline = time.monotonic() + 1.0
