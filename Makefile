@@ -38,6 +38,7 @@ bench-strategies: install
 
 bench-plugins: install
 	$(BIN)/python bench/plugin_install.py
+	$(BIN)/python bench/plugin_runtime.py
 
 bench-defi: install
 	$(BIN)/python bench/defi_quotes.py
