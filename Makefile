@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-strategies bench-defi bench-plugins clean
+.PHONY: run test install sandbox-host lint bench bench-strategies bench-defi bench-plugins clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,12 +12,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox-host
+
+# bubblewrap, one of the plugin sandbox's layers (docs/sandbox.md), from Debian's packages
+# where this user may install them; without it the sandbox runs on its other layers.
+sandbox-host:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
+	  echo "bubblewrap is not installed: plugins run sandboxed without it (docs/sandbox.md)"
 
 run: install
 	$(BIN)/alphintra migrate
 	$(BIN)/alphintra seed-demo
-	$(BIN)/alphintra serve
+	ALPHINTRA_PLUGIN_SANDBOX=$${ALPHINTRA_PLUGIN_SANDBOX:-best-effort} $(BIN)/alphintra serve
 
 test: install
 	$(BIN)/ruff check .

@@ -81,7 +81,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         await runtime.bus.start()
         await runtime.bus.listen(DELISTED_TOPIC, runtime.marketplace.on_delisted)
         await runtime.bus.listen(CHANGED_TOPIC, runtime.marketplace.on_changed)
-        await asyncio.to_thread(runtime.marketplace.restore)  # installed plugins, before serving
+        sandbox = runtime.marketplace.sandbox
+        layers = await asyncio.to_thread(sandbox.describe_layers)
+        if sandbox.layers.missing_minimum():
+            log.warning("%s: marketplace plugins %s", layers, "will not run (ALPHINTRA_PLUGIN_SANDBOX="
+                        "required)" if sandbox.limits.required else "run with less isolation (best-effort)")
+        else:
+            log.info(layers)
+        # installed plugins, each tenant on its own thread: a slow import delays only that tenant
+        await asyncio.to_thread(runtime.marketplace.restore)
         if settings.redis_url:  # in one process the policy object is already up to date
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         warming = None
