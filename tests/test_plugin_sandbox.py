@@ -145,6 +145,55 @@ def alphintra_schema_extensions(context: PluginContext) -> list[SchemaExtension]
     return [SchemaExtension(query=SecretQuery)]
 '''
 
+# Installed by two tenants: module globals and slow calls of one must not reach the other.
+SHARED_CODE = '''
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from plugins.sdk import PluginContext, SchemaExtension, current_context, hookimpl
+
+LAST_NOTE = ["nothing yet"]
+
+
+@strawberry.type
+class SharedQuery:
+    @strawberry.field
+    def shared_note(self) -> str:
+        return LAST_NOTE[0]
+
+    @strawberry.field
+    def shared_slow(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "slow done"
+
+
+@strawberry.type
+class SharedMutation:
+    @strawberry.mutation
+    def shared_remember(self, note: str) -> str:
+        LAST_NOTE[0] = note
+        return note
+
+
+@strawberry.type
+class SharedSubscription:
+    @strawberry.subscription
+    async def shared_ticks(self, count: int) -> AsyncGenerator[str, None]:
+        for n in range(count):
+            await asyncio.sleep(0.01)
+            yield f"{current_context().config.get('label')}:{n}"
+
+
+@hookimpl
+def alphintra_schema_extensions(context: PluginContext) -> list[SchemaExtension]:
+    return [SchemaExtension(query=SharedQuery, mutation=SharedMutation, subscription=SharedSubscription)]
+'''
+
 
 def _manifest(plugin_id: str, package: str, **changes: Any) -> dict[str, Any]:
     manifest = {
@@ -426,3 +475,47 @@ def test_every_worker_runs_with_the_minimum_layers(runtime, world):
     assert {"uid", "rlimits", "seccomp"} <= set(layers)
     assert any(layer.startswith("landlock") for layer in layers)
     assert runtime.marketplace.sandbox.layers.missing_minimum() == []
+
+
+def test_one_plugin_two_tenants_share_nothing(gql, server, runtime, world):
+    """Module globals, slow calls and subscriptions of tenant X's copy never reach tenant Y's."""
+    import asyncio
+
+    from tests.support import TransportWS
+
+    vendor = world["vendor_b"]
+    manifest = _manifest("tenant-b.shared", "shared_plugin")
+    wheel = _wheel(SHARED_CODE, manifest)
+    publication = runtime.marketplace_publishing
+    version = publication.publish(vendor.tenant.id, vendor.tenant.admin_id, wheel,
+                                  sign(wheel, manifest, vendor.private), "COMMUNITY").version
+    publication.review(None, version.id, "IN_REVIEW")
+    publication.review(None, version.id, "APPROVED")
+    x, y = onboard(runtime), onboard(runtime)
+    for t, label in ((x, "x"), (y, "y")):
+        assert "errors" not in install(gql, t.key, "tenant-b.shared", {"label": label})
+    gql.data('mutation { sharedRemember(note: "X private note") }', key=x.key)
+    assert gql.data("{ sharedNote }", key=x.key) == {"sharedNote": "X private note"}
+    assert gql.data("{ sharedNote }", key=y.key) == {"sharedNote": "nothing yet"}
+    sandbox = runtime.marketplace.sandbox
+    saved = sandbox.limits
+    sandbox.limits = dataclasses.replace(saved, call_timeout_s=1.0)
+    try:
+        slow = threading.Thread(target=lambda: gql("{ sharedSlow(seconds: 5) }", key=x.key))
+        slow.start()
+        time.sleep(0.2)
+        started = time.perf_counter()
+        assert gql.data("{ sharedNote }", key=y.key) == {"sharedNote": "nothing yet"}
+        assert time.perf_counter() - started < 0.9  # not behind X's slow call
+        slow.join(10)
+    finally:
+        sandbox.limits = saved
+
+    async def ticks(key: str) -> list[str]:
+        async with TransportWS(server.ws_url, key) as ws:
+            await ws.subscribe("t", "subscription { sharedTicks(count: 3) }")
+            return [(await ws.next(op_id="t"))["payload"]["data"]["sharedTicks"] for _ in range(3)]
+
+    assert asyncio.run(ticks(y.key)) == ["y:0", "y:1", "y:2"]
+    for t in (x, y):
+        gql.data('mutation { uninstallPlugin(pluginId: "tenant-b.shared") { id } }', key=t.key)

@@ -12,7 +12,7 @@ configuration), each with at most one live worker process.
   configured, upgraded, rolled back or reinstalled (a new ManagedPlugin), and the installation
   service tells the tenant and the vendor.
 - Workers idle longer than `idle_s` stop, except those kept warm (exchange connectors and rule
-  packs, which are on the order path).
+  packs, which are on the order path): those are pinged when quiet and restarted when down.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 SDK_DIR = Path(__file__).resolve().parents[3] / "plugins"
 GUEST_MAIN = SDK_DIR / "guest" / "main.py"
 FAILURE_WINDOW_S = 600.0
+HEALTH_INTERVAL_S = 30.0  # a quiet worker on the order path is pinged this often
+HEALTH_TIMEOUT_S = 2.0
 _SERIAL = itertools.count(1)
 MAX_BACKOFF_S = 30.0
 # System files a Python worker reads (shared libraries, time zones); nothing of the gateway's.
@@ -334,10 +336,29 @@ class Sandbox:
                     self._release(managed)
             for managed in plugins:
                 worker = managed.worker
+                if managed.spec.keep_warm:
+                    self._keep_warm(managed, now)
+                    continue
                 if worker is None or not worker.alive:
                     continue
                 if not managed.spec.keep_warm and now - worker.last_used > self.limits.idle_s:
                     managed.idle_stop()
+
+    @staticmethod
+    def _keep_warm(managed: ManagedPlugin, now: float) -> None:
+        """Plugins on the order path: a health check when quiet, a restart when down (within
+        the backoff and never once quarantined), so an order does not wait for a start."""
+        if managed.stopped or managed.quarantined is not None:
+            return
+        worker = managed.worker
+        try:
+            if worker is None or not worker.alive:
+                if now >= managed.retry_at:
+                    managed.ensure_worker()
+            elif now - worker.last_used > HEALTH_INTERVAL_S:
+                managed.call("ping", timeout_s=HEALTH_TIMEOUT_S)
+        except PluginCallFailed:
+            pass  # counted as a failure by the call; quarantine follows repeated ones
 
     def workers(self) -> list[ManagedPlugin]:
         with self.guard:
