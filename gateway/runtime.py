@@ -35,6 +35,7 @@ from gateway.jobs.kinds import JobKinds
 from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
 from gateway.marketdata import MarketDataService
+from gateway.marketdata.service import HOOK as MARKET_DATA_HOOK
 from gateway.marketplace.catalogue import Catalogue
 from gateway.marketplace.install import Installations, build_installations
 from gateway.marketplace.publishing import MarketplacePublishing
@@ -140,6 +141,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
                                   interval_seconds=settings.defi_event_poll_ms / 1000)
     tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit)
     marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory)
+    # Domain services see each tenant's installed plugins beside the built-ins (the view).
+    market_data.bind_installed(lambda tenant: marketplace.providers(tenant, MARKET_DATA_HOOK))
     return Runtime(
         settings=settings,
         db=db,

@@ -45,17 +45,20 @@ class Instrument:
     lot_size: int
     tick_size: Decimal
     source: str = strawberry.field(description="The data source that serves it.")
+    plugin: str = strawberry.field(description="The plugin that offers that source: a built-in's name, "
+                                               "or the id of a marketplace plugin this tenant installed.")
 
     @classmethod
-    def of(cls, instrument: sdk.Instrument, source: str) -> Instrument:
+    def of(cls, instrument: sdk.Instrument, source: str, plugin: str = "") -> Instrument:
         return cls(key=instrument.key, symbol=instrument.symbol, mic=instrument.mic,
                    currency=instrument.currency, name=instrument.name, isin=instrument.isin,
                    asset_class=instrument.asset_class, lot_size=instrument.lot_size,
-                   tick_size=instrument.tick_size, source=source)
+                   tick_size=instrument.tick_size, source=source, plugin=plugin)
 
 
 def _instrument(service: MarketDataService, instrument: sdk.Instrument) -> Instrument:
-    return Instrument.of(instrument, service.source_of(instrument.key).name)
+    entry = service.source_of(instrument.key)
+    return Instrument.of(instrument, entry.name, entry.plugin)
 
 
 @strawberry.type(description="OHLCV over [start, start + interval), cut short by the session's "

@@ -225,7 +225,7 @@ class Marketplace:
     def instruments(self, info: Info, search: str | None = None) -> list[Instrument]:
         c = _allowed(info, "read")
         found = c.runtime.marketplace.instruments(c.tenant_id, search)
-        return [Instrument.of(i, plugin_id) for plugin_id, i in found]
+        return [Instrument.of(i, plugin_id, plugin_id) for plugin_id, i in found]
 
     @strawberry.field(description="Bars of an instrument (SYMBOL.MIC) from this tenant's installed "
                                   "data-source plugins; metered per call and byte.")

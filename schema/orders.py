@@ -178,7 +178,8 @@ class Order:
                     i = data.instrument(k)
                 except DomainError:
                     continue
-                out[k] = Instrument.of(i, data.source_of(k).name)
+                entry = data.source_of(k)
+                out[k] = Instrument.of(i, entry.name, entry.plugin)
             return out
 
         return c.loader("orders.instrument", load).load(key)

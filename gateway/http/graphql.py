@@ -51,6 +51,7 @@ from gateway.marketplace.tenant_plugins import ComposedSchema
 from gateway.observability.logs import log_context
 from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
+from gateway.scope import tenant_scope
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -211,10 +212,11 @@ class GraphQLEndpoint:
                 # graphql-core coerces the variables once, here (a batch of 500 orders costs
                 # milliseconds to coerce), and answers variables that do not coerce with a
                 # request error before any resolver runs.
-                result = execute(gql, prepared.document, context_value=context,
-                                 variable_values=params.get("variables"),
-                                 operation_name=params.get("operationName"),
-                                 max_coercion_errors=MAX_VARIABLE_ERRORS, **kwargs)
+                with tenant_scope(principal.tenant_id):
+                    result = execute(gql, prepared.document, context_value=context,
+                                     variable_values=params.get("variables"),
+                                     operation_name=params.get("operationName"),
+                                     max_coercion_errors=MAX_VARIABLE_ERRORS, **kwargs)
             if _is_request_error(result):
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
                                                           for e in result.errors or ()]}

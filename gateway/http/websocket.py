@@ -24,6 +24,7 @@ from gateway.auth.authenticate import bearer_token
 from gateway.errors import DomainError
 from gateway.http.context import RequestContext
 from gateway.runtime import Runtime
+from gateway.scope import enter_tenant
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class SubscriptionEndpoint(GraphQL):
             if token is None:
                 raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
             context.principal = await run_in_threadpool(self.runtime.authenticator.authenticate, token)
+            enter_tenant(context.principal.tenant_id)  # this connection's operations run for it
         except DomainError as exc:
             log.info("websocket authentication refused", extra={"code": exc.code})
             raise ConnectionRejectionError({"code": exc.code}) from None

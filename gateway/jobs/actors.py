@@ -12,6 +12,7 @@ from gateway.errors import INTERNAL_ERROR, DomainError
 from gateway.jobs.kinds import JobKinds
 from gateway.jobs.runner import JobCanceled, JobContext, JobFailed, JobRows, JobSuperseded
 from gateway.observability.logs import log_context
+from gateway.scope import tenant_scope
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ class JobExecutor:
             return
         try:
             kind = self.kinds.get(claim.kind)
-            result = kind.run(JobContext(self.rows, claim), claim.params)
+            with tenant_scope(claim.tenant_id):
+                result = kind.run(JobContext(self.rows, claim), claim.params)
             self.rows.succeed(claim, result)
         except JobSuperseded:
             log.warning("job was claimed again elsewhere; this run stops")

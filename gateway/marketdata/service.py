@@ -9,8 +9,15 @@ fails that request only, with PLUGIN_FAILED naming the plugin.
 Instruments are keyed "SYMBOL.MIC". When two sources offer the same key, the first collected
 wins (built-ins are registered first) and the other is logged.
 
-Market data is reference data: the same for every tenant, and any authenticated principal may
-read it (the schema checks authentication, not a permission).
+The built-ins' market data is reference data: the same for every tenant, and any
+authenticated principal may read it (the schema checks authentication, not a permission). A
+tenant's installed data sources (its marketplace plugins with `marketdata:publish`, called in
+their sandboxed workers) join them for that tenant only, in the scope the request or job runs
+in (gateway/scope.py): its instruments, bars and quotes, and so its backtests, patterns and
+valuations. Precedence: an installed source's instrument replaces a built-in's of the same key
+(the tenant installed it to get that data), and among installed sources the earlier install
+wins. A tenant's overlay is rebuilt when its installed set changes, and its instrument lists are
+read again after `OVERLAY_TTL_S`.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import base64
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +43,7 @@ from gateway.marketdata.errors import (
 )
 from gateway.markets.errors import InstantNotAware
 from gateway.pagination import check_page_size
+from gateway.scope import current_tenant
 from plugins.host import PluginFailed, PluginHost, default_context
 from plugins.sdk import Bar, Instrument, MarketDataSource, PluginContext, Quote, VenueDirectory
 
@@ -52,6 +61,8 @@ MAX_BARS = 10_000
 # asking the calendar for years of sessions.
 WALL_CLOCK_FACTOR = 10
 MAX_QUOTE_INSTRUMENTS = 50
+OVERLAY_TTL_S = 30.0
+InstalledSources = Callable[[str], Sequence[tuple[str, MarketDataSource]]]
 
 T = TypeVar("T")
 
@@ -93,6 +104,12 @@ class MarketDataService:
         self.max_bars = max_bars
         self._lock = threading.Lock()
         self._registry: _Registry | None = None
+        self._installed: InstalledSources | None = None
+        self._overlays: dict[str, tuple[tuple[int, ...], float, _Registry]] = {}
+
+    def bind_installed(self, installed: InstalledSources) -> None:
+        """Where a tenant's installed sources come from (the marketplace's view of it)."""
+        self._installed = installed
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -114,7 +131,47 @@ class MarketDataService:
         with self._lock:
             if self._registry is None:
                 self._registry = self._collect()
-            return self._registry
+            base = self._registry
+        tenant = current_tenant()
+        if tenant is None or self._installed is None:
+            return base
+        installed = self._installed(tenant)
+        if not installed:
+            return base
+        return self._overlay(tenant, base, installed)
+
+    def _overlay(self, tenant: str, base: _Registry, installed: Sequence[tuple[str, MarketDataSource]]
+                 ) -> _Registry:
+        key = tuple(id(source) for _, source in installed)
+        now = time.monotonic()
+        with self._lock:
+            found = self._overlays.get(tenant)
+        if found is not None and found[0] == key and now - found[1] < OVERLAY_TTL_S:
+            return found[2]
+        by_key = dict(base.by_key)
+        entries = list(base.sources)
+        failures = list(base.failures)
+        taken: set[str] = set()
+        for plugin, source in installed:
+            entry = SourceEntry(plugin, source)
+            try:
+                offered = list(source.instruments())
+            except DomainError as exc:  # PLUGIN_FAILED from the sandbox: left out, logged
+                log.error("installed data source failed to list instruments",
+                          extra={"plugin": plugin, "tenant_id": tenant, "code": exc.code})
+                failures.append(PluginFailed(plugin, exc.message))
+                continue
+            entries.append(entry)
+            for instrument in offered:
+                upper = instrument.key.upper()
+                if upper not in taken:
+                    by_key[upper] = (instrument, entry)
+                    taken.add(upper)
+        ordered = tuple(sorted((i for i, _ in by_key.values()), key=lambda i: i.key))
+        registry = _Registry(by_key, ordered, tuple(entries), tuple(failures))
+        with self._lock:
+            self._overlays[tenant] = (key, now, registry)
+        return registry
 
     def _collect(self) -> _Registry:
         contributions, failures = self.plugins.collect(HOOK, self.context_for, expect=MarketDataSource)
