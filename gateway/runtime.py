@@ -6,8 +6,10 @@ a test), never at import time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import dramatiq
 
@@ -39,6 +41,7 @@ from gateway.marketdata.service import HOOK as MARKET_DATA_HOOK
 from gateway.marketplace.catalogue import Catalogue
 from gateway.marketplace.install import Installations, build_installations
 from gateway.marketplace.publishing import MarketplacePublishing
+from gateway.marketplace.sandbox.proxies import check_packs
 from gateway.markets.service import MarketsService
 from gateway.patterns import PatternService
 from gateway.quantum import PortfolioOptimisationService
@@ -141,8 +144,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
                                   interval_seconds=settings.defi_event_poll_ms / 1000)
     tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit)
     marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory)
-    # Domain services see each tenant's installed plugins beside the built-ins (the view).
-    market_data.bind_installed(lambda tenant: marketplace.providers(tenant, MARKET_DATA_HOOK))
+    orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size)
+    _bind_plugin_view(marketplace, market_data, fx, strategy_ai, orders)
     return Runtime(
         settings=settings,
         db=db,
@@ -177,6 +180,20 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
                                                      max_page_size=settings.max_page_size),
         strategies=strategies,
         strategy_ai=strategy_ai,
-        orders=OrderService(db, bus, markets, market_data, plugins, audit,
-                            max_page_size=settings.max_page_size),
+        orders=orders,
     )
+
+
+def _bind_plugin_view(marketplace: Installations, market_data: MarketDataService, fx: FxService,
+                      strategy_ai: LLMLab, orders: OrderService) -> None:
+    """The per-tenant plugin view: each domain service asks, for the tenant in scope, for its
+    installed plugins' providers (sandboxed) beside the built-ins (in process)."""
+
+    def installed(hook: str) -> Callable[[str], list[tuple[str, Any]]]:
+        return lambda tenant: marketplace.providers(tenant, hook)
+
+    market_data.bind_installed(installed(MARKET_DATA_HOOK))
+    fx.bind_installed(installed("alphintra_fx_rate_providers"))
+    strategy_ai.providers.bind_installed(installed("alphintra_llm_providers"))
+    strategy_ai.news.bind_installed(installed("alphintra_news_sources"))
+    orders.bind_installed_packs(installed("alphintra_compliance_rule_packs"), check_packs)

@@ -16,7 +16,7 @@ priced afresh from that day's spot and interest rates, the size following the ex
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -52,6 +52,7 @@ from gateway.fx.models import (
 )
 from gateway.fx.rates import FxRates, Spot
 from gateway.pagination import Page, keyset_page
+from gateway.scope import current_tenant
 from gateway.tenancy.models import Tenant
 from plugins.host import PluginHost, default_context
 from plugins.sdk import FxRateProvider
@@ -124,9 +125,30 @@ class FxService:
     def __init__(self, db: Database, rates: FxRates, max_page_size: int,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
-        self.rates = rates
+        self.builtin_rates = rates
         self.max_page_size = max_page_size
         self.clock = clock
+        self._installed: Callable[[str], Sequence[tuple[str, FxRateProvider]]] | None = None
+        self._chains: dict[str, tuple[tuple[int, ...], FxRates]] = {}
+
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, FxRateProvider]]]) -> None:
+        """Where a tenant's installed FX providers come from (the marketplace's view of it)."""
+        self._installed = installed
+
+    @property
+    def rates(self) -> FxRates:
+        """The chain for the tenant in scope: its installed providers first (it installed them
+        for their rates), then the built-ins, which still answer what they do not cover."""
+        tenant = current_tenant()
+        installed = self._installed(tenant) if tenant is not None and self._installed else ()
+        if not installed:
+            return self.builtin_rates
+        key = tuple(id(provider) for _, provider in installed)
+        found = self._chains.get(tenant)  # type: ignore[arg-type]
+        if found is None or found[0] != key:
+            found = (key, FxRates([*installed, *self.builtin_rates.providers]))
+            self._chains[tenant] = found  # type: ignore[index]
+        return found[1]
 
     @classmethod
     def from_plugins(cls, db: Database, plugins: PluginHost, max_page_size: int) -> FxService:

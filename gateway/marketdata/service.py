@@ -6,8 +6,10 @@ the runtime's venue directory). A plugin whose hook raises, or a source whose `i
 does, is left out and logged; the others serve. A source that raises while answering a request
 fails that request only, with PLUGIN_FAILED naming the plugin.
 
-Instruments are keyed "SYMBOL.MIC". When two sources offer the same key, the first collected
-wins (built-ins are registered first) and the other is logged.
+Instruments are keyed "SYMBOL.MIC". When two sources offer the same key, the one with the
+higher `precedence` (an optional int attribute of a source, default 0) wins; between equals, the
+first collected (built-ins are registered first); the other is logged. The file source sets 10:
+a user's own data wins over the simulated twin, for every interval and the quote of that key.
 
 The built-ins' market data is reference data: the same for every tenant, and any
 authenticated principal may read it (the schema checks authentication, not a permission). A
@@ -83,6 +85,11 @@ class _Registry:
     ordered: tuple[Instrument, ...]  # by key
     sources: tuple[SourceEntry, ...]
     failures: tuple[PluginFailed, ...] = field(default=())
+
+
+def _precedence(source: MarketDataSource) -> int:
+    value = getattr(source, "precedence", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def aware(at: datetime, what: str = "instant") -> datetime:
@@ -177,6 +184,7 @@ class MarketDataService:
         contributions, failures = self.plugins.collect(HOOK, self.context_for, expect=MarketDataSource)
         by_key: dict[str, tuple[Instrument, SourceEntry]] = {}
         entries: list[SourceEntry] = []
+        listed: list[tuple[SourceEntry, list[Instrument]]] = []
         for contribution in contributions:
             entry = SourceEntry(contribution.plugin, contribution.value)
             try:
@@ -190,6 +198,9 @@ class MarketDataService:
                 failures.append(PluginFailed(entry.plugin, f"instruments() of {entry.name}: {exc}"))
                 continue
             entries.append(entry)
+            listed.append((entry, offered))
+        # Stable: between sources of equal precedence, the first collected keeps a key.
+        for entry, offered in sorted(listed, key=lambda pair: -_precedence(pair[0].source)):
             for instrument in offered:
                 key = instrument.key.upper()
                 if key in by_key:

@@ -12,7 +12,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from gateway.db import UTCDateTime, utcnow
@@ -48,6 +48,9 @@ class Vendor(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenant.id", unique=True, max_length=36)
     name: str = Field(max_length=200)
     public_key: str = Field(max_length=64)  # Ed25519, raw 32 bytes, base64
+    # The first segment of plugin ids this vendor alone may create ("acme" for
+    # "acme.news-sentiment"); reserved at registration or on the first publication, never changed.
+    prefix: str | None = Field(default=None, max_length=100, unique=True, index=True)
     created_at: datetime = _stamp()
     updated_at: datetime = _stamp()
 
@@ -81,6 +84,8 @@ class PluginVersion(SQLModel, table=True):
     # vendor rotating its key does not orphan what it already published.
     public_key: str = Field(max_length=64)
     status: str = Field(index=True, max_length=16)
+    # The GraphQL SDL the plugin's worker reported at inspection (schema extensions only).
+    sdl: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     published_by: str | None = Field(default=None, max_length=36)
     published_at: datetime = _stamp()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import DomainError
+from gateway.scope import current_tenant
 from plugins.host import PluginFailed, PluginHost, default_context
 from plugins.sdk import LLMError, LLMProvider, LLMTurn, StructuredAnswer, ToolSpec
 
@@ -69,6 +70,12 @@ class LLMProviders:
         self._configs = {k: dict(v) for k, v in (configs or {}).items()}
         self._lock = threading.Lock()
         self._loaded: tuple[tuple[ProviderEntry, ...], tuple[PluginFailed, ...]] | None = None
+        self._installed: Callable[[str], Sequence[tuple[str, LLMProvider]]] | None = None
+
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, LLMProvider]]]) -> None:
+        """A tenant's installed LLM providers (sandboxed plugins) come first for that tenant:
+        it installed them to be used; the built-ins remain behind them."""
+        self._installed = installed
 
     def configure(self, plugin: str, **config: Any) -> None:
         """Change one plugin's config (e.g. a test's http_client); providers are collected again."""
@@ -96,7 +103,14 @@ class LLMProviders:
             return self._loaded
 
     def entries(self) -> tuple[ProviderEntry, ...]:
-        return self._load()[0]
+        builtins = self._load()[0]
+        tenant = current_tenant()
+        installed = self._installed(tenant) if tenant is not None and self._installed else ()
+        if not installed:
+            return builtins
+        names = {e.provider.name for e in builtins}
+        own = tuple(ProviderEntry(plugin, p) for plugin, p in installed if p.name not in names)
+        return own + builtins
 
     def failures(self) -> tuple[PluginFailed, ...]:
         return self._load()[1]

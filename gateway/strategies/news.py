@@ -45,6 +45,7 @@ from gateway.db import Database
 from gateway.errors import DomainError, InvalidInput
 from gateway.marketdata import MarketDataService
 from gateway.pagination import check_page_size
+from gateway.scope import current_tenant
 from gateway.strategies.llm import LLMFailed, LLMProviders, ModelChoice
 from gateway.strategies.news_models import NewsAnalysis
 from plugins.host import PluginFailed, PluginHost, default_context
@@ -223,6 +224,11 @@ class NewsService:
         self.max_page_size = max_page_size
         self._lock = threading.Lock()
         self._sources: tuple[list[tuple[str, NewsSource]], list[PluginFailed]] | None = None
+        self._installed: Callable[[str], Sequence[tuple[str, NewsSource]]] | None = None
+
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, NewsSource]]]) -> None:
+        """A tenant's installed news sources join the built-ins for that tenant."""
+        self._installed = installed
 
     # -- items ------------------------------------------------------------------------------
     def sources(self) -> list[tuple[str, NewsSource]]:
@@ -234,7 +240,10 @@ class NewsService:
                     expect=NewsSource,
                 )
                 self._sources = ([(c.plugin, c.value) for c in found], failures)
-            return self._sources[0]
+            builtins = self._sources[0]
+        tenant = current_tenant()
+        installed = self._installed(tenant) if tenant is not None and self._installed else ()
+        return [*builtins, *installed]
 
     def items(
         self,

@@ -271,6 +271,7 @@ class OrderService:
         self._tenant_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._connectors: dict[str, _Serialized] | None = None
         self._router: SmartOrderRouter | None = None
+        self._installed_packs: tuple[Any, Any] | None = None
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -279,8 +280,18 @@ class OrderService:
         if self._engine is None:
             with self._setup_lock:
                 if self._engine is None:
-                    self._engine = ComplianceEngine.from_plugins(self.plugins, clock=self.markets.now)
+                    engine = ComplianceEngine.from_plugins(self.plugins, clock=self.markets.now)
+                    if self._installed_packs is not None:
+                        engine.bind_installed(*self._installed_packs)
+                    self._engine = engine
         return self._engine
+
+    def bind_installed_packs(self, installed: Callable[[str], Sequence[tuple[str, Any]]],
+                             check_all: Callable[[Sequence[Any], Any], list[Any]]) -> None:
+        """A tenant's installed rule packs join its orders' checks (ComplianceEngine)."""
+        self._installed_packs = (installed, check_all)
+        if self._engine is not None:
+            self._engine.bind_installed(installed, check_all)
 
     def connectors(self) -> dict[str, _Serialized]:
         if self._connectors is None:

@@ -241,6 +241,21 @@ def _call(guest: Guest, args: dict[str, Any]) -> Any:
     return getattr(providers[n], method)(*args.get("args", ()), **args.get("kwargs", {}))
 
 
+def _checks(guest: Guest, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rule pack `ns` of this plugin on one order, in one call: each answers its denials
+    or what it raised (the gateway denies the order for a pack that raised)."""
+    packs = _providers(guest, "alphintra_compliance_rule_packs")
+    out: list[dict[str, Any]] = []
+    for n in args.get("ns", ()):
+        try:
+            if not 0 <= int(n) < len(packs):
+                raise CallRefused(f"no rule pack {n}")
+            out.append({"r": packs[int(n)].check(args["ctx"])})
+        except Exception as exc:
+            out.append({"e": wire.error_payload(exc)})
+    return out
+
+
 def _value(guest: Guest, hook: str) -> Any:
     if hook not in VALUE_HOOKS:
         raise CallRefused(f"{hook} is not a value hook")
@@ -264,6 +279,8 @@ def _dispatch(guest: Guest, call_id: int, method: str, args: dict[str, Any]) -> 
             result = _describe(guest, args["hook"])
         elif method == "call":
             result = _call(guest, args)
+        elif method == "checks":
+            result = _checks(guest, args)
         elif method == "value":
             result = _value(guest, args["hook"])
         elif method == "schema":

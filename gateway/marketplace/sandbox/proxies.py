@@ -142,6 +142,36 @@ class RemoteRulePack(RemoteProvider):
         return self._expect_list(self._call("check", ctx), sdk.Denial, "check()")
 
 
+def check_packs(packs: Sequence[RemoteRulePack], ctx: sdk.CheckContext
+                ) -> list[list[sdk.Denial] | Exception]:
+    """One order against installed rule packs: one call per plugin whatever its number of packs.
+    Each entry is the pack's denials, or the exception that stands for its failure (the
+    compliance engine denies the order for it: failing closed)."""
+    out: list[list[sdk.Denial] | Exception] = [PluginCallFailed("?", "not asked")] * len(packs)
+    groups: dict[int, list[int]] = {}
+    for index, pack in enumerate(packs):
+        groups.setdefault(id(pack._managed), []).append(index)
+    for indexes in groups.values():
+        first = packs[indexes[0]]
+        try:
+            answers = first._managed.call("checks", {"ns": [packs[i]._n for i in indexes], "ctx": ctx})
+            if not isinstance(answers, list) or len(answers) != len(indexes):
+                raise PluginCallFailed(first.plugin_id, "checks answered the wrong shape")
+        except Exception as exc:
+            for i in indexes:
+                out[i] = exc
+            continue
+        for i, answer in zip(indexes, answers, strict=True):
+            denials = answer.get("r") if isinstance(answer, dict) else None
+            if isinstance(denials, list) and all(isinstance(d, sdk.Denial) for d in denials):
+                out[i] = denials
+            else:
+                error = (answer.get("e") or {}) if isinstance(answer, dict) else {}
+                kind = error.get("type", "a wrong shape")
+                out[i] = PluginCallFailed(packs[i].plugin_id, f"check() raised {kind}")
+    return out
+
+
 class RemoteLLMProvider(RemoteProvider):
     hook = "alphintra_llm_providers"
     name: str = ""

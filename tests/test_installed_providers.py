@@ -1,0 +1,144 @@
+"""A tenant's installed rule pack joins its orders' pre-trade checks (adding restrictions only,
+failing closed when it breaks) and its installed FX provider prices its FX, in the tenant's
+scope only. The plugins run in their sandboxed workers."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from marketplace.signing import generate_key, sign
+from tests.support import make_wheel, onboard
+
+PACK_CODE = '''
+from __future__ import annotations
+
+from decimal import Decimal
+
+from plugins.sdk import CheckContext, Denial, PluginContext, hookimpl
+
+
+class DeskLimits:
+    jurisdiction = "DESK"
+    regulators = ("Acme desk rules",)
+
+    def __init__(self, max_quantity: Decimal, broken: bool) -> None:
+        self.max_quantity = max_quantity
+        self.broken = broken
+
+    def applies(self, venue_country: str, client_domicile: str) -> bool:
+        return True
+
+    def check(self, ctx: CheckContext) -> list[Denial]:
+        if self.broken:
+            raise RuntimeError("rule store unreachable")
+        if ctx.order.quantity > self.max_quantity:
+            return [Denial("ACME_DESK_MAX_QTY", "desk-max-qty", "DESK",
+                           f"more than {self.max_quantity} per order on this desk",
+                           self.max_quantity, ctx.order.quantity)]
+        return []
+
+
+class EurUsd:
+    name = "acme-fx"
+
+    def rate(self, base, quote, at):
+        from plugins.sdk import FxRate
+        if (base, quote) == ("EUR", "USD"):
+            return FxRate("EUR", "USD", Decimal("1.2345"), at, "acme-fx")
+        return None
+
+    def history(self, base, quote, start, end):
+        return []
+
+    def interest_rate(self, currency, at):
+        return None
+
+
+@hookimpl
+def alphintra_compliance_rule_packs(context: PluginContext) -> list:
+    return [DeskLimits(Decimal(str(context.config.get("max_quantity", "0.02"))),
+                       bool(context.config.get("broken")))]
+
+
+@hookimpl
+def alphintra_fx_rate_providers(context: PluginContext) -> list:
+    return [EurUsd()]
+'''
+
+MANIFEST = {
+    "id": "acme.desk-rules", "name": "Desk rules", "vendor": "Acme", "version": "1.0.0",
+    "gateway": ">=0.1,<1.0", "category": "compliance", "entry_point": "acme_desk.plugin",
+    "hooks": ["alphintra_compliance_rule_packs", "alphintra_fx_rate_providers"],
+    "capabilities": ["compliance:rules", "fx:publish"],
+    "config_schema": {"type": "object", "properties": {"max_quantity": {"type": "string"},
+                                                       "broken": {"type": "boolean"}}},
+    "pricing": {"model": "free"}, "licence": "MIT",
+}
+SUBMIT = """mutation($input: SubmitOrderInput!) { submitOrder(input: $input) {
+  status rejectCode rejectText } }"""
+ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input: $input) { code } }"""
+
+
+@pytest.fixture(scope="module")
+def desks(runtime: Any, gql: Any) -> dict[str, Any]:
+    vendor = onboard(runtime)
+    private, public = generate_key()
+    pub = runtime.marketplace_publishing
+    pub.register_vendor_key(vendor.id, vendor.admin_id, public, "Acme")
+    files = {"acme_desk/__init__.py": b"", "acme_desk/plugin.py": PACK_CODE.encode(),
+             "acme_desk/alphintra_manifest.json": json.dumps(MANIFEST).encode()}
+    wheel = make_wheel(files, "acme_desk", "1.0.0", MANIFEST["id"], MANIFEST["entry_point"])
+    signature = sign(wheel, MANIFEST, private)
+    version = pub.publish(vendor.id, vendor.admin_id, wheel, signature, "COMMUNITY").version
+    pub.review(None, version.id, "IN_REVIEW")
+    pub.review(None, version.id, "APPROVED")
+    a, b = onboard(runtime), onboard(runtime)
+    for t in (a, b):
+        gql.data(ACCOUNT, {"input": {"code": "DESK-1", "currency": "USD", "domicile": "US",
+                                     "creditLimit": "1000000", "equity": "1000000"}}, key=t.key)
+    body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
+               {"i": {"pluginId": MANIFEST["id"], "version": "1.0.0", "config": {"max_quantity": "0.02"}}},
+               key=a.key)
+    assert "errors" not in body, body
+    return {"a": a, "b": b}
+
+
+def _order(gql: Any, key: str, client_id: str, quantity: str) -> dict[str, Any]:
+    ask = Decimal(gql.data('{ quote(instrument: "BTC-USD.ALPX") { ask } }', key=key)["quote"]["ask"])
+    price = str((ask * Decimal("1.001")).quantize(Decimal("0.01")))
+    return gql.data(SUBMIT, {"input": {"clientOrderId": client_id, "account": "DESK-1", "symbol": "BTC-USD",
+                                       "mic": "ALPX", "side": "BUY", "quantity": quantity, "ordType": "LIMIT",
+                                       "timeInForce": "IOC", "limitPrice": price}}, key=key)["submitOrder"]
+
+
+def test_an_installed_rule_pack_denies_its_tenants_orders_only(gql, desks):
+    a, b = desks["a"], desks["b"]
+    denied = _order(gql, a.key, "big-a", "0.05")
+    assert denied["status"] == "DENIED" and denied["rejectCode"] == "ACME_DESK_MAX_QTY", denied
+    assert _order(gql, a.key, "small-a", "0.01")["status"] in ("FILLED", "PARTIALLY_FILLED", "CANCELED")
+    assert _order(gql, b.key, "big-b", "0.05")["status"] != "DENIED"  # B did not install it
+
+
+def test_a_broken_installed_pack_fails_closed(gql, desks):
+    a = desks["a"]
+    gql.data('mutation($c: JSON!) { configurePlugin(pluginId: "acme.desk-rules", config: $c) { id } }',
+             {"c": {"max_quantity": "0.02", "broken": True}}, key=a.key)
+    try:
+        denied = _order(gql, a.key, "small-broken", "0.01")
+        assert denied["status"] == "DENIED" and denied["rejectCode"] == "COMPLIANCE_PACK_FAILED", denied
+        assert "acme.desk-rules" in (denied["rejectText"] or "")
+    finally:
+        gql.data('mutation($c: JSON!) { configurePlugin(pluginId: "acme.desk-rules", config: $c) { id } }',
+                 {"c": {"max_quantity": "0.02"}}, key=a.key)
+
+
+def test_an_installed_fx_provider_prices_its_tenants_fx(gql, desks):
+    query = '{ fxRate(base: "EUR", quote: "USD") { rate source } }'
+    a_rate = gql.data(query, key=desks["a"].key)["fxRate"]
+    b_rate = gql.data(query, key=desks["b"].key)["fxRate"]
+    assert a_rate == {"rate": "1.2345", "source": "acme-fx"}
+    assert b_rate["source"] != "acme-fx"
