@@ -114,7 +114,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     actor = declare_run_job(broker, executor, settings)
     plugins = PluginHost(BUILTINS)
     markets = MarketsService()
-    market_data = MarketDataService(plugins, markets.directory, now=markets.now)
+    market_data = MarketDataService(plugins, markets.directory, now=markets.now,
+                                    configs=settings.market_data_configs())  # ALPHINTRA_MARKETDATA_*
     portfolio = PortfolioOptimisationService(plugins, market_data)
     kinds.register(portfolio_optimisation_kind(portfolio))  # qiskit/pennylane load only in a job
     audit = AuditTrail(db, settings.max_page_size)
@@ -145,7 +146,7 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit)
     marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory)
     orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size)
-    _bind_plugin_view(marketplace, market_data, fx, strategy_ai, orders)
+    _bind_plugin_view(marketplace, market_data, fx, strategy_ai, orders, portfolio)
     return Runtime(
         settings=settings,
         db=db,
@@ -185,7 +186,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
 
 
 def _bind_plugin_view(marketplace: Installations, market_data: MarketDataService, fx: FxService,
-                      strategy_ai: LLMLab, orders: OrderService) -> None:
+                      strategy_ai: LLMLab, orders: OrderService,
+                      portfolio: PortfolioOptimisationService) -> None:
     """The per-tenant plugin view: each domain service asks, for the tenant in scope, for its
     installed plugins' providers (sandboxed) beside the built-ins (in process)."""
 
@@ -197,3 +199,4 @@ def _bind_plugin_view(marketplace: Installations, market_data: MarketDataService
     strategy_ai.providers.bind_installed(installed("alphintra_llm_providers"))
     strategy_ai.news.bind_installed(installed("alphintra_news_sources"))
     orders.bind_installed_packs(installed("alphintra_compliance_rule_packs"), check_packs)
+    portfolio.bind_installed(installed("alphintra_portfolio_optimisers"))

@@ -34,7 +34,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +57,7 @@ from gateway.quantum.errors import (
     SectorCapsInvalid,
 )
 from gateway.quantum.estimation import PERIODS_PER_YEAR, check_covariance, estimate_moments
+from gateway.scope import current_tenant
 from plugins.host import PluginFailed, PluginHost, default_context
 from plugins.sdk import (
     NoFeasiblePortfolio,
@@ -148,10 +149,23 @@ class PortfolioOptimisationService:
         self._lock = threading.Lock()
         self._entries: tuple[OptimiserEntry, ...] | None = None
         self._failures: tuple[PluginFailed, ...] = ()
+        self._installed: Callable[[str], Sequence[tuple[str, PortfolioOptimiser]]] | None = None
 
     # -- optimisers -------------------------------------------------------------------------
 
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, PortfolioOptimiser]]]) -> None:
+        """A tenant's installed optimisers (sandboxed plugins), selectable by name by that
+        tenant after the built-ins (a name a built-in has keeps the built-in)."""
+        self._installed = installed
+
     def optimisers(self) -> tuple[OptimiserEntry, ...]:
+        builtins = self._builtin_optimisers()
+        tenant = current_tenant()
+        installed = self._installed(tenant) if tenant is not None and self._installed else ()
+        names = {e.name for e in builtins}
+        return builtins + tuple(OptimiserEntry(plugin, o) for plugin, o in installed if o.name not in names)
+
+    def _builtin_optimisers(self) -> tuple[OptimiserEntry, ...]:
         """Collected once, on first use (the hook is documented as called once at activation);
         a name offered twice keeps the first (built-ins come first)."""
         with self._lock:
