@@ -92,6 +92,13 @@ class Settings:
     # pays for it.
     warm_on_start: bool = True
 
+    # Real market data for every tenant: CSV/Parquet files and directories (comma-separated)
+    # the built-in file source serves instead of its bundled sample, in the layout documented
+    # in plugins/builtin/file_source.py. Its instruments win over the twin's of the same key.
+    # `marketdata_adjust`: serve unadjusted rows with an `adjustment_factor` adjusted.
+    marketdata_files: tuple[str, ...] = ()
+    marketdata_adjust: bool = False
+
     # The plugin sandbox (gateway/marketplace/sandbox/): one worker process per (tenant, plugin
     # version). "required" refuses to run marketplace plugins unless the minimum layers (a
     # dedicated uid, Landlock, seccomp, rlimits) are active; "best-effort" runs with what the
@@ -144,6 +151,13 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def market_data_configs(self) -> dict[str, dict[str, Any]]:
+        """The built-in data sources' configs these settings give (MarketDataService(configs=))."""
+        config: dict[str, Any] = {"adjust": self.marketdata_adjust}
+        if self.marketdata_files:
+            config["paths"] = list(self.marketdata_files)
+        return {"file-source": config}
 
     def check(self) -> None:
         if self.default_region not in self.regions:
