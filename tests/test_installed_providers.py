@@ -142,3 +142,66 @@ def test_an_installed_fx_provider_prices_its_tenants_fx(gql, desks):
     b_rate = gql.data(query, key=desks["b"].key)["fxRate"]
     assert a_rate == {"rate": "1.2345", "source": "acme-fx"}
     assert b_rate["source"] != "acme-fx"
+
+
+LLM_CODE = '''
+from __future__ import annotations
+
+from plugins.sdk import LLMUsage, PluginContext, StructuredAnswer, hookimpl
+
+
+class AcmeModel:
+    name = "acme-llm"
+    models = ("acme-strategist-1",)
+    is_llm = True
+
+    def complete_structured(self, *, model, system, messages, tool, max_tokens, facts):
+        universe = list(facts.get("universe") or ["AAPL.XNAS"])
+        document = {
+            "name": "Acme momentum", "universe": {"instruments": universe},
+            "signals": [{"name": "fast", "indicator": "sma", "window": 5},
+                        {"name": "slow", "indicator": "sma", "window": 20}],
+            "entry": {"op": "gt", "left": "fast", "right": "slow"},
+            "exit": {"op": "lt", "left": "fast", "right": "slow"},
+            "sizing": {"method": "fixed_fraction", "fraction": 0.1},
+            "risk": {"max_position": 0.15},
+        }
+        return StructuredAnswer(provider=self.name, model=model, is_llm=True, tool_input=document,
+                                refusal=None, stop_reason="tool_use", usage=LLMUsage(10, 20))
+
+
+@hookimpl
+def alphintra_llm_providers(context: PluginContext) -> list:
+    return [AcmeModel()]
+'''
+
+
+def test_an_installed_llm_provider_answers_its_tenants_synthesis(gql, runtime):
+    from tests.support import user_key, wait_for
+
+    vendor = onboard(runtime)
+    private, public = generate_key()
+    runtime.marketplace_publishing.register_vendor_key(vendor.id, vendor.admin_id, public, "Acme AI")
+    manifest = {**MANIFEST, "id": "acmeai.strategist", "category": "llm", "entry_point": "acme_llm.plugin",
+                "hooks": ["alphintra_llm_providers"], "capabilities": ["llm:complete"]}
+    files = {"acme_llm/__init__.py": b"", "acme_llm/plugin.py": LLM_CODE.encode(),
+             "acme_llm/alphintra_manifest.json": json.dumps(manifest).encode()}
+    wheel = make_wheel(files, "acme_llm", "1.0.0", manifest["id"], manifest["entry_point"])
+    runtime.marketplace_publishing.publish(vendor.id, vendor.admin_id, wheel, sign(wheel, manifest, private),
+                                           "PRIVATE")
+    body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
+               {"i": {"pluginId": manifest["id"], "version": "1.0.0", "config": {}}}, key=vendor.key)
+    assert "errors" not in body, body
+    providers = gql.data("{ llmProviders { name isLlm } }", key=vendor.key)["llmProviders"]
+    assert {"name": "acme-llm", "isLlm": True} in providers
+    _, trader = user_key(runtime, vendor, "trader")
+    job = gql.data('mutation { synthesizeStrategy(input: {objective: "Trend in US tech", '
+                   'universe: ["AAPL.XNAS", "MSFT.XNAS"]}) { id } }', key=trader)["synthesizeStrategy"]
+    done = wait_for(lambda: (j := runtime.jobs.get(vendor.id, job["id"])).status in ("SUCCEEDED", "FAILED")
+                    and j, timeout=120)
+    assert done.status == "SUCCEEDED", (done.error_code, done.error_message)
+    assert (done.result["provider"], done.result["is_llm"]) == ("acme-llm", True)
+    # Another tenant's synthesis never reaches it.
+    other = onboard(runtime)
+    names = [p["name"] for p in gql.data("{ llmProviders { name } }", key=other.key)["llmProviders"]]
+    assert "acme-llm" not in names
