@@ -84,3 +84,69 @@ def test_a_backtest_runs_on_an_installed_sources_instrument(gql, runtime, instal
     refused = gql('mutation($d: JSON!) { createStrategy(input: {document: $d}) { id } }', {"d": doc},
                   key=b_trader)
     assert error_codes(refused)[0] in ("STRATEGY_INVALID", "INSTRUMENT_UNKNOWN"), refused
+
+
+DISORDERLY = '''
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from plugins.sdk import Bar, Instrument, PluginContext, hookimpl
+
+
+class Backwards:
+    name = "backwards"
+
+    def instruments(self):
+        return [Instrument("BACK", "XNAS", "USD", "Backwards Inc")]
+
+    def bars(self, instrument, start, end, interval):
+        out = []
+        t = start
+        while t < end:
+            out.append(Bar("BACK", "XNAS", t, interval, Decimal(1), Decimal(2), Decimal(1), Decimal(1),
+                           Decimal(5)))
+            t += timedelta(hours=1)
+        return out if interval == "1d" else out[::-1]  # in order only for the conformance kit
+
+    def quote(self, instrument, at):
+        return None
+
+
+@hookimpl
+def alphintra_market_data_sources(context: PluginContext) -> list:
+    return [Backwards()]
+'''
+
+
+def test_bars_out_of_order_fail_only_that_source_naming_it(gql, runtime):
+    import json
+
+    from tests.support import make_wheel
+
+    vendor = onboard(runtime)
+    private_key, public_key = generate_key()
+    runtime.marketplace_publishing.register_vendor_key(vendor.id, vendor.admin_id, public_key, "Back")
+    manifest = {"id": "back.wards", "name": "Backwards", "vendor": "Back", "version": "1.0.0",
+                "gateway": ">=0.1,<1.0", "category": "data-source", "entry_point": "backwards.plugin",
+                "hooks": ["alphintra_market_data_sources"], "capabilities": ["marketdata:publish"],
+                "config_schema": {"type": "object"}, "pricing": {"model": "free"}, "licence": "MIT",
+                "conformance": {"config": {}}}
+    files = {"backwards/__init__.py": b"", "backwards/plugin.py": DISORDERLY.encode(),
+             "backwards/alphintra_manifest.json": json.dumps(manifest).encode()}
+    wheel = make_wheel(files, "backwards", "1.0.0", manifest["id"], manifest["entry_point"])
+    runtime.marketplace_publishing.publish(vendor.id, vendor.admin_id, wheel,
+                                           sign(wheel, manifest, private_key), "PRIVATE")
+    body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
+               {"i": {"pluginId": "back.wards", "version": "1.0.0", "config": {}}}, key=vendor.key)
+    assert "errors" not in body, body
+    query = ('{ bars(instrument: "BACK.XNAS", start: "2026-01-05T14:00:00Z", end: "2026-01-05T18:00:00Z", '
+             'interval: "1h") { start } }')
+    answer = gql(query, key=vendor.key)
+    assert error_codes(answer) == ["PLUGIN_FAILED"]
+    assert answer["errors"][0]["extensions"]["plugin"] == "back.wards"
+    assert "ascending" in answer["errors"][0]["message"]
+    twin = gql.data('{ bars(instrument: "AAPL.XNAS", start: "2025-03-03T14:30:00Z", '
+                    'end: "2025-03-03T16:00:00Z", interval: "15m") { start } }', key=vendor.key)
+    assert twin["bars"]

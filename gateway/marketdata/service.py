@@ -254,10 +254,15 @@ class MarketDataService:
         bars = self._call(entry, "bars", instrument, start, end, interval)
         if not isinstance(bars, Sequence) or any(not isinstance(b, Bar) for b in bars):
             raise self._failed(entry, "bars", "answered in the wrong shape")
+        problem = _bars_problem(bars, instrument, start, end, interval)
+        if problem is not None:
+            # A source's wrong data fails this request, naming the plugin, rather than reaching a
+            # backtest or a chart half-right.
+            raise self._failed(entry, "bars", f"answered bars that {problem}")
         if len(bars) > self.max_bars:
             raise RangeInvalid(f"more than {self.max_bars} bars; ask for a shorter range",
                                details={"maxBars": self.max_bars})
-        return sorted(bars, key=lambda b: b.start)
+        return list(bars)
 
     def quote(self, key: str, at: datetime) -> Quote | None:
         instrument, entry = self._find(key)
@@ -334,6 +339,24 @@ class MarketDataService:
         # secrets of the plugin); the log has the traceback.
         failed = PluginFailed(entry.plugin, f"{method}() of source {entry.name!r} {what}")
         return SourceFailed(failed.message, details={"plugin": failed.plugin, "source": entry.name})
+
+
+def _bars_problem(bars: Sequence[Bar], instrument: Instrument, start: datetime, end: datetime,
+                  interval: str) -> str | None:
+    """What is wrong with a source's bars, if anything: not ascending, outside the range asked
+    for, of another instrument or interval, or with prices out of order."""
+    previous: datetime | None = None
+    for bar in bars:
+        if (bar.symbol, bar.mic, bar.interval) != (instrument.symbol, instrument.mic, interval):
+            return f"are of {bar.symbol}.{bar.mic} {bar.interval}, not {instrument.key} {interval}"
+        if bar.start.tzinfo is None or not start <= bar.start < end:
+            return f"start at {bar.start.isoformat()}, outside the range asked for"
+        if previous is not None and bar.start <= previous:
+            return "are not in ascending order of start"
+        if not bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high or bar.volume < 0:
+            return f"break low <= open, close <= high (at {bar.start.isoformat()})"
+        previous = bar.start
+    return None
 
 
 # -- cursor pages over in-memory lists sorted by a unique string key -------------------------
