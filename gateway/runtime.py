@@ -56,7 +56,7 @@ from gateway.strategies.service import StrategyService
 from gateway.tenancy.service import TenancyService
 from gateway.tenancy.vendor_role import VendorRoleRequests
 from gateway.trading.controls import load_controls
-from gateway.trading.service import OrderService
+from gateway.trading.service import InstalledConnectors, OrderService
 from plugins.builtin import BUILTINS
 from plugins.host import PluginHost
 
@@ -199,4 +199,7 @@ def _bind_plugin_view(marketplace: Installations, market_data: MarketDataService
     strategy_ai.providers.bind_installed(installed("alphintra_llm_providers"))
     strategy_ai.news.bind_installed(installed("alphintra_news_sources"))
     orders.bind_installed_packs(installed("alphintra_compliance_rule_packs"), check_packs)
+    orders.bind_installed_connectors(InstalledConnectors(
+        installed("alphintra_exchange_connectors"), marketplace.installed_venues,
+        lambda: marketplace.tenants_with("alphintra_exchange_connectors")))
     portfolio.bind_installed(installed("alphintra_portfolio_optimisers"))

@@ -554,6 +554,21 @@ class ExchangeConnector(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class VenueDefinition:
+    """A venue a connector brings that the gateway does not know (an installed connector's
+    optional `venues()` answers these): its facts, the order increment and tick the gateway's
+    compliance checks use there, and its trading sessions as local "HH:MM" windows on
+    weekdays (`always_open` in `info` for 24/7). A MIC the gateway or another installed plugin
+    already has is refused at install (PLUGIN_VENUE_TAKEN)."""
+
+    info: VenueInfo
+    lot_size: Decimal = Decimal(1)
+    tick_size: Decimal = Decimal("0.01")
+    sessions: tuple[tuple[str, str], ...] = ()
+    regulators: tuple[str, ...] = ()
+
+
 # Pre-trade compliance
 # What a rule pack sees of one order and of everything the order is checked against. The
 # gateway assembles a CheckContext from state it already holds; no rule reads a database or the

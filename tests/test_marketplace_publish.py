@@ -175,7 +175,7 @@ def test_examples_publish_review_and_verify_end_to_end(runtime, gql, example_whe
     assert published["news_sentiment"]["category"] == "data-source"
     assert published["news_sentiment"]["hooks"] == ["alphintra_market_data_sources",
                                                     "alphintra_schema_extensions"]
-    assert published["lion_exchange"]["capabilities"] == ["orders:submit"]
+    assert published["lion_exchange"]["capabilities"] == ["orders:submit", "marketdata:publish"]
     assert published["harbour_theme"]["category"] == "white-label"
 
     # Publishing the same bytes again answers the stored version (idempotent), stores nothing new.
@@ -724,6 +724,7 @@ def test_rotating_the_vendor_key_keeps_published_versions_verifiable(runtime, gq
     assert vendor.publish(newer, tier="PRIVATE")["data"]["publishPluginVersion"]["status"] == "APPROVED"
     vendor_id = runtime.marketplace_publishing.vendor_of(vendor.tenant.id).id
     assert audit_kinds(runtime, vendor_id) == ["marketplace.vendor_registered",
+                                               "marketplace.vendor_prefix_reserved",
                                                "marketplace.vendor_key_changed"]
 
 

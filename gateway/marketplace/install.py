@@ -47,7 +47,7 @@ from sqlmodel import Session, col, select
 
 from gateway.audit import AuditEntry, AuditTrail
 from gateway.db import Database, utcnow
-from gateway.errors import Conflict, DomainError, InvalidInput, NotFound
+from gateway.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from gateway.events import Bus, Event
 from gateway.marketplace.errors import PluginCallFailed
 from gateway.marketplace.install_models import PluginInstallation, PluginInstallationEvent, PluginRating
@@ -305,6 +305,9 @@ class Installations:
                     raise Conflict("the install made with this idempotency key was since undone; "
                                    "use a new key", code="IDEMPOTENCY_KEY_REUSED")
             if self._installation(tenant_id, plugin_id, required=False) is not None:
+                if self._visible_plugin(tenant_id, plugin_id)[0].delisted_at is not None:
+                    # The row a delisting left inactive: installing again is refused as delisted.
+                    raise InvalidInput(f"{plugin_id} was delisted", code="PLUGIN_DELISTED")
                 raise Conflict(f"{plugin_id} is already installed; upgrade or configure it",
                                code="PLUGIN_ALREADY_INSTALLED")
             ref = self._installable(tenant_id, plugin_id, version)
@@ -393,8 +396,13 @@ class Installations:
             raise InvalidInput("a rating is from 1 to 5", code="RATING_INVALID")
         if comment is not None and len(comment) > 2000:
             raise InvalidInput("a comment is at most 2,000 characters", code="RATING_INVALID")
-        self._visible_plugin(tenant_id, plugin_id)
+        _, vendor = self._visible_plugin(tenant_id, plugin_id)
+        if vendor.tenant_id == tenant_id:
+            raise Forbidden("a vendor does not rate its own plugin", code="RATING_OWN_PLUGIN")
         with self.db.tenant_session(tenant_id) as session:
+            if not self._ever_installed(session, plugin_id):
+                raise NotFound(f"rate {plugin_id} once this tenant has installed it",
+                               code="PLUGIN_NOT_INSTALLED")
             row = session.exec(select(PluginRating).where(PluginRating.plugin_id == plugin_id)).first()
             if row is None:
                 row = PluginRating(tenant_id=tenant_id, plugin_id=plugin_id, rating=rating,
@@ -700,9 +708,48 @@ class Installations:
             else:
                 log.error("feature-flag hook answered the wrong shape", extra={"plugin": ref.plugin_id})
         providers = {hook: tuple(describe(managed, hook)) for hook in usable if hook in PROXIES}
+        connectors = providers.get("alphintra_exchange_connectors", ())
+        venues = self._venues_of(tenant_id, ref.plugin_id, connectors)
         return ActivePlugin(ref.plugin_id, ref.version, ref.version_id, sha256, managed, tenant_id,
                             hooks=frozenset(usable), schema=schema, theme=theme, flags=flags,
-                            providers=providers)
+                            providers=providers, venues=venues)
+
+    def _venues_of(self, tenant_id: str, plugin_id: str, connectors: Sequence[Any]) -> tuple[Any, ...]:
+        """The venues a plugin's connectors bring: each MIC new to the gateway and to the
+        tenant's other plugins (PLUGIN_VENUE_TAKEN naming who has it otherwise)."""
+        found: dict[str, Any] = {}
+        taken = {mic: owner for mic, (owner, _) in self.installed_venues(tenant_id).items()
+                 if owner != plugin_id}
+        for connector in connectors:
+            for definition in connector.venues():
+                mic = definition.info.mic
+                owner = taken.get(mic) or ("the gateway" if self._known_venue(mic) else None)
+                if owner is not None or mic in found:
+                    raise Conflict(f"{plugin_id} brings venue {mic}, which {owner or plugin_id} already "
+                                   "has", code="PLUGIN_VENUE_TAKEN",
+                                   details={"plugin": plugin_id, "mic": mic})
+                found[mic] = definition
+        return tuple(found.values())
+
+    def _known_venue(self, mic: str) -> bool:
+        if self.venues is None:
+            return False
+        try:
+            self.venues.venue(mic)
+        except DomainError:
+            return False
+        return True
+
+    def installed_venues(self, tenant_id: str) -> dict[str, tuple[str, Any]]:
+        """MIC -> (plugin id, VenueDefinition) of the venues the tenant's connectors bring."""
+        view = self._views.get(tenant_id)
+        return {d.info.mic: (active.plugin_id, d) for active in (view.plugins if view else ())
+                for d in active.venues}
+
+    def tenants_with(self, hook: str) -> list[str]:
+        """Tenants whose installed plugins offer providers of `hook` (the venue clock's round)."""
+        return [t for t, view in list(self._views.items())
+                if any(active.providers.get(hook) for active in view.plugins)]
 
     @staticmethod
     def _value(managed: ManagedPlugin, hook: str) -> Any:
@@ -889,6 +936,16 @@ class Installations:
                                 .group_by(col(PluginRating.plugin_id))).all()
         return {pid: ((Decimal(int(total)) / Decimal(int(count))).quantize(Decimal("0.01")), int(count))
                 for pid, total, count in rows}
+
+    @staticmethod
+    def _ever_installed(session: Session, plugin_id: str) -> bool:
+        """The session's tenant has the plugin installed, or its history shows an install."""
+        if session.exec(select(PluginInstallation.id)
+                        .where(PluginInstallation.plugin_id == plugin_id)).first() is not None:
+            return True
+        return session.exec(select(PluginInstallationEvent.id).where(
+            PluginInstallationEvent.plugin_id == plugin_id,
+            PluginInstallationEvent.action == "INSTALLED")).first() is not None
 
 
 def _ref(plugin: Plugin, row: PluginVersion) -> VersionRef:

@@ -74,6 +74,7 @@ class ActivePlugin:
     theme: Theme | None = None
     flags: dict[str, bool] = field(default_factory=dict)
     providers: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # hook -> proxies
+    venues: tuple[Any, ...] = ()  # plugins.sdk.VenueDefinition its connectors bring
 
 
 @dataclass(frozen=True, eq=False)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -55,6 +55,7 @@ from gateway.events import Bus
 from gateway.marketdata import MarketDataService
 from gateway.markets.service import MarketsService
 from gateway.pagination import Page, keyset_page
+from gateway.scope import current_tenant, tenant_scope
 from gateway.tenancy.models import new_id
 from gateway.trading import states
 from gateway.trading.controls import controls_of, load_row
@@ -249,6 +250,15 @@ def _fix_decimal(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
 
+@dataclass(frozen=True)
+class InstalledConnectors:
+    """What the marketplace tells the order service of tenants' installed connectors."""
+
+    connectors: Callable[[str], Sequence[tuple[str, ExchangeConnector]]]  # tenant -> (plugin, connector)
+    venues: Callable[[str], Mapping[str, tuple[str, Any]]]  # tenant -> MIC -> (plugin, VenueDefinition)
+    tenants: Callable[[], Sequence[str]]  # tenants with installed connectors
+
+
 class OrderService:
     def __init__(self, db: Database, bus: Bus, markets: MarketsService, market_data: MarketDataService,
                  plugins: PluginHost, audit: AuditTrail, *, engine: ComplianceEngine | None = None,
@@ -272,6 +282,8 @@ class OrderService:
         self._connectors: dict[str, _Serialized] | None = None
         self._router: SmartOrderRouter | None = None
         self._installed_packs: tuple[Any, Any] | None = None
+        self._installed_connectors: InstalledConnectors | None = None
+        self._scoped: dict[str, tuple[tuple[int, ...], dict[str, _Serialized], SmartOrderRouter]] = {}
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -283,6 +295,8 @@ class OrderService:
                     engine = ComplianceEngine.from_plugins(self.plugins, clock=self.markets.now)
                     if self._installed_packs is not None:
                         engine.bind_installed(*self._installed_packs)
+                    if self._installed_connectors is not None:
+                        engine.bind_installed_venues(self._installed_connectors.venues)
                     self._engine = engine
         return self._engine
 
@@ -314,6 +328,41 @@ class OrderService:
         assert self._router is not None
         return self._router
 
+    # A tenant's installed connectors (sandboxed marketplace plugins, orders:submit) join the
+    # built-ins for that tenant's orders: routing, sending, amending, cancelling and the clock.
+    def bind_installed_connectors(self, installed: InstalledConnectors) -> None:
+        self._installed_connectors = installed
+        if self._engine is not None:
+            self._engine.bind_installed_venues(installed.venues)
+
+    def _scoped_connectors(self) -> tuple[dict[str, _Serialized], SmartOrderRouter]:
+        """The connectors and router for the tenant in scope: the built-ins, plus its installed
+        connectors, each behind a lock of its own (a slow plugin holds up only its own venue;
+        its deadline bounds the wait)."""
+        builtins = self.connectors()
+        tenant = current_tenant()
+        source = self._installed_connectors
+        installed = source.connectors(tenant) if source is not None and tenant is not None else []
+        if not installed:
+            return builtins, self.router
+        key = tuple(id(c) for _, c in installed)
+        found = self._scoped.get(tenant)  # type: ignore[arg-type]
+        if found is not None and found[0] == key:
+            return found[1], found[2]
+        merged = dict(builtins)
+        entries = list(self.router.connectors)
+        for plugin, connector in installed:
+            name = str(connector.name)
+            if name in merged:
+                log.warning("an installed connector's name is taken; left out",
+                            extra={"plugin": plugin, "connector": name})
+                continue
+            merged[name] = _Serialized(connector, threading.RLock())
+            entries.append(ConnectorEntry(plugin, merged[name]))
+        router = SmartOrderRouter(entries, self.market_data.instruments)
+        self._scoped[tenant] = (key, merged, router)  # type: ignore[index]
+        return merged, router
+
     def connector(self, name: str) -> ExchangeConnector:
         """The connector itself (tests and tools inspect its books)."""
         return self.connectors()[name].inner  # type: ignore[return-value]
@@ -322,23 +371,39 @@ class OrderService:
 
     def advance(self, at: datetime | None = None) -> int:
         """Tell every connector the time and apply what it causes; the number of reports."""
-        if self._connectors is None:
+        source = self._installed_connectors
+        if self._connectors is None and (source is None or not source.tenants()):
             return 0  # no order has been taken yet: nothing at any venue
         when = at or self.markets.now()
 
         def tick() -> list[ExecutionReport]:
             reports: list[ExecutionReport] = []
-            for connector in self.connectors().values():
+            for connector in self._scoped_connectors()[0].values():
                 try:
                     reports.extend(connector.on_clock(when))
                 except Exception:
                     log.exception("exchange connector failed on the clock",
                                   extra={"connector": connector.name})
+            if current_tenant() is None:  # the venue clock: every tenant's installed connectors too
+                reports.extend(self._installed_clock(when))
             return reports
 
         reports, changed = self._at_venue(tick)
         self._publish(changed)
         return len(reports)
+
+    def _installed_clock(self, when: datetime) -> list[ExecutionReport]:
+        source = self._installed_connectors
+        reports: list[ExecutionReport] = []
+        for tenant in source.tenants() if source is not None else ():
+            with tenant_scope(tenant):
+                for plugin, connector in source.connectors(tenant):
+                    try:
+                        reports.extend(connector.on_clock(when))
+                    except Exception:
+                        log.exception("installed exchange connector failed on the clock",
+                                      extra={"plugin": plugin, "tenant_id": tenant})
+        return reports
 
     def sweep_unsent(self, older_than: timedelta = UNSENT_AFTER, at: datetime | None = None) -> int:
         """Reject orders claimed but never acknowledged by a venue (PENDING without a venue
@@ -533,7 +598,7 @@ class OrderService:
         request = OrderRequest(order_id, v.account, v.instrument.symbol, v.requested_mic, v.side,
                                v.ord_type, v.time_in_force, v.quantity, v.limit_price, v.stop_price,
                                v.currency, v.expire_at, now)
-        decision_route = self.router.route(request)
+        decision_route = self._scoped_connectors()[1].route(request)
         routed = decision_route.order
         key = f"{routed.symbol}.{routed.mic}"
         listing = self._listing(key) or v.instrument
@@ -587,7 +652,10 @@ class OrderService:
             except DomainError:
                 fx = None  # compliance denies it: COMPLIANCE_FX_RATE_MISSING
         price = request.limit_price or request.stop_price or reference
-        venue_lot = self.markets.directory.lot_size(request.mic, price) if price else None
+        try:
+            venue_lot = self.markets.directory.lot_size(request.mic, price) if price else None
+        except DomainError:  # a venue an installed connector brings: its own lot, from the listing
+            venue_lot = None
         # The lot the venue's connector enforces (the instrument's, unless the venue trades
         # fractions): compliance and the venue agree on the order increment.
         lot = venue_lot if venue_lot is not None and venue_lot < 1 else Decimal(listing.lot_size)
@@ -743,7 +811,7 @@ class OrderService:
     # -- sending and applying execution reports -------------------------------------------------
 
     def _send(self, prepared: list[_Prepared]) -> None:
-        connectors = self.connectors()
+        connectors = self._scoped_connectors()[0]
 
         def submit() -> list[ExecutionReport]:
             reports: list[ExecutionReport] = []
@@ -937,7 +1005,7 @@ class OrderService:
         self.advance()
         order = self.get(tenant_id, order_id)
         states.check_cancelable(OrderStatus(order.status))
-        connector = self.connectors().get(order.connector)
+        connector = self._scoped_connectors()[0].get(order.connector)
         if connector is None:
             raise states.OrderNotCancelable("the order's venue connector is gone",
                                             details={"connector": order.connector})
@@ -1018,7 +1086,7 @@ class OrderService:
                                                                   record, user_id)])
             if not decision.passed:
                 raise decision.error()
-        connector = self.connectors().get(order.connector)
+        connector = self._scoped_connectors()[0].get(order.connector)
         if connector is None:
             raise states.OrderNotAmendable("the order's venue connector is gone")
         refused: list[ExecutionReport] = []

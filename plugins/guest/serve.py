@@ -37,7 +37,7 @@ PROVIDERS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "alphintra_fx_rate_providers": (frozenset({"rate", "history", "interest_rate"}), ("name",)),
     "alphintra_portfolio_optimisers": (frozenset({"solve"}), ("name", "kind", "max_assets", "max_qubits")),
     "alphintra_exchange_connectors": (frozenset({"mics", "submit", "cancel", "replace", "quote_for",
-                                                 "on_clock"}), ("name",)),
+                                                 "on_clock", "venues"}), ("name",)),
     "alphintra_compliance_rule_packs": (frozenset({"applies", "check"}), ("jurisdiction", "regulators")),
     "alphintra_llm_providers": (frozenset({"complete_structured"}), ("name", "models", "is_llm")),
     "alphintra_news_sources": (frozenset({"items"}), ("name",)),

@@ -93,9 +93,14 @@ class RemoteConnector(RemoteProvider):
     name: str = ""
 
     def mics(self) -> list[str]:
+        """Asked once: the router asks it for every order, and a connector's venues are fixed."""
+        cached = self.__dict__.get("_mics")
+        if cached is not None:
+            return list(cached)
         value = self._call("mics")
         if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
             raise PluginCallFailed(self.plugin_id, "mics() must answer a list of MICs")
+        self.__dict__["_mics"] = tuple(value)
         return value
 
     def submit(self, order: sdk.OrderRequest) -> list[sdk.ExecutionReport]:
@@ -105,15 +110,24 @@ class RemoteConnector(RemoteProvider):
         return self._expect(self._call("cancel", client_order_id, mic), sdk.ExecutionReport, "cancel()")
 
     def replace(self, client_order_id: str, mic: str, quantity: Decimal,
-                limit_price: Decimal | None) -> sdk.ExecutionReport:
-        return self._expect(self._call("replace", client_order_id, mic, quantity, limit_price),
-                            sdk.ExecutionReport, "replace()")
+                limit_price: Decimal | None) -> list[sdk.ExecutionReport]:
+        return self._expect_list(self._call("replace", client_order_id, mic, quantity, limit_price),
+                                 sdk.ExecutionReport, "replace()")
 
     def quote_for(self, order: sdk.OrderRequest) -> sdk.VenueQuote | None:
         return self._expect(self._call("quote_for", order), sdk.VenueQuote, "quote_for()", optional=True)
 
     def on_clock(self, at: datetime) -> list[sdk.ExecutionReport]:
         return self._expect_list(self._call("on_clock", at), sdk.ExecutionReport, "on_clock()")
+
+    def venues(self) -> list[sdk.VenueDefinition]:
+        """The venues it brings (an optional method: none when the plugin has no `venues`)."""
+        try:
+            return self._expect_list(self._call("venues"), sdk.VenueDefinition, "venues()")
+        except PluginCallFailed as exc:
+            if "AttributeError" in exc.reason:
+                return []
+            raise
 
 
 class RemoteRulePack(RemoteProvider):

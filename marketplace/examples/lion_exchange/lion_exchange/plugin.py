@@ -5,6 +5,11 @@ The venue's market is synthetic: each symbol's mid price follows a reproducible 
 sell at or below the bid) fills at once; otherwise it rests and fills when `on_clock` moves
 the market through it. Orders outside sessions are refused (VENUE_CLOSED); DAY orders expire
 at the close. It imports only `plugins.sdk`.
+
+It also tells the gateway what the gateway cannot know of XSES: the venue itself
+(`LionConnector.venues`: name, time zone, currency, sessions, board lot and tick) and its
+listings as a market data source (instruments, minute quotes and bars from the same synthetic
+market), so a tenant that installs it can route orders there and chart them.
 """
 
 from __future__ import annotations
@@ -12,18 +17,23 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from plugins.sdk import (
+    Bar,
     ExecType,
     ExecutionReport,
+    Instrument,
     OrderRequest,
     OrdStatus,
     OrdType,
     PluginContext,
+    Quote,
     Side,
     TimeInForce,
+    VenueDefinition,
+    VenueInfo,
     VenueQuote,
     hookimpl,
 )
@@ -86,6 +96,13 @@ class LionConnector:
 
     def mics(self) -> list[str]:
         return [MIC]
+
+    def venues(self) -> list[VenueDefinition]:
+        return [VenueDefinition(
+            info=VenueInfo(mic=MIC, name="Singapore Exchange (Lion)", region="apac", country="SG",
+                           currency="SGD", timezone="Asia/Singapore"),
+            lot_size=LOT, tick_size=Decimal("0.01"), sessions=(("09:00", "12:00"), ("13:00", "17:00")),
+            regulators=("MAS",))]
 
     def _report(self, order: _Order, exec_type: ExecType, at: datetime, *, last_qty: Decimal = ZERO,
                 last_px: Decimal = ZERO, reject: str | None = None, text: str = "") -> ExecutionReport:
@@ -189,6 +206,42 @@ class LionConnector:
                 reports.append(self._fill(state, price, at))
         self._now = max(self._now, at)
         return reports
+
+
+class LionListings:
+    """XSES's listings and their synthetic market, as a market data source."""
+
+    name = "lion-sgx-listings"
+
+    def instruments(self) -> list[Instrument]:
+        return [Instrument(symbol=s, mic=MIC, currency="SGD", name=f"{s} (XSES)", lot_size=int(LOT))
+                for s in sorted(LISTED)]
+
+    def bars(self, instrument: Instrument, start: datetime, end: datetime, interval: str) -> list[Bar]:
+        step = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "1d": 1440}.get(interval)
+        if step is None or instrument.symbol not in LISTED:
+            return []
+        out = []
+        at = start.astimezone(UTC)
+        while at < end and len(out) < 10_000:
+            minutes = range(0, step, max(1, step // 4))
+            prices = [mid(instrument.symbol, at + timedelta(minutes=m)) for m in minutes]
+            out.append(Bar(instrument.symbol, MIC, at, interval, prices[0], max(prices), min(prices),
+                           prices[-1], Decimal(100 * (1 + len(out) % 7))))
+            at += timedelta(minutes=step)
+        return out
+
+    def quote(self, instrument: Instrument, at: datetime) -> Quote | None:
+        if instrument.symbol not in LISTED:
+            return None
+        price = mid(instrument.symbol, at)
+        step = tick(price)
+        return Quote(instrument.symbol, MIC, at, price - step, price + step, LOT * 10, LOT * 10)
+
+
+@hookimpl
+def alphintra_market_data_sources(context: PluginContext) -> list[LionListings]:
+    return [LionListings()]
 
 
 @hookimpl

@@ -1,0 +1,96 @@
+"""An installed exchange connector routes its tenant's orders: the Lion example (a simulated
+Singapore Exchange, XSES, running in its sandboxed worker) brings its venue and listings, and
+an order there is routed, checked by the SG rule pack, filled, audited and booked as a
+position, for the installing tenant only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+from gateway.markets.clock import ManualClock
+from gateway.markets.service import MarketsService
+from gateway.runtime import Runtime, _bind_plugin_view
+from gateway.trading.service import OrderService
+from marketplace.signing import generate_key, sign
+from tests.support import GraphQLClient, LiveServer, error_codes, onboard
+from tests.test_marketplace_install import example_wheel
+
+OPEN_SGX = datetime(2025, 3, 11, 2, 30, tzinfo=UTC)  # a Tuesday, 10:30 in Singapore
+ORDER = """mutation($input: SubmitOrderInput!) { submitOrder(input: $input) {
+  id status cumQty avgPx rejectCode rejectText routing executions { lastQty lastPx } } }"""
+ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input: $input) { code } }"""
+
+
+@pytest.fixture(scope="module")
+def sgx(runtime: Any) -> Any:
+    clock = ManualClock(OPEN_SGX)
+    markets = MarketsService(runtime.markets.directory, clock)
+    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
+                          runtime.audit, max_page_size=runtime.settings.max_page_size)
+    _bind_plugin_view(runtime.marketplace, runtime.market_data, runtime.fx, runtime.strategy_ai, orders,
+                      runtime.portfolio)
+    rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
+                    "settings": runtime.settings.with_(embedded_worker="off")})
+    vendor = onboard(rt)
+    private, public = generate_key()
+    pub = rt.marketplace_publishing
+    pub.register_vendor_key(vendor.id, vendor.admin_id, public, "Lion Markets")
+    wheel, manifest = example_wheel("lion_exchange", "lion_exchange")
+    signature = sign(wheel, manifest, private)
+    version = pub.publish(vendor.id, vendor.admin_id, wheel, signature, "COMMUNITY").version
+    pub.review(None, version.id, "IN_REVIEW")
+    pub.review(None, version.id, "APPROVED")
+    with LiveServer(create_app(runtime=rt)) as live:
+        yield GraphQLClient(live.url), rt
+
+
+def _desk(gql: Any, rt: Any, *, install: bool) -> Any:
+    tenant = onboard(rt)
+    gql.data(ACCOUNT, {"input": {"code": "SG-1", "currency": "SGD", "domicile": "SG",
+                                 "creditLimit": "10000000", "equity": "10000000"}}, key=tenant.key)
+    if install:
+        body = gql('mutation { installPlugin(input: {pluginId: "lion.sgx-connector", version: "1.0.0", '
+                   'config: {}}) { active } }', key=tenant.key)
+        assert "errors" not in body, body
+    return tenant
+
+
+def test_an_order_routes_to_and_fills_on_an_installed_connectors_venue(sgx):
+    gql, rt = sgx
+    tenant = _desk(gql, rt, install=True)
+    quote = gql.data(f'{{ quote(instrument: "D05.XSES", at: "{OPEN_SGX.isoformat()}") {{ bid ask }} }}',
+                     key=tenant.key)["quote"]
+    price = str((Decimal(quote["ask"]) + Decimal("0.05")).quantize(Decimal("0.01")))
+    order = gql.data(ORDER, {"input": {"clientOrderId": "lion-1", "account": "SG-1", "symbol": "D05",
+                                       "mic": "XSES", "side": "BUY", "quantity": "200", "ordType": "LIMIT",
+                                       "timeInForce": "DAY", "limitPrice": price}},
+                     key=tenant.key)["submitOrder"]
+    assert order["status"] == "FILLED", order
+    assert order["routing"]["connector"] == "lion-sgx" and order["routing"]["plugin"] == "lion.sgx-connector"
+    assert sum(Decimal(e["lastQty"]) for e in order["executions"]) == 200
+    positions = gql.data('{ positions(account: "SG-1") { instrumentKey quantity currency } }',
+                         key=tenant.key)["positions"]
+    assert {"instrumentKey": "D05.XSES", "quantity": "200", "currency": "SGD"} in positions
+    records = gql.data("{ auditRecords(first: 50) { edges { node { kind subject } } } }", key=tenant.key)
+    kinds = [e["node"]["kind"] for e in records["auditRecords"]["edges"]]
+    assert any(k.startswith("order.") for k in kinds)
+    # An odd lot is refused as the venue would (its board lot is 100), before anything is sent.
+    odd = gql(ORDER, {"input": {"clientOrderId": "lion-2", "account": "SG-1", "symbol": "D05", "mic": "XSES",
+                                "side": "BUY", "quantity": "150", "ordType": "LIMIT", "timeInForce": "DAY",
+                                "limitPrice": price}}, key=tenant.key)
+    assert error_codes(odd) == ["ROUTE_UNAVAILABLE"]
+    assert odd["errors"][0]["extensions"]["alternatives"][0]["status"] == "LOT_SIZE"
+
+
+def test_another_tenant_cannot_reach_the_venue(sgx):
+    gql, rt = sgx
+    tenant = _desk(gql, rt, install=False)
+    body = gql(ORDER, {"input": {"clientOrderId": "lion-x", "account": "SG-1", "symbol": "D05",
+                                 "mic": "XSES", "side": "BUY", "quantity": "100", "ordType": "MARKET",
+                                 "timeInForce": "IOC"}}, key=tenant.key)
+    assert error_codes(body)[0] in ("INSTRUMENT_UNKNOWN", "ROUTE_UNAVAILABLE", "VENUE_UNKNOWN"), body
