@@ -5,7 +5,8 @@ Config (built-in `file-source`; the same keys from settings or a tenant's plugin
   without descending: its `.csv` and `.parquet` files, hidden files skipped. Without `paths`,
   the older `path` (one directory); without either, the sample in `data/marketdata/` beside
   this module. `ALPHINTRA_MARKETDATA_FILES` (comma-separated) fills `paths` for every tenant.
-- `adjust` (default false): serve unadjusted rows that carry an `adjustment_factor` adjusted.
+- `adjust` (default false; `ALPHINTRA_MARKETDATA_ADJUST`): serve unadjusted rows adjusted by
+  their `adjustment_factor`.
 - `root` (optional): relative paths are read from it and no path may lead outside it (for a
   tenant's own files, so one tenant cannot name another's or the gateway's).
 
@@ -37,8 +38,8 @@ factor on them is ignored). Unadjusted rows (`adjusted` false or absent) are ser
 unless the source is configured `adjust: true`; then their prices are multiplied by their
 `adjustment_factor` (the number turning the raw price into the adjusted one: 0.5 on every bar
 before a 2-for-1 split, 0.98 before a 2% dividend; it must be positive) and their volume
-divided by it, so traded value is kept. Adjusted prices keep four decimals beyond the tick
-(half-even), adjusted volumes the raw volume's decimals. One instrument's bars of one interval
+divided by it, so traded value is kept. Adjusted prices keep at most four decimals beyond the
+tick (half-even), adjusted volumes the raw volume's decimals. One instrument's bars of one interval
 are either all adjusted or all unadjusted.
 
 The files are read once, when the plugin is activated, and checked whole: any problem fails
@@ -172,8 +173,9 @@ class FileSource:
                  name: str = NAME) -> None:
         self.name = name
         self.adjust = adjust
-        self.paths = _resolve(paths, root)
-        self._instruments, self._series = _Loader(venues, adjust).load(_groups(self.paths))
+        base = Path(root).resolve() if root is not None else None
+        self.paths = _resolve(paths, base)
+        self._instruments, self._series = _Loader(venues, adjust).load(_groups(self.paths, base))
 
     def instruments(self) -> list[Instrument]:
         return list(self._instruments.values())
@@ -204,10 +206,9 @@ class FileSource:
 
 # -- paths ---------------------------------------------------------------------------------------
 
-def _resolve(paths: Path | str | Sequence[Path | str], root: Path | str | None) -> list[Path]:
-    """Absolute paths, each once, in the order given; inside `root` when one is set."""
+def _resolve(paths: Path | str | Sequence[Path | str], base: Path | None) -> list[Path]:
+    """Absolute paths, each once, in the order given; inside `base` (the root) when one is set."""
     items = [paths] if isinstance(paths, str | Path) else list(paths)
-    base = Path(root).resolve() if root is not None else None
     out: list[Path] = []
     for item in items:
         path = Path(item)
@@ -228,7 +229,7 @@ def _is_table(file: Path) -> bool:
     return file.stem.lower().startswith("instruments")
 
 
-def _groups(paths: Sequence[Path]) -> list[_Group]:
+def _groups(paths: Sequence[Path], base: Path | None) -> list[_Group]:
     groups = []
     for path in paths:
         files = [path] if path.is_file() else sorted(
@@ -236,6 +237,10 @@ def _groups(paths: Sequence[Path]) -> list[_Group]:
             if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
         if not files:
             raise FileFormatError(path, None, "holds no .csv or .parquet file", code=PATH_INVALID)
+        for file in files:  # a link inside the root may point out of it
+            if base is not None and not file.resolve().is_relative_to(base):
+                raise FileFormatError(file, None, f"leads outside the source's root {base}",
+                                      code=PATH_INVALID)
         groups.append(_Group(tables=[f for f in files if _is_table(f)],
                              bars=[f for f in files if not _is_table(f)]))
     return groups
@@ -383,13 +388,13 @@ def _when(row: Mapping[str, Any], interval: str, file: Path, n: int) -> datetime
 
 
 def _check_prices(o: Decimal, h: Decimal, lo: Decimal, c: Decimal, file: Path, n: int) -> None:
+    rule = "prices must satisfy 0 < low <= open, close <= high"
     if h < lo:
-        raise FileFormatError(file, n, f"high {h} is below low {lo}", column="high",
+        raise FileFormatError(file, n, f"high {h} is below low {lo}; {rule}", column="high",
                               code=PRICES_INCONSISTENT)
     for column, bad in (("low", lo <= 0), ("open", not lo <= o <= h), ("close", not lo <= c <= h)):
         if bad:
-            raise FileFormatError(file, n, "prices must satisfy 0 < low <= open, close <= high",
-                                  column=column, code=PRICES_INCONSISTENT)
+            raise FileFormatError(file, n, rule, column=column, code=PRICES_INCONSISTENT)
 
 
 def _bar_row(row: Mapping[str, Any], file: Path, n: int) -> _Row:
@@ -461,8 +466,10 @@ class _Loader:
             for file in group.bars:
                 self._read_bars(file, listed if group.tables else None)
         self._resolve_dates()
+        by_series = self._checked_series()  # row problems first: they name the row to fix
         instruments = self._instruments()
-        return instruments, self._series(instruments)
+        return instruments, {series_key: self._assemble(rows, instruments[series_key[0]].tick_size)
+                             for series_key, rows in by_series.items()}
 
     def _note(self, key: str, values: Mapping[str, Any], file: Path, n: int) -> None:
         given = self.given.setdefault(key, {})
@@ -526,35 +533,33 @@ class _Loader:
             out[key] = Instrument(symbol=symbol, mic=mic, currency=currency, **values)
         return out
 
-    def _series(self, instruments: Mapping[str, Instrument]) -> dict[tuple[str, str], _Series]:
-        collected: dict[tuple[str, str], dict[datetime, Bar]] = {}
-        kind: dict[tuple[str, str], _Row] = {}
+    def _checked_series(self) -> dict[tuple[str, str], dict[datetime, _Row]]:
+        """Rows by (key, interval) and start: no duplicate, and adjusted or not throughout."""
+        collected: dict[tuple[str, str], dict[datetime, _Row]] = {}
         for row in self.rows:
-            series_key = (row.key, row.interval)
-            first = kind.setdefault(series_key, row)
+            series = collected.setdefault((row.key, row.interval), {})
+            first = next(iter(series.values()), row)
             if first.adjusted != row.adjusted:
                 raise FileFormatError(row.file, row.n, f"adjusted={str(row.adjusted).lower()}, but the "
                                       f"{row.interval} bars of {row.key} in {first.file}, row "
                                       f"{first.n} are adjusted={str(first.adjusted).lower()}",
                                       column="adjusted", code=ADJUSTMENT_MIXED)
-            series = collected.setdefault(series_key, {})
             assert row.start is not None
             if row.start in series:
                 raise FileFormatError(row.file, row.n, f"a second {row.interval} bar of {row.key} at "
                                       f"{row.start.isoformat()}", column="start", code=BAR_DUPLICATE)
-            series[row.start] = self._bar(row, instruments[row.key].tick_size)
-        out = {}
-        for series_key, by_start in collected.items():
-            ordered = [by_start[s] for s in sorted(by_start)]
-            out[series_key] = _Series(tuple(b.start for b in ordered), tuple(ordered))
-        return out
+            series[row.start] = row
+        return collected
+
+    def _assemble(self, rows: Mapping[datetime, _Row], tick: Decimal) -> _Series:
+        ordered = [self._bar(rows[start], tick) for start in sorted(rows)]
+        return _Series(tuple(b.start for b in ordered), tuple(ordered))
 
     def _bar(self, row: _Row, tick: Decimal) -> Bar:
         o, h, lo, c = row.prices
         volume = row.volume
         if self.adjust and not row.adjusted and row.factor != 1:
-            places = _places(tick) + EXTRA_PLACES
-            o, h, lo, c = (_scaled(p * row.factor, places) for p in row.prices)
+            o, h, lo, c = (_scaled(p * row.factor, _places(tick)) for p in row.prices)
             volume = (volume / row.factor).quantize(Decimal(1).scaleb(-_places(volume)), ROUND_HALF_EVEN)
             if lo <= 0:
                 raise FileFormatError(row.file, row.n, f"the adjusted low rounds to {lo}",
@@ -570,13 +575,11 @@ def _places(value: Decimal) -> int:
     return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
-def _scaled(value: Decimal, places: int) -> Decimal:
-    """`value` rounded half-even to `places` decimals, trailing zeros dropped (never to an
-    exponent: 95.000000 is 95, not 9.5E+1)."""
-    rounded = value.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
-    if rounded == rounded.to_integral_value():
-        return rounded.quantize(Decimal(1))
-    return rounded.normalize()
+def _scaled(value: Decimal, tick_places: int) -> Decimal:
+    """`value` rounded half-even to EXTRA_PLACES decimals beyond the tick, then written with as
+    few decimals as it needs but no fewer than the tick has (95.000000 is 95.00, not 9.5E+1)."""
+    rounded = value.quantize(Decimal(1).scaleb(-(tick_places + EXTRA_PLACES)), ROUND_HALF_EVEN)
+    return rounded.quantize(Decimal(1).scaleb(-max(tick_places, _places(rounded))))
 
 
 def _venue_currency(venues: VenueDirectory | None, mic: str) -> str | None:
