@@ -378,7 +378,9 @@ class OrderService:
 
         def tick() -> list[ExecutionReport]:
             reports: list[ExecutionReport] = []
-            for connector in self._scoped_connectors()[0].values():
+            # Built-ins here; installed connectors (a call across a socket each) hear the time
+            # from the venue clock's round below and from each order's own submitted_at.
+            for connector in self.connectors().values():
                 try:
                     reports.extend(connector.on_clock(when))
                 except Exception:
