@@ -47,6 +47,7 @@ bench-strategies: install
 bench-plugins: install
 	$(BIN)/python bench/plugin_install.py
 	$(BIN)/python bench/plugin_runtime.py
+	$(BIN)/python bench/connector_routing.py
 
 bench-defi: install
 	$(BIN)/python bench/defi_quotes.py
