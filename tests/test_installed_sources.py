@@ -150,3 +150,20 @@ def test_bars_out_of_order_fail_only_that_source_naming_it(gql, runtime):
     twin = gql.data('{ bars(instrument: "AAPL.XNAS", start: "2025-03-03T14:30:00Z", '
                     'end: "2025-03-03T16:00:00Z", interval: "15m") { start } }', key=vendor.key)
     assert twin["bars"]
+
+
+def test_installed_instruments_stream_over_the_tenants_websocket(server, installed):
+    import asyncio
+
+    from tests.support import TransportWS
+
+    async def first_quote(key: str) -> dict[str, Any]:
+        async with TransportWS(server.ws_url, key) as ws:
+            await ws.subscribe("q", 'subscription { quotes(instruments: ["AAPL-SENT.XNAS"], intervalMs: 250) '
+                                    '{ symbol mic bid ask } }')
+            return await ws.next(op_id="q")
+
+    got = asyncio.run(first_quote(installed["a"].key))
+    assert got["payload"]["data"]["quotes"][0]["symbol"] == "AAPL-SENT", got
+    refused = asyncio.run(first_quote(installed["b"].key))
+    assert refused["type"] == "error" or refused["payload"].get("errors"), refused
