@@ -11,6 +11,7 @@ import click
 from sqlmodel import select
 
 from gateway.db import ALL_TENANTS, utcnow
+from gateway.devkit import dev as plugin_dev
 from gateway.errors import DomainError
 from gateway.observability import logs
 from gateway.settings import Settings
@@ -335,4 +336,7 @@ def audit_verify(settings: Settings, slug: str | None, platform: bool, start: st
         raise SystemExit(1)
 
 
-main.add_command(plugin_commands)  # `alphintra plugin …` (marketplace/cli.py)
+# `alphintra plugin …` (marketplace/cli.py); `plugin dev` runs a gateway, so it is added here and
+# marketplace/ keeps importing no gateway code.
+plugin_commands.add_command(plugin_dev)
+main.add_command(plugin_commands)

@@ -1,5 +1,8 @@
-"""`alphintra plugin …`: what a vendor runs to build, sign and publish a plugin.
+"""`alphintra plugin …`: what a vendor runs to make, test, build, sign and publish a plugin.
 
+    alphintra plugin new my-plugin --category analytics --id acme.vol-stats
+    alphintra plugin test my-plugin                   # offline: manifest, hooks, conformance kit
+    alphintra plugin dev my-plugin                    # a local gateway, reinstalling on each save
     alphintra plugin keygen --out vendor.key          # prints the public key
     alphintra plugin register-key --url URL --api-key KEY --public-key PUB
     alphintra plugin build marketplace/examples/news_sentiment --out-dir dist
@@ -8,7 +11,8 @@
         --signature-file dist/acme_news_sentiment-1.0.0-py3-none-any.whl.sig --url URL --api-key KEY
 
 `register-key` and `publish` go through GraphQL over HTTP (the same mutations a client calls);
-the others work offline. Heavy imports happen inside the commands.
+the others work offline. Heavy imports happen inside the commands. `dev` needs the gateway, so
+gateway/cli.py adds it to this group (gateway/devkit.py): this module imports no gateway code.
 """
 
 from __future__ import annotations
@@ -59,7 +63,57 @@ def _graphql(url: str, api_key: str, query: str, variables: dict[str, Any]) -> d
 
 @click.group()
 def plugin() -> None:
-    """Vendors: make a signing key, build, sign and publish plugins."""
+    """Vendors: scaffold, test and run plugins; make a signing key, build, sign and publish them."""
+
+
+@plugin.command("new")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--category", required=True, type=click.Choice(
+    ["data-source", "exchange", "white-label", "analytics", "compliance", "llm"]),
+    help="the template: which hooks the plugin implements")
+@click.option("--id", "plugin_id", required=True, help="the plugin id, vendor first: acme.vol-stats")
+@click.option("--name", default=None, help="display name (default: from the id)")
+@click.option("--vendor", default=None, help="vendor's display name (default: from the id)")
+def new(directory: Path, category: str, plugin_id: str, name: str | None, vendor: str | None) -> None:
+    """Scaffold a plugin project in DIRECTORY (new or empty) from a category template."""
+    from marketplace.devkit import scaffold
+
+    try:
+        written = scaffold(directory, category, plugin_id, name=name, vendor=vendor)
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    click.echo(f"created {category} plugin {plugin_id} in {directory}:")
+    for path in written:
+        click.echo(f"  {path.relative_to(directory)}")
+    click.echo(f"next:\n  alphintra plugin test {directory}\n  alphintra plugin dev {directory}")
+
+
+@plugin.command("test")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float,
+              help="seconds the plugin's import and hooks may take")
+@click.option("--verbose", "-v", is_flag=True, help="also show what the plugin printed")
+def check_project(directory: Path, timeout_s: float, verbose: bool) -> None:
+    """Check the plugin project in DIRECTORY offline: its manifest, its hooks against the manifest
+    and its category's conformance kit, in a separate Python process. Exit 1 on any failure."""
+    from marketplace.devkit import describe_report, run_kit_in_subprocess
+    from marketplace.manifest import ManifestInvalid
+
+    try:
+        report, output = run_kit_in_subprocess(directory, timeout_s=timeout_s)
+    except ManifestInvalid as exc:
+        click.echo(f"{exc.code}: the manifest is invalid", err=True)
+        for problem in exc.details.get("errors", []):
+            click.echo(f"  FAIL  {problem['path']}: {problem['message']}", err=True)
+        raise SystemExit(1) from None
+    except ToolkitError as exc:
+        raise _fail(exc) from None
+    for line in describe_report(report):
+        click.echo(line)
+    if output.strip() and (verbose or not report.ok):
+        click.echo("plugin output:\n" + output.rstrip(), err=True)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @plugin.command("keygen")

@@ -59,13 +59,16 @@ class PluginVendor:
     id: strawberry.ID
     name: str
     public_key: str = strawberry.field(description="Ed25519, 32 raw bytes in base64.")
+    prefix: str | None = strawberry.field(description="The first segment of plugin ids only this "
+                                                      "vendor may create (\"acme\" for "
+                                                      "\"acme.news-sentiment\"); null until reserved.")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, row: Vendor) -> PluginVendor:
         return cls(id=strawberry.ID(row.id), name=row.name, public_key=row.public_key,
-                   created_at=row.created_at, updated_at=row.updated_at)
+                   prefix=row.prefix, created_at=row.created_at, updated_at=row.updated_at)
 
 
 @strawberry.type(description="One published version of a plugin, as its vendor and reviewers "
@@ -143,12 +146,15 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Make the caller's tenant a plugin vendor with this Ed25519 "
-                                     "public key (32 raw bytes, base64), or replace its key.")
-    def register_vendor_key(self, info: Info, public_key: str, name: str | None = None) -> PluginVendor:
+                                     "public key (32 raw bytes, base64), or replace its key; "
+                                     "`prefix` reserves the first segment of its plugin ids (else "
+                                     "its first publication does, if free; it never changes).")
+    def register_vendor_key(self, info: Info, public_key: str, name: str | None = None,
+                            prefix: str | None = None) -> PluginVendor:
         c = ctx(info)
         me = c.require("plugin", "write")
         return PluginVendor.of(_service(info).register_vendor_key(c.tenant_id, me.user_id,
-                                                                  public_key, name))
+                                                                  public_key, name, prefix))
 
     @strawberry.mutation(description="Publish a signed wheel (base64; at most 700 kB). Every check "
                                      "runs before anything is stored; publishing the same bytes "

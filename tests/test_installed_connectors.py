@@ -5,6 +5,7 @@ position, for the installing tenant only."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from tests.support import GraphQLClient, LiveServer, error_codes, onboard
 from tests.test_marketplace_install import example_wheel
 
 OPEN_SGX = datetime(2025, 3, 11, 2, 30, tzinfo=UTC)  # a Tuesday, 10:30 in Singapore
+LION = f"lion{uuid.uuid4().hex[:6]}.sgx-connector"  # plugin ids are namespaced by their vendor
 ORDER = """mutation($input: SubmitOrderInput!) { submitOrder(input: $input) {
   id status cumQty avgPx rejectCode rejectText routing executions { lastQty lastPx } } }"""
 ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input: $input) { code } }"""
@@ -40,7 +42,7 @@ def sgx(runtime: Any) -> Any:
     private, public = generate_key()
     pub = rt.marketplace_publishing
     pub.register_vendor_key(vendor.id, vendor.admin_id, public, "Lion Markets")
-    wheel, manifest = example_wheel("lion_exchange", "lion_exchange")
+    wheel, manifest = example_wheel("lion_exchange", "lion_exchange", plugin_id=LION)
     signature = sign(wheel, manifest, private)
     version = pub.publish(vendor.id, vendor.admin_id, wheel, signature, "COMMUNITY").version
     pub.review(None, version.id, "IN_REVIEW")
@@ -54,8 +56,8 @@ def _desk(gql: Any, rt: Any, *, install: bool) -> Any:
     gql.data(ACCOUNT, {"input": {"code": "SG-1", "currency": "SGD", "domicile": "SG",
                                  "creditLimit": "10000000", "equity": "10000000"}}, key=tenant.key)
     if install:
-        body = gql('mutation { installPlugin(input: {pluginId: "lion.sgx-connector", version: "1.0.0", '
-                   'config: {}}) { active } }', key=tenant.key)
+        body = gql('mutation($id: String!) { installPlugin(input: {pluginId: $id, version: "1.0.0", '
+                   'config: {}}) { active } }', {"id": LION}, key=tenant.key)
         assert "errors" not in body, body
     return tenant
 
@@ -71,7 +73,7 @@ def test_an_order_routes_to_and_fills_on_an_installed_connectors_venue(sgx):
                                        "timeInForce": "DAY", "limitPrice": price}},
                      key=tenant.key)["submitOrder"]
     assert order["status"] == "FILLED", order
-    assert order["routing"]["connector"] == "lion-sgx" and order["routing"]["plugin"] == "lion.sgx-connector"
+    assert order["routing"]["connector"] == "lion-sgx" and order["routing"]["plugin"] == LION
     assert sum(Decimal(e["lastQty"]) for e in order["executions"]) == 200
     positions = gql.data('{ positions(account: "SG-1") { instrumentKey quantity currency } }',
                          key=tenant.key)["positions"]

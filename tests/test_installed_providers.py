@@ -70,7 +70,7 @@ def alphintra_fx_rate_providers(context: PluginContext) -> list:
 '''
 
 MANIFEST = {
-    "id": "acme.desk-rules", "name": "Desk rules", "vendor": "Acme", "version": "1.0.0",
+    "id": "deskco.desk-rules", "name": "Desk rules", "vendor": "Acme", "version": "1.0.0",
     "gateway": ">=0.1,<1.0", "category": "compliance", "entry_point": "acme_desk.plugin",
     "hooks": ["alphintra_compliance_rule_packs", "alphintra_fx_rate_providers"],
     "capabilities": ["compliance:rules", "fx:publish"],
@@ -125,14 +125,14 @@ def test_an_installed_rule_pack_denies_its_tenants_orders_only(gql, desks):
 
 def test_a_broken_installed_pack_fails_closed(gql, desks):
     a = desks["a"]
-    gql.data('mutation($c: JSON!) { configurePlugin(pluginId: "acme.desk-rules", config: $c) { id } }',
+    gql.data('mutation($c: JSON!) { configurePlugin(pluginId: "deskco.desk-rules", config: $c) { id } }',
              {"c": {"max_quantity": "0.02", "broken": True}}, key=a.key)
     try:
         denied = _order(gql, a.key, "small-broken", "0.01")
         assert denied["status"] == "DENIED" and denied["rejectCode"] == "COMPLIANCE_PACK_FAILED", denied
-        assert "acme.desk-rules" in (denied["rejectText"] or "")
+        assert "deskco.desk-rules" in (denied["rejectText"] or "")
     finally:
-        gql.data('mutation($c: JSON!) { configurePlugin(pluginId: "acme.desk-rules", config: $c) { id } }',
+        gql.data('mutation($c: JSON!) { configurePlugin(pluginId: "deskco.desk-rules", config: $c) { id } }',
                  {"c": {"max_quantity": "0.02"}}, key=a.key)
 
 

@@ -22,14 +22,14 @@ def installed(runtime: Any, gql: Any) -> dict[str, Any]:
     private_key, public_key = generate_key()
     pub = runtime.marketplace_publishing
     pub.register_vendor_key(vendor.id, vendor.admin_id, public_key, "Acme")
-    wheel, manifest = example_wheel("news_sentiment", "acme_news", plugin_id="acme.sentiment-core")
+    wheel, manifest = example_wheel("news_sentiment", "acme_news", plugin_id="sentico.sentiment-core")
     signature = sign(wheel, manifest, private_key)
     version = pub.publish(vendor.id, vendor.admin_id, wheel, signature, "COMMUNITY").version
     pub.review(None, version.id, "IN_REVIEW")
     pub.review(None, version.id, "APPROVED")
     a, b = onboard(runtime), onboard(runtime)
     body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
-               {"i": {"pluginId": "acme.sentiment-core", "version": "1.0.0", "config": NEWS_CONFIG}},
+               {"i": {"pluginId": "sentico.sentiment-core", "version": "1.0.0", "config": NEWS_CONFIG}},
                key=a.key)
     assert "errors" not in body, body
     return {"a": a, "b": b}
@@ -39,10 +39,10 @@ def test_the_core_graph_serves_an_installed_source_to_its_tenant_only(gql, insta
     a, b = installed["a"], installed["b"]
     found = gql.data('{ instruments(search: "SENT", first: 10) { edges { node { key source plugin } } } }',
                      key=a.key)["instruments"]["edges"]
-    assert {"key": "AAPL-SENT.XNAS", "source": "acme-news-sentiment", "plugin": "acme.sentiment-core"} in [
+    assert {"key": "AAPL-SENT.XNAS", "source": "acme-news-sentiment", "plugin": "sentico.sentiment-core"} in [
         e["node"] for e in found]
     vod = gql.data('{ instrument(key: "VOD-SENT.XLON") { plugin assetClass } }', key=a.key)["instrument"]
-    assert vod == {"plugin": "acme.sentiment-core", "assetClass": "ALTERNATIVE_DATA"}
+    assert vod == {"plugin": "sentico.sentiment-core", "assetClass": "ALTERNATIVE_DATA"}
     bars = gql.data(BARS, key=a.key)["bars"]
     assert len(bars) == 6 and all(0 <= float(bar["close"]) <= 100 for bar in bars)
     quote = gql.data('{ quote(instrument: "AAPL-SENT.XNAS", at: "2026-01-05T10:00:00Z") { bid ask } }',

@@ -21,7 +21,7 @@ from sqlmodel import col, select
 
 from gateway.db import Database
 from gateway.errors import InvalidInput, NotFound
-from gateway.marketplace.install_models import PluginInstallation, PluginUsage
+from gateway.marketplace.install_models import PluginUsage
 from gateway.marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
 from gateway.pagination import Page, check_page_size, decode_cursor
 
@@ -116,8 +116,9 @@ class Catalogue:
 
     def statement(self, tenant_id: str, period: str) -> tuple[Vendor, list[StatementLine]]:
         """The caller's vendor's usage and revenue in `period` (YYYY-MM), per plugin, version
-        and customer. Per-call: calls times amount; flat: the amount once per customer and plugin
-        that used it or had it installed in the period; free: nothing."""
+        and customer, from metered use only: billing follows use. Per-call: calls times amount;
+        flat: the amount once per customer and plugin with at least one metered call in the
+        period (a plugin installed but never called is not billed); free: nothing."""
         match = PERIOD.match(period or "")
         if match is None:
             raise InvalidInput("period is a month: YYYY-MM", code="PERIOD_INVALID")
@@ -134,8 +135,6 @@ class Catalogue:
             usage = list(session.exec(select(PluginUsage).where(
                 col(PluginUsage.plugin_id).in_(list(plugins)), col(PluginUsage.day) >= start,
                 col(PluginUsage.day) < end)).all())
-            installs = list(session.exec(select(PluginInstallation).where(
-                col(PluginInstallation.plugin_id).in_(list(plugins)))).all())
             pricing = {(v.plugin_id, v.version): dict(v.manifest.get("pricing") or {"model": "free"})
                        for v in session.exec(select(PluginVersion).where(
                            col(PluginVersion.plugin_id).in_(list(plugins)))).all()}
@@ -144,9 +143,6 @@ class Catalogue:
             counter = totals[(row.plugin_id, row.version, row.tenant_id)]
             counter[0] += row.calls
             counter[1] += row.bytes
-        for row in installs:
-            if row.created_at.date().isoformat() < end:
-                totals.setdefault((row.plugin_id, row.version, row.tenant_id), [0, 0])
         lines = []
         charged_flat: set[tuple[str, str]] = set()
         for (plugin_id, version, customer_tenant), (calls, size) in sorted(totals.items()):
@@ -156,7 +152,7 @@ class Catalogue:
             revenue = Decimal(0)
             if model == "per_call":
                 revenue = amount * calls
-            elif model == "flat" and (plugin_id, customer_tenant) not in charged_flat:
+            elif model == "flat" and calls > 0 and (plugin_id, customer_tenant) not in charged_flat:
                 charged_flat.add((plugin_id, customer_tenant))
                 revenue = amount
             customer = hashlib.sha256(f"{vendor.id}|{customer_tenant}".encode()).hexdigest()[:16]

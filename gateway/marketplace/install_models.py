@@ -87,7 +87,7 @@ class PluginRating(TenantOwned, table=True):
 
 class PluginUsage(TenantOwned, table=True):
     """Metered use per tenant, plugin, version and UTC day: calls and bytes of results.
-    Written in batches by `gateway.marketplace.metering.Meter` (an upsert adding to the counters)."""
+    Written by `gateway.marketplace.metering.Meter` at each call (an upsert adding to the counters)."""
 
     __tablename__ = "plugin_usage"
     __table_args__ = (UniqueConstraint("tenant_id", "plugin_id", "version", "day"),

@@ -11,17 +11,26 @@ nothing and answers its code with `details.reasons`:
  3. the caller's tenant is a registered vendor (VENDOR_NOT_REGISTERED), and the signature over
     the manifest and every file's SHA-256 with its key (PACKAGE_UNSIGNED, SIGNATURE_INVALID);
  4. the plugin id belongs to this vendor (PLUGIN_ID_TAKEN), is not delisted (PLUGIN_DELISTED),
-    keeps its tier (TIER_MISMATCH); the version is new (the same content again - the same
-    bytes, or the same signature under the same key - answers the stored version: publishing
-    is idempotent; other content under a published version is VERSION_EXISTS);
+    keeps its tier (TIER_MISMATCH); a new plugin id's prefix (its first segment) is not held
+    by another vendor (PLUGIN_ID_PREFIX_TAKEN); the version is new (the same content again - the
+    same bytes, or the same signature under the same key - answers the stored version:
+    publishing is idempotent; other content under a published version is VERSION_EXISTS);
  5. import, hooks and the category's conformance kit in a separate process
     (gateway/marketplace/inspection.py, in the plugin sandbox): PLUGIN_IMPORT_FAILED, MANIFEST_HOOKS_MISMATCH,
-    CONFORMANCE_FAILED, INSPECTION_TIMEOUT.
-Then one transaction writes the plugin (first version), the version and an audit record. A
+    CONFORMANCE_FAILED, INSPECTION_TIMEOUT; a schema extension's root fields and types against
+    the core schema's names (PLUGIN_SCHEMA_CONFLICT), when the app bound them (`bind_core_names`).
+Then one transaction writes the plugin (first version), the version (with the SDL the plugin
+reported), the vendor's prefix if it held none and the id's is free, and an audit record. A
 PRIVATE version is APPROVED at once (only its vendor's tenant sees it); COMMUNITY and CERTIFIED
 versions are SUBMITTED for review: SUBMITTED → IN_REVIEW → APPROVED or REJECTED (with
 reasons), by platform administrators. Delisting marks the plugin and every version DELISTED
 and publishes `marketplace.delisted` on the bus, on which installations are deactivated.
+
+Prefixes: a vendor holds at most one, for good, reserved explicitly (`registerVendorKey(prefix:)`)
+or by its first publication whose id's prefix is free. A prefix is free when no vendor holds it
+and no other vendor published under it (plugins from before prefixes existed). Only its holder
+creates new plugin ids under a held prefix; an existing plugin keeps taking versions from the
+vendor that owns it.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -40,7 +50,12 @@ from gateway.audit import AuditEntry, AuditTrail
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.events import Bus
-from gateway.marketplace.inspection import DEFAULT_TIMEOUT_S, InspectionReport, inspect_package
+from gateway.marketplace.inspection import (
+    DEFAULT_TIMEOUT_S,
+    CoreNamesSource,
+    InspectionReport,
+    inspect_package,
+)
 from gateway.marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
 from gateway.marketplace.sandbox.supervisor import Sandbox
 from gateway.pagination import Page, after_clause, check_page_size
@@ -64,6 +79,7 @@ REVIEW_STEPS = {
     VersionStatus.IN_REVIEW: {VersionStatus.APPROVED, VersionStatus.REJECTED},
 }
 MAX_REASONS = 20
+PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # one segment of a manifest id
 
 
 @dataclass(frozen=True)
@@ -88,24 +104,37 @@ class MarketplacePublishing:
         self.max_page_size = max_page_size
         self.limits = limits
         self.inspection_timeout_s = inspection_timeout_s
+        self._core_names: CoreNamesSource | None = None
+
+    # Wiring (the app, the composition root, hands in the core schema's names).
+    def bind_core_names(self, core_names: CoreNamesSource) -> None:
+        """`core_names()` answers the core schema's root fields and types, which a plugin's
+        schema extension may not define; unbound, publication does not check them."""
+        self._core_names = core_names
 
     # Vendors.
 
     def register_vendor_key(self, tenant_id: str, user_id: str | None, public_key: str,
-                            name: str | None = None) -> Vendor:
-        """Make the caller's tenant a vendor with this Ed25519 key, or replace its key. Versions
-        already published keep the key they were verified with."""
+                            name: str | None = None, prefix: str | None = None) -> Vendor:
+        """Make the caller's tenant a vendor with this Ed25519 key, or replace its key, and
+        reserve `prefix` for its plugin ids if given. Versions already published keep the key
+        they were verified with."""
         signing.load_public_key(public_key)
         name = (name or "").strip()
         if len(name) > 200:
             raise InvalidInput("a vendor name has at most 200 characters", code="VENDOR_NAME_INVALID")
+        if prefix is not None:
+            prefix = prefix.strip().lower()
+            if not PREFIX.match(prefix) or len(prefix) > 64:
+                raise InvalidInput("a prefix is one segment of a plugin id: lowercase letters, digits "
+                                   "and inner hyphens, at most 64 characters", code="VENDOR_PREFIX_INVALID")
         try:
-            return self._store_vendor_key(tenant_id, user_id, public_key.strip(), name)
-        except IntegrityError:  # a concurrent first registration won: replace its key instead
-            return self._store_vendor_key(tenant_id, user_id, public_key.strip(), name)
+            return self._store_vendor_key(tenant_id, user_id, public_key.strip(), name, prefix)
+        except IntegrityError:  # a concurrent registration won: replace its key instead
+            return self._store_vendor_key(tenant_id, user_id, public_key.strip(), name, prefix)
 
-    def _store_vendor_key(self, tenant_id: str, user_id: str | None, public_key: str, name: str
-                          ) -> Vendor:
+    def _store_vendor_key(self, tenant_id: str, user_id: str | None, public_key: str, name: str,
+                          prefix: str | None) -> Vendor:
         with self.db.system_transaction() as session:
             vendor = session.exec(select(Vendor).where(Vendor.tenant_id == tenant_id)).first()
             if vendor is None:
@@ -121,12 +150,51 @@ class MarketplacePublishing:
                 if name:
                     vendor.name = name
                 event = "marketplace.vendor_key_changed"
+            payload: dict[str, Any] = {
+                "public_key_sha256": hashlib.sha256(vendor.public_key.encode()).hexdigest()}
+            if prefix is not None and vendor.prefix != prefix:
+                if vendor.prefix is not None:
+                    raise Conflict(f"this vendor's prefix is {vendor.prefix}; it cannot change",
+                                   code="VENDOR_PREFIX_FIXED", details={"prefix": vendor.prefix})
+                if not self._prefix_free(session, prefix, vendor.id):
+                    raise _prefix_taken(prefix)
+                vendor.prefix = payload["prefix"] = prefix
             session.add(vendor)
             session.flush()
             self.audit.append(session, tenant_id, [AuditEntry(
-                kind=event, subject=vendor.id, actor=user_id,
-                payload={"public_key_sha256": hashlib.sha256(vendor.public_key.encode()).hexdigest()})])
+                kind=event, subject=vendor.id, actor=user_id, payload=payload)])
         return vendor
+
+    @staticmethod
+    def _prefix_free(session: Session, prefix: str, vendor_id: str | None) -> bool:
+        """No vendor holds `prefix`, and no vendor but `vendor_id` published a plugin under it."""
+        if session.exec(select(Vendor.id).where(Vendor.prefix == prefix)).first() is not None:
+            return False
+        others = select(Plugin.id).where(col(Plugin.id).startswith(f"{prefix}.", autoescape=True))
+        if vendor_id is not None:
+            others = others.where(Plugin.vendor_id != vendor_id)
+        return session.exec(others.limit(1)).first() is None
+
+    @staticmethod
+    def _check_prefix(session: Session, vendor: Vendor, plugin_id: str) -> None:
+        """A new plugin id under a prefix another vendor holds: PLUGIN_ID_PREFIX_TAKEN. (An
+        existing plugin's versions come from the vendor owning it: PLUGIN_ID_TAKEN.)"""
+        if session.get(Plugin, plugin_id) is not None:
+            return
+        prefix = plugin_id.split(".", 1)[0]
+        holder = session.exec(select(Vendor.id).where(Vendor.prefix == prefix)).first()
+        if holder is not None and holder != vendor.id:
+            raise _prefix_taken(prefix)
+
+    def _reserve_prefix(self, session: Session, vendor: Vendor, plugin_id: str) -> str | None:
+        """Give a vendor holding no prefix the id's, if free; answers it when reserved. A
+        compare-and-set: of two publications at once, one reserves."""
+        prefix = plugin_id.split(".", 1)[0]
+        if vendor.prefix is not None or not self._prefix_free(session, prefix, vendor.id):
+            return None
+        done = session.execute(update(Vendor).where(col(Vendor.id) == vendor.id, col(Vendor.prefix).is_(None))
+                               .values(prefix=prefix, updated_at=utcnow()))
+        return prefix if done.rowcount == 1 else None  # type: ignore[attr-defined]
 
     def vendor_of(self, tenant_id: str) -> Vendor | None:
         with self.db.system_session() as session:
@@ -150,9 +218,11 @@ class MarketplacePublishing:
         existing = self._existing(vendor, manifest, tier, digest, signature)
         if existing is not None:
             return existing
+        with self.db.system_session() as session:  # before inspection, the costly step
+            self._check_prefix(session, vendor, manifest.id)
         with self._inspections:
             report = inspect_package(self.sandbox, wheel, contents.files, manifest.raw,
-                                     timeout_s=self.inspection_timeout_s)
+                                     timeout_s=self.inspection_timeout_s, core_names=self._core_names)
         now = utcnow()
         status = VersionStatus.APPROVED if tier is Tier.PRIVATE else VersionStatus.SUBMITTED
         version = PluginVersion(
@@ -160,9 +230,10 @@ class MarketplacePublishing:
             wheel=wheel, wheel_sha256=digest, wheel_filename=_wheel_filename(contents.dist_info),
             signature=signature.strip() if signature else "", public_key=vendor.public_key,
             status=status.value, reasons=[], published_by=user_id, published_at=now,
-            reviewed_at=now if tier is Tier.PRIVATE else None, created_at=now)
+            reviewed_at=now if tier is Tier.PRIVATE else None, created_at=now, sdl=report.sdl)
         try:
             with self.db.system_transaction() as session:
+                self._check_prefix(session, vendor, manifest.id)  # again: one reserved meanwhile counts
                 plugin = session.get(Plugin, manifest.id)
                 if plugin is None:
                     plugin = Plugin(id=manifest.id, vendor_id=vendor.id, name=manifest.name,
@@ -174,14 +245,21 @@ class MarketplacePublishing:
                 session.flush()
                 session.add(version)
                 session.flush()
-                self.audit.append(session, tenant_id, [AuditEntry(
+                entries = [AuditEntry(
                     kind="marketplace.version_published", subject=version.id, actor=user_id,
                     payload={"plugin_id": manifest.id, "version": manifest.version,
                              "tier": tier.value, "status": status.value,
                              "wheel_sha256": digest, "hooks": list(report.hooks),
-                             "checks": list(report.checks)})])
+                             "checks": list(report.checks)})]
+                reserved = self._reserve_prefix(session, vendor, manifest.id)
+                if reserved is not None:
+                    entries.append(AuditEntry(kind="marketplace.vendor_prefix_reserved",
+                                              subject=vendor.id, actor=user_id, payload={"prefix": reserved}))
+                self.audit.append(session, tenant_id, entries)
         except IntegrityError:
-            # Another request published the same version first: answer as a retry would.
+            # Another request reserved the prefix, or published the same version, first.
+            with self.db.system_session() as session:
+                self._check_prefix(session, vendor, manifest.id)
             existing = self._existing(vendor, manifest, tier, digest, signature)
             if existing is None:
                 raise Conflict("this version was published concurrently", code="VERSION_EXISTS") from None
@@ -374,6 +452,11 @@ class MarketplacePublishing:
                                   "does not match its wheel")
         signing.verify(contents, manifest, version.signature, version.public_key)
         return manifest
+
+
+def _prefix_taken(prefix: str) -> Conflict:
+    return Conflict(f"plugin ids starting {prefix}. belong to another vendor; publish under your own "
+                    "prefix", code="PLUGIN_ID_PREFIX_TAKEN", details={"prefix": prefix})
 
 
 def _tier(value: str | Tier) -> Tier:
