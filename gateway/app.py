@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import threading
@@ -28,6 +29,7 @@ from gateway.http.middleware import RequestMiddleware
 from gateway.http.reports import report_download
 from gateway.http.websocket import SubscriptionEndpoint
 from gateway.jobs.broker import start_worker
+from gateway.marketplace.inspection import CoreNames
 from gateway.marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import make_tracer
@@ -45,6 +47,27 @@ def _default_schema(runtime: Runtime) -> Any:
     from schema import build_schema
 
     return build_schema(runtime.settings)
+
+
+def _core_names(settings: Settings) -> Callable[[], CoreNames]:
+    """The core schema's root fields and types, for publication's check of schema extensions:
+    the same core tenant schemas are composed on (schema/tenant.py), built at the first call."""
+
+    @functools.cache
+    def names() -> CoreNames:
+        from graphql import GraphQLScalarType
+
+        from schema import build_schema
+
+        core = build_schema(settings)._schema
+        root_types = {root: getattr(core, f"{root}_type") for root in ("query", "mutation", "subscription")}
+        roots = {root: frozenset(t.fields) for root, t in root_types.items() if t is not None}
+        named = {name: t for name, t in core.type_map.items() if not name.startswith("__")}
+        return CoreNames(roots=roots,
+                         types=frozenset(n for n, t in named.items() if not isinstance(t, GraphQLScalarType)),
+                         scalars=frozenset(n for n, t in named.items() if isinstance(t, GraphQLScalarType)))
+
+    return names
 
 
 def _warm(runtime: Runtime, stopping: threading.Event) -> None:
@@ -66,14 +89,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else Settings.from_env())
     runtime = runtime or build_runtime(settings)
     schema = schema_factory(runtime)
+    from schema import federation
     from schema.tenant import tenant_composer  # the composition root: tenants' schemas too
 
-    runtime.marketplace.bind_composer(tenant_composer(settings))
+    composer = tenant_composer(settings)
+    runtime.marketplace.bind_composer(composer)
+    # One SDL for every tenant (`_service`): the core plus every approved plugin's fields.
+    federated = federation.bind(runtime, schema, composer)
+    runtime.marketplace_publishing.bind_core_names(_core_names(settings))
     metrics = Metrics(runtime.db)
     if tracer is None:
         tracer, _provider = make_tracer(settings)
     graphql = GraphQLEndpoint(schema, runtime, metrics, tracer=tracer,
-                              graphiql_html=get_graphql_ide_html(graphql_ide="graphiql"))
+                              graphiql_html=get_graphql_ide_html(graphql_ide="graphiql"),
+                              federated=federated)
     subscriptions = SubscriptionEndpoint(schema, runtime)
 
     @contextlib.asynccontextmanager
@@ -81,6 +110,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         await runtime.bus.start()
         await runtime.bus.listen(DELISTED_TOPIC, runtime.marketplace.on_delisted)
         await runtime.bus.listen(CHANGED_TOPIC, runtime.marketplace.on_changed)
+        for topic in federated.topics:
+            await runtime.bus.listen(topic, federated.on_event)
         sandbox = runtime.marketplace.sandbox
         layers = await asyncio.to_thread(sandbox.describe_layers)
         if sandbox.layers.missing_minimum():
@@ -147,5 +178,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     app.state.schema = schema
     app.state.graphql = graphql
+    app.state.federated = federated
     app.state.metrics = metrics
     return app

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
+from functools import cache, partial
 from typing import Any
 
 import strawberry
 from graphql import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.printer import print_schema
 from strawberry.tools import merge_types
 
 from gateway.http.limits import limits_rule
@@ -35,6 +36,7 @@ from schema import (
     vendor_role,
 )
 from schema.errors import DomainErrorCodes
+from schema.federation import service_sdl
 
 DOMAINS = (tenancy, vendor_role, jobs, markets, marketdata, fx, patterns, federated, quantum, audit,
            marketplace_publishing, orders, marketplace, defi, defi_lending, reports,
@@ -42,13 +44,37 @@ DOMAINS = (tenancy, vendor_role, jobs, markets, marketdata, fx, patterns, federa
 FEDERATION_VERSION = "2.7"
 
 
+@strawberry.type(name="_Service")
+class Service:
+    sdl: str
+
+
+def _service_query(core_sdl: Callable[[], str]) -> type:
+    """Federation's `_service` field, answering the federated SDL (schema/federation.py: the
+    core plus every approved plugin's fields, the same for every caller) instead of strawberry's
+    print of this schema object, which a tenant's plugins would never reach."""
+
+    @strawberry.type
+    class ServiceQuery:
+        @strawberry.field(name="_service")
+        def service(self, info: strawberry.Info) -> Service:
+            return Service(sdl=service_sdl(info.context, core_sdl))
+
+    return ServiceQuery
+
+
 def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
                  ) -> strawberry.federation.Schema:
     """The core schema, or with `extensions` a tenant's (core + its installed plugins'
     SchemaExtensions; schema/tenant.py checks their names don't collide before calling)."""
 
+    built: list[strawberry.federation.Schema] = []
+    core_sdl = cache(lambda: print_schema(built[0]))
+
     def merged(name: str) -> Any:
         parts = tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name))
+        if name == "Query":
+            parts += (_service_query(core_sdl),)
         parts += tuple(part for e in extensions if (part := getattr(e, name.lower())) is not None)
         return merge_types(name, parts) if parts else None
 
@@ -65,7 +91,7 @@ def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
         partial(AddValidationRules, rules),
         DomainErrorCodes,
     ]
-    return strawberry.federation.Schema(
+    schema = strawberry.federation.Schema(
         query=merged("Query"),
         mutation=merged("Mutation"),
         subscription=merged("Subscription"),
@@ -73,3 +99,5 @@ def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
         extensions=schema_extensions,
         types=[t for e in extensions for t in e.types],
     )
+    built.append(schema)
+    return schema

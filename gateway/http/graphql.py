@@ -13,27 +13,36 @@ unknown operation, bad variables) is 400 and an executed operation 200; with leg
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from threading import Lock
-from typing import Any
+from typing import Any, Protocol
 
 from graphql import (
     DocumentNode,
     ExecutionResult,
     FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
+    NameNode,
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     OperationType,
+    TypeInfo,
+    TypeInfoVisitor,
+    VariableNode,
+    Visitor,
     execute,
     get_operation_ast,
     parse,
     specified_rules,
     validate,
+    visit,
 )
 from opentelemetry.trace import NoOpTracer, Tracer
 from starlette.concurrency import run_in_threadpool
@@ -53,11 +62,15 @@ from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.scope import tenant_scope
 
+log = logging.getLogger(__name__)
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 # Marks a GraphQL request error: 400 for graphql-response+json, 200 for legacy JSON.
 GRAPHQL_REQUEST_ERROR = -400
 MAX_VARIABLE_ERRORS = 20
+PLUGIN_NOT_INSTALLED = "PLUGIN_NOT_INSTALLED"
+ROOTS = ("query", "mutation", "subscription")
 
 
 class LRU:
@@ -85,10 +98,32 @@ class LRU:
 
 
 @dataclass(frozen=True)
+class Missing:
+    """A root field of a plugin the tenant has not installed (or whose installed version lacks
+    it): answered null with PLUGIN_NOT_INSTALLED, under its response key."""
+
+    key: str
+    plugin: str
+    field: str
+    node: FieldNode
+
+
+@dataclass(frozen=True)
 class Prepared:
     document: DocumentNode | None
     errors: tuple[GraphQLError, ...]
     code: str | None
+    parsed: DocumentNode | None = None  # the document as parsed, kept when it did not validate
+    # Plugin fields the tenant has not installed, stood in for by `__typename` under their
+    # response keys, by operation name (None: the anonymous one).
+    missing: Mapping[str | None, tuple[Missing, ...]] = field(default_factory=dict)
+
+
+class FederatedSource(Protocol):
+    """The federated schema (core + every approved plugin's root fields, owned by plugin id)
+    that one supergraph routes every tenant's operations by; schema/federation.py provides it."""
+
+    def current(self) -> ComposedSchema: ...
 
 
 class RequestProblem(Exception):
@@ -101,9 +136,11 @@ class GraphQLEndpoint:
     """The `/graphql` HTTP route. Owns the document caches for one schema."""
 
     def __init__(self, schema: Any, runtime: Runtime, metrics: Metrics,
-                 tracer: Tracer | None = None, graphiql_html: str | None = None) -> None:
+                 tracer: Tracer | None = None, graphiql_html: str | None = None,
+                 federated: FederatedSource | None = None) -> None:
         settings = runtime.settings
         self.schema = schema
+        self.federated = federated
         self.gql: GraphQLSchema = schema._schema
         self.execution_context_class = getattr(schema, "execution_context_class", None)
         self.runtime = runtime
@@ -122,7 +159,33 @@ class GraphQLEndpoint:
     def prepare(self, query: str, schema: ComposedSchema | None = None) -> Prepared:
         key = (schema.key if schema is not None else "core", query)
         gql = schema.gql if schema is not None else self.gql
-        return self.documents.get_or_make(key, lambda: self._prepare(query, gql))
+        prepared = self.documents.get_or_make(key, lambda: self._prepare(query, gql))
+        if prepared.code != codes.GRAPHQL_VALIDATION_FAILED or self.federated is None:
+            return prepared
+        try:
+            federated = self.federated.current()
+        except Exception:  # the catalogue could not be read: the tenant's own verdict stands
+            log.exception("the federated schema is unavailable")
+            return prepared
+        if not federated.root_fields:
+            return prepared
+        return self.documents.get_or_make(
+            (*key, federated.key), lambda: self._without_uninstalled(prepared, gql, schema, federated))
+
+    def _without_uninstalled(self, prepared: Prepared, gql: GraphQLSchema, schema: ComposedSchema | None,
+                             federated: ComposedSchema) -> Prepared:
+        """A document the supergraph routed here may name root fields of plugins this tenant has
+        not installed: when it is valid for the federated schema, those fields are taken out
+        (to answer null with PLUGIN_NOT_INSTALLED) and the rest runs if it is valid for the
+        tenant's schema. Anything else keeps the tenant's validation errors."""
+        document = prepared.parsed
+        if document is None or validate(federated.gql, document, self.rules):
+            return prepared
+        installed = set(schema.root_fields) if schema is not None else set()
+        pruned = _prune(document, federated, installed)
+        if pruned is None or validate(gql, pruned.document, self.rules):
+            return prepared
+        return pruned
 
     def _prepare(self, query: str, gql: GraphQLSchema) -> Prepared:
         try:
@@ -134,7 +197,7 @@ class GraphQLEndpoint:
             return Prepared(None, (error,), code)
         errors = validate(gql, document, self.rules)
         if errors:
-            return Prepared(None, tuple(errors), codes.GRAPHQL_VALIDATION_FAILED)
+            return Prepared(None, tuple(errors), codes.GRAPHQL_VALIDATION_FAILED, parsed=document)
         return Prepared(document, (), None)
 
     async def handle(self, request: Request) -> Response:
@@ -226,6 +289,9 @@ class GraphQLEndpoint:
                 body["errors"] = [format_error(e, request_id) for e in result.errors]
                 if tenant_schema is not None and tenant_schema.root_fields:
                     _blame_plugins(body["errors"], result.errors, operation, tenant_schema)
+            missing = prepared.missing.get(operation.name.value if operation.name else None)
+            if missing:
+                _answer_missing(body, missing, tenant_schema, request_id)
             return 200, body
 
 
@@ -250,6 +316,129 @@ def _blame_plugins(formatted: list[dict[str, Any]], errors: list[GraphQLError],
             ext["code"] = "PLUGIN_FAILED"
             ext["plugin"] = plugin
             out["message"] = f"plugin {plugin} failed: it answered a value of the wrong shape"
+
+
+def _answer_missing(body: dict[str, Any], missing: tuple[Missing, ...], schema: ComposedSchema | None,
+                    request_id: str) -> None:
+    """Each uninstalled plugin's field that ran (its stand-in answered; @skip/@include applied):
+    null, and a field error naming the plugin."""
+    installed = set(schema.root_fields.values()) if schema is not None else set()
+    data = body["data"]
+    errors = body.setdefault("errors", [])
+    for item in missing:
+        if isinstance(data, dict):
+            if item.key not in data:
+                continue  # skipped
+            data[item.key] = None
+        message = (f"{item.field} is not in the version of plugin {item.plugin} this tenant installed"
+                   if item.plugin in installed else
+                   f"plugin {item.plugin} is not installed for this tenant ({item.field})")
+        errors.append(format_error(GraphQLError(
+            message, item.node, path=[item.key],
+            extensions={"code": PLUGIN_NOT_INSTALLED, "plugin": item.plugin}), request_id))
+    if not errors:
+        del body["errors"]
+
+
+def _prune(document: DocumentNode, federated: ComposedSchema, installed: set[tuple[str, str]]
+           ) -> Prepared | None:
+    """`document` (valid for the federated schema) with each root field of a plugin the tenant
+    has not installed (`installed`: its own plugin root fields) replaced by `__typename` under
+    the same response key and directives, so the operation keeps its shape and @skip/@include
+    still apply; fragments and variables only those fields used are dropped. None when the
+    document names no such field."""
+    gql = federated.gql
+    roots = {t.name: root for root in ROOTS if (t := getattr(gql, f"{root}_type")) is not None}
+    found: dict[tuple[str, str | None], list[Missing]] = defaultdict(list)
+    type_info = TypeInfo(gql)
+
+    class Prune(Visitor):
+        definition: tuple[str, str | None] = ("operation", None)
+
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            self.definition = ("operation", node.name.value if node.name else None)
+
+        def enter_fragment_definition(self, node: FragmentDefinitionNode, *_: Any) -> None:
+            self.definition = ("fragment", node.name.value)
+
+        def enter_field(self, node: FieldNode, *_: Any) -> Any:
+            parent = type_info.get_parent_type()
+            root = roots.get(parent.name) if parent is not None else None
+            name = node.name.value
+            plugin = federated.root_fields.get((root, name)) if root is not None else None
+            if plugin is None or (root, name) in installed:
+                return None
+            key = (node.alias or node.name).value
+            found[self.definition].append(Missing(key, plugin, name, node))
+            return FieldNode(alias=NameNode(value=key), name=NameNode(value="__typename"), arguments=(),
+                             directives=node.directives, loc=node.loc)
+
+    pruned = visit(document, TypeInfoVisitor(type_info, Prune()))
+    if not found:
+        return None
+    operations = [d for d in pruned.definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: d for d in pruned.definitions if isinstance(d, FragmentDefinitionNode)}
+    reached: set[str] = set()
+    definitions: list[Any] = []
+    missing: dict[str | None, tuple[Missing, ...]] = {}
+    for operation in operations:
+        name = operation.name.value if operation.name else None
+        spread = _reachable_in(operation, fragments)
+        reached |= spread
+        by_key: dict[str, Missing] = {}
+        for definition in [("operation", name), *(("fragment", f) for f in sorted(spread))]:
+            for item in found.get(definition, ()):
+                by_key.setdefault(item.key, item)
+        if by_key:
+            missing[name] = tuple(by_key.values())
+        used = _variables_in([operation.selection_set, *(operation.directives or ()),
+                              *(fragments[f] for f in spread)])
+        definitions.append(_with(operation, variable_definitions=tuple(
+            d for d in operation.variable_definitions or () if d.variable.name.value in used)))
+    definitions += [f for name, f in fragments.items() if name in reached]
+    return Prepared(DocumentNode(definitions=tuple(definitions)), (), None, missing=missing)
+
+
+def _with(node: Any, **changes: Any) -> Any:
+    return node.__class__(**{k: getattr(node, k) for k in node.keys} | changes)
+
+
+class _Collect(Visitor):
+    """The names of the fragments spread and of the variables used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spreads: list[str] = []
+        self.variables: set[str] = set()
+
+    def enter_fragment_spread(self, node: FragmentSpreadNode, *_: Any) -> None:
+        self.spreads.append(node.name.value)
+
+    def enter_variable(self, node: VariableNode, *_: Any) -> None:
+        self.variables.add(node.name.value)
+
+
+def _reachable_in(node: Any, fragments: Mapping[str, FragmentDefinitionNode]) -> set[str]:
+    """The fragments `node` spreads, directly or through other fragments."""
+    seen: set[str] = set()
+    todo = [node]
+    while todo:
+        collect = _Collect()
+        visit(todo.pop(), collect)
+        for name in collect.spreads:
+            if name not in seen and name in fragments:
+                seen.add(name)
+                todo.append(fragments[name])
+    return seen
+
+
+def _variables_in(nodes: list[Any]) -> set[str]:
+    """The variables `nodes` (an operation's selections and directives, the fragments it
+    spreads) use."""
+    collect = _Collect()
+    for node in nodes:
+        visit(node, collect)
+    return collect.variables
 
 
 def _is_request_error(result: ExecutionResult) -> bool:
