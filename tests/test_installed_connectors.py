@@ -96,3 +96,25 @@ def test_another_tenant_cannot_reach_the_venue(sgx):
                                  "mic": "XSES", "side": "BUY", "quantity": "100", "ordType": "MARKET",
                                  "timeInForce": "IOC"}}, key=tenant.key)
     assert error_codes(body)[0] in ("INSTRUMENT_UNKNOWN", "ROUTE_UNAVAILABLE", "VENUE_UNKNOWN"), body
+
+
+def test_an_unreachable_connector_rejects_the_order_and_strands_nothing(sgx, monkeypatch):
+    from gateway.marketplace.errors import PluginCallFailed
+    from gateway.marketplace.sandbox.proxies import RemoteConnector
+
+    gql, rt = sgx
+    tenant = _desk(gql, rt, install=True)
+    quote = gql.data(f'{{ quote(instrument: "D05.XSES", at: "{OPEN_SGX.isoformat()}") {{ ask }} }}',
+                     key=tenant.key)["quote"]
+
+    def down(self: RemoteConnector, order: Any) -> Any:
+        raise PluginCallFailed(self.plugin_id, "its worker exited")
+
+    monkeypatch.setattr(RemoteConnector, "submit", down)
+    order = gql.data(ORDER, {"input": {"clientOrderId": "lion-down", "account": "SG-1", "symbol": "D05",
+                                       "mic": "XSES", "side": "BUY", "quantity": "100",
+                                       "ordType": "LIMIT", "timeInForce": "DAY", "limitPrice": quote["ask"]}},
+                     key=tenant.key)["submitOrder"]
+    assert order["status"] == "REJECTED" and order["rejectCode"] == "CONNECTOR_FAILED", order
+    listed = gql.data('{ orders(first: 10) { edges { node { status } } } }', key=tenant.key)["orders"]
+    assert [e["node"]["status"] for e in listed["edges"]] == ["REJECTED"]  # nothing left open
