@@ -67,8 +67,8 @@ def main() -> None:
         markets = MarketsService(runtime.markets.directory, clock)
         orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
                               runtime.audit, max_page_size=settings.max_page_size)
-        _bind_plugin_view(runtime.marketplace, runtime.market_data, runtime.fx, runtime.strategy_ai, orders,
-                          runtime.portfolio)
+        _bind_plugin_view(runtime.marketplace, runtime.builtin_plugins, runtime.market_data, runtime.fx,
+                          runtime.strategy_ai, orders, runtime.portfolio)
         from schema.tenant import tenant_composer
 
         runtime.marketplace.bind_composer(tenant_composer(settings))

@@ -24,6 +24,7 @@ from gateway.marketplace.install_models import (
     PluginInstallationEvent,
     PluginRating,
     PluginUsage,
+    TenantBuiltinPlugin,
 )
 from gateway.marketplace.models import Plugin, PluginVersion, Vendor
 from gateway.reports.models import ReportFile
@@ -81,6 +82,7 @@ __all__ = [
     "StrategyVersion",
     "SynthesisRun",
     "Tenant",
+    "TenantBuiltinPlugin",
     "TradingAccount",
     "UnsettledTrade",
     "User",

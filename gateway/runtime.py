@@ -38,6 +38,7 @@ from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
 from gateway.marketdata import MarketDataService
 from gateway.marketdata.service import HOOK as MARKET_DATA_HOOK
+from gateway.marketplace.builtins import BuiltinSwitches
 from gateway.marketplace.catalogue import Catalogue
 from gateway.marketplace.install import Installations, build_installations
 from gateway.marketplace.publishing import MarketplacePublishing
@@ -92,6 +93,7 @@ class Runtime:
     defi_events: DefiEventPoller  # chain events to the bus, resuming from a stored cursor
     marketplace_publishing: MarketplacePublishing  # vendor keys, signed versions, review, delisting
     marketplace: Installations  # per-tenant plugin installs, their views and schemas, metering
+    builtin_plugins: BuiltinSwitches  # a tenant's switches for the built-in plugins
     marketplace_catalogue: Catalogue  # the catalogue as a tenant sees it; vendor statements
     orders: OrderService  # order intake, routing, compliance, execution reports, positions
     strategies: StrategyService  # strategy lab: versions, approvals, backtests, explained decisions
@@ -145,8 +147,9 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
                                   interval_seconds=settings.defi_event_poll_ms / 1000)
     tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit)
     marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory)
+    builtin_plugins = BuiltinSwitches(db, plugins, audit)
     orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size)
-    _bind_plugin_view(marketplace, market_data, fx, strategy_ai, orders, portfolio)
+    _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio)
     return Runtime(
         settings=settings,
         db=db,
@@ -176,6 +179,7 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         defi_vaults=defi_vaults,
         defi_events=defi_events,
         marketplace=marketplace,
+        builtin_plugins=builtin_plugins,
         marketplace_catalogue=Catalogue(db, settings.max_page_size),
         marketplace_publishing=MarketplacePublishing(db, bus, audit, marketplace.sandbox,
                                                      max_page_size=settings.max_page_size),
@@ -185,21 +189,24 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     )
 
 
-def _bind_plugin_view(marketplace: Installations, market_data: MarketDataService, fx: FxService,
+def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitches,
+                      market_data: MarketDataService, fx: FxService,
                       strategy_ai: LLMLab, orders: OrderService,
                       portfolio: PortfolioOptimisationService) -> None:
     """The per-tenant plugin view: each domain service asks, for the tenant in scope, for its
-    installed plugins' providers (sandboxed) beside the built-ins (in process)."""
+    installed plugins' providers (sandboxed) beside the built-ins (in process), less the
+    built-ins the tenant switched off."""
 
     def installed(hook: str) -> Callable[[str], list[tuple[str, Any]]]:
         return lambda tenant: marketplace.providers(tenant, hook)
 
-    market_data.bind_installed(installed(MARKET_DATA_HOOK))
-    fx.bind_installed(installed("alphintra_fx_rate_providers"))
-    strategy_ai.providers.bind_installed(installed("alphintra_llm_providers"))
-    strategy_ai.news.bind_installed(installed("alphintra_news_sources"))
+    off = builtin_plugins.disabled
+    market_data.bind_installed(installed(MARKET_DATA_HOOK), off)
+    fx.bind_installed(installed("alphintra_fx_rate_providers"), off)
+    strategy_ai.providers.bind_installed(installed("alphintra_llm_providers"), off)
+    strategy_ai.news.bind_installed(installed("alphintra_news_sources"), off)
     orders.bind_installed_packs(installed("alphintra_compliance_rule_packs"), check_packs)
     orders.bind_installed_connectors(InstalledConnectors(
         installed("alphintra_exchange_connectors"), marketplace.installed_venues,
-        lambda: marketplace.tenants_with("alphintra_exchange_connectors")))
-    portfolio.bind_installed(installed("alphintra_portfolio_optimisers"))
+        lambda: marketplace.tenants_with("alphintra_exchange_connectors"), off))
+    portfolio.bind_installed(installed("alphintra_portfolio_optimisers"), off)

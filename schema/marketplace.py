@@ -278,8 +278,26 @@ class InstallPluginInput:
     idempotency_key: str | None = None
 
 
+@strawberry.type(description="A built-in plugin (the platform's own, in process) and whether it "
+                             "serves this tenant.")
+class BuiltinPlugin:
+    name: str
+    hooks: list[str]
+    enabled: bool
+    required: bool = strawberry.field(description="The platform's compliance: cannot be switched off.")
+
+    @classmethod
+    def of(cls, b: Any) -> BuiltinPlugin:
+        return cls(name=b.name, hooks=list(b.hooks), enabled=b.enabled, required=b.required)
+
+
 @strawberry.type
 class Query:
+    @strawberry.field(description="The built-in plugins and which of them serve this tenant.")
+    def builtin_plugins(self, info: Info) -> list[BuiltinPlugin]:
+        c = _allowed(info, "read")
+        return [BuiltinPlugin.of(b) for b in c.runtime.builtin_plugins.list(c.tenant_id)]
+
     @strawberry.field(description="The plugin catalogue.")
     def marketplace(self, info: Info) -> Marketplace:
         _allowed(info, "read")
@@ -319,6 +337,12 @@ class Query:
 
 @strawberry.type
 class Mutation:
+    @strawberry.mutation(description="Switch a built-in plugin off (or on again) for this tenant: its "
+                                     "providers stop serving its requests and jobs (tenant admins).")
+    def set_builtin_plugin(self, info: Info, name: str, enabled: bool) -> BuiltinPlugin:
+        c = _allowed(info, "install")
+        return BuiltinPlugin.of(c.runtime.builtin_plugins.switch(c.tenant_id, c.me.user_id, name, enabled))
+
     @strawberry.mutation(description="Install a plugin version for this tenant (tenant admins).")
     def install_plugin(self, info: Info, input: InstallPluginInput) -> PluginInstallation:
         c = _allowed(info, "install")

@@ -34,8 +34,8 @@ def sgx(runtime: Any) -> Any:
     markets = MarketsService(runtime.markets.directory, clock)
     orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
                           runtime.audit, max_page_size=runtime.settings.max_page_size)
-    _bind_plugin_view(runtime.marketplace, runtime.market_data, runtime.fx, runtime.strategy_ai, orders,
-                      runtime.portfolio)
+    _bind_plugin_view(runtime.marketplace, runtime.builtin_plugins, runtime.market_data, runtime.fx,
+                      runtime.strategy_ai, orders, runtime.portfolio)
     rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
                     "settings": runtime.settings.with_(embedded_worker="off")})
     vendor = onboard(rt)

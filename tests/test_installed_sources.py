@@ -167,3 +167,25 @@ def test_installed_instruments_stream_over_the_tenants_websocket(server, install
     assert got["payload"]["data"]["quotes"][0]["symbol"] == "AAPL-SENT", got
     refused = asyncio.run(first_quote(installed["b"].key))
     assert refused["type"] == "error" or refused["payload"].get("errors"), refused
+
+
+def test_a_tenant_switches_a_built_in_off_for_itself_only(gql, runtime, installed):
+    a, b = installed["a"], installed["b"]
+    plugins = gql.data("{ builtinPlugins { name enabled required } }", key=a.key)["builtinPlugins"]
+    listed = {p["name"]: p for p in plugins}
+    assert listed["market-twin"]["enabled"] and listed["compliance-us"]["required"]
+    switch = ('mutation($n: String!, $e: Boolean!) { setBuiltinPlugin(name: $n, enabled: $e) '
+              '{ name enabled } }')
+    assert error_codes(gql(switch, {"n": "compliance-us", "e": False}, key=a.key)) == ["BUILTIN_REQUIRED"]
+    assert error_codes(gql(switch, {"n": "no-such", "e": False}, key=a.key)) == ["BUILTIN_NOT_FOUND"]
+    turned = gql.data(switch, {"n": "market-twin", "e": False}, key=a.key)["setBuiltinPlugin"]
+    assert turned["enabled"] is False
+    twin = '{ instrument(key: "AAPL.XNAS") { plugin } }'
+    try:
+        # A now sees only its installed source; B still sees the twin.
+        assert error_codes(gql(twin, key=a.key)) == ["INSTRUMENT_UNKNOWN"]
+        assert gql.data('{ instrument(key: "AAPL-SENT.XNAS") { key } }', key=a.key)["instrument"]
+        assert gql.data(twin, key=b.key)["instrument"]["plugin"] == "market-twin"
+    finally:
+        gql.data(switch, {"n": "market-twin", "e": True}, key=a.key)
+    assert gql.data(twin, key=a.key)["instrument"]["plugin"] == "market-twin"

@@ -137,6 +137,9 @@ COVERED["Subscription"] |= {"pluginEvents"}
 # B lists none of A's requests, even with A's cursor, cannot decide them (platform only) nor ask
 # for A's user, USER_NOT_FOUND; test_a_tenant_admin_cannot_decide_its_own_request).
 COVERED["Query"] |= {"vendorRoleRequests"}
+# A tenant's built-in switches act on its own view only: tests/test_installed_sources.py.
+COVERED["Query"] |= {"builtinPlugins"}
+COVERED["Mutation"] |= {"setBuiltinPlugin"}
 COVERED["Mutation"] |= {"requestVendorRole", "decideVendorRoleRequest"}
 
 def test_every_root_field_is_covered(settings):

@@ -129,11 +129,15 @@ class FxService:
         self.max_page_size = max_page_size
         self.clock = clock
         self._installed: Callable[[str], Sequence[tuple[str, FxRateProvider]]] | None = None
-        self._chains: dict[str, tuple[tuple[int, ...], FxRates]] = {}
+        self._disabled: Callable[[str], frozenset[str]] | None = None
+        self._chains: dict[str, tuple[tuple[Any, ...], FxRates]] = {}
 
-    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, FxRateProvider]]]) -> None:
-        """Where a tenant's installed FX providers come from (the marketplace's view of it)."""
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, FxRateProvider]]],
+                       disabled: Callable[[str], frozenset[str]] | None = None) -> None:
+        """Where a tenant's installed FX providers come from (the marketplace's view of it), and
+        which built-in plugins it switched off."""
         self._installed = installed
+        self._disabled = disabled
 
     @property
     def rates(self) -> FxRates:
@@ -141,12 +145,14 @@ class FxService:
         for their rates), then the built-ins, which still answer what they do not cover."""
         tenant = current_tenant()
         installed = self._installed(tenant) if tenant is not None and self._installed else ()
-        if not installed:
+        off = self._disabled(tenant) if tenant is not None and self._disabled else frozenset()
+        if not installed and not off:
             return self.builtin_rates
-        key = tuple(id(provider) for _, provider in installed)
+        key = (*(id(provider) for _, provider in installed), *sorted(off))
         found = self._chains.get(tenant)  # type: ignore[arg-type]
         if found is None or found[0] != key:
-            found = (key, FxRates([*installed, *self.builtin_rates.providers]))
+            builtins = [(n, p) for n, p in self.builtin_rates.providers if n not in off]
+            found = (key, FxRates([*installed, *builtins]))
             self._chains[tenant] = found  # type: ignore[index]
         return found[1]
 

@@ -112,11 +112,15 @@ class MarketDataService:
         self._lock = threading.Lock()
         self._registry: _Registry | None = None
         self._installed: InstalledSources | None = None
-        self._overlays: dict[str, tuple[tuple[int, ...], float, _Registry]] = {}
+        self._disabled: Callable[[str], frozenset[str]] | None = None
+        self._overlays: dict[str, tuple[tuple[Any, ...], float, _Registry]] = {}
 
-    def bind_installed(self, installed: InstalledSources) -> None:
-        """Where a tenant's installed sources come from (the marketplace's view of it)."""
+    def bind_installed(self, installed: InstalledSources,
+                       disabled: Callable[[str], frozenset[str]] | None = None) -> None:
+        """Where a tenant's installed sources come from (the marketplace's view of it), and which
+        built-in plugins it switched off."""
         self._installed = installed
+        self._disabled = disabled
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -143,20 +147,21 @@ class MarketDataService:
         if tenant is None or self._installed is None:
             return base
         installed = self._installed(tenant)
-        if not installed:
+        off = self._disabled(tenant) if self._disabled is not None else frozenset()
+        if not installed and not off:
             return base
-        return self._overlay(tenant, base, installed)
+        return self._overlay(tenant, base, installed, off)
 
-    def _overlay(self, tenant: str, base: _Registry, installed: Sequence[tuple[str, MarketDataSource]]
-                 ) -> _Registry:
-        key = tuple(id(source) for _, source in installed)
+    def _overlay(self, tenant: str, base: _Registry, installed: Sequence[tuple[str, MarketDataSource]],
+                 off: frozenset[str] = frozenset()) -> _Registry:
+        key = (*(id(source) for _, source in installed), *sorted(off))
         now = time.monotonic()
         with self._lock:
             found = self._overlays.get(tenant)
         if found is not None and found[0] == key and now - found[1] < OVERLAY_TTL_S:
             return found[2]
-        by_key = dict(base.by_key)
-        entries = list(base.sources)
+        by_key = {k: v for k, v in base.by_key.items() if v[1].plugin not in off}
+        entries = [e for e in base.sources if e.plugin not in off]
         failures = list(base.failures)
         taken: set[str] = set()
         for plugin, source in installed:

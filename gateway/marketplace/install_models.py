@@ -99,3 +99,16 @@ class PluginUsage(TenantOwned, table=True):
     day: str = Field(max_length=10)  # ISO date, UTC
     calls: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class TenantBuiltinPlugin(TenantOwned, table=True):
+    """A tenant's switch for one built-in plugin (only switched ones have a row)."""
+
+    __tablename__ = "tenant_builtin_plugin"
+    __table_args__ = (UniqueConstraint("tenant_id", "plugin"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    plugin: str = Field(max_length=100)
+    enabled: bool = True
+    updated_by: str | None = Field(default=None, max_length=36)
+    updated_at: datetime = _stamp()

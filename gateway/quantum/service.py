@@ -150,18 +150,25 @@ class PortfolioOptimisationService:
         self._entries: tuple[OptimiserEntry, ...] | None = None
         self._failures: tuple[PluginFailed, ...] = ()
         self._installed: Callable[[str], Sequence[tuple[str, PortfolioOptimiser]]] | None = None
+        self._disabled: Callable[[str], frozenset[str]] | None = None
 
     # -- optimisers -------------------------------------------------------------------------
 
-    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, PortfolioOptimiser]]]) -> None:
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, PortfolioOptimiser]]],
+                       disabled: Callable[[str], frozenset[str]] | None = None) -> None:
         """A tenant's installed optimisers (sandboxed plugins), selectable by name by that
-        tenant after the built-ins (a name a built-in has keeps the built-in)."""
+        tenant after the built-ins (a name a built-in has keeps the built-in), less the built-ins
+        it switched off."""
         self._installed = installed
+        self._disabled = disabled
 
     def optimisers(self) -> tuple[OptimiserEntry, ...]:
         builtins = self._builtin_optimisers()
         tenant = current_tenant()
         installed = self._installed(tenant) if tenant is not None and self._installed else ()
+        if tenant is not None and self._disabled is not None:
+            off = self._disabled(tenant)
+            builtins = tuple(e for e in builtins if e.plugin not in off)
         names = {e.name for e in builtins}
         return builtins + tuple(OptimiserEntry(plugin, o) for plugin, o in installed if o.name not in names)
 

@@ -71,11 +71,14 @@ class LLMProviders:
         self._lock = threading.Lock()
         self._loaded: tuple[tuple[ProviderEntry, ...], tuple[PluginFailed, ...]] | None = None
         self._installed: Callable[[str], Sequence[tuple[str, LLMProvider]]] | None = None
+        self._disabled: Callable[[str], frozenset[str]] | None = None
 
-    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, LLMProvider]]]) -> None:
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, LLMProvider]]],
+                       disabled: Callable[[str], frozenset[str]] | None = None) -> None:
         """A tenant's installed LLM providers (sandboxed plugins) come first for that tenant:
-        it installed them to be used; the built-ins remain behind them."""
+        it installed them to be used; the built-ins remain behind them, less those it switched off."""
         self._installed = installed
+        self._disabled = disabled
 
     def configure(self, plugin: str, **config: Any) -> None:
         """Change one plugin's config (e.g. a test's http_client); providers are collected again."""
@@ -106,6 +109,9 @@ class LLMProviders:
         builtins = self._load()[0]
         tenant = current_tenant()
         installed = self._installed(tenant) if tenant is not None and self._installed else ()
+        if tenant is not None and self._disabled is not None:
+            off = self._disabled(tenant)
+            builtins = tuple(e for e in builtins if e.plugin not in off)
         if not installed:
             return builtins
         names = {e.provider.name for e in builtins}

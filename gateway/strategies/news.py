@@ -225,10 +225,14 @@ class NewsService:
         self._lock = threading.Lock()
         self._sources: tuple[list[tuple[str, NewsSource]], list[PluginFailed]] | None = None
         self._installed: Callable[[str], Sequence[tuple[str, NewsSource]]] | None = None
+        self._disabled: Callable[[str], frozenset[str]] | None = None
 
-    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, NewsSource]]]) -> None:
-        """A tenant's installed news sources join the built-ins for that tenant."""
+    def bind_installed(self, installed: Callable[[str], Sequence[tuple[str, NewsSource]]],
+                       disabled: Callable[[str], frozenset[str]] | None = None) -> None:
+        """A tenant's installed news sources join the built-ins for that tenant (less the
+        built-ins it switched off)."""
         self._installed = installed
+        self._disabled = disabled
 
     # -- items ------------------------------------------------------------------------------
     def sources(self) -> list[tuple[str, NewsSource]]:
@@ -243,6 +247,9 @@ class NewsService:
             builtins = self._sources[0]
         tenant = current_tenant()
         installed = self._installed(tenant) if tenant is not None and self._installed else ()
+        if tenant is not None and self._disabled is not None:
+            off = self._disabled(tenant)
+            builtins = [(plugin, source) for plugin, source in builtins if plugin not in off]
         return [*builtins, *installed]
 
     def items(

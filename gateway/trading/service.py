@@ -257,6 +257,7 @@ class InstalledConnectors:
     connectors: Callable[[str], Sequence[tuple[str, ExchangeConnector]]]  # tenant -> (plugin, connector)
     venues: Callable[[str], Mapping[str, tuple[str, Any]]]  # tenant -> MIC -> (plugin, VenueDefinition)
     tenants: Callable[[], Sequence[str]]  # tenants with installed connectors
+    disabled: Callable[[str], frozenset[str]] = lambda tenant: frozenset()  # built-ins switched off
 
 
 class OrderService:
@@ -283,7 +284,7 @@ class OrderService:
         self._router: SmartOrderRouter | None = None
         self._installed_packs: tuple[Any, Any] | None = None
         self._installed_connectors: InstalledConnectors | None = None
-        self._scoped: dict[str, tuple[tuple[int, ...], dict[str, _Serialized], SmartOrderRouter]] = {}
+        self._scoped: dict[str, tuple[tuple[Any, ...], dict[str, _Serialized], SmartOrderRouter]] = {}
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -343,14 +344,15 @@ class OrderService:
         tenant = current_tenant()
         source = self._installed_connectors
         installed = source.connectors(tenant) if source is not None and tenant is not None else []
-        if not installed:
+        off = source.disabled(tenant) if source is not None and tenant is not None else frozenset()
+        if not installed and not off:
             return builtins, self.router
-        key = tuple(id(c) for _, c in installed)
+        key = (*(id(c) for _, c in installed), *sorted(off))
         found = self._scoped.get(tenant)  # type: ignore[arg-type]
         if found is not None and found[0] == key:
             return found[1], found[2]
-        merged = dict(builtins)
-        entries = list(self.router.connectors)
+        entries = [e for e in self.router.connectors if e.plugin not in off]
+        merged = {e.name: builtins[e.name] for e in entries}
         for plugin, connector in installed:
             name = str(connector.name)
             if name in merged:
