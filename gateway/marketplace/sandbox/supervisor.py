@@ -163,7 +163,10 @@ class ManagedPlugin:
         if worker.oom_killed():
             reason = "it ran out of memory"
         worker.kill(reason)
-        self._record_failure(reason)
+        with self.sandbox.guard:  # one death is one failure, however many calls it took down
+            first, worker.counted = not worker.counted, True
+        if first:
+            self._record_failure(reason)
         if self.quarantined is not None:
             return PluginQuarantined(self.plugin_id, f"quarantined after repeated failures ({reason})")
         return PluginCallFailed(self.plugin_id, reason)

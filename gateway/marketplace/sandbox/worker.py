@@ -80,6 +80,7 @@ class Worker:
     layers: list[str] = field(default_factory=list)
     implemented: list[str] = field(default_factory=list)
     gone: str | None = None
+    counted: bool = False  # its death was counted towards quarantine
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _pending: dict[int, Future[Any]] = field(default_factory=dict)
     _streams: dict[int, _Stream] = field(default_factory=dict)
