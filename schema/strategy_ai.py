@@ -50,6 +50,8 @@ class SynthesizeStrategyInput:
     as_of: datetime | None = strawberry.field(default=None, description="End of the regime window and "
                                                                         "backtest; default today, UTC.")
     backtest_days: int = strawberry.field(default=730, description="180 to 3650.")
+    provider: str | None = strawberry.field(default=None, description="The LLM provider to ask, by "
+                                            "name (llmProviders); default: the first LLM serving you.")
     region: str | None = None
     idempotency_key: str | None = None
 
@@ -59,7 +61,8 @@ class SynthesizeStrategyInput:
                                           ("max_drawdown", c.max_drawdown)) if v is not None} if c else {})
         return {"objective": self.objective, "constraints": constraints,
                 "universe": list(self.universe) if self.universe else None,
-                "as_of": self.as_of.isoformat() if self.as_of else None, "backtest_days": self.backtest_days}
+                "as_of": self.as_of.isoformat() if self.as_of else None, "backtest_days": self.backtest_days,
+                "provider": self.provider}
 
 
 @strawberry.input

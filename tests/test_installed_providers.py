@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from marketplace.signing import generate_key, sign
-from tests.support import make_wheel, onboard
+from tests.support import error_codes, make_wheel, onboard
 
 PACK_CODE = '''
 from __future__ import annotations
@@ -201,7 +201,17 @@ def test_an_installed_llm_provider_answers_its_tenants_synthesis(gql, runtime):
                     and j, timeout=120)
     assert done.status == "SUCCEEDED", (done.error_code, done.error_message)
     assert (done.result["provider"], done.result["is_llm"]) == ("acme-llm", True)
+    # Chosen by name; a name that does not serve the tenant is refused before any job exists.
+    choose = 'mutation { synthesizeStrategy(input: {objective: "Trend", provider: "acme-llm"}) { id } }'
+    named = gql.data(choose, key=trader)["synthesizeStrategy"]
+    assert named["id"]
+    unknown = gql('mutation { synthesizeStrategy(input: {objective: "Trend", provider: "nobody"}) { id } }',
+                  key=trader)
+    assert error_codes(unknown) == ["LLM_PROVIDER_UNKNOWN"]
     # Another tenant's synthesis never reaches it.
     other = onboard(runtime)
     names = [p["name"] for p in gql.data("{ llmProviders { name } }", key=other.key)["llmProviders"]]
     assert "acme-llm" not in names
+    _, other_trader = user_key(runtime, other, "trader")
+    refused = gql(choose, key=other_trader)
+    assert error_codes(refused) == ["LLM_PROVIDER_UNKNOWN"]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import DomainError
+from gateway.errors import DomainError, InvalidInput
 from gateway.scope import current_tenant
 from plugins.host import PluginFailed, PluginHost, default_context
 from plugins.sdk import LLMError, LLMProvider, LLMTurn, StructuredAnswer, ToolSpec
@@ -121,7 +121,19 @@ class LLMProviders:
     def failures(self) -> tuple[PluginFailed, ...]:
         return self._load()[1]
 
-    def for_synthesis(self) -> ModelChoice:
+    def choose(self, name: str) -> ProviderEntry:
+        """The tenant's provider named `name` (a built-in's or one it installed)."""
+        found = next((e for e in self.entries() if e.provider.name == name), None)
+        if found is None or not found.provider.models:
+            raise InvalidInput(f"no language-model provider {name!r} serves this tenant",
+                               code="LLM_PROVIDER_UNKNOWN",
+                               details={"providers": [e.provider.name for e in self.entries()]})
+        return found
+
+    def for_synthesis(self, name: str | None = None) -> ModelChoice:
+        if name:
+            chosen = self.choose(name)
+            return ModelChoice(chosen, chosen.provider.models[0])
         entries = self.entries()
         llms = [e for e in entries if e.is_llm and e.provider.models]
         chosen = llms[0] if llms else next((e for e in entries if not e.is_llm and e.provider.models), None)

@@ -221,12 +221,16 @@ class SynthesisService:
                 f"unknown constraints: {', '.join(sorted(unknown))}", code="CONSTRAINTS_INVALID"
             )
         universe = self._universe(params.get("universe") or list(DEFAULT_UNIVERSE))
+        provider = params.get("provider")
+        if provider is not None:
+            self.llm.choose(str(provider))  # LLM_PROVIDER_UNKNOWN, before the job is queued
         return {
             "objective": objective,
             "constraints": constraints,
             "universe": universe,
             "as_of": self._as_of(params.get("as_of")),
             "backtest_days": self._days(params.get("backtest_days"), 730),
+            "provider": provider,
         }
 
     def _universe(self, keys: Any) -> list[str]:
@@ -334,7 +338,7 @@ class SynthesisService:
         as_of = datetime.fromisoformat(params["as_of"])
         ctx.progress(0.05, "describing the market regime")
         regime = describe_regime(self.market_data, universe, as_of)
-        choice = self.llm.for_synthesis()
+        choice = self.llm.for_synthesis(params.get("provider"))
         constraints = params["constraints"]
         prompt = (
             f"Objective: {params['objective']}\n\n"
