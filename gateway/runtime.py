@@ -38,6 +38,7 @@ from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
 from gateway.marketdata import MarketDataService
 from gateway.marketdata.service import HOOK as MARKET_DATA_HOOK
+from gateway.marketdata.tenant_files import TenantFiles
 from gateway.marketplace.builtins import BuiltinSwitches
 from gateway.marketplace.catalogue import Catalogue
 from gateway.marketplace.install import Installations, build_installations
@@ -149,7 +150,9 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory)
     builtin_plugins = BuiltinSwitches(db, plugins, audit)
     orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size)
-    _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio)
+    tenant_files = TenantFiles(settings.marketdata_tenant_dir, markets.directory, settings.marketdata_adjust)
+    _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio,
+                      tenant_files)
     return Runtime(
         settings=settings,
         db=db,
@@ -192,7 +195,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
 def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitches,
                       market_data: MarketDataService, fx: FxService,
                       strategy_ai: LLMLab, orders: OrderService,
-                      portfolio: PortfolioOptimisationService) -> None:
+                      portfolio: PortfolioOptimisationService, tenant_files: TenantFiles | None = None
+                      ) -> None:
     """The per-tenant plugin view: each domain service asks, for the tenant in scope, for its
     installed plugins' providers (sandboxed) beside the built-ins (in process), less the
     built-ins the tenant switched off."""
@@ -201,7 +205,12 @@ def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitch
         return lambda tenant: marketplace.providers(tenant, hook)
 
     off = builtin_plugins.disabled
-    market_data.bind_installed(installed(MARKET_DATA_HOOK), off)
+    own = tenant_files.sources if tenant_files is not None else (lambda tenant: ())
+
+    def sources(tenant: str) -> list[tuple[str, Any]]:  # the tenant's own files first: its data wins
+        return [*own(tenant), *marketplace.providers(tenant, MARKET_DATA_HOOK)]
+
+    market_data.bind_installed(sources, off)
     fx.bind_installed(installed("alphintra_fx_rate_providers"), off)
     strategy_ai.providers.bind_installed(installed("alphintra_llm_providers"), off)
     strategy_ai.news.bind_installed(installed("alphintra_news_sources"), off)

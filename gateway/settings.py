@@ -98,6 +98,8 @@ class Settings:
     # `marketdata_adjust`: serve unadjusted rows with an `adjustment_factor` adjusted.
     marketdata_files: tuple[str, ...] = ()
     marketdata_adjust: bool = False
+    # Each tenant's own files: `<dir>/<tenant id>/` serves that tenant only (its data wins).
+    marketdata_tenant_dir: str = ""
 
     # The plugin sandbox (gateway/marketplace/sandbox/): one worker process per (tenant, plugin
     # version). "required" refuses to run marketplace plugins unless the minimum layers (a

@@ -400,3 +400,31 @@ def test_settings_serve_the_files_to_every_tenant_and_a_backtest_runs(files_runt
         served = rt.market_data.bars("NVDA.XNAS", utc(2023, 3, 1), utc(2024, 12, 31), "1d")
         assert result["metrics"]["bars"] == len(served) > 400
         assert result["trades"]  # the trend strategy traded on the file's history
+
+
+def test_a_tenants_own_files_serve_that_tenant_only_and_win(runtime, tmp_path):
+    from gateway.errors import DomainError
+    from gateway.marketdata.tenant_files import TenantFiles
+    from gateway.scope import tenant_scope
+
+    own = tmp_path / "tenant-a"
+    own.mkdir()
+    (own / "bars.csv").write_text(
+        "symbol,mic,start,interval,open,high,low,close,volume\n"
+        "AAPL,XNAS,2024-03-04,1d,10,11,9,10.5,1000\n"
+        "AAPL,XNAS,2024-03-05,1d,10.5,12,10,11.5,1200\n"
+        "OWNCO,XNAS,2024-03-04,1d,5,5.5,4.5,5.25,300\n")
+    service = MarketDataService(runtime.plugins, runtime.markets.directory)
+    service.bind_installed(TenantFiles(str(tmp_path), runtime.markets.directory).sources)
+    start, end = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 8, tzinfo=UTC)
+    with tenant_scope("tenant-a"):
+        assert service.source_of("AAPL.XNAS").plugin == "file-source"
+        assert [b.close for b in service.bars("AAPL.XNAS", start, end, "1d")] == [Decimal("10.5"),
+                                                                                  Decimal("11.5")]
+        assert service.instrument("OWNCO.XNAS").key == "OWNCO.XNAS"
+    with tenant_scope("tenant-b"):
+        assert service.source_of("AAPL.XNAS").plugin == "market-twin"
+        with pytest.raises(DomainError):
+            service.instrument("OWNCO.XNAS")
+    with tenant_scope("../tenant-a"):  # a tenant id never walks out of the folder
+        assert service.source_of("AAPL.XNAS").plugin == "market-twin"
