@@ -159,15 +159,28 @@ def _coercer(hint: Any) -> Callable[[Any], Any]:
     return lambda v: v
 
 
+def _coercers(cls: type) -> list[Callable[[Any], Any]]:
+    coercers = _COERCERS.get(cls)
+    if coercers is None:
+        # get_type_hints compiles the annotations' strings: done once per type, on first use
+        hints = typing.get_type_hints(cls, vars(sdk))
+        coercers = [_coercer(hints[f.name]) for f in dataclasses.fields(cls) if f.init]
+        _COERCERS[cls] = coercers
+    return coercers
+
+
+def warm() -> None:
+    """Read every SDK type's field types now rather than at a first decode (for a process that
+    decodes on many threads, and for tests that forbid compiling meanwhile)."""
+    for cls in SDK_TYPES.values():
+        _coercers(cls)
+
+
 def _build(name: str, values: list[Any]) -> Any:
     cls = SDK_TYPES.get(name)
     if cls is None:
         raise WireError(f"{name!r} is not an SDK type")
-    coercers = _COERCERS.get(cls)
-    if coercers is None:
-        hints = typing.get_type_hints(cls, vars(sdk))
-        coercers = [_coercer(hints[f.name]) for f in dataclasses.fields(cls) if f.init]
-        _COERCERS[cls] = coercers
+    coercers = _coercers(cls)
     if not isinstance(values, list) or len(values) != len(coercers):
         raise WireError(f"{name} arrived with {len(values) if isinstance(values, list) else '?'} fields")
     return cls(*(coerce(v) for coerce, v in zip(coercers, values, strict=True)))

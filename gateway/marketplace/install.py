@@ -183,13 +183,13 @@ class Installations:
                              args=(str(event.payload["tenant_id"]),)).start()
 
     def stop(self) -> None:
-        """Shutdown: write pending metering, stop every worker, remove the unpacked wheels."""
+        """Shutdown: write pending metering and stop every worker. The unpacked wheels stay
+        until the process exits (wheels.py): a runtime served again restarts workers from them."""
         try:
             self.meter.flush()
         except Exception:
             log.exception("metering flush failed at shutdown")
         self.sandbox.close()
-        self.store.close()
 
     # Reads for the request path.
     def view(self, tenant_id: str) -> TenantView | None:

@@ -13,6 +13,7 @@ directory that others may traverse but not list.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
@@ -66,6 +67,7 @@ class WheelStore:
             self.root.mkdir(parents=True, exist_ok=True)
             self._private = Path(tempfile.mkdtemp(prefix="store-", dir=self.root))
             self._private.chmod(0o711)  # workers traverse to their own wheel; nobody lists
+            atexit.register(shutil.rmtree, self._private, True)  # this process's copies only
         return self._private
 
     def load(self, *, plugin_id: str, wheel: bytes, wheel_sha256: str, manifest: dict[str, Any],

@@ -404,6 +404,9 @@ class OrderService:
                 for plugin, connector in source.connectors(tenant):
                     try:
                         reports.extend(connector.on_clock(when))
+                    except DomainError as exc:  # PLUGIN_FAILED: its worker says why in the log
+                        log.warning("installed exchange connector failed on the clock",
+                                    extra={"plugin": plugin, "tenant_id": tenant, "code": exc.code})
                     except Exception:
                         log.exception("installed exchange connector failed on the clock",
                                       extra={"plugin": plugin, "tenant_id": tenant})

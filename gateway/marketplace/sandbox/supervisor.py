@@ -39,6 +39,7 @@ from gateway.marketplace.errors import (
 from gateway.marketplace.sandbox.launch import UID_BASE, UID_COUNT, LaunchSpec, prepare
 from gateway.marketplace.sandbox.layers import HostLayers, detect_layers
 from gateway.marketplace.sandbox.worker import CallTimedOut, RemoteError, Worker, WorkerGone
+from plugins import wire
 
 log = logging.getLogger(__name__)
 SDK_DIR = Path(__file__).resolve().parents[3] / "plugins"
@@ -211,6 +212,7 @@ class Sandbox:
                  use_bwrap: bool = True, use_cgroups: bool = True) -> None:
         self.limits = limits
         self.answer = answer
+        wire.warm()
         self.use_bwrap = use_bwrap
         self.use_cgroups = use_cgroups
         self.on_quarantine: Callable[[ManagedPlugin, str], None] | None = None
@@ -275,7 +277,21 @@ class Sandbox:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         name = f"w{os.getpid()}-{next(_SERIAL)}"  # never reused in this process: an old cgroup may linger
         site = _site_packages()
-        launch = prepare(LaunchSpec(
+        try:
+            launch = self._prepare(managed, name, uid, child, site, layers)
+        except (OSError, ValueError) as exc:  # a layer that cannot be set up, a path gone
+            parent.close()
+            child.close()
+            raise PluginStartFailed(spec.plugin_id, f"its worker could not be set up ({type(exc).__name__})",
+                                    error_type=type(exc).__name__, detail=str(exc)[:500]) from None
+        worker = Worker.spawn(name, launch, child, parent,
+                              lambda method, args: self.answer(managed, method, args))
+        return self._init(managed, worker, launch, site, layers, timeout_s)
+
+    def _prepare(self, managed: ManagedPlugin, name: str, uid: int | None, child: socket.socket,
+                 site: list[str], layers: HostLayers) -> Any:
+        spec = managed.spec
+        return prepare(LaunchSpec(
             name=name, uid=uid, python=sys.executable,
             argv=("-I", "-S", str(GUEST_MAIN), "--fd", str(child.fileno()), "--sdk", str(SDK_DIR),
                   *(arg for path in site for arg in ("--path", path))),
@@ -284,9 +300,12 @@ class Sandbox:
                                           *site))),
             memory_bytes=self.limits.memory_bytes, cpu_fraction=self.limits.cpu_fraction,
             pids=self.limits.pids, env=_worker_env()), layers)
-        worker = Worker.spawn(name, launch, child, parent,
-                              lambda method, args: self.answer(managed, method, args))
-        worker.on_gone = lambda w, reason: None
+
+    def _init(self, managed: ManagedPlugin, worker: Worker, launch: Any, site: list[str],
+              layers: HostLayers, timeout_s: float | None) -> Worker:
+        """The first message: the tenant's context of the plugin (secrets included) and the
+        confinement; the worker imports the plugin and answers what it implements."""
+        spec = managed.spec
         limit = self.limits.start_timeout_s if timeout_s is None else timeout_s
         read_paths = [sys.prefix, sys.base_prefix, str(SDK_DIR), str(spec.directory), *site, *SYSTEM_READ]
         try:
@@ -368,11 +387,19 @@ class Sandbox:
             return list(self._plugins.values())
 
     def close(self) -> None:
+        """Shutdown: every worker stops. The managed plugins stay as they are, so a runtime that
+        is served again (tests run several apps on one) starts workers anew on use."""
         self._closed.set()
         with self.guard:
             stopping, self._stopping = self._stopping, []
-        for managed in [*self.workers(), *stopping]:
+            reaper, self._reaper = self._reaper, None
+        for managed in stopping:
             managed.stop()
+        for managed in self.workers():
+            managed.idle_stop()
+        if reaper is not None:
+            reaper.join(timeout=5)
+        self._closed = threading.Event()
 
 
 def _raised(plugin_id: str, exc: RemoteError) -> Exception:
