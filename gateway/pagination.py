@@ -49,14 +49,15 @@ class Page(Generic[T]):
         return encode_cursor(item.created_at, item.id)
 
 
-def keyset_page(db: Database, tenant_id: str, stmt: Any, model: Any, *, first: int,
+def keyset_page(db: Database, tenant_id: str | None, stmt: Any, model: Any, *, first: int,
                 after: str | None, max_page_size: int) -> Page[Any]:
     """One page of `stmt` (a select of `model`, filters already applied), newest first, read in
-    the tenant's scope; one extra row tells whether another page follows."""
+    the tenant's scope, or across tenants with `tenant_id` None (platform rows and views for
+    platform administrators); one extra row tells whether another page follows."""
     check_page_size(first, max_page_size)
     if after is not None:
         stmt = stmt.where(after_clause(model, after))
     stmt = stmt.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(first + 1)
-    with db.tenant_session(tenant_id) as session:
+    with db.tenant_session(tenant_id) if tenant_id is not None else db.system_session() as session:
         rows = list(session.exec(stmt).all())
     return Page(rows[:first], len(rows) > first)

@@ -35,6 +35,11 @@ def _allowed(info: Info, act: str) -> RequestContext:
     return c
 
 
+
+def _installed(c: Any) -> set[str]:
+    view = c.runtime.marketplace.view(c.tenant_id)
+    return set(view.by_id) if view is not None else set()
+
 @strawberry.type(description="How a plugin is priced (amount a decimal string, per call or per month).")
 class PluginPricing:
     model: str
@@ -224,7 +229,7 @@ class Marketplace:
                                   "(manifest capability marketdata:publish); `source` names the plugin.")
     def instruments(self, info: Info, search: str | None = None) -> list[Instrument]:
         c = _allowed(info, "read")
-        found = c.runtime.marketplace.instruments(c.tenant_id, search)
+        found = c.runtime.market_data.instruments_of(_installed(c), search)
         return [Instrument.of(i, plugin_id, plugin_id) for plugin_id, i in found]
 
     @strawberry.field(description="Bars of an instrument (SYMBOL.MIC) from this tenant's installed "
@@ -232,7 +237,7 @@ class Marketplace:
     def bars(self, info: Info, instrument: str, start: datetime, end: datetime, interval: str = "1h"
              ) -> list[Bar]:
         c = _allowed(info, "read")
-        _, bars = c.runtime.marketplace.bars(c.tenant_id, instrument, start, end, interval)
+        _, bars = c.runtime.market_data.bars_of(_installed(c), instrument, start, end, interval)
         return [Bar.of(b) for b in bars]
 
     @strawberry.field(description="Feature flags the tenant's installed plugins switch.")

@@ -206,3 +206,49 @@ def make_wheel(files: dict[str, bytes], dist: str, version: str, plugin_id: str,
         for name, data in files.items():
             archive.writestr(name, data)
     return out.getvalue()
+
+
+def plugin_wheel(code: str, manifest: dict[str, Any], *, extra: dict[str, bytes] | None = None) -> bytes:
+    """A one-module plugin (`<package>/plugin.py` holding `code`) as a wheel for `manifest`."""
+    package = manifest["entry_point"].split(".")[0]
+    files = {f"{package}/__init__.py": b"", f"{package}/plugin.py": code.encode(),
+             f"{package}/alphintra_manifest.json": json.dumps(manifest).encode(), **(extra or {})}
+    dist = manifest["id"].replace(".", "_").replace("-", "_")
+    return make_wheel(files, dist, manifest["version"], manifest["id"], manifest["entry_point"])
+
+
+class PluginVendor:
+    """A fresh tenant registered as a vendor (the platform's path), publishing signed wheels:
+    PRIVATE ones are approved at once; others are reviewed and approved here as the platform."""
+
+    def __init__(self, runtime: Runtime, name: str = "Vendor") -> None:
+        from marketplace.signing import generate_key
+
+        self.runtime = runtime
+        self.tenant = onboard(runtime)
+        self.private, public = generate_key()
+        runtime.marketplace_publishing.register_vendor_key(self.tenant.id, self.tenant.admin_id, public, name)
+
+    def publish(self, wheel: bytes, manifest: dict[str, Any], tier: str = "PRIVATE") -> Any:
+        from marketplace.signing import sign
+
+        pub = self.runtime.marketplace_publishing
+        signature = sign(wheel, manifest, self.private)
+        version = pub.publish(self.tenant.id, self.tenant.admin_id, wheel, signature, tier).version
+        if tier != "PRIVATE":
+            pub.review(None, version.id, "IN_REVIEW")
+            pub.review(None, version.id, "APPROVED")
+        return version
+
+    def publish_code(self, code: str, manifest: dict[str, Any], tier: str = "PRIVATE") -> Any:
+        return self.publish(plugin_wheel(code, manifest), manifest, tier)
+
+
+INSTALL_PLUGIN = "mutation($input: InstallPluginInput!) { installPlugin(input: $input) { version active } }"
+
+
+def install_plugin(gql: GraphQLClient, key: str, plugin_id: str, config: dict[str, Any] | None = None,
+                   version: str = "1.0.0") -> dict[str, Any]:
+    """installPlugin through GraphQL; the whole answer (errors included)."""
+    payload = {"pluginId": plugin_id, "version": version, "config": config or {}}
+    return gql(INSTALL_PLUGIN, {"input": payload}, key=key)

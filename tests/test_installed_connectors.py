@@ -17,8 +17,7 @@ from gateway.markets.clock import ManualClock
 from gateway.markets.service import MarketsService
 from gateway.runtime import Runtime, _bind_plugin_view
 from gateway.trading.service import OrderService
-from marketplace.signing import generate_key, sign
-from tests.support import GraphQLClient, LiveServer, error_codes, onboard
+from tests.support import GraphQLClient, LiveServer, PluginVendor, error_codes, install_plugin, onboard
 from tests.test_marketplace_install import example_wheel
 
 OPEN_SGX = datetime(2025, 3, 11, 2, 30, tzinfo=UTC)  # a Tuesday, 10:30 in Singapore
@@ -38,15 +37,8 @@ def sgx(runtime: Any) -> Any:
                       runtime.strategy_ai, orders, runtime.portfolio)
     rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
                     "settings": runtime.settings.with_(embedded_worker="off")})
-    vendor = onboard(rt)
-    private, public = generate_key()
-    pub = rt.marketplace_publishing
-    pub.register_vendor_key(vendor.id, vendor.admin_id, public, "Lion Markets")
-    wheel, manifest = example_wheel("lion_exchange", "lion_exchange", plugin_id=LION)
-    signature = sign(wheel, manifest, private)
-    version = pub.publish(vendor.id, vendor.admin_id, wheel, signature, "COMMUNITY").version
-    pub.review(None, version.id, "IN_REVIEW")
-    pub.review(None, version.id, "APPROVED")
+    PluginVendor(rt, "Lion Markets").publish(*example_wheel("lion_exchange", "lion_exchange", plugin_id=LION),
+                                             "COMMUNITY")
     with LiveServer(create_app(runtime=rt)) as live:
         yield GraphQLClient(live.url), rt
 
@@ -56,8 +48,7 @@ def _desk(gql: Any, rt: Any, *, install: bool) -> Any:
     gql.data(ACCOUNT, {"input": {"code": "SG-1", "currency": "SGD", "domicile": "SG",
                                  "creditLimit": "10000000", "equity": "10000000"}}, key=tenant.key)
     if install:
-        body = gql('mutation($id: String!) { installPlugin(input: {pluginId: $id, version: "1.0.0", '
-                   'config: {}}) { active } }', {"id": LION}, key=tenant.key)
+        body = install_plugin(gql, tenant.key, LION)
         assert "errors" not in body, body
     return tenant
 

@@ -4,14 +4,12 @@ scope only. The plugins run in their sandboxed workers."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from marketplace.signing import generate_key, sign
-from tests.support import error_codes, make_wheel, onboard
+from tests.support import PluginVendor, error_codes, install_plugin, onboard
 
 PACK_CODE = '''
 from __future__ import annotations
@@ -85,24 +83,12 @@ ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input
 
 @pytest.fixture(scope="module")
 def desks(runtime: Any, gql: Any) -> dict[str, Any]:
-    vendor = onboard(runtime)
-    private, public = generate_key()
-    pub = runtime.marketplace_publishing
-    pub.register_vendor_key(vendor.id, vendor.admin_id, public, "Acme")
-    files = {"acme_desk/__init__.py": b"", "acme_desk/plugin.py": PACK_CODE.encode(),
-             "acme_desk/alphintra_manifest.json": json.dumps(MANIFEST).encode()}
-    wheel = make_wheel(files, "acme_desk", "1.0.0", MANIFEST["id"], MANIFEST["entry_point"])
-    signature = sign(wheel, MANIFEST, private)
-    version = pub.publish(vendor.id, vendor.admin_id, wheel, signature, "COMMUNITY").version
-    pub.review(None, version.id, "IN_REVIEW")
-    pub.review(None, version.id, "APPROVED")
+    PluginVendor(runtime, "Acme").publish_code(PACK_CODE, MANIFEST, "COMMUNITY")
     a, b = onboard(runtime), onboard(runtime)
     for t in (a, b):
         gql.data(ACCOUNT, {"input": {"code": "DESK-1", "currency": "USD", "domicile": "US",
                                      "creditLimit": "1000000", "equity": "1000000"}}, key=t.key)
-    body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
-               {"i": {"pluginId": MANIFEST["id"], "version": "1.0.0", "config": {"max_quantity": "0.02"}}},
-               key=a.key)
+    body = install_plugin(gql, a.key, MANIFEST["id"], {"max_quantity": "0.02"})
     assert "errors" not in body, body
     return {"a": a, "b": b}
 
@@ -179,18 +165,12 @@ def alphintra_llm_providers(context: PluginContext) -> list:
 def test_an_installed_llm_provider_answers_its_tenants_synthesis(gql, runtime):
     from tests.support import user_key, wait_for
 
-    vendor = onboard(runtime)
-    private, public = generate_key()
-    runtime.marketplace_publishing.register_vendor_key(vendor.id, vendor.admin_id, public, "Acme AI")
     manifest = {**MANIFEST, "id": "acmeai.strategist", "category": "llm", "entry_point": "acme_llm.plugin",
                 "hooks": ["alphintra_llm_providers"], "capabilities": ["llm:complete"]}
-    files = {"acme_llm/__init__.py": b"", "acme_llm/plugin.py": LLM_CODE.encode(),
-             "acme_llm/alphintra_manifest.json": json.dumps(manifest).encode()}
-    wheel = make_wheel(files, "acme_llm", "1.0.0", manifest["id"], manifest["entry_point"])
-    runtime.marketplace_publishing.publish(vendor.id, vendor.admin_id, wheel, sign(wheel, manifest, private),
-                                           "PRIVATE")
-    body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
-               {"i": {"pluginId": manifest["id"], "version": "1.0.0", "config": {}}}, key=vendor.key)
+    publisher = PluginVendor(runtime, "Acme AI")
+    publisher.publish_code(LLM_CODE, manifest)
+    vendor = publisher.tenant
+    body = install_plugin(gql, vendor.key, manifest["id"])
     assert "errors" not in body, body
     providers = gql.data("{ llmProviders { name isLlm } }", key=vendor.key)["llmProviders"]
     assert {"name": "acme-llm", "isLlm": True} in providers

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from marketplace.signing import generate_key, sign
-from tests.support import error_codes, onboard, user_key, wait_for
+from tests.support import PluginVendor, error_codes, install_plugin, onboard, user_key, wait_for
 from tests.test_marketplace_install import NEWS_CONFIG, example_wheel
 
 BARS = ('{ bars(instrument: "AAPL-SENT.XNAS", start: "2026-01-05T00:00:00Z", end: "2026-01-05T06:00:00Z", '
@@ -18,24 +17,15 @@ BARS = ('{ bars(instrument: "AAPL-SENT.XNAS", start: "2026-01-05T00:00:00Z", end
 
 @pytest.fixture(scope="module")
 def installed(runtime: Any, gql: Any) -> dict[str, Any]:
-    vendor = onboard(runtime)
-    private_key, public_key = generate_key()
-    pub = runtime.marketplace_publishing
-    pub.register_vendor_key(vendor.id, vendor.admin_id, public_key, "Acme")
-    wheel, manifest = example_wheel("news_sentiment", "acme_news", plugin_id="sentico.sentiment-core")
-    signature = sign(wheel, manifest, private_key)
-    version = pub.publish(vendor.id, vendor.admin_id, wheel, signature, "COMMUNITY").version
-    pub.review(None, version.id, "IN_REVIEW")
-    pub.review(None, version.id, "APPROVED")
+    PluginVendor(runtime, "Sentico").publish(
+        *example_wheel("news_sentiment", "acme_news", plugin_id="sentico.sentiment-core"), "COMMUNITY")
     a, b = onboard(runtime), onboard(runtime)
-    body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
-               {"i": {"pluginId": "sentico.sentiment-core", "version": "1.0.0", "config": NEWS_CONFIG}},
-               key=a.key)
+    body = install_plugin(gql, a.key, "sentico.sentiment-core", NEWS_CONFIG)
     assert "errors" not in body, body
     return {"a": a, "b": b}
 
 
-def test_the_core_graph_serves_an_installed_source_to_its_tenant_only(gql, installed):
+def test_the_core_graph_serves_an_installed_source_to_its_tenant_only(gql, runtime, installed):
     a, b = installed["a"], installed["b"]
     found = gql.data('{ instruments(search: "SENT", first: 10) { edges { node { key source plugin } } } }',
                      key=a.key)["instruments"]["edges"]
@@ -55,6 +45,10 @@ def test_the_core_graph_serves_an_installed_source_to_its_tenant_only(gql, insta
     assert gql.data('{ instruments(search: "SENT", first: 10) { edges { node { key } } } }',
                     key=b.key)["instruments"]["edges"] == []
     assert error_codes(gql(BARS, key=b.key)) == ["INSTRUMENT_UNKNOWN"]
+    # Use through the core graph is metered for the vendor's statement, for A only.
+    usage = runtime.marketplace.meter.usage(a.id, "sentico.sentiment-core")
+    assert usage and usage[0].calls > 0 and usage[0].bytes > 0
+    assert runtime.marketplace.meter.usage(b.id, "sentico.sentiment-core") == []
 
 
 def test_a_backtest_runs_on_an_installed_sources_instrument(gql, runtime, installed):
@@ -121,25 +115,15 @@ def alphintra_market_data_sources(context: PluginContext) -> list:
 
 
 def test_bars_out_of_order_fail_only_that_source_naming_it(gql, runtime):
-    import json
-
-    from tests.support import make_wheel
-
-    vendor = onboard(runtime)
-    private_key, public_key = generate_key()
-    runtime.marketplace_publishing.register_vendor_key(vendor.id, vendor.admin_id, public_key, "Back")
     manifest = {"id": "back.wards", "name": "Backwards", "vendor": "Back", "version": "1.0.0",
                 "gateway": ">=0.1,<1.0", "category": "data-source", "entry_point": "backwards.plugin",
                 "hooks": ["alphintra_market_data_sources"], "capabilities": ["marketdata:publish"],
                 "config_schema": {"type": "object"}, "pricing": {"model": "free"}, "licence": "MIT",
                 "conformance": {"config": {}}}
-    files = {"backwards/__init__.py": b"", "backwards/plugin.py": DISORDERLY.encode(),
-             "backwards/alphintra_manifest.json": json.dumps(manifest).encode()}
-    wheel = make_wheel(files, "backwards", "1.0.0", manifest["id"], manifest["entry_point"])
-    runtime.marketplace_publishing.publish(vendor.id, vendor.admin_id, wheel,
-                                           sign(wheel, manifest, private_key), "PRIVATE")
-    body = gql('mutation($i: InstallPluginInput!) { installPlugin(input: $i) { version } }',
-               {"i": {"pluginId": "back.wards", "version": "1.0.0", "config": {}}}, key=vendor.key)
+    publisher = PluginVendor(runtime, "Back")
+    publisher.publish_code(DISORDERLY, manifest)
+    vendor = publisher.tenant
+    body = install_plugin(gql, vendor.key, "back.wards")
     assert "errors" not in body, body
     query = ('{ bars(instrument: "BACK.XNAS", start: "2026-01-05T14:00:00Z", end: "2026-01-05T18:00:00Z", '
              'interval: "1h") { start } }')

@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 
 from gateway.marketplace.install import build_installations
-from marketplace.signing import generate_key, sign
 from schema.tenant import tenant_composer
-from tests.support import error_codes, make_wheel, onboard, wait_for
+from tests.support import PluginVendor, error_codes, install_plugin, onboard, wait_for
 
 EVIL_CODE = '''
 from __future__ import annotations
@@ -210,36 +209,6 @@ def _manifest(plugin_id: str, package: str, **changes: Any) -> dict[str, Any]:
     return manifest
 
 
-def _wheel(code: str, manifest: dict[str, Any]) -> bytes:
-    package = manifest["entry_point"].split(".")[0]
-    files = {f"{package}/__init__.py": b"", f"{package}/plugin.py": code.encode(),
-             f"{package}/alphintra_manifest.json": json.dumps(manifest).encode()}
-    dist = manifest["id"].replace(".", "_").replace("-", "_")
-    return make_wheel(files, dist, manifest["version"], manifest["id"], manifest["entry_point"])
-
-
-class Vendor:
-    """A tenant that publishes PRIVATE plugins for itself (approved at once, never reviewed)."""
-
-    def __init__(self, runtime: Any) -> None:
-        self.runtime = runtime
-        self.tenant = onboard(runtime)
-        self.private, public = generate_key()
-        runtime.marketplace_publishing.register_vendor_key(self.tenant.id, self.tenant.admin_id, public, "B")
-
-    def publish(self, code: str, manifest: dict[str, Any]) -> None:
-        wheel = _wheel(code, manifest)
-        self.runtime.marketplace_publishing.publish(self.tenant.id, self.tenant.admin_id, wheel,
-                                                    sign(wheel, manifest, self.private), "PRIVATE")
-
-
-INSTALL = """mutation($input: InstallPluginInput!) { installPlugin(input: $input) { version active } }"""
-
-
-def install(gql: Any, key: str, plugin_id: str, config: dict[str, Any]) -> dict[str, Any]:
-    return gql(INSTALL, {"input": {"pluginId": plugin_id, "version": "1.0.0", "config": config}}, key=key)
-
-
 class _Echo(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = f"hello from {self.path}".encode()
@@ -263,22 +232,22 @@ def echo() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def world(runtime: Any, gql: Any, echo: int, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Tenant A holds a secret in its own plugin's configuration; tenant B is the attacker."""
-    a = Vendor(runtime)
-    a.publish(SECRET_CODE, _manifest("tenant-a.secret-holder", "secret_holder"))
+    a = PluginVendor(runtime)
+    a.publish_code(SECRET_CODE, _manifest("tenant-a.secret-holder", "secret_holder"))
     canary_dir = tmp_path_factory.mktemp("gateway-files")
     key_file = canary_dir / "secret.key"
     key_file.write_text("GATEWAY-KEY-FILE-CANARY")
     key_file.chmod(0o600)
-    body = install(gql, a.tenant.key, "tenant-a.secret-holder", {"api_key": "TENANT-A-SECRET-9f3c"})
+    body = install_plugin(gql, a.tenant.key, "tenant-a.secret-holder", {"api_key": "TENANT-A-SECRET-9f3c"})
     assert "errors" not in body, body
-    b = Vendor(runtime)
+    b = PluginVendor(runtime)
     evil_id = "tenant-b.evil"
-    b.publish(EVIL_CODE, _manifest(evil_id, "evil_plugin",
+    b.publish_code(EVIL_CODE, _manifest(evil_id, "evil_plugin",
                                    capabilities=["schema:extend", f"network:egress:127.0.0.1:{echo}"]))
     database = runtime.settings.database_url.removeprefix("sqlite:///")
     config = {"label": "b", "port": echo, "paths": [str(key_file), database, "/proc/1/environ",
                                                     str(Path.cwd() / ".alphintra-secret.key")]}
-    body = install(gql, b.tenant.key, evil_id, config)
+    body = install_plugin(gql, b.tenant.key, evil_id, config)
     assert "errors" not in body, body
     return {"a": a.tenant, "b": b.tenant, "evil": evil_id, "vendor_b": b}
 
@@ -377,10 +346,11 @@ def test_a_crash_a_cpu_hog_or_a_memory_bomb_fails_only_its_own_field(gql, runtim
 
 def test_a_crash_loop_is_quarantined_and_announced(gql, runtime, world, monkeypatch):
     vendor = world["vendor_b"]
-    vendor.publish(evil_code("crasher"), _manifest("tenant-b.crasher", "crasher"))
+    vendor.publish_code(evil_code("crasher"), _manifest("tenant-b.crasher", "crasher"))
     stranger = onboard(runtime)
-    assert error_codes(install(gql, stranger.key, "tenant-b.crasher", {})) == ["PLUGIN_NOT_FOUND"]  # PRIVATE
-    assert "errors" not in install(gql, world["b"].key, "tenant-b.crasher", {})
+    # PRIVATE: its vendor's own tenant only
+    assert error_codes(install_plugin(gql, stranger.key, "tenant-b.crasher", {})) == ["PLUGIN_NOT_FOUND"]
+    assert "errors" not in install_plugin(gql, world["b"].key, "tenant-b.crasher", {})
     published: list[tuple[str, dict[str, Any]]] = []
     real_publish = runtime.bus.publish
 
@@ -414,9 +384,9 @@ def test_a_crash_loop_is_quarantined_and_announced(gql, runtime, world, monkeypa
 @pytest.mark.slow
 def test_an_import_hang_fails_only_that_install_and_never_blocks_start_up(gql, runtime, world):
     vendor = world["vendor_b"]
-    vendor.publish(evil_code("hanger"), _manifest("tenant-b.hanger", "hanger"))
-    other_vendor = Vendor(runtime)
-    other_vendor.publish(SECRET_CODE, _manifest("tenant-c.quick", "quick"))
+    vendor.publish_code(evil_code("hanger"), _manifest("tenant-b.hanger", "hanger"))
+    other_vendor = PluginVendor(runtime)
+    other_vendor.publish_code(SECRET_CODE, _manifest("tenant-c.quick", "quick"))
     sandbox = runtime.marketplace.sandbox
     saved = sandbox.limits
     sandbox.limits = dataclasses.replace(saved, start_timeout_s=4.0)
@@ -424,7 +394,7 @@ def test_an_import_hang_fails_only_that_install_and_never_blocks_start_up(gql, r
 
     def hang() -> None:
         started = time.perf_counter()
-        results["hang"] = install(gql, world["b"].key, "tenant-b.hanger", {"hang_at_import": True})
+        results["hang"] = install_plugin(gql, world["b"].key, "tenant-b.hanger", {"hang_at_import": True})
         results["hang_s"] = time.perf_counter() - started
 
     try:
@@ -432,7 +402,7 @@ def test_an_import_hang_fails_only_that_install_and_never_blocks_start_up(gql, r
         thread.start()
         time.sleep(0.5)
         started = time.perf_counter()
-        quick = install(gql, other_vendor.tenant.key, "tenant-c.quick", {"api_key": "c"})
+        quick = install_plugin(gql, other_vendor.tenant.key, "tenant-c.quick", {"api_key": "c"})
         quick_s = time.perf_counter() - started
         thread.join(30)
     finally:
@@ -445,7 +415,7 @@ def test_an_import_hang_fails_only_that_install_and_never_blocks_start_up(gql, r
         {"pluginId": world["evil"]}]
 
     # A gateway restarting with a plugin that now hangs at import starts on time.
-    assert "errors" not in install(gql, world["b"].key, "tenant-b.hanger", {"hang_at_import": False})
+    assert "errors" not in install_plugin(gql, world["b"].key, "tenant-b.hanger", {"hang_at_import": False})
     from sqlmodel import select
 
     from gateway.marketplace.install_models import PluginInstallation
@@ -483,17 +453,10 @@ def test_one_plugin_two_tenants_share_nothing(gql, server, runtime, world):
 
     from tests.support import TransportWS
 
-    vendor = world["vendor_b"]
-    manifest = _manifest("tenant-b.shared", "shared_plugin")
-    wheel = _wheel(SHARED_CODE, manifest)
-    publication = runtime.marketplace_publishing
-    version = publication.publish(vendor.tenant.id, vendor.tenant.admin_id, wheel,
-                                  sign(wheel, manifest, vendor.private), "COMMUNITY").version
-    publication.review(None, version.id, "IN_REVIEW")
-    publication.review(None, version.id, "APPROVED")
+    world["vendor_b"].publish_code(SHARED_CODE, _manifest("tenant-b.shared", "shared_plugin"), "COMMUNITY")
     x, y = onboard(runtime), onboard(runtime)
     for t, label in ((x, "x"), (y, "y")):
-        assert "errors" not in install(gql, t.key, "tenant-b.shared", {"label": label})
+        assert "errors" not in install_plugin(gql, t.key, "tenant-b.shared", {"label": label})
     gql.data('mutation { sharedRemember(note: "X private note") }', key=x.key)
     assert gql.data("{ sharedNote }", key=x.key) == {"sharedNote": "X private note"}
     assert gql.data("{ sharedNote }", key=y.key) == {"sharedNote": "nothing yet"}

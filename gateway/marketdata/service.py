@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -232,6 +232,21 @@ class MarketDataService:
             items = [i for i in items if any(needle in (v or "").lower()
                                              for v in (i.symbol, i.name, i.isin, i.key))]
         return list(items)
+
+    def instruments_of(self, plugins: Collection[str], search: str | None = None
+                       ) -> list[tuple[str, Instrument]]:
+        """(plugin, instrument) of the sources `plugins` offer (a tenant's installed ones)."""
+        registry = self._load()
+        return [(entry.plugin, i) for i in self.instruments(search=search)
+                if (entry := registry.by_key[i.key.upper()][1]).plugin in plugins]
+
+    def bars_of(self, plugins: Collection[str], key: str, start: datetime, end: datetime,
+                interval: str) -> tuple[str, list[Bar]]:
+        """`bars`, when one of `plugins` is the instrument's source (else INSTRUMENT_UNKNOWN)."""
+        entry = self.source_of(key)
+        if entry.plugin not in plugins:
+            raise InstrumentUnknown(f"no installed data source serves {key}")
+        return entry.plugin, self.bars(key, start, end, interval)
 
     def instrument(self, key: str) -> Instrument:
         return self._find(key)[0]

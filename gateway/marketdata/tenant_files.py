@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from plugins.builtin.file_source import FileSource
 from plugins.sdk import MarketDataSource, VenueDirectory
 
 log = logging.getLogger(__name__)
 PLUGIN = "file-source"
+RECHECK_S = 2.0  # a changed folder is seen within this
 
 
 class TenantFiles:
@@ -24,20 +27,26 @@ class TenantFiles:
         self.root = Path(root).resolve() if root else None
         self.venues = venues
         self.adjust = adjust
-        self._sources: dict[str, tuple[tuple[tuple[str, float], ...], FileSource | None]] = {}
+        # tenant -> (files and mtimes, when read, the source, what it serves)
+        self._sources: dict[str, tuple[Any, float, FileSource | None,
+                                       tuple[tuple[str, MarketDataSource], ...]]] = {}
         self._lock = threading.Lock()
 
     def sources(self, tenant_id: str) -> Sequence[tuple[str, MarketDataSource]]:
         if self.root is None or not tenant_id or "/" in tenant_id or tenant_id.startswith("."):
             return ()
-        folder = self.root / tenant_id
-        if not folder.is_dir():
-            return ()
-        stamp = tuple(sorted((str(p), p.stat().st_mtime) for p in folder.iterdir() if p.is_file()))
+        now = time.monotonic()
         with self._lock:
             found = self._sources.get(tenant_id)
-        if found is None or found[0] != stamp:
-            source: FileSource | None
+        if found is not None and now - found[1] < RECHECK_S:  # market data asks on every lookup
+            return found[3]
+        folder = self.root / tenant_id
+        stamp = (tuple(sorted((str(p), p.stat().st_mtime) for p in folder.iterdir() if p.is_file()))
+                 if folder.is_dir() else ())
+        source: FileSource | None = None
+        if not stamp:
+            pass  # no folder, or an empty one: nothing of its own
+        elif found is None or found[0] != stamp:
             try:
                 source = FileSource([folder], adjust=self.adjust, venues=self.venues, root=folder,
                                     name=f"files-{tenant_id[:8]}")
@@ -45,9 +54,10 @@ class TenantFiles:
                 log.error("a tenant's market data files do not load",
                           extra={"tenant_id": tenant_id, "code": getattr(exc, "code", type(exc).__name__),
                                  "detail": str(exc)[:500]})
-                source = None
-            found = (stamp, source)
-            with self._lock:
-                self._sources[tenant_id] = found
-        return ((PLUGIN, found[1]),) if found[1] is not None else ()
+        else:
+            source = found[2]
+        served: tuple[tuple[str, MarketDataSource], ...] = ((PLUGIN, source),) if source is not None else ()
+        with self._lock:
+            self._sources[tenant_id] = (stamp, now, source, served)
+        return served
 

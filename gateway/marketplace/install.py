@@ -36,7 +36,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -69,13 +68,10 @@ from gateway.marketplace.tenant_plugins import (
 from gateway.marketplace.wheels import WheelStore
 from gateway.secrets import SecretBox
 from marketplace.manifest import gateway_version, is_compatible, parse_manifest
-from plugins.sdk import DEFAULT_THEME, Bar, Instrument, Theme, VenueDirectory
+from plugins.sdk import DEFAULT_THEME, Theme, VenueDirectory
 
 log = logging.getLogger(__name__)
 
-INTERVALS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
-             "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-MAX_BARS = 10_000
 FAILURE_EVENT_INTERVAL_S = 10.0
 DELISTED_TOPIC = "marketplace.delisted"
 CHANGED_TOPIC = "marketplace.installations.changed"  # other processes reload the tenant
@@ -120,6 +116,7 @@ class Installations:
         self.meter = meter
         self.sandbox = sandbox
         self.sandbox.on_quarantine = self._quarantined
+        self.sandbox.on_use = self._used
         self.egress = egress
         self.max_page_size = max_page_size
         self.gateway_version = version_of_gateway
@@ -235,6 +232,11 @@ class Installations:
         except PluginCallFailed as exc:
             self._failed(active, exc.reason)
             raise
+
+    def _used(self, spec: PluginSpec, size: int) -> None:
+        """A tenant's provider call answered: metered (durably) for its vendor's statement."""
+        if spec.tenant_id:
+            self.meter.record(spec.tenant_id, spec.plugin_id, spec.version, size=size)
 
     def _metered(self, active: ActivePlugin, answer: Any) -> dict[str, Any]:
         if not isinstance(answer, dict):
@@ -502,47 +504,6 @@ class Installations:
         view = self._views.get(tenant_id)
         return [(active.plugin_id, provider) for active in (view.plugins if view else ())
                 for provider in active.providers.get(hook, ())]
-
-    # The tenant's own market data: its installed data-source plugins (marketdata:publish).
-    def instruments(self, tenant_id: str, search: str | None = None) -> list[tuple[str, Instrument]]:
-        """(plugin id, instrument) of every installed source; a failing source is left out."""
-        out: list[tuple[str, Instrument]] = []
-        for plugin_id, source in self.providers(tenant_id, "alphintra_market_data_sources"):
-            try:
-                found = source.instruments()
-            except PluginCallFailed:
-                continue
-            out.extend((plugin_id, i) for i in found
-                       if not search or search.lower() in f"{i.key} {i.name}".lower())
-        return out
-
-    def bars(self, tenant_id: str, key: str, start: datetime, end: datetime, interval: str
-             ) -> tuple[str, list[Bar]]:
-        if start.tzinfo is None or end.tzinfo is None:
-            raise InvalidInput("start and end need a time zone", code="INSTANT_NOT_AWARE")
-        if interval not in INTERVALS:
-            raise InvalidInput(f"interval is one of {', '.join(INTERVALS)}", code="INTERVAL_INVALID")
-        if end <= start or (end - start) / INTERVALS[interval] > MAX_BARS:
-            raise InvalidInput(f"end must follow start, at most {MAX_BARS} bars", code="RANGE_INVALID")
-        view = self._views.get(tenant_id)
-        for active in view.plugins if view else ():
-            for source in active.providers.get("alphintra_market_data_sources", ()):
-                try:
-                    known = {i.key: i for i in source.instruments()}
-                except PluginCallFailed:
-                    continue
-                if key in known:
-                    try:
-                        bars = source.bars(known[key], start, end, interval)  # type: ignore[attr-defined]
-                    except PluginCallFailed as exc:
-                        self._failed(active, exc.reason)
-                        raise
-                    self.meter.record(tenant_id, active.plugin_id, active.version, size=_size(bars))
-                    return active.plugin_id, bars
-        raise NotFound(f"no installed data source serves {key}", code="INSTRUMENT_UNKNOWN")
-
-    def open_secret_paths(self, row: PluginInstallation) -> list[str]:
-        return list(row.secret_fields)
 
     # Internals.
     @contextmanager

@@ -58,7 +58,7 @@ from gateway.marketplace.inspection import (
 )
 from gateway.marketplace.models import Plugin, PluginVersion, Tier, Vendor, VersionStatus
 from gateway.marketplace.sandbox.supervisor import Sandbox
-from gateway.pagination import Page, after_clause, check_page_size
+from gateway.pagination import Page, check_page_size, keyset_page
 from marketplace import signing
 from marketplace.manifest import Manifest, parse_manifest
 from marketplace.wheel import (
@@ -396,13 +396,8 @@ class MarketplacePublishing:
         return self._page(stmt, first, after)
 
     def _page(self, stmt: Any, first: int, after: str | None) -> Page[PluginVersion]:
-        if after is not None:
-            stmt = stmt.where(after_clause(PluginVersion, after))
-        stmt = stmt.order_by(col(PluginVersion.created_at).desc(),
-                             col(PluginVersion.id).desc()).limit(first + 1)
-        with self.db.system_session() as session:
-            rows = list(session.exec(stmt).all())
-        return Page(rows[:first], len(rows) > first)
+        return keyset_page(self.db, None, stmt, PluginVersion, first=first, after=after,
+                           max_page_size=self.max_page_size)
 
     def plugins_of(self, ids: Sequence[str]) -> dict[str, Plugin]:
         with self.db.system_session() as session:

@@ -28,11 +28,10 @@ from gateway.errors import DomainError
 from marketplace.wheel import WheelContents, WheelLimits, read_wheel
 
 log = logging.getLogger(__name__)
-NAMESPACE = "alphintra_wheels"
 
 
 class PluginLoadFailed(DomainError):
-    """The wheel verified but importing it (or finding its plugin object) raised."""
+    """The wheel verified but cannot be unpacked to serve (no entry point, an unsafe path)."""
 
     code = "PLUGIN_FAILED"
 

@@ -17,7 +17,7 @@ from gateway.audit import AuditEntry, AuditTrail
 from gateway.auth.policy import VENDOR
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
-from gateway.pagination import Page, after_clause, check_page_size, keyset_page
+from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import VendorRoleRequest
 from gateway.tenancy.service import TenancyService
 
@@ -128,14 +128,5 @@ class VendorRoleRequests:
                 raise InvalidInput(f"status is one of {', '.join(STATUSES)}",
                                    code="VENDOR_REQUEST_INVALID")
             stmt = stmt.where(VendorRoleRequest.status == status)
-        if tenant_id is not None:
-            return keyset_page(self.db, tenant_id, stmt, VendorRoleRequest, first=first,
-                               after=after, max_page_size=self.max_page_size)
-        check_page_size(first, self.max_page_size)
-        if after is not None:
-            stmt = stmt.where(after_clause(VendorRoleRequest, after))
-        stmt = stmt.order_by(col(VendorRoleRequest.created_at).desc(),
-                             col(VendorRoleRequest.id).desc()).limit(first + 1)
-        with self.db.system_session() as session:
-            rows = list(session.exec(stmt).all())
-        return Page(rows[:first], len(rows) > first)
+        return keyset_page(self.db, tenant_id, stmt, VendorRoleRequest, first=first, after=after,
+                           max_page_size=self.max_page_size)

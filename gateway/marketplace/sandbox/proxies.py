@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.marketplace.errors import PluginCallFailed
 from gateway.marketplace.sandbox.supervisor import ManagedPlugin
-from plugins import sdk
+from plugins import sdk, wire
 
 
 class RemoteProvider:
@@ -28,8 +28,11 @@ class RemoteProvider:
             setattr(self, name, value)
 
     def _call(self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
-        return self._managed.call("call", {"hook": self.hook, "n": self._n, "method": method,
-                                           "args": list(args), "kwargs": kwargs}, timeout_s=timeout_s)
+        answer = self._managed.call("call", {"hook": self.hook, "n": self._n, "method": method,
+                                             "args": list(args), "kwargs": kwargs}, timeout_s=timeout_s)
+        # Every answered call of a tenant's provider is billable use, with its answer's bytes.
+        self._managed.used(len(wire.packb(answer)))
+        return answer
 
     def _expect(self, value: Any, kind: type | tuple[type, ...], what: str, optional: bool = False) -> Any:
         if (value is None and optional) or isinstance(value, kind):
@@ -171,6 +174,7 @@ def check_packs(packs: Sequence[RemoteRulePack], ctx: sdk.CheckContext
             answers = first._managed.call("checks", {"ns": [packs[i]._n for i in indexes], "ctx": ctx})
             if not isinstance(answers, list) or len(answers) != len(indexes):
                 raise PluginCallFailed(first.plugin_id, "checks answered the wrong shape")
+            first._managed.used()
         except Exception as exc:
             for i in indexes:
                 out[i] = exc

@@ -96,7 +96,6 @@ class ManagedPlugin:
         self.retry_at = 0.0
         self.stopped = False
         self.stop_at = 0.0
-        self.starts = 0
         self._lock = threading.Lock()
 
     @property
@@ -135,6 +134,10 @@ class ManagedPlugin:
         except RemoteError as exc:
             raise _raised(self.plugin_id, exc) from None
 
+    def used(self, size: int = 0) -> None:
+        if self.sandbox.on_use is not None:
+            self.sandbox.on_use(self.spec, size)
+
     # Lifecycle.
     def ensure_worker(self, start_timeout_s: float | None = None) -> Worker:
         worker = self.worker
@@ -157,7 +160,6 @@ class ManagedPlugin:
             except PluginCallFailed as exc:
                 self._record_failure(exc.reason)
                 raise
-            self.starts += 1
             return self.worker
 
     def _failed(self, worker: Worker, reason: str) -> PluginCallFailed:
@@ -201,7 +203,6 @@ class ManagedPlugin:
     def idle_stop(self) -> None:
         worker, self.worker = self.worker, None
         if worker is not None and worker.alive:
-            worker.on_gone = None
             worker.kill("stopped")
 
 
@@ -216,6 +217,7 @@ class Sandbox:
         self.use_bwrap = use_bwrap
         self.use_cgroups = use_cgroups
         self.on_quarantine: Callable[[ManagedPlugin, str], None] | None = None
+        self.on_use: Callable[[PluginSpec, int], None] | None = None  # metering of provider calls
         self.guard = threading.Lock()
         self._plugins: dict[str, ManagedPlugin] = {}
         self._free_uids = collections.deque(range(UID_BASE, UID_BASE + UID_COUNT))

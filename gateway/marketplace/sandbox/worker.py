@@ -86,7 +86,6 @@ class Worker:
     _streams: dict[int, _Stream] = field(default_factory=dict)
     _write: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    on_gone: Callable[[Worker, str], None] | None = None
 
     @classmethod
     def spawn(cls, name: str, launch: Launch, child: socket.socket, parent: socket.socket,
@@ -238,8 +237,6 @@ class Worker:
             if not future.done():
                 future.set_exception(WorkerGone(reason))
         threading.Thread(target=self._reap, name="plugin-reap", daemon=True).start()
-        if self.on_gone is not None:
-            self.on_gone(self, reason)
 
     def _reap(self) -> None:
         try:
