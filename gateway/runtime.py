@@ -147,12 +147,12 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     defi_events = DefiEventPoller(db, bus, chains, world_sources(defi_world),
                                   interval_seconds=settings.defi_event_poll_ms / 1000)
     tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit)
-    marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory)
+    marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory, chains)
     builtin_plugins = BuiltinSwitches(db, plugins, audit)
     orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size)
     tenant_files = TenantFiles(settings.marketdata_tenant_dir, markets.directory, settings.marketdata_adjust)
     _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio,
-                      tenant_files)
+                      defi, tenant_files)
     return Runtime(
         settings=settings,
         db=db,
@@ -195,8 +195,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
 def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitches,
                       market_data: MarketDataService, fx: FxService,
                       strategy_ai: LLMLab, orders: OrderService,
-                      portfolio: PortfolioOptimisationService, tenant_files: TenantFiles | None = None
-                      ) -> None:
+                      portfolio: PortfolioOptimisationService, defi: DefiMarkets,
+                      tenant_files: TenantFiles | None = None) -> None:
     """The per-tenant plugin view: each domain service asks, for the tenant in scope, for its
     installed plugins' providers (sandboxed) beside the built-ins (in process), less the
     built-ins the tenant switched off."""
@@ -219,3 +219,4 @@ def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitch
         installed("alphintra_exchange_connectors"), marketplace.installed_venues,
         lambda: marketplace.tenants_with("alphintra_exchange_connectors"), off))
     portfolio.bind_installed(installed("alphintra_portfolio_optimisers"), off)
+    defi.pools.bind_installed(installed("alphintra_defi_protocols"), off)

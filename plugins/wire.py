@@ -1,17 +1,17 @@
 """The wire between the gateway and a sandboxed plugin worker: frames and values.
 
 A frame is a 4-byte big-endian length and a msgpack map. Values are msgpack's own types plus
-extension types for what the SDK's contract carries: Decimal, datetime, date, timedelta, numpy arrays
-(float64, int64, bool only), and the SDK's dataclasses, by name from an explicit allow-list and
-field by field. Nothing is ever unpickled, and decoding builds only those types, so a plugin
-cannot make the gateway construct an object of its choosing.
+extension types for what the SDK's contract carries: integers past 64 bits, Decimal, Fraction, datetime, date,
+timedelta, numpy arrays (float64, int64, bool only), and the SDK's dataclasses, by name from an
+explicit allow-list and field by field. Nothing is ever unpickled, and decoding builds only
+those types, so a plugin cannot make the gateway construct an object of its choosing.
 
 Messages:
 - a call: `{"i": id, "m": method, "a": args}` (gateway to worker); a reply `{"i": id, "r":
   result}` or `{"i": id, "e": {"type", "message", "sdk", "code"}}`; a stream answers any number
   of `{"i": id, "s": item}` before its reply.
-- a call from the worker (venue facts, egress): `{"w": id, "m": method, "a": args}`, answered
-  `{"w": id, "r": ...}` or `{"w": id, "e": {...}}`.
+- a call from the worker (venue facts, egress, a DeFi protocol's chain reads): `{"w": id, "m":
+  method, "a": args}`, answered `{"w": id, "r": ...}` or `{"w": id, "e": {...}}`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import typing
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
 import msgpack
@@ -33,7 +34,7 @@ from plugins import sdk
 PLACEHOLDER_FIELD = "_alphintraPlaceholder"  # the Query field of a plugin schema with none of its own
 MAX_FRAME = 32 << 20  # a frame larger than this ends the connection
 _HEADER = struct.Struct(">I")
-_DECIMAL, _DATETIME, _DATE, _ARRAY, _TIMEDELTA, _SDK = 1, 2, 3, 4, 5, 10
+_DECIMAL, _DATETIME, _DATE, _ARRAY, _TIMEDELTA, _FRACTION, _BIGINT, _SDK = 1, 2, 3, 4, 5, 6, 7, 10
 
 # The SDK types that may cross the wire (both ways), by name.
 SDK_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
@@ -62,6 +63,10 @@ def _default(value: Any) -> Any:
         return msgpack.ExtType(_DATETIME, value.isoformat().encode())
     if isinstance(value, date):
         return msgpack.ExtType(_DATE, value.isoformat().encode())
+    if isinstance(value, int) and not isinstance(value, bool):  # past 64 bits: token base units
+        return msgpack.ExtType(_BIGINT, str(value).encode())
+    if isinstance(value, Fraction):  # a pool's fee, a price: exact, as integers
+        return msgpack.ExtType(_FRACTION, packb([value.numerator, value.denominator]))
     if isinstance(value, timedelta):
         return msgpack.ExtType(_TIMEDELTA, packb([value.days, value.seconds, value.microseconds]))
     if isinstance(value, enum.Enum):
@@ -99,6 +104,13 @@ def _ext(code: int, data: bytes) -> Any:
         if code == _TIMEDELTA:
             days, seconds, microseconds = unpackb(data)
             return timedelta(days=int(days), seconds=int(seconds), microseconds=int(microseconds))
+        if code == _BIGINT:
+            return int(data.decode())
+        if code == _FRACTION:
+            numerator, denominator = unpackb(data)
+            if not isinstance(numerator, int) or not isinstance(denominator, int):
+                raise TypeError("a fraction of integers")
+            return Fraction(numerator, denominator)
         if code == _SDK:
             name, values = unpackb(data)
             return _build(name, values)
@@ -111,7 +123,7 @@ def _ext(code: int, data: bytes) -> Any:
             return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
     except WireError:
         raise
-    except (ValueError, TypeError, InvalidOperation, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, InvalidOperation, UnicodeDecodeError, ZeroDivisionError) as exc:
         raise WireError(f"a value of extension type {code} does not decode: {exc}") from None
     raise WireError(f"unknown extension type {code}")
 
@@ -120,9 +132,18 @@ def packb(value: Any) -> bytes:
     return msgpack.packb(value, default=_default, use_bin_type=True, datetime=False)
 
 
+def _frozen(key: Any) -> Any:
+    return tuple(_frozen(k) for k in key) if isinstance(key, list) else key
+
+
+def _map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    # a tuple key (an order fingerprint) travels as an array: it comes back a tuple, not a list
+    return {_frozen(k): v for k, v in pairs}
+
+
 def unpackb(data: bytes) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext, raw=False, strict_map_key=False,
-                           use_list=True)
+                           use_list=True, object_pairs_hook=_map)
 
 
 # SDK dataclasses: built field by field. Only what the wire itself changes is restored (enums

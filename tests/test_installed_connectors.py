@@ -34,7 +34,7 @@ def sgx(runtime: Any) -> Any:
     orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
                           runtime.audit, max_page_size=runtime.settings.max_page_size)
     _bind_plugin_view(runtime.marketplace, runtime.builtin_plugins, runtime.market_data, runtime.fx,
-                      runtime.strategy_ai, orders, runtime.portfolio)
+                      runtime.strategy_ai, orders, runtime.portfolio, runtime.defi)
     rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
                     "settings": runtime.settings.with_(embedded_worker="off")})
     PluginVendor(rt, "Lion Markets").publish(*example_wheel("lion_exchange", "lion_exchange", plugin_id=LION),
@@ -109,3 +109,114 @@ def test_an_unreachable_connector_rejects_the_order_and_strands_nothing(sgx, mon
     assert order["status"] == "REJECTED" and order["rejectCode"] == "CONNECTOR_FAILED", order
     listed = gql.data('{ orders(first: 10) { edges { node { status } } } }', key=tenant.key)["orders"]
     assert [e["node"]["status"] for e in listed["edges"]] == ["REJECTED"]  # nothing left open
+
+
+# A connector answering reports no venue could: the Lion connector, tampered by its config.
+TAMPERED = '''
+
+from dataclasses import replace as _replace
+
+
+class Tampered(LionConnector):
+    def __init__(self, fee_bps, mode, victim):
+        super().__init__(fee_bps)
+        self.mode, self.victim = mode, victim
+
+    def _fill(self, order, price, at):
+        report = super()._fill(order, price, at)
+        if self.mode == "overfill":
+            return _replace(report, last_qty=report.last_qty * 2, cum_qty=report.cum_qty * 2)
+        if self.mode == "outside-limit":
+            return _replace(report, last_px=price * 2, avg_px=price * 2)
+        if self.mode == "bad-average":
+            return _replace(report, avg_px=price + 1)
+        if self.mode == "long-id":
+            return _replace(report, exec_id="x" * 300)
+        return report
+
+    def cancel(self, client_order_id, mic):
+        report = super().cancel(client_order_id, mic)
+        if self.mode == "cancel-with-fill":
+            return _replace(report, cum_qty=report.cum_qty + 100)
+        return report
+
+    def on_clock(self, at):
+        reports = super().on_clock(at)
+        if self.mode == "foreign" and self.victim:
+            reports.append(ExecutionReport(ExecType.TRADE, OrdStatus.FILLED, self.victim, "X-1",
+                                           Decimal(100), Decimal(1), Decimal(100), ZERO, Decimal(1), ZERO,
+                                           "", None, at, exec_id="stolen-1", mic=MIC))
+        return reports
+
+
+@hookimpl
+def alphintra_exchange_connectors(context):
+    return [Tampered(Decimal(str(context.config.get("fee_bps", "4"))), str(context.config.get("mode", "")),
+                     str(context.config.get("victim", "")))]
+'''
+TAMPERED_ID = f"tamper{uuid.uuid4().hex[:6]}.sgx-connector"
+TAMPERED_SCHEMA = {"type": "object", "properties": {"fee_bps": {"type": "string"}, "mode": {"type": "string"},
+                                                    "victim": {"type": "string"}}}
+
+
+@pytest.fixture(scope="module")
+def tampered(sgx: Any) -> str:
+    _, rt = sgx
+    wheel, manifest = example_wheel("lion_exchange", "lion_exchange", plugin_id=TAMPERED_ID,
+                                    manifest={"config_schema": TAMPERED_SCHEMA}, extra_code=TAMPERED)
+    PluginVendor(rt, "Tamper Markets").publish(wheel, manifest, "COMMUNITY")
+    return TAMPERED_ID
+
+
+def _tampered_desk(gql: Any, rt: Any, mode: str, victim: str = "") -> Any:
+    tenant = _desk(gql, rt, install=False)
+    body = install_plugin(gql, tenant.key, TAMPERED_ID, {"mode": mode, "victim": victim})
+    assert "errors" not in body, body
+    return tenant
+
+
+def _lion_order(gql: Any, key: str, client_id: str, *, marketable: bool) -> dict[str, Any]:
+    quote = gql.data(f'{{ quote(instrument: "D05.XSES", at: "{OPEN_SGX.isoformat()}") {{ bid ask }} }}',
+                     key=key)["quote"]
+    price = (Decimal(quote["ask"]) + Decimal("0.05") if marketable
+             else Decimal(quote["bid"]) - Decimal("0.10")).quantize(Decimal("0.01"))
+    return gql.data(ORDER, {"input": {"clientOrderId": client_id, "account": "SG-1", "symbol": "D05",
+                                      "mic": "XSES", "side": "BUY", "quantity": "100", "ordType": "LIMIT",
+                                      "timeInForce": "DAY", "limitPrice": str(price)}},
+                    key=key)["submitOrder"]
+
+
+@pytest.mark.parametrize("mode", ["overfill", "outside-limit", "bad-average", "long-id"])
+def test_a_connectors_invalid_fill_rejects_the_order_and_writes_none_of_it(sgx, tampered, mode):
+    gql, rt = sgx
+    tenant = _tampered_desk(gql, rt, mode)
+    order = _lion_order(gql, tenant.key, f"bad-{mode}", marketable=True)
+    assert order["status"] == "REJECTED" and order["rejectCode"] == "CONNECTOR_REPORT_INVALID", order
+    assert tampered in order["rejectText"]
+    assert order["executions"] == [] and Decimal(order["cumQty"]) == 0
+    assert gql.data('{ positions(account: "SG-1") { quantity } }', key=tenant.key)["positions"] == []
+
+
+def test_a_cancel_answered_with_a_fill_leaves_the_order_as_it_was(sgx, tampered):
+    gql, rt = sgx
+    tenant = _tampered_desk(gql, rt, "cancel-with-fill")
+    order = _lion_order(gql, tenant.key, "resting-1", marketable=False)
+    assert order["status"] == "ACCEPTED", order
+    body = gql('mutation($id: ID!) { cancelOrder(id: $id) { status } }', {"id": order["id"]}, key=tenant.key)
+    assert error_codes(body) == ["CONNECTOR_REPORT_INVALID"], body
+    assert body["errors"][0]["extensions"]["plugin"] == tampered
+    after = gql.data('query($id: ID!) { order(id: $id) { status cumQty } }', {"id": order["id"]},
+                     key=tenant.key)["order"]
+    assert after == {"status": "ACCEPTED", "cumQty": "0"}
+
+
+def test_a_connector_cannot_report_on_another_tenants_order(sgx, tampered):
+    gql, rt = sgx
+    victim = _desk(gql, rt, install=True)  # the honest Lion connector
+    resting = _lion_order(gql, victim.key, "victim-1", marketable=False)
+    assert resting["status"] == "ACCEPTED", resting
+    _tampered_desk(gql, rt, "foreign", victim=resting["id"])
+    rt.orders.advance(OPEN_SGX)  # the venue clock: every tenant's installed connectors
+    after = gql.data('query($id: ID!) { order(id: $id) { status cumQty executions { lastQty } } }',
+                     {"id": resting["id"]}, key=victim.key)["order"]
+    assert after == {"status": "ACCEPTED", "cumQty": "0", "executions": []}

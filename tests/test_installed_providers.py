@@ -114,7 +114,7 @@ def test_a_broken_installed_pack_fails_closed(gql, desks):
     gql.data('mutation($c: JSON!) { configurePlugin(pluginId: "deskco.desk-rules", config: $c) { id } }',
              {"c": {"max_quantity": "0.02", "broken": True}}, key=a.key)
     try:
-        denied = _order(gql, a.key, "small-broken", "0.01")
+        denied = _order(gql, a.key, "small-broken", "0.015")  # not a duplicate of small-a
         assert denied["status"] == "DENIED" and denied["rejectCode"] == "COMPLIANCE_PACK_FAILED", denied
         assert "deskco.desk-rules" in (denied["rejectText"] or "")
     finally:

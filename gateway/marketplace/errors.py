@@ -17,6 +17,11 @@ class PluginCallFailed(DomainError):
         self.reason = message
 
 
+class PoolStateGone(PluginCallFailed):
+    """A DeFi protocol's worker no longer holds a pool's state (it was replaced, or the state
+    was evicted): the pool is listed again and the call retried, never shown to a client."""
+
+
 class PluginStartFailed(PluginCallFailed):
     """The worker could not start: the import raised (`error_type` names what), hung past the
     start deadline (`timed_out`), or the worker died while starting."""

@@ -1018,7 +1018,7 @@ def _plain(value: Any) -> Any:
 
 
 def build_installations(settings: Any, db: Database, bus: Bus, secrets: SecretBox, audit: AuditTrail,
-                        venues: VenueDirectory | None = None) -> Installations:
+                        venues: VenueDirectory | None = None, chains: Any = None) -> Installations:
     """Construct the service; nothing is loaded, started or written until it is used. Wheels
     unpack under the system temporary directory, each process into its own private directory."""
     import tempfile
@@ -1031,7 +1031,7 @@ def build_installations(settings: Any, db: Database, bus: Bus, secrets: SecretBo
         cpu_fraction=settings.plugin_cpu_fraction, pids=settings.plugin_pids,
         quarantine_failures=settings.plugin_quarantine_failures,
         required=settings.plugin_sandbox == "required"),
-        answerer(venues, egress),
+        answerer(venues, egress, chains),
         use_bwrap=settings.plugin_bwrap, use_cgroups=settings.plugin_cgroups)
     store = WheelStore(Path(tempfile.gettempdir()) / "alphintra-plugins")
     return Installations(db, bus, secrets, audit, store, Meter(db), sandbox, egress, settings.max_page_size,

@@ -84,6 +84,7 @@ from gateway.trading.routing import (
     collect_connectors,
 )
 from gateway.trading.states import OrderStatus
+from gateway.trading.vetting import OrderState, VettedConnector
 from plugins.host import PluginHost
 from plugins.sdk import (
     AccountState,
@@ -359,11 +360,29 @@ class OrderService:
                 log.warning("an installed connector's name is taken; left out",
                             extra={"plugin": plugin, "connector": name})
                 continue
-            merged[name] = _Serialized(connector, threading.RLock())
+            vetted = VettedConnector(connector, plugin, tenant, self._order_states)  # type: ignore[arg-type]
+            merged[name] = _Serialized(vetted, threading.RLock())  # type: ignore[arg-type]
             entries.append(ConnectorEntry(plugin, merged[name]))
         router = SmartOrderRouter(entries, self.market_data.instruments)
         self._scoped[tenant] = (key, merged, router)  # type: ignore[index]
         return merged, router
+
+    def _order_states(self, tenant_id: str, ids: Sequence[str]) -> dict[str, OrderState]:
+        """What an installed connector's reports are vetted against (gateway/trading/vetting.py)."""
+        ids = [i for i in ids if isinstance(i, str) and len(i) <= 64][:1000]
+        if not ids:
+            return {}
+        o, e = ORDERS.c, EXECUTIONS.c
+        with self.db.tenant_session(tenant_id) as session:
+            rows = session.execute(select(o.id, o.tenant_id, o.connector, o.side, o.quantity, o.limit_price,
+                                          o.cum_qty, o.avg_px, o.status)
+                                   .where(o.tenant_id == tenant_id, o.id.in_(ids))).all()
+            fills: dict[str, set[str]] = defaultdict(set)
+            for order_id, exec_id in session.execute(select(e.order_id, e.exec_id).where(
+                    e.tenant_id == tenant_id, e.order_id.in_([r.id for r in rows]))):
+                fills[order_id].add(exec_id)
+        return {r.id: OrderState(r.id, r.tenant_id, r.connector, r.side, r.quantity, r.limit_price,
+                                 r.cum_qty, r.avg_px, r.status, frozenset(fills[r.id])) for r in rows}
 
     def connector(self, name: str) -> ExchangeConnector:
         """The connector itself (tests and tools inspect its books)."""
@@ -403,7 +422,8 @@ class OrderService:
             with tenant_scope(tenant):
                 for plugin, connector in source.connectors(tenant):
                     try:
-                        reports.extend(connector.on_clock(when))
+                        reports.extend(VettedConnector(connector, plugin, tenant,
+                                                       self._order_states).on_clock(when))
                     except DomainError as exc:  # PLUGIN_FAILED: its worker says why in the log
                         log.warning("installed exchange connector failed on the clock",
                                     extra={"plugin": plugin, "tenant_id": tenant, "code": exc.code})

@@ -41,7 +41,8 @@ PROVIDERS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "alphintra_compliance_rule_packs": (frozenset({"applies", "check"}), ("jurisdiction", "regulators")),
     "alphintra_llm_providers": (frozenset({"complete_structured"}), ("name", "models", "is_llm")),
     "alphintra_news_sources": (frozenset({"items"}), ("name",)),
-    "alphintra_defi_protocols": (frozenset({"quote", "mid_price"}), ("name",)),
+    "alphintra_defi_protocols": (frozenset({"pools", "refresh", "quote", "mid_price", "onchain_quote",
+                                            "swap_call"}), ("name",)),
 }
 VALUE_HOOKS = frozenset({"alphintra_white_label", "alphintra_feature_flags", "alphintra_activated",
                          "alphintra_deactivated"})
@@ -63,6 +64,7 @@ class Guest:
     hooks: frozenset[str] = frozenset()  # implemented AND declared
     providers: dict[str, list[Any]] = field(default_factory=dict)
     graphql: Any = None
+    defi: Any = None  # plugins.guest.defi.DefiGuest, made on a DeFi protocol's first call
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     asks: dict[int, Future[Any]] = field(default_factory=dict)
     ask_ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -238,6 +240,12 @@ def _call(guest: Guest, args: dict[str, Any]) -> Any:
     n = int(args.get("n", 0))
     if not 0 <= n < len(providers):
         raise CallRefused(f"{hook} has no provider {n}")
+    if hook == "alphintra_defi_protocols":  # chain reads through the gateway, states kept here
+        if guest.defi is None:
+            from plugins.guest.defi import DefiGuest
+
+            guest.defi = DefiGuest(guest.ask)
+        return guest.defi.call(providers[n], method, list(args.get("args", ())), args.get("kwargs", {}))
     return getattr(providers[n], method)(*args.get("args", ()), **args.get("kwargs", {}))
 
 

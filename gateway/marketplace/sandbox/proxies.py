@@ -7,12 +7,14 @@ protocol promises before any service sees them (PLUGIN_FAILED naming the plugin 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
-from gateway.marketplace.errors import PluginCallFailed
+from gateway.marketplace.errors import PluginCallFailed, PoolStateGone
 from gateway.marketplace.sandbox.supervisor import ManagedPlugin
 from plugins import sdk, wire
 
@@ -215,17 +217,121 @@ class RemoteNewsSource(RemoteProvider):
 
 
 class RemoteDefiProtocol(RemoteProvider):
-    """Off-chain quoting only: pools, refresh and swap_call read and build on a chain through
-    web3, which a worker has no way to reach (issue: installed DeFi protocols)."""
+    """Pools are listed and refreshed in the worker, which reads the chain through the gateway
+    (read-only JSON-RPC, plugins/guest/defi.py); a pool's state stays in the worker and its
+    `state` here is the worker's handle for it. Pools and swap calls are checked before the
+    pool book or a signer sees them: a swap must call the pool it was quoted on."""
 
     hook = "alphintra_defi_protocols"
     name: str = ""
 
+    @staticmethod
+    def _chain(chain: sdk.DefiChainView) -> dict[str, Any]:
+        return {"chain_id": chain.chain_id, "name": chain.name,
+                "directory": {str(k): [str(a) for a in v] for k, v in chain.directory.items()}}
+
+    def _pool(self, value: Any, what: str) -> sdk.DefiPool:
+        pool = self._expect(value, sdk.DefiPool, what)
+        tokens = pool.tokens if isinstance(pool.tokens, tuple) else ()
+        problem = None
+        if not _is_address(pool.address):
+            problem = "a pool address is not an address"
+        elif len(tokens) < 2 or not all(_is_address(t) for t in tokens) or \
+                len({t.lower() for t in tokens}) != len(tokens):
+            problem = "a pool trades two or more distinct token addresses"
+        elif not isinstance(pool.fee, Fraction) or not 0 <= pool.fee < 1:
+            problem = "a pool's fee is a Fraction in [0, 1)"
+        elif not isinstance(pool.gas_per_swap, int) or not 0 < pool.gas_per_swap <= MAX_GAS:
+            problem = f"a pool's gas_per_swap is an integer up to {MAX_GAS}"
+        elif not isinstance(pool.state, str) or not isinstance(pool.block, int):
+            problem = "a pool's state did not come back as the worker's handle"
+        if problem is not None:
+            raise PluginCallFailed(self.plugin_id, f"{what}: {problem}")
+        return pool
+
+    def pools(self, chain: sdk.DefiChainView) -> list[sdk.DefiPool]:
+        described = self._chain(chain)
+        answer = self._call("pools", described)
+        if not isinstance(answer, list):
+            raise PluginCallFailed(self.plugin_id, "pools() must answer a list of DefiPool")
+        pools = [self._pool(p, "pools()") for p in answer]
+        listed_on = self.__dict__.setdefault("_listed_on", {})
+        for pool in pools:
+            listed_on[pool.address.lower()] = described
+        return pools
+
+    def refresh(self, chain: sdk.DefiChainView, pool: sdk.DefiPool) -> sdk.DefiPool:
+        fresh = self._pool(self._on_pool("refresh", pool, chain=chain), "refresh()")
+        if fresh.address.lower() != pool.address.lower() or fresh.tokens != pool.tokens:
+            raise PluginCallFailed(self.plugin_id, "refresh() answered another pool")
+        return fresh
+
     def quote(self, pool: sdk.DefiPool, token_in: str, token_out: str, amount_in: int) -> int:
-        return self._expect(self._call("quote", pool, token_in, token_out, amount_in), int, "quote()")
+        out = self._expect(self._on_pool("quote", pool, token_in, token_out, amount_in), int, "quote()")
+        if isinstance(out, bool) or out < 0:
+            raise PluginCallFailed(self.plugin_id, "quote() must answer a non-negative integer")
+        return out
 
     def mid_price(self, pool: sdk.DefiPool, token_in: str, token_out: str) -> Any:
-        return self._call("mid_price", pool, token_in, token_out)
+        price = self._on_pool("mid_price", pool, token_in, token_out)
+        if isinstance(price, bool) or not isinstance(price, int | Fraction) or price < 0:
+            raise PluginCallFailed(self.plugin_id, "mid_price() must answer a Fraction")
+        return Fraction(price)
+
+    def onchain_quote(self, chain: sdk.DefiChainView, pool: sdk.DefiPool, token_in: str, token_out: str,
+                      amount_in: int) -> int:
+        out = self._expect(self._on_pool("onchain_quote", pool, token_in, token_out, amount_in,
+                                         chain=chain), int, "onchain_quote()")
+        return max(0, out)
+
+    def swap_call(self, chain: sdk.DefiChainView, pool: sdk.DefiPool, token_in: str, token_out: str,
+                  amount_in: int, min_out: int, recipient: str, deadline: int) -> sdk.DefiCall:
+        call = self._expect(self._on_pool("swap_call", pool, token_in, token_out, amount_in, min_out,
+                                          recipient, deadline, chain=chain), sdk.DefiCall, "swap_call()")
+        # The tenant's key signs this: it may only call, and only approve, the quoted pool.
+        if not isinstance(call.to, str) or call.to.lower() != pool.address.lower():
+            raise PluginCallFailed(self.plugin_id, "swap_call() must call the pool it was quoted on")
+        if call.spender is not None and str(call.spender).lower() != pool.address.lower():
+            raise PluginCallFailed(self.plugin_id, "swap_call() may only approve the pool itself")
+        if not isinstance(call.data, str) or not isinstance(call.value, int) or call.value != 0:
+            raise PluginCallFailed(self.plugin_id, "swap_call() answers hex data and no value")
+        return call
+
+    # A worker that stopped (idle, restarted) no longer holds the states its handles name: the
+    # pool is listed again on the chain it came from and the call retried once.
+    def _on_pool(self, method: str, pool: sdk.DefiPool, *args: Any,
+                 chain: sdk.DefiChainView | None = None) -> Any:
+        renewed = self.__dict__.setdefault("_renewed", {})
+        pool = renewed.get(pool.state, pool)
+        lead = [self._chain(chain)] if chain is not None else []
+        try:
+            return self._call(method, *lead, pool, *args)
+        except PoolStateGone:
+            fresh = self._relisted(pool, chain)
+            if len(renewed) > MAX_RENEWED:
+                renewed.clear()
+            renewed[pool.state] = fresh
+            return self._call(method, *lead, fresh, *args)
+
+    def _relisted(self, pool: sdk.DefiPool, chain: sdk.DefiChainView | None) -> sdk.DefiPool:
+        listed_on = self.__dict__.setdefault("_listed_on", {})
+        described = self._chain(chain) if chain is not None else listed_on.get(pool.address.lower())
+        if described is None:
+            raise PluginCallFailed(self.plugin_id, f"pool {pool.address} is not listed any more")
+        answer = self._call("pools", described)
+        for listed in answer if isinstance(answer, list) else ():
+            if isinstance(listed, sdk.DefiPool) and str(listed.address).lower() == pool.address.lower():
+                return self._pool(listed, "pools()")
+        raise PluginCallFailed(self.plugin_id, f"pool {pool.address} is not listed any more")
+
+
+MAX_RENEWED = 4096
+MAX_GAS = 10_000_000
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def _is_address(value: Any) -> bool:
+    return isinstance(value, str) and _ADDRESS.fullmatch(value) is not None
 
 
 PROXIES: dict[str, type[RemoteProvider]] = {cls.hook: cls for cls in (

@@ -34,6 +34,7 @@ from gateway.marketplace.errors import (
     PluginCallFailed,
     PluginQuarantined,
     PluginStartFailed,
+    PoolStateGone,
     SandboxUnavailable,
 )
 from gateway.marketplace.sandbox.launch import UID_BASE, UID_COUNT, LaunchSpec, prepare
@@ -420,6 +421,8 @@ def _raised(plugin_id: str, exc: RemoteError) -> Exception:
             return cls(message)
     if payload.get("type") in ("CallRefused",):
         return PluginCallFailed(plugin_id, str(payload.get("message", "")))
+    if payload.get("type") == "StateGone":  # raised by plugins/guest/defi.py, not the plugin
+        return PoolStateGone(plugin_id, str(payload.get("message", "")))
     log.warning("plugin call raised", extra={"plugin": plugin_id, "type": payload.get("type"),
                                              "plugin_message": str(payload.get("message", ""))[:500]})
     return PluginCallFailed(plugin_id, str(payload.get("type", "an exception")))
