@@ -136,6 +136,30 @@ def test_bars_out_of_order_fail_only_that_source_naming_it(gql, runtime):
     assert twin["bars"]
 
 
+def test_intraday_bars_outside_the_venues_sessions_fail_naming_the_plugin(gql, runtime):
+    code = DISORDERLY.replace("return out if interval == \"1d\" else out[::-1]  # in order only for the "
+                              "conformance kit", "return out").replace("BACK", "NITE")
+    assert code != DISORDERLY and "out[::-1]" not in code
+    manifest = {"id": "nite.owls", "name": "Night owls", "vendor": "Nite", "version": "1.0.0",
+                "gateway": ">=0.1,<1.0", "category": "data-source", "entry_point": "owls.plugin",
+                "hooks": ["alphintra_market_data_sources"], "capabilities": ["marketdata:publish"],
+                "config_schema": {"type": "object"}, "pricing": {"model": "free"}, "licence": "MIT",
+                "conformance": {"config": {}}}
+    publisher = PluginVendor(runtime, "Nite")
+    publisher.publish_code(code, manifest)
+    body = install_plugin(gql, publisher.tenant.key, "nite.owls")
+    assert "errors" not in body, body
+    night = ('{ bars(instrument: "NITE.XNAS", start: "2026-01-05T00:00:00Z", end: "2026-01-05T06:00:00Z", '
+             'interval: "1h") { start } }')
+    answer = gql(night, key=publisher.tenant.key)
+    assert error_codes(answer) == ["PLUGIN_FAILED"]
+    assert answer["errors"][0]["extensions"]["plugin"] == "nite.owls"
+    assert "outside XNAS's sessions" in answer["errors"][0]["message"]
+    day = ('{ bars(instrument: "NITE.XNAS", start: "2026-01-05T14:00:00Z", end: "2026-01-05T18:00:00Z", '
+           'interval: "1h") { start } }')  # the 14:00 bar holds the 14:30 open
+    assert len(gql.data(day, key=publisher.tenant.key)["bars"]) == 4
+
+
 def test_installed_instruments_stream_over_the_tenants_websocket(server, installed):
     import asyncio
 

@@ -52,6 +52,7 @@ from plugins.sdk import Bar, Instrument, MarketDataSource, PluginContext, Quote,
 log = logging.getLogger(__name__)
 
 HOOK = "alphintra_market_data_sources"
+OWN_FILES = "file-source"  # the plugin a tenant's own files are served as (tenant_files.py)
 INTERVAL_SPANS: Mapping[str, timedelta] = {
     "1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
     "1h": timedelta(hours=1), "1d": timedelta(days=1),
@@ -73,6 +74,8 @@ T = TypeVar("T")
 class SourceEntry:
     plugin: str
     source: MarketDataSource
+    # An installed (sandboxed) source: its intraday price bars must fall in its venue's sessions.
+    held_to_sessions: bool = False
 
     @property
     def name(self) -> str:
@@ -165,7 +168,7 @@ class MarketDataService:
         failures = list(base.failures)
         taken: set[str] = set()
         for plugin, source in installed:
-            entry = SourceEntry(plugin, source)
+            entry = SourceEntry(plugin, source, held_to_sessions=plugin != OWN_FILES)
             try:
                 offered = list(source.instruments())
             except DomainError as exc:  # PLUGIN_FAILED from the sandbox: left out, logged
@@ -275,6 +278,8 @@ class MarketDataService:
         if not isinstance(bars, Sequence) or any(not isinstance(b, Bar) for b in bars):
             raise self._failed(entry, "bars", "answered in the wrong shape")
         problem = _bars_problem(bars, instrument, start, end, interval)
+        if problem is None and entry.held_to_sessions and instrument.asset_class != "ALTERNATIVE_DATA":
+            problem = _session_problem(self.venues, bars, interval)  # a sentiment series runs all day
         if problem is not None:
             # A source's wrong data fails this request, naming the plugin, rather than reaching a
             # backtest or a chart half-right.
@@ -376,6 +381,23 @@ def _bars_problem(bars: Sequence[Bar], instrument: Instrument, start: datetime, 
         if not bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high or bar.volume < 0:
             return f"break low <= open, close <= high (at {bar.start.isoformat()})"
         previous = bar.start
+    return None
+
+
+def _session_problem(venues: VenueDirectory, bars: Sequence[Bar], interval: str) -> str | None:
+    """An intraday bar no session of its venue overlaps (a venue the directory does not know,
+    such as an installed connector's own, is the plugin's to describe)."""
+    span = INTERVAL_SPANS[interval]
+    if span >= timedelta(days=1):
+        return None
+    for bar in bars:
+        try:
+            inside = venues.is_open(bar.mic, bar.start) or bool(venues.sessions(bar.mic, bar.start,
+                                                                                bar.start + span))
+        except DomainError:
+            return None
+        if not inside:
+            return f"start at {bar.start.isoformat()}, outside {bar.mic}'s sessions"
     return None
 
 

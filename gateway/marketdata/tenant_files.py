@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.marketdata.service import OWN_FILES
 from plugins.builtin.file_source import FileSource
 from plugins.sdk import MarketDataSource, VenueDirectory
 
 log = logging.getLogger(__name__)
-PLUGIN = "file-source"
+PLUGIN = OWN_FILES
 RECHECK_S = 2.0  # a changed folder is seen within this
 
 
