@@ -62,6 +62,10 @@ class OptimizePortfolioInput:
     deadline_seconds: float = strawberry.field(default=120.0, description="Per backend, 1 to 600.")
     weights_over_universe: bool = strawberry.field(
         default=False, description="Also weigh the whole universe, without the budget.")
+    min_holding_share: float = strawberry.field(
+        default=0.5, description="Each chosen instrument's minimum weight as a share of the equal "
+                                 "weight 1/budget, 0 to 1 (lowered where bounds or sector caps "
+                                 "need it; 0: no floor).")
     region: str | None = None
     idempotency_key: str | None = None
 
@@ -80,6 +84,7 @@ class OptimizePortfolioInput:
             "seed": self.seed, "shrinkage": self.shrinkage, "risk_free_rate": self.risk_free_rate,
             "deadline_seconds": self.deadline_seconds,
             "weights_over_universe": self.weights_over_universe,
+            "min_holding_share": self.min_holding_share,
         }
 
 

@@ -76,6 +76,17 @@ class Backtest:
         description="The explanation model in LightGBM's text form (its SHA-256 is the explainer's "
         "model_hash): reload it to recompute any explanation."
     )
+    fill_ratio: float | None = strawberry.field(
+        default=None,
+        description="Filled / ordered quantity: orders take at most the participation rate of "
+        "each bar's volume, the rest works over the next bars. Null when nothing was ordered "
+        "(or for backtests run before the liquidity model).",
+    )
+    unfilled_quantity: Decimal | None = strawberry.field(
+        default=None,
+        description="Ordered quantity (summed over instruments) that never filled: remainders "
+        "cancelled by an exit or still working at the end.",
+    )
 
     @classmethod
     def of(cls, row: models.Backtest) -> Backtest:
@@ -94,6 +105,10 @@ class Backtest:
             decision_count=row.decision_count,
             explainer_model=row.explainer_model,
             created_at=row.created_at,
+            fill_ratio=row.metrics.get("fill_ratio"),
+            unfilled_quantity=(
+                Decimal(row.metrics["unfilled_quantity"]) if "unfilled_quantity" in row.metrics else None
+            ),
         )
 
 
@@ -246,6 +261,14 @@ class BacktestCostsInput:
     spread_bps: Decimal | None = None
     slippage_bps: Decimal | None = None
     initial_capital: Decimal | None = None
+    participation_rate: Decimal | None = strawberry.field(
+        default=None, description="Share of a bar's volume an order may take in it (default 0.1)."
+    )
+    impact_coefficient: Decimal | None = strawberry.field(
+        default=None,
+        description="Y of the square-root market impact Y·sigma·sqrt(fill / bar volume) on a "
+        "fill's price (default 1).",
+    )
 
     def params(self) -> dict[str, Any]:
         return {k: str(v) for k, v in vars(self).items() if v is not None}

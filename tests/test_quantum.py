@@ -457,3 +457,61 @@ def test_insufficient_history_fails_the_job_with_a_code(gql, runtime, tenant):
                    key=tenant.key)["optimizePortfolio"]
     done = wait_for(lambda: (j := runtime.jobs.get(tenant.id, job["id"])).finished_at and j, timeout=30)
     assert done.status == "FAILED" and done.error_code == "HISTORY_INSUFFICIENT"
+
+
+# -- issue 17: every chosen instrument is held ---------------------------------------------------
+
+README_FOUR = ["AAPL.XNAS", "MSFT.XNAS", "JPM.XNYS", "SHEL.XLON"]
+
+
+def _optimised(gql, runtime, tenant, **extra: object) -> dict:
+    job = gql.data(START, {"i": {"instruments": README_FOUR, "budget": 2,
+                                 "asOf": "2026-12-06T00:00:00Z", **extra}},
+                   key=tenant.key)["optimizePortfolio"]
+    wait_for(lambda: runtime.jobs.get(tenant.id, job["id"]).finished_at, timeout=60)
+    done = gql.data(GET, {"id": job["id"]}, key=tenant.key)["job"]
+    assert done["status"] == "SUCCEEDED", done["error"]
+    return done["result"]
+
+
+def test_budget_two_holds_both_chosen_instruments(gql, runtime, tenant):
+    """The README's call: MSFT and SHEL are chosen; mean-variance alone put 100 % in SHEL."""
+    result = _optimised(gql, runtime, tenant)
+    assert sorted(result["selected"]) == ["MSFT.XNAS", "SHEL.XLON"]
+    weights = result["weights"]
+    assert set(weights) == set(result["selected"])  # nothing outside the chosen subset
+    assert math.isclose(sum(weights.values()), 1.0, abs_tol=1e-8)
+    assert result["min_holding_share"] == 0.5 and result["holding_floors"] == {
+        "MSFT.XNAS": 0.25, "SHEL.XLON": 0.25}
+    assert all(w >= 0.25 - 1e-9 for w in weights.values()), weights
+    assert result["objective"] <= result["selection_objective"] + 1e-12  # no worse than equal weights
+    # without the floor (minHoldingShare 0) the old corner solution comes back
+    corner = _optimised(gql, runtime, tenant, minHoldingShare=0.0)["weights"]
+    assert min(corner.values()) < 1e-6
+
+
+def test_holding_floors_respect_bounds_and_sector_caps():
+    from dataclasses import replace
+
+    from gateway.quantum.holdings import holding_floors
+
+    problem = random_problem(3, 5, 3, min_weight=[0.6, 0.0, 0.0], max_weight=[1.0, 0.05, 1.0],
+                             sector_of={"A1": "s", "A2": "s"}, sector_caps={"s": SectorCap(max_weight=0.3)})
+    floors = holding_floors(problem, 0.5)  # 1/6 each, A0 at its min 0.6, A1 at its max 0.05
+    assert np.allclose(floors, [0.6, 0.05, 1 / 6])
+    capped = holding_floors(replace(problem, sector_caps={"s": SectorCap(max_weight=0.1)}), 0.5)
+    assert np.allclose(capped, [0.6, 0.05 * 0.1 / (0.05 + 1 / 6), 1 / 6 * 0.1 / (0.05 + 1 / 6)])
+    tight = holding_floors(replace(problem, min_weight=[0.9, 0.0, 0.0]), 1.0)  # 0.9 + 0.05 + 1/3 > 1
+    assert math.isclose(tight.sum(), 1.0) and tight[0] == 0.9
+    assert np.allclose(holding_floors(problem, 0.0), [0.6, 0.0, 0.0])
+    weights = mean_variance(replace(problem, min_weight=floors)).weights
+    assert np.all(weights >= floors - 1e-9) and math.isclose(weights.sum(), 1.0, abs_tol=1e-8)
+    assert weights[1] + weights[2] <= 0.3 + 1e-8 and weights[1] <= 0.05 + 1e-9
+
+
+def test_every_chosen_asset_gets_weight_over_random_problems():
+    svc = service()
+    for seed in range(8):
+        result = svc.optimise(random_problem(6, seed, 3), "classical-exact", 30)
+        assert len(result["weights"]) == 3
+        assert all(w >= 0.5 / 3 - 1e-9 for w in result["weights"].values()), (seed, result["weights"])

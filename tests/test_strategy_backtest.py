@@ -107,7 +107,11 @@ SERIES = [
     bar(4, "98", "97"),
 ]
 FREE = Costs(
-    commission_bps=Decimal(0), spread_bps=Decimal(0), slippage_bps=Decimal(0), initial_capital=Decimal(1000)
+    commission_bps=Decimal(0),
+    spread_bps=Decimal(0),
+    slippage_bps=Decimal(0),
+    initial_capital=Decimal(1000),
+    impact_coefficient=Decimal(0),  # 4 shares of bars of 1,000: within the 10 % participation cap
 )
 
 
@@ -157,6 +161,7 @@ def test_backtest_costs_by_hand():
         spread_bps=Decimal(20),
         slippage_bps=Decimal(5),
         initial_capital=Decimal(1000),
+        impact_coefficient=Decimal(0),
     )
     result = run_backtest(parse_strategy(THRESHOLD), {"AAA.XNAS": SERIES}, costs, "USD")
     buy, sell = result.trades
@@ -319,6 +324,7 @@ def test_an_entry_too_small_for_one_lot_leaves_the_book_flat_and_free_to_enter()
         spread_bps=Decimal(0),
         slippage_bps=Decimal(0),
         initial_capital=Decimal(100),
+        impact_coefficient=Decimal(0),
     )
     result = run_backtest(parse_strategy(doc), {"AAA.XNAS": series}, tiny, "USD")
     assert [d.action for d in result.decisions[:4]] == ["ENTER", "ENTER", "ENTER", "EXIT"]
@@ -346,6 +352,8 @@ def test_volatility_target_sizing():
         spread_bps=Decimal(0),
         slippage_bps=Decimal(0),
         initial_capital=Decimal(100_000),
+        participation_rate=Decimal(1),  # the whole bar: this test is about the size, not liquidity
+        impact_coefficient=Decimal(0),
     )
     result = run_backtest(parse_strategy(doc), {"AAA.XNAS": series}, capital, "USD", periods_per_year=252)
     r = [closes[i] / closes[i - 1] - 1 for i in range(2, 6)]

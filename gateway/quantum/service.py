@@ -12,8 +12,9 @@ A `portfolio.optimize` job (`gateway/quantum/job.py`) calls `PortfolioOptimisati
    why. Every answer is checked here: feasibility and the objective are recomputed from the
    bitstring rather than taken from the plugin.
 3. Weights: continuous mean-variance (the "classical-mv" plugin) on the chosen subset, which
-   honours the bounds and sector weight caps; optionally on the whole universe too, to show
-   what the cardinality limit costs.
+   honours the bounds and sector weight caps, with every chosen instrument held at least at
+   its floor (`holdings.py`: by default half the equal weight, within the constraints);
+   optionally on the whole universe too (no floors), to show what the cardinality limit costs.
 
 Approximation ratio, for a minimisation whose optimum may be negative: over the feasible
 subsets, r(x) = (f_worst - f(x)) / (f_worst - f_opt), so 1 is optimal, 0 the worst feasible
@@ -35,7 +36,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,7 @@ from gateway.quantum.errors import (
     SectorCapsInvalid,
 )
 from gateway.quantum.estimation import PERIODS_PER_YEAR, check_covariance, estimate_moments
+from gateway.quantum.holdings import DEFAULT_MIN_HOLDING_SHARE, holding_floors
 from gateway.scope import current_tenant
 from plugins.host import PluginFailed, PluginHost, default_context
 from plugins.sdk import (
@@ -83,7 +85,7 @@ DEADLINE_GRACE = 1.25
 PARAMS = {
     "instruments", "budget", "risk_aversion", "backend", "lookback_days", "as_of", "bounds",
     "sector_caps", "cvar_alpha", "seed", "shrinkage", "risk_free_rate", "deadline_seconds",
-    "layers", "shots", "weights_over_universe",
+    "layers", "shots", "weights_over_universe", "min_holding_share",
 }
 ADVANTAGE = ("No quantum advantage is claimed: the quantum backends ran on classical "
              "statevector simulators, and the figures above are the measured ones.")
@@ -249,6 +251,7 @@ class PortfolioOptimisationService:
             "layers": _optional_integer(params, "layers", 1, 10),
             "shots": _optional_integer(params, "shots", 16, 1_000_000),
             "weights_over_universe": bool(params.get("weights_over_universe", False)),
+            "min_holding_share": _number(params, "min_holding_share", DEFAULT_MIN_HOLDING_SHARE, 0.0, 1.0),
         }
         return out
 
@@ -282,7 +285,9 @@ class PortfolioOptimisationService:
         result = self.optimise(problem, params["backend"], params["deadline_seconds"],
                                lambda f, m: progress(0.4 + 0.58 * f, m),
                                risk_free_rate=params["risk_free_rate"],
-                               weights_over_universe=params["weights_over_universe"])
+                               weights_over_universe=params["weights_over_universe"],
+                               min_holding_share=params.get("min_holding_share",
+                                                            DEFAULT_MIN_HOLDING_SHARE))
         return {
             "as_of": as_of.isoformat(),
             "data": {
@@ -308,7 +313,8 @@ class PortfolioOptimisationService:
 
     def optimise(self, problem: OptimisationProblem, backend: str, deadline_s: float,
                  progress: Callable[[float, str], None] = lambda f, m: None, *,
-                 risk_free_rate: float = 0.0, weights_over_universe: bool = False) -> dict[str, Any]:
+                 risk_free_rate: float = 0.0, weights_over_universe: bool = False,
+                 min_holding_share: float = DEFAULT_MIN_HOLDING_SHARE) -> dict[str, Any]:
         requested_optimiser = self.optimiser(backend)
         exact = self._maybe(REFERENCE)
         n = problem.n
@@ -362,7 +368,10 @@ class PortfolioOptimisationService:
         progress(0.85, f"{WEIGHTS}: weights of the chosen subset")
         assert answering.x is not None
         chosen = [i for i in range(n) if answering.x[i] > 0.5]
-        weights = self._weights(problem.subset(chosen), deadline_s)
+        # Every chosen instrument is held: mean-variance alone may zero all but one of them.
+        subset = problem.subset(chosen)
+        floors = holding_floors(subset, min_holding_share)
+        weights = self._weights(replace(subset, min_weight=floors), deadline_s)
         full = np.zeros(n)
         full[chosen] = weights
         portfolio = _portfolio(problem, full, risk_free_rate)
@@ -376,6 +385,8 @@ class PortfolioOptimisationService:
             "selected": [problem.assets[i] for i in chosen],
             "bitstring": problem.bits(answering.x),
             "weights": {problem.assets[i]: float(full[i]) for i in chosen},
+            "min_holding_share": min_holding_share,
+            "holding_floors": {a: float(f) for a, f in zip(subset.assets, floors, strict=True)},
             **portfolio,
             "selection_objective": selection_objective,
             "exact_objective": exact_f,

@@ -14,6 +14,17 @@ Costs (`Costs`): a fill pays half the quoted spread plus slippage on the open pr
 above, a sell below) and a commission on the notional in the base currency, at least
 `commission_min`. Money is Decimal throughout: cash, fills, commissions, equity.
 
+Liquidity (`Costs.participation_rate`, `Costs.impact_coefficient`), as on the simulated
+venues, whose books are finite ladders that a large order walks: an order takes at most
+`participation_rate` (default 10 %) of the volume of the bar it fills in, rounded down to
+lots; the rest keeps working at the next bars' opens (partial fills) until it is done, the
+decision changes (an entry's remainder is cancelled by an exit) or the run ends, and what
+never filled is reported (`unfilled_quantity`, `fill_ratio`). Each fill also pays square-root
+market impact on its price: Y·sigma·sqrt(q / V), with Y `impact_coefficient` (default 1), q the
+fill, V the bar's volume and sigma the instrument's per-bar volatility as known at the
+decision (the last 20 close returns; fewer early on; the decision bar's range before that).
+A round trip's pnl is booked on the fill that closes the position.
+
 Base currency: the account is kept in the tenant's base currency; a fill or a mark in another
 currency is converted at the FX rate of that instant (`fx.rate(currency, base, at).rate`,
 cached per currency and UTC day: a daily fixing is the "keep it simple but real" choice).
@@ -79,6 +90,8 @@ class Costs:
     spread_bps: Decimal = Decimal("2")  # the full quoted spread; each fill pays half
     slippage_bps: Decimal = Decimal("1")
     initial_capital: Decimal = Decimal("1000000")  # in the base currency
+    participation_rate: Decimal = Decimal("0.1")  # of a bar's volume, per order and bar
+    impact_coefficient: Decimal = Decimal("1")  # Y of the square-root impact Y·sigma·sqrt(q/V)
 
     @classmethod
     def from_params(cls, data: Mapping[str, Any] | None) -> Costs:
@@ -113,6 +126,18 @@ class Costs:
                 Decimal(1),
                 Decimal(10) ** 12,
             ),
+            participation_rate=_decimal(
+                data.get("participation_rate", default.participation_rate),
+                "participation_rate",
+                Decimal("0.0001"),
+                Decimal(1),
+            ),
+            impact_coefficient=_decimal(
+                data.get("impact_coefficient", default.impact_coefficient),
+                "impact_coefficient",
+                Decimal(0),
+                Decimal(10),
+            ),
         )
 
     def to_params(self) -> dict[str, str]:
@@ -131,6 +156,9 @@ class Trade:
     at: datetime
     reason: str  # entry | exit | stop_loss | max_drawdown
     pnl: Decimal | None = None  # realised, base currency, after all costs of the round trip
+    ordered: Decimal | None = None  # what the order still wanted before this fill
+    impact_bps: Decimal = Decimal(0)  # market impact paid on the price
+    participation: Decimal | None = None  # this fill / the bar's volume
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +172,9 @@ class Trade:
             "at": self.at.isoformat(),
             "reason": self.reason,
             "pnl": None if self.pnl is None else str(self.pnl.quantize(MONEY)),
+            "ordered": None if self.ordered is None else str(self.ordered),
+            "impact_bps": str(self.impact_bps.quantize(MONEY)),
+            "participation": None if self.participation is None else str(self.participation.quantize(MONEY)),
         }
 
 
@@ -181,6 +212,10 @@ class BacktestResult:
     instruments: list[str]
     bars: int = 0
     notes: list[str] = field(default_factory=list)
+    # one point per bar interval (UTC buckets, see `periodic`): what every figure is computed on
+    periods: list[tuple[datetime, Decimal]] = field(default_factory=list)
+    periods_invested: list[bool] = field(default_factory=list)
+    periods_per_year: float = 252.0
 
     def curve_json(self, limit: int = 2000) -> list[list[str]]:
         """At most `limit` points (evenly spaced, the last kept) for storage and display."""
@@ -280,6 +315,14 @@ class _FxCache:
 
 
 @dataclass
+class _Order:
+    enter: bool
+    fraction: float
+    reason: str
+    remaining: Decimal | None = None  # sized at its first open; then what is left to fill
+
+
+@dataclass
 class _Book:
     key: str
     currency: str
@@ -289,11 +332,39 @@ class _Book:
     vol: np.ndarray
     quantity: Decimal = Decimal(0)
     entry_price: Decimal = Decimal(0)
-    entry_flow: Decimal = Decimal(0)  # base-currency cash flow of the opening fill
+    entry_flow: Decimal = Decimal(0)  # base-currency cash flows of the opening fills
     last_close: Decimal | None = None
     fx: Decimal = Decimal(1)
     desired: bool = False
-    pending: tuple[bool, float, str] | None = None  # (in market, fraction, reason)
+    impact_vol: np.ndarray | None = None  # per-bar volatility known at each bar's close
+    order: _Order | None = None  # the working order: it fills at the next opens
+    exit_flow: Decimal = Decimal(0)  # base-currency cash flows of the closing fills so far
+
+
+IMPACT_WINDOW = 20
+
+
+def impact_volatility(bars: Sequence[Bar]) -> np.ndarray:
+    """Per-bar volatility as known at each bar's close, for the impact of the fill after it: the
+    sample std of the last IMPACT_WINDOW close returns (fewer while they accumulate, at least
+    two), and before that the bar's own range (Parkinson: ln(high/low) / (2·sqrt(ln 2)))."""
+    closes = np.array([float(b.close) for b in bars], dtype=float)
+    out = np.empty(len(bars))
+    r = np.zeros(len(bars))
+    if len(bars) > 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r[1:] = closes[1:] / closes[:-1] - 1.0
+    for t, b in enumerate(bars[: IMPACT_WINDOW]):  # while the window fills up
+        window = r[1 : t + 1]
+        if len(window) >= 2:
+            out[t] = float(np.std(window, ddof=1))
+        else:
+            high, low = float(b.high), float(b.low)
+            out[t] = math.log(high / low) / (2 * math.sqrt(math.log(2))) if low > 0 and high > low else 0.0
+    if len(bars) > IMPACT_WINDOW:  # full windows, vectorised: r[t-19..t] for t >= 20
+        full = np.lib.stride_tricks.sliding_window_view(r[1:], IMPACT_WINDOW)
+        out[IMPACT_WINDOW:] = full.std(axis=1, ddof=1)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0)
 
 
 def periodic(
@@ -352,6 +423,35 @@ def walk_forward(equity: Sequence[float], times: Sequence[datetime], ppy: float)
     return out
 
 
+def segment_metrics(result: BacktestResult, window: range) -> dict[str, Any]:
+    """The figures of the periods at `window` (indices into `result.periods`), as the whole run
+    computes its own: returns measured from the point before the window when there is one (so
+    each of the window's periods has its return), and the turnover, hit rate and exposure of
+    the fills, closed round trips and positions inside it."""
+    points = result.periods
+    if not points or window.start < 0 or window.stop > len(points) or len(window) < 1:
+        raise ValueError("the window must lie within the run's periods")
+    first = max(window.start - 1, 0)
+    after = points[window.start - 1][0] if window.start > 0 else None
+    until = points[window.stop - 1][0]
+    inside = [tr for tr in result.trades if (after is None or tr.at > after) and tr.at <= until]
+    pnls = [float(tr.pnl) for tr in inside if tr.pnl is not None]
+    out = performance(
+        [float(v) for _, v in points[first : window.stop]],
+        result.periods_per_year,
+        traded_notional=float(sum((tr.notional for tr in inside), Decimal(0))),
+        trade_pnls=pnls,
+        invested=result.periods_invested[window.start : window.stop],
+    )
+    out.update(
+        start=points[window.start][0].isoformat(),
+        end=until.isoformat(),
+        trades=len(inside),
+        closed_trades=len(pnls),
+    )
+    return out
+
+
 def estimate_periods_per_year(times: Sequence[datetime]) -> float:
     if len(times) < 2:
         return 252.0
@@ -392,6 +492,7 @@ def run_backtest(
             timed,
             evaluation,
             interpreter.volatility(closes, vol_window),
+            impact_vol=impact_volatility(timed.bars),
         )
         index = len(books)
         books.append(book)
@@ -422,6 +523,8 @@ def run_backtest(
     trades: list[Trade] = []
     decisions: list[Decision] = []
     traded = Decimal(0)
+    ordered = filled = impact_paid = Decimal(0)  # quantities (summed over instruments), money
+    partial_fills = 0
     long = strategy.side == "long"
     risk, sizing = strategy.risk, strategy.sizing
     step = max(1, len(events) // 20)
@@ -437,44 +540,75 @@ def run_backtest(
             progress(0.3 + 0.5 * n / len(events), f"simulated {n} of {len(events)} events")
         book = books[index]
         bar = book.timed.bars[t]
-        if kind == 1:  # the open: fill what the last close decided
-            if book.pending is None:
+        if kind == 1:  # the open: fill what is working, within the bar's liquidity
+            order = book.order
+            if order is None:
                 continue
-            enter, fraction, reason = book.pending
-            book.pending = None
             rate = rates.rate(book.currency, at)
-            if enter and book.quantity == 0:
+            if order.enter:
                 buy = long
-                price = bar.open * (1 + half_cost) if buy else bar.open * (1 - half_cost)
-                unit = price * rate
-                target = Decimal(str(fraction)) * equity()
-                lots_count = (
-                    (target / unit / book.lot).to_integral_value(ROUND_DOWN) if unit > 0 else Decimal(0)
-                )
-                quantity = lots_count * book.lot
-                if quantity <= 0:
-                    # the entry buys nothing (less than one lot): stay flat and free to enter again,
-                    # rather than "holding" a position that does not exist
-                    book.desired = False
-                    continue
-                signed = quantity if buy else -quantity
-            elif not enter and book.quantity != 0:
-                buy = book.quantity < 0
-                price = bar.open * (1 + half_cost) if buy else bar.open * (1 - half_cost)
-                quantity, signed = abs(book.quantity), -book.quantity
+                if order.remaining is None:
+                    if book.quantity != 0:
+                        book.order = None
+                        continue
+                    unit = bar.open * (1 + half_cost if buy else 1 - half_cost) * rate
+                    target = Decimal(str(order.fraction)) * equity()
+                    lots_count = (
+                        (target / unit / book.lot).to_integral_value(ROUND_DOWN) if unit > 0 else Decimal(0)
+                    )
+                    order.remaining = lots_count * book.lot
+                    if order.remaining <= 0:
+                        # the entry buys nothing (less than one lot): stay flat and free to enter
+                        # again, rather than "holding" a position that does not exist
+                        book.order, book.desired = None, False
+                        continue
+                    ordered += order.remaining
             else:
-                continue
+                if order.remaining is None:
+                    order.remaining = abs(book.quantity)
+                    ordered += order.remaining
+                if order.remaining <= 0 or book.quantity == 0:
+                    book.order = None
+                    continue
+                buy = book.quantity < 0
+            cap = (costs.participation_rate * bar.volume / book.lot).to_integral_value(ROUND_DOWN) * book.lot
+            quantity = min(order.remaining, max(cap, Decimal(0)))
+            if quantity <= 0:
+                continue  # no volume in this bar: the order waits for the next
+            wanted = order.remaining
+            if quantity < wanted:
+                partial_fills += 1
+            impact = (
+                costs.impact_coefficient
+                * Decimal(str(float(book.impact_vol[t - 1]) if t > 0 else 0.0))
+                * (quantity / bar.volume).sqrt()
+                if book.impact_vol is not None and bar.volume > 0
+                else Decimal(0)
+            )
+            slip = half_cost + impact
+            price = bar.open * (1 + slip) if buy else bar.open * (1 - slip)
+            signed = quantity if buy else -quantity
             notional = quantity * price * rate
             commission = max(notional * costs.commission_bps / BPS, costs.commission_min)
             flow = -signed * price * rate - commission
             cash += flow
             traded += notional
+            filled += quantity
+            impact_paid += quantity * bar.open * impact * rate
+            order.remaining -= quantity
             pnl = None
-            if enter:
-                book.entry_price, book.entry_flow = price, flow
+            if order.enter:
+                size = abs(book.quantity)  # the entry price is the fills' average
+                book.entry_price = (book.entry_price * size + price * quantity) / (size + quantity)
+                book.entry_flow += flow
             else:
-                pnl = book.entry_flow + flow
+                book.exit_flow += flow
             book.quantity += signed
+            if not order.enter and book.quantity == 0:
+                pnl = book.entry_flow + book.exit_flow
+                book.entry_flow = book.exit_flow = Decimal(0)
+            if order.remaining <= 0:
+                book.order = None
             book.last_close = book.last_close if book.last_close is not None else bar.open
             book.fx = rate
             trades.append(
@@ -487,8 +621,11 @@ def run_backtest(
                     notional,
                     commission,
                     at,
-                    reason,
+                    order.reason,
                     pnl,
+                    ordered=wanted,
+                    impact_bps=impact * BPS,
+                    participation=quantity / bar.volume if bar.volume > 0 else None,
                 )
             )
             continue
@@ -530,6 +667,8 @@ def run_backtest(
                 action, reason = "EXIT", "exit" if ev.exit is not None else "entry no longer holds"
         elif halted:
             reason = "max_drawdown: trading halted"
+        elif book.order is not None and not book.order.enter:
+            reason = "the last exit is still filling"
         elif bool(ev.entry[t]):
             if sizing.method == "fixed_fraction":
                 fraction = min(sizing.fraction, risk.max_position)
@@ -545,12 +684,11 @@ def run_backtest(
             else:
                 reason = "entry signal, but no volatility estimate to size it"
         if action == "ENTER":
-            book.desired, book.pending = True, (True, fraction, "entry")
+            book.desired, book.order = True, _Order(True, fraction, "entry")
         elif action == "EXIT":
-            book.desired, book.pending = (
-                False,
-                (False, 0.0, reason if reason in ("stop_loss", "max_drawdown") else "exit"),
-            )
+            # an entry's unfilled remainder is cancelled: the exit takes over
+            book.desired = False
+            book.order = _Order(False, 0.0, reason if reason in ("stop_loss", "max_drawdown") else "exit")
         decisions.append(
             Decision(
                 book.key, at, action, ev.feature_row(t), held, int(book.desired), reason, float(bar.close)
@@ -572,8 +710,20 @@ def run_backtest(
         commissions=str(sum((tr.commission for tr in trades), Decimal(0)).quantize(MONEY)),
         probabilistic_sharpe=probabilistic_sharpe(metrics, len(sampled) - 1),
         walk_forward=walk_forward([float(v) for _, v in sampled], [at for at, _ in sampled], ppy),
+        ordered_quantity=str(ordered),
+        filled_quantity=str(filled),
+        unfilled_quantity=str(ordered - filled),
+        fill_ratio=float(filled / ordered) if ordered > 0 else None,
+        partial_fills=partial_fills,
+        impact_cost=str(impact_paid.quantize(MONEY)),
+        participation_rate=str(costs.participation_rate),
     )
     notes = [] if not halted else ["max_drawdown reached: positions flattened and trading halted"]
+    if ordered > filled:
+        notes.append(
+            f"liquidity: {ordered - filled} of {ordered} ordered units did not fill within "
+            f"{costs.participation_rate:%} of the bars' volume"
+        )
     return BacktestResult(
         metrics,
         curve,
@@ -583,4 +733,7 @@ def run_backtest(
         [b.key for b in books],
         bars=sum(len(b.timed.bars) for b in books),
         notes=notes,
+        periods=sampled,
+        periods_invested=held,
+        periods_per_year=ppy,
     )

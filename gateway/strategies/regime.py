@@ -1,6 +1,7 @@
 """The market regime, described from daily bars: what a synthesis prompt states as facts.
 
-Over `lookback_days` (default 365) of daily bars of the universe, ending at `as_of`:
+Over `lookback_days` (default 365) of daily bars of the universe, ending at `as_of` (the
+improvement loop ends it at its in-sample segment's last close, so no later bar is described):
 - per instrument: simple daily returns r; trend = mean(r)·P (P = observed bars per year:
   bars / calendar years), with its t-statistic mean(r)/std(r)·√n; volatility = std(r)·√P over
   the whole window and over the last 20 bars; the 1-year return;
@@ -112,10 +113,27 @@ def describe_bars(bars_by_key: Mapping[str, Sequence[Bar]], lookback_days: int) 
 
 
 def describe_regime(
-    market_data: MarketDataService, keys: Sequence[str], as_of: datetime, lookback_days: int = 365
+    market_data: MarketDataService,
+    keys: Sequence[str],
+    as_of: datetime,
+    lookback_days: int = 365,
+    *,
+    closed_by: bool = False,
 ) -> dict[str, Any]:
+    """`closed_by`: keep only bars whose session closed by `as_of` (not merely started before
+    it), for a cut-off inside a run, such as the end of an in-sample segment."""
     start = as_of - timedelta(days=lookback_days)
     bars = {key: market_data.bars(key, start, as_of, "1d") for key in keys}
+    if closed_by:
+        bars = {key: _closed(series, as_of, market_data) for key, series in bars.items()}
     out = describe_bars(bars, lookback_days)
     out["as_of"] = as_of.isoformat()
+    out["start"] = start.isoformat()
     return out
+
+
+def _closed(bars: Sequence[Bar], as_of: datetime, market_data: MarketDataService) -> list[Bar]:
+    from gateway.strategies.backtest import in_session
+
+    timed = in_session(bars, "1d", market_data.venues)
+    return [b for b, close in zip(timed.bars, timed.closes, strict=True) if close <= as_of]

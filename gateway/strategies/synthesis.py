@@ -11,16 +11,19 @@ version (origin LLM with the model and the SHA-256 of the prompt, or OFFLINE) wi
 one transaction.
 
 `strategy.improve` (a Job): walk-forward validation with one split of the backtest window:
-the first `train_fraction` of the bars is in-sample, the rest out-of-sample. The model sees the
-incumbent's IN-SAMPLE metrics (and its earlier trials' in-sample metrics) and proposes a
-revision; each revision is backtested over the whole window and judged on the OUT-OF-SAMPLE
-segment of its equity curve (after costs): it replaces the incumbent only if its out-of-sample
-Sharpe ratio is higher (a missing Sharpe counts as -inf). A revision must respect the risk
-constraints the strategy was synthesised under (when it was). Every proposal is a trial, counted
-whether it validated or not. The deflated Sharpe ratio (Bailey & López de Prado) of the final
-choice uses N = 1 + the number of trials, the variance of the out-of-sample per-period Sharpe
-ratios across the evaluated trials, and the choice's out-of-sample skew, kurtosis and length.
-A kept revision becomes a new version of the strategy; nothing is stored when none is kept
+the first `train_fraction` of the run's periods (one equity point per bar interval across
+venues) is in-sample, the rest out-of-sample. The model sees the incumbent's IN-SAMPLE metrics
+(and its earlier trials' in-sample metrics) and a market regime described over the in-sample
+segment only, and proposes a revision; each segment's figures include its own fills (turnover),
+closed round trips (hit rate) and positions (exposure). Each revision is backtested over the
+whole window and judged on the OUT-OF-SAMPLE segment of its equity curve (after costs): it
+replaces the incumbent only if its out-of-sample Sharpe ratio is higher (a missing Sharpe
+counts as -inf). A revision must respect the risk constraints the strategy was synthesised
+under (when it was). Every proposal is a trial, counted whether it validated or not. The
+deflated Sharpe ratio (Bailey & López de Prado) of the final choice uses N = 1 + the number of
+trials, the variance of the out-of-sample per-period Sharpe ratios across the evaluated
+trials, and the choice's out-of-sample skew, kurtosis and number of periods. A kept revision
+becomes a new version of the strategy; nothing is stored when none is kept
 except the run itself (with every trial), so the count survives.
 
 Codes: OBJECTIVE_INVALID (empty or over MAX_OBJECTIVE characters), CONSTRAINTS_INVALID,
@@ -48,10 +51,11 @@ from gateway.jobs.kinds import JobKind, Params
 from gateway.jobs.models import Job
 from gateway.jobs.runner import JobContext, JobFailed
 from gateway.marketdata import MarketDataService
+from gateway.strategies.backtest import segment_metrics
 from gateway.strategies.constraints import RISK_CONSTRAINTS, constraint_violations
 from gateway.strategies.dsl import STRATEGY_SCHEMA, Strategy, StrategyInvalid, canonical_json, document_hash
 from gateway.strategies.llm import LLMProviders, ModelChoice
-from gateway.strategies.metrics import deflated_sharpe_ratio, performance, walk_forward_splits
+from gateway.strategies.metrics import deflated_sharpe_ratio, walk_forward_splits
 from gateway.strategies.news import NewsService
 from gateway.strategies.regime import describe_regime
 from gateway.strategies.service import Origin, StrategyService
@@ -120,18 +124,9 @@ def _figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "hit_rate",
         "exposure",
         "trades",
+        "periods",
     )
     return {k: metrics.get(k) for k in keys if k in metrics}
-
-
-def segment_metrics(
-    curve: Sequence[tuple[datetime, Any]], index: range, periods_per_year: float
-) -> dict[str, Any]:
-    equity = [float(curve[i][1]) for i in index]
-    out = performance(equity, periods_per_year)
-    out["start"] = curve[index.start][0].isoformat()
-    out["end"] = curve[index.stop - 1][0].isoformat()
-    return out
 
 
 class SynthesisService:
@@ -516,7 +511,7 @@ class SynthesisService:
         ctx.progress(0.05, "backtesting the current version")
         base = self._evaluate(tenant_id, incumbent, start, as_of, params["train_fraction"])
         constraints = self._original_constraints(ctx, strategy_row.id)
-        regime = describe_regime(self.market_data, universe, as_of)
+        regime = self._in_sample_regime(universe, start, base["train"]["end"])
         choice = self.llm.for_synthesis()
         trials: list[dict[str, Any]] = []
         evaluated = [base]
@@ -620,6 +615,7 @@ class SynthesisService:
             "train_fraction": params["train_fraction"],
             "constraints": constraints,
             "baseline": {"in_sample": _figures(base["train"]), "out_of_sample": _figures(base["test"])},
+            "regime": {k: regime.get(k) for k in ("summary", "start", "as_of", "lookback_days")},
             "trials": trials,
             "strategy_version_id": None,
             "version": None,
@@ -662,21 +658,29 @@ class SynthesisService:
             result["synthesis_run_id"] = run.id
         return result
 
+    def _in_sample_regime(self, universe: Sequence[str], start: datetime, end: str) -> dict[str, Any]:
+        """The regime over the in-sample segment only: from the window's start to the segment's
+        last close, with bars closed by then. What the model reads must not reach the
+        out-of-sample segment it is judged on."""
+        cutoff = datetime.fromisoformat(end)
+        days = max(1, (cutoff - start).days)
+        return describe_regime(self.market_data, universe, cutoff, days, closed_by=True)
+
     def _evaluate(
         self, tenant_id: str, strategy: Strategy, start: datetime, end: datetime, train_fraction: float
     ) -> dict[str, Any]:
+        # Split the run's one-point-per-period curve (not its per-close curve: two venues' closes
+        # in one day are one period), so Sharpe ratios and the DSR's length count periods.
         result = self._backtest(tenant_id, strategy, start, end)
-        curve = result.equity_curve
-        n = len(curve)
+        n = len(result.periods)
         train = max(2, int(n * train_fraction))
         splits = walk_forward_splits(n, train, n - train) if n - train >= 2 else []
         if not splits:
             raise DomainError("too few bars for a train/test split", code="BACKTEST_NO_DATA")
         in_sample, out_sample = splits[0]
-        ppy = float(result.metrics.get("periods_per_year") or 252.0)
         return {
-            "train": segment_metrics(curve, in_sample, ppy),
-            "test": segment_metrics(curve, out_sample, ppy),
+            "train": segment_metrics(result, in_sample),
+            "test": segment_metrics(result, out_sample),
             "all": dict(result.metrics),
         }
 
