@@ -336,6 +336,34 @@ def audit_verify(settings: Settings, slug: str | None, platform: bool, start: st
         raise SystemExit(1)
 
 
+@audit.command("export-checkpoints")
+@click.option("--out", required=True, help="the JSON file to write (- for stdout)")
+@click.option("--tenant", "slug", default=None, help="one tenant's chain (default: every chain)")
+@click.option("--platform", is_flag=True, help="the platform chain only")
+@click.pass_obj
+def audit_export_checkpoints(settings: Settings, out: str, slug: str | None, platform: bool) -> None:
+    """Write the signed checkpoints of the audit chains, with the platform's public key, for an
+    auditor to keep outside the database (verifyAuditTrail(checkpoints:) takes them back)."""
+    from gateway.audit.cli import write_export
+
+    if platform and slug is not None:
+        raise click.UsageError("name at most one chain: --tenant SLUG or --platform")
+    runtime = _runtime(settings)
+    try:
+        if slug is None and not platform:
+            document = runtime.audit.export_checkpoints(every_chain=True, secrets=runtime.secrets)
+        else:
+            tenant_id = None if platform else runtime.tenancy.tenant_by_slug(slug or "").id
+            document = runtime.audit.export_checkpoints(tenant_id, secrets=runtime.secrets)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        runtime.close()
+    count = write_export(document, out)
+    if out != "-":
+        click.echo(f"{count} checkpoints written to {out}")
+
+
 # `alphintra plugin …` (marketplace/cli.py); `plugin dev` runs a gateway, so it is added here and
 # marketplace/ keeps importing no gateway code.
 plugin_commands.add_command(plugin_dev)

@@ -3,7 +3,7 @@
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
-from gateway.audit.models import AuditHead, AuditRecord
+from gateway.audit.models import AuditCheckpoint, AuditHead, AuditRecord, AuditSigningKey
 from gateway.auth.models import CasbinRule
 from gateway.defi.events_models import DefiEventCursor
 from gateway.defi.lending_models import DefiLendingAction
@@ -19,6 +19,7 @@ from gateway.fx.models import (
     UnsettledTrade,
 )
 from gateway.jobs.models import Job
+from gateway.marketdata.models import TenantDataFile
 from gateway.marketplace.install_models import (
     PluginInstallation,
     PluginInstallationEvent,
@@ -46,8 +47,10 @@ from gateway.trading.models import (
 __all__ = [
     "AccountPosition",
     "ApiKey",
+    "AuditCheckpoint",
     "AuditHead",
     "AuditRecord",
+    "AuditSigningKey",
     "Backtest",
     "CasbinRule",
     "CashBalance",
@@ -83,6 +86,7 @@ __all__ = [
     "SynthesisRun",
     "Tenant",
     "TenantBuiltinPlugin",
+    "TenantDataFile",
     "TradingAccount",
     "UnsettledTrade",
     "User",

@@ -39,6 +39,7 @@ from gateway.jobs.service import JobService
 from gateway.marketdata import MarketDataService
 from gateway.marketdata.service import HOOK as MARKET_DATA_HOOK
 from gateway.marketdata.tenant_files import TenantFiles
+from gateway.marketdata.uploads import TenantUploads
 from gateway.marketplace.builtins import BuiltinSwitches
 from gateway.marketplace.catalogue import Catalogue
 from gateway.marketplace.install import Installations, build_installations
@@ -78,6 +79,7 @@ class Runtime:
     plugins: PluginHost
     markets: MarketsService  # venues and sessions; its clock is the system's unless a test's
     market_data: MarketDataService  # instruments, bars and quotes from data-source plugins
+    market_data_files: TenantUploads  # a tenant's own data files, uploaded through the API
     portfolio: PortfolioOptimisationService  # portfolio optimisation on optimiser plugins
     fx: FxService  # portfolios, FX exposure and hedging, on FX-provider plugins
     patterns: PatternService  # chart patterns in recent bars, by a spiking network trained on first use
@@ -121,7 +123,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
                                     configs=settings.market_data_configs())  # ALPHINTRA_MARKETDATA_*
     portfolio = PortfolioOptimisationService(plugins, market_data)
     kinds.register(portfolio_optimisation_kind(portfolio))  # qiskit/pennylane load only in a job
-    audit = AuditTrail(db, settings.max_page_size)
+    secrets = SecretBox.from_settings(settings)
+    audit = AuditTrail(db, settings.max_page_size, secrets=secrets)  # signed checkpoints on append
     reports = RegulatoryReports(db, audit, instrument_classes(market_data.instrument),
                                 settings.max_page_size)
     for report_kind in reports.job_kinds():
@@ -135,7 +138,6 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         kinds.register(ai_kind)
     chains = Chains.from_settings(settings)  # cheap: no web3 until a chain is first used
     defi_world = DemoWorld()
-    secrets = SecretBox.from_settings(settings)
     defi_keys = DefiKeys(db, secrets, funder=defi_world.fund)
     defi = DefiMarkets(chains, PoolBook(plugins, defi_world), defi_keys)
     defi_world.add_extension("lending", extend_world)  # the lending market joins the demo world
@@ -151,8 +153,9 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     builtin_plugins = BuiltinSwitches(db, plugins, audit)
     orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size)
     tenant_files = TenantFiles(settings.marketdata_tenant_dir, markets.directory, settings.marketdata_adjust)
+    market_data_files = TenantUploads(db, audit, markets.directory, settings.marketdata_adjust)
     _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio,
-                      defi, tenant_files)
+                      defi, tenant_files, market_data_files)
     return Runtime(
         settings=settings,
         db=db,
@@ -167,6 +170,7 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         plugins=plugins,
         markets=markets,
         market_data=market_data,
+        market_data_files=market_data_files,
         portfolio=portfolio,
         fx=fx,
         patterns=PatternService(market_data),
@@ -196,7 +200,8 @@ def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitch
                       market_data: MarketDataService, fx: FxService,
                       strategy_ai: LLMLab, orders: OrderService,
                       portfolio: PortfolioOptimisationService, defi: DefiMarkets,
-                      tenant_files: TenantFiles | None = None) -> None:
+                      tenant_files: TenantFiles | None = None,
+                      uploads: TenantUploads | None = None) -> None:
     """The per-tenant plugin view: each domain service asks, for the tenant in scope, for its
     installed plugins' providers (sandboxed) beside the built-ins (in process), less the
     built-ins the tenant switched off."""
@@ -205,7 +210,10 @@ def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitch
         return lambda tenant: marketplace.providers(tenant, hook)
 
     off = builtin_plugins.disabled
-    own = tenant_files.sources if tenant_files is not None else (lambda tenant: ())
+
+    def own(tenant: str) -> list[tuple[str, Any]]:  # uploaded through the API, then the server's folder
+        return [*(uploads.sources(tenant) if uploads is not None else ()),
+                *(tenant_files.sources(tenant) if tenant_files is not None else ())]
 
     def sources(tenant: str) -> list[tuple[str, Any]]:  # the tenant's own files first: its data wins
         return [*own(tenant), *marketplace.providers(tenant, MARKET_DATA_HOOK)]

@@ -17,6 +17,7 @@ from gateway.settings import Settings
 from plugins.sdk import SchemaExtension
 from schema import (
     audit,
+    data_files,
     defi,
     defi_lending,
     federated,
@@ -39,7 +40,7 @@ from schema.errors import DomainErrorCodes
 from schema.federation import service_sdl
 
 DOMAINS = (tenancy, vendor_role, jobs, markets, marketdata, fx, patterns, federated, quantum, audit,
-           marketplace_publishing, orders, marketplace, defi, defi_lending, reports,
+           marketplace_publishing, orders, marketplace, data_files, defi, defi_lending, reports,
            strategies, strategy_ai)
 FEDERATION_VERSION = "2.7"
 

@@ -195,3 +195,21 @@ def test_an_installed_llm_provider_answers_its_tenants_synthesis(gql, runtime):
     _, other_trader = user_key(runtime, other, "trader")
     refused = gql(choose, key=other_trader)
     assert error_codes(refused) == ["LLM_PROVIDER_UNKNOWN"]
+
+
+def test_an_installed_fx_provider_values_its_tenants_exposure(gql, desks):
+    exposure = """query($p: ID!) { fxExposure(portfolio: $p) { baseCurrency
+      currencies { currency gross spot grossInBase } } }"""
+    spots = {}
+    for name in ("a", "b"):
+        key = desks[name].key
+        pid = gql.data("mutation($i: CreatePortfolioInput!) { createPortfolio(input: $i) { id } }",
+                       {"i": {"name": f"eur-book-{name}", "baseCurrency": "USD"}},
+                       key=key)["createPortfolio"]["id"]
+        gql.data("mutation($i: SetCashBalanceInput!) { setCashBalance(input: $i) { amount } }",
+                 {"i": {"portfolio": pid, "currency": "EUR", "amount": "1000"}}, key=key)
+        found = gql.data(exposure, {"p": pid}, key=key)["fxExposure"]
+        eur = next(c for c in found["currencies"] if c["currency"] == "EUR")
+        spots[name] = (Decimal(eur["spot"]), Decimal(eur["grossInBase"]))
+    assert spots["a"] == (Decimal("1.2345"), Decimal("1234.5"))  # A's installed provider's rate
+    assert spots["b"][0] != Decimal("1.2345")

@@ -54,6 +54,11 @@ COVERED["Mutation"] |= {"optimizePortfolio"}
 # Audit trail: test_audit.py (test_audit_fields_are_tenant_isolated) shows tenant B's key reads
 # and verifies only B's chain, never A's records, A's break or the platform chain.
 COVERED["Query"] |= {"verifyAuditTrail", "auditRecords"}
+# Audit checkpoints: test_audit_checkpoints.py (test_checkpoints_are_tenant_isolated) shows B
+# lists and takes only B's checkpoints, and A's checkpoint given to B's verification is refused
+# as another chain's (AUDIT_CHECKPOINT_FOREIGN) without a word about A's chain.
+COVERED["Query"] |= {"auditCheckpoints"}
+COVERED["Mutation"] |= {"createAuditCheckpoint"}
 # Regulatory reports: test_reports.py (test_report_fields_are_tenant_isolated,
 # test_mifid_xml_report_end_to_end_with_download) shows B's key with A's idempotency key, job and
 # file ids finds nothing of A's (GET /reports/{id} is 404) and B's reports read only B's rows.
@@ -140,6 +145,10 @@ COVERED["Query"] |= {"vendorRoleRequests"}
 # A tenant's built-in switches act on its own view only: tests/test_installed_sources.py.
 COVERED["Query"] |= {"builtinPlugins"}
 COVERED["Mutation"] |= {"setBuiltinPlugin"}
+# A tenant's own data files: tests/test_market_data_files.py (B lists none of A's files, cannot
+# delete one by its name, MARKETDATA_FILE_NOT_FOUND, and is served none of their instruments).
+COVERED["Query"] |= {"marketDataFiles"}
+COVERED["Mutation"] |= {"putMarketDataFile", "deleteMarketDataFile"}
 COVERED["Mutation"] |= {"requestVendorRole", "decideVendorRoleRequest"}
 
 def test_every_root_field_is_covered(settings):

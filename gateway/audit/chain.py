@@ -88,12 +88,47 @@ def hash_of(record: ChainedRecord) -> str:
                        record.actor, record.payload, record.prev_hash)
 
 
+CHAIN_BROKEN = "AUDIT_CHAIN_BROKEN"
+
+
+@dataclass(frozen=True)
+class CheckpointFinding:
+    """The first checkpoint that disagrees with the chain (or is not a valid platform
+    checkpoint for it), with a stable code."""
+
+    code: str
+    seq: int
+    head_hash: str
+    at: datetime
+    problem: str
+    supplied: bool  # from the caller's exported set (else a stored one)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An order or execution row and its audit records disagreeing (or one without the other)."""
+
+    code: str
+    order_id: str
+    problem: str
+    execution_id: str | None = None
+    field: str | None = None
+    recorded: str | None = None  # what the audit records say
+    actual: str | None = None  # what the row says
+
+
 @dataclass(frozen=True)
 class AuditVerification:
     ok: bool
     checked: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    code: str | None = None  # the first problem's stable code (chain, then checkpoint, then rows)
+    checkpoints_checked: int = 0
+    checkpoint: CheckpointFinding | None = None
+    cross_checked: int = 0  # order and execution rows compared with their audit records
+    mismatches: tuple[Mismatch, ...] = ()  # the first MAX_MISMATCHES
+    mismatch_count: int = 0
 
 
 def verify_records(records: Sequence[ChainedRecord], *, prev_seq: int = 0,
@@ -107,31 +142,35 @@ def verify_records(records: Sequence[ChainedRecord], *, prev_seq: int = 0,
     for checked, record in enumerate(records):
         if record.seq != expected_seq:
             if record.seq < expected_seq or expected_seq in seqs_ahead:
-                return AuditVerification(False, checked, expected_seq,
-                                         f"record {record.seq} is out of order: it comes where "
-                                         f"record {expected_seq} belongs (records reordered)")
-            return AuditVerification(False, checked, expected_seq,
-                                     f"record {expected_seq} is missing: record {record.seq} "
-                                     f"follows record {expected_seq - 1} (records deleted)")
+                return _broken(checked, expected_seq,
+                               f"record {record.seq} is out of order: it comes where "
+                               f"record {expected_seq} belongs (records reordered)")
+            return _broken(checked, expected_seq,
+                           f"record {expected_seq} is missing: record {record.seq} "
+                           f"follows record {expected_seq - 1} (records deleted)")
         if hash_of(record) != record.hash:
-            return AuditVerification(False, checked, record.seq,
-                                     f"record {record.seq} was altered: its content no longer "
-                                     f"matches its hash (edited or moved)")
+            return _broken(checked, record.seq,
+                           f"record {record.seq} was altered: its content no longer "
+                           f"matches its hash (edited or moved)")
         if record.prev_hash != expected_prev:
-            return AuditVerification(False, checked, record.seq,
-                                     f"record {record.seq} does not link to record "
-                                     f"{record.seq - 1}: prev_hash differs (a record before it "
-                                     f"was replaced or removed)")
+            return _broken(checked, record.seq,
+                           f"record {record.seq} does not link to record "
+                           f"{record.seq - 1}: prev_hash differs (a record before it "
+                           f"was replaced or removed)")
         seqs_ahead.discard(record.seq)
         expected_seq, expected_prev = record.seq + 1, record.hash
     if head is not None:
         last_seq, last_hash = head
         if last_seq >= expected_seq:
-            return AuditVerification(False, len(records), expected_seq,
-                                     f"records {expected_seq} to {last_seq} are missing: the chain "
-                                     f"ends at {expected_seq - 1} but its head says {last_seq}")
+            return _broken(len(records), expected_seq,
+                           f"records {expected_seq} to {last_seq} are missing: the chain "
+                           f"ends at {expected_seq - 1} but its head says {last_seq}")
         if last_seq == expected_seq - 1 and last_hash != expected_prev:
-            return AuditVerification(False, len(records), last_seq,
-                                     f"record {last_seq} differs from the one the chain head "
-                                     f"recorded")
+            return _broken(len(records), last_seq,
+                           f"record {last_seq} differs from the one the chain head "
+                           f"recorded")
     return AuditVerification(True, len(records))
+
+
+def _broken(checked: int, seq: int, problem: str) -> AuditVerification:
+    return AuditVerification(False, checked, seq, problem, CHAIN_BROKEN)

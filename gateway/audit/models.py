@@ -4,7 +4,11 @@ One chain per tenant (named by the tenant id) and one for the platform ("platfor
 tenant-owned so that a tenant session sees only its own chain; platform records have no tenant
 (tenant_id NULL), so only a system session reads them. `audit_head` holds the last seq and hash
 of each chain: appenders lock its row, which serialises them per chain, not per table.
-Both tables refuse UPDATE and DELETE (`audit_record`) by trigger, created by migration 0006.
+`audit_record` refuses UPDATE and DELETE by trigger (migration 0006).
+
+`audit_checkpoint` (migration 0017) holds signed statements of chain heads (gateway/audit/
+checkpoints.py), tenant-owned like the records; `audit_signing_key` the platform's Ed25519 key
+that signs them, sealed with the gateway's secret key. Both refuse UPDATE and DELETE by trigger.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from gateway.db import TenantOwned, UTCDateTime
@@ -47,3 +51,33 @@ class AuditHead(SQLModel, table=True):
     chain: str = Field(primary_key=True, max_length=36)
     last_seq: int = 0
     last_hash: str = Field(max_length=64)
+
+
+class AuditCheckpoint(TenantOwned, table=True):
+    """A signed statement that chain `chain` had `count` records ending at `seq` with hash
+    `head_hash` at `at`: Ed25519 by the platform key (`public_key`), over
+    `checkpoints.statement(...)`. Exported, it proves the chain's past to an auditor."""
+
+    __tablename__ = "audit_checkpoint"
+
+    tenant_id: str | None = Field(default=None, foreign_key="tenant.id", index=True, max_length=36,
+                                  nullable=True)
+    chain: str = Field(primary_key=True, max_length=36)
+    seq: int = Field(primary_key=True)
+    head_hash: str = Field(max_length=64)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    count: int
+    public_key: str = Field(max_length=64)  # Ed25519, raw 32 bytes, base64
+    signature: str = Field(max_length=128)  # Ed25519, raw 64 bytes, base64
+
+
+class AuditSigningKey(SQLModel, table=True):
+    """The platform's checkpoint key: the private key sealed with the gateway's SecretBox
+    (`runtime.secrets`, as tenants' DeFi keys are), the public key beside it for reading."""
+
+    __tablename__ = "audit_signing_key"
+
+    id: str = Field(primary_key=True, max_length=36)
+    public_key: str = Field(max_length=64)
+    sealed_key: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -6,13 +6,22 @@ a write, so SQLite takes its write lock here), then reads the head FOR UPDATE (P
 the row): concurrent appenders of one chain take turns, and the chain stays gapless. A batch is
 hashed in Python and written with COPY on PostgreSQL (one executemany elsewhere), no ORM
 flush per record.
+
+Checkpoints (gateway/audit/checkpoints.py): with the gateway's secret box at hand, a chain that
+crosses a multiple of `checkpoint_every` records on append gets a signed checkpoint of its new
+head in the same transaction, and `create_checkpoint` takes one on demand. `verify` checks the
+chain's hashes and links, then every checkpoint (the stored ones and any the caller supplies
+from an export, which take precedence), then, for a tenant, its orders and executions against
+their audit records (gateway/audit/crosscheck.py).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,19 +32,27 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
+from gateway.audit import checkpoints as cp
 from gateway.audit.chain import (
+    CHAIN_BROKEN,
     GENESIS,
     AuditVerification,
+    CheckpointFinding,
     hash_of,
     plain,
     record_hash,
     verify_records,
 )
-from gateway.audit.models import PLATFORM_CHAIN, AuditHead, AuditRecord
+from gateway.audit.checkpoints import Checkpoint, SigningKey, SigningKeyUnavailable
+from gateway.audit.crosscheck import cross_check
+from gateway.audit.models import PLATFORM_CHAIN, AuditCheckpoint, AuditHead, AuditRecord
 from gateway.bulk import bulk_insert
 from gateway.db import ALL_TENANTS, SCOPE_KEY, Database, utcnow
-from gateway.errors import Forbidden, InvalidInput
+from gateway.errors import Conflict, Forbidden, InvalidInput
 from gateway.pagination import check_page_size
+from gateway.secrets import SecretBox
+
+log = logging.getLogger(__name__)
 
 KIND_MAX, SUBJECT_MAX, ACTOR_MAX = 64, 200, 64
 VERIFY_CHUNK = 10_000
@@ -78,6 +95,17 @@ class AuditPage:
         return base64.urlsafe_b64encode(f"seq:{record.seq}".encode()).decode()
 
 
+@dataclass(frozen=True)
+class CheckpointPage:
+    items: list[Checkpoint]
+    has_next: bool
+    public_key: str | None  # the platform key the checkpoints are signed with
+
+    @staticmethod
+    def cursor(checkpoint: Checkpoint) -> str:
+        return base64.urlsafe_b64encode(f"seq:{checkpoint.seq}".encode()).decode()
+
+
 _COLUMNS = (AuditRecord.chain, AuditRecord.seq, AuditRecord.at, AuditRecord.kind,
             AuditRecord.subject, AuditRecord.actor, AuditRecord.payload, AuditRecord.prev_hash,
             AuditRecord.hash)
@@ -106,9 +134,27 @@ def _decode_cursor(cursor: str) -> int:
 
 
 class AuditTrail:
-    def __init__(self, db: Database, max_page_size: int = 100) -> None:
+    def __init__(self, db: Database, max_page_size: int = 100, *, secrets: SecretBox | None = None,
+                 checkpoint_every: int = cp.CHECKPOINT_EVERY) -> None:
+        """`secrets` (the runtime's SecretBox) turns on checkpoints taken on append."""
         self.db = db
         self.max_page_size = max_page_size
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self.checkpoint_every = checkpoint_every
+        self._key: SigningKey | None = SigningKey(secrets) if secrets is not None else None
+
+    def use_secrets(self, secrets: SecretBox) -> None:
+        """Sign checkpoints with the platform key sealed by `secrets` (also on append)."""
+        if self._key is None or self._key.secrets is not secrets:
+            self._key = SigningKey(secrets)
+
+    def _signing_key(self, secrets: SecretBox | None) -> SigningKey | None:
+        if secrets is None:
+            return self._key
+        if self._key is not None and self._key.secrets is secrets:
+            return self._key
+        return SigningKey(secrets)
 
     def append(self, session: Session, tenant_id: str | None, entries: Sequence[AuditEntry]
                ) -> list[AppendedRecord]:
@@ -124,6 +170,7 @@ class AuditTrail:
         rows = [self._checked(entry) for entry in entries]
         chain = chain_of(tenant_id)
         last_seq, last_hash = self._lock_head(session, chain)
+        first_seq = last_seq
         at = utcnow()
         records: list[dict[str, Any]] = []
         for kind, subject, actor, payload in rows:
@@ -137,6 +184,19 @@ class AuditTrail:
         session.execute(update(AuditHead.__table__)  # type: ignore[attr-defined]
                         .where(AuditHead.__table__.c.chain == chain)  # type: ignore[attr-defined]
                         .values(last_seq=last_seq, last_hash=last_hash))
+        if self._key is not None and \
+                last_seq // self.checkpoint_every > first_seq // self.checkpoint_every:
+            # A cheap check per append: the chain crossed a multiple of `checkpoint_every`.
+            # Never blocks the change being recorded: a failure is logged, not raised.
+            try:
+                taken = self._checkpoint(session, self._key, tenant_id, chain, last_seq, last_hash)
+            except SigningKeyUnavailable as exc:
+                log.error("audit chain not checkpointed: %s", exc.message, extra={"chain": chain})
+                taken = None
+            if isinstance(taken, AuditVerification):
+                log.error("audit chain not checkpointed: it does not verify since the last "
+                          "checkpoint", extra={"chain": chain, "seq": taken.first_bad_seq,
+                                               "problem": taken.problem})
         return [AppendedRecord(**r) for r in records]
 
     @staticmethod
@@ -174,14 +234,41 @@ class AuditTrail:
     # Reading: a tenant reads its own chain in its tenant session; the platform chain is read
     # in a system session (there is no tenant whose filter would admit it).
     def verify(self, tenant_id: str | None, start: datetime | None = None,
-               end: datetime | None = None) -> AuditVerification:
+               end: datetime | None = None, *, checkpoints: Sequence[Checkpoint] | None = None,
+               secrets: SecretBox | None = None) -> AuditVerification:
         """Check the chain's records with `start <= at < end` (the whole chain by default), each
         linked to the record before it; the record before the window is re-hashed (it anchors
         the window), and the record after it must link to the window's last (or, with none
-        after it, the head must)."""
+        after it, the head must). Then every checkpoint: the stored ones and `checkpoints` (an
+        auditor's exported set, which takes precedence at the same seq), each signed by the
+        platform key and naming the hash the chain still has at its seq. Then, for a tenant,
+        its orders (created in the window) and their executions against their audit records.
+        `ok` only if all three agree; `code` names the first problem."""
         start, end = _utc(start), _utc(end)
         if start is not None and end is not None and end <= start:
             raise InvalidInput("'to' must be after 'from'", code="AUDIT_RANGE_INVALID")
+        if checkpoints is not None and len(checkpoints) > cp.MAX_SUPPLIED:
+            raise InvalidInput(f"at most {cp.MAX_SUPPLIED} checkpoints per verification",
+                               code="AUDIT_CHECKPOINTS_TOO_MANY")
+        result = self._verify_chain(tenant_id, start, end)
+        checked, finding = self._verify_checkpoints(tenant_id, list(checkpoints or ()), secrets)
+        result = dataclasses.replace(result, checkpoints_checked=checked, checkpoint=finding)
+        if tenant_id is not None:
+            with self._snapshot(tenant_id) as session:
+                rows = cross_check(session, tenant_id, start, end)
+            result = dataclasses.replace(result, cross_checked=rows.checked,
+                                         mismatches=rows.mismatches, mismatch_count=rows.count)
+        if not result.ok:
+            return result
+        if finding is not None:
+            return dataclasses.replace(result, ok=False, code=finding.code, problem=finding.problem)
+        if result.mismatches:
+            first = result.mismatches[0]
+            return dataclasses.replace(result, ok=False, code=first.code, problem=first.problem)
+        return result
+
+    def _verify_chain(self, tenant_id: str | None, start: datetime | None,
+                      end: datetime | None) -> AuditVerification:
         chain = chain_of(tenant_id)
         where = [col(AuditRecord.chain) == chain]
         with self._session(tenant_id) as session:
@@ -197,9 +284,9 @@ class AuditTrail:
                     # The anchor's stored hash is what the window links to: recompute it, so
                     # an edited record moved out of the window does not pass as the anchor.
                     if hash_of(before) != before.hash:
-                        return AuditVerification(False, 0, before.seq,
-                                                 f"record {before.seq} was altered: its content "
-                                                 f"no longer matches its hash (edited or moved)")
+                        return _broken(0, before.seq,
+                                       f"record {before.seq} was altered: its content no longer "
+                                       f"matches its hash (edited or moved)")
                     prev_seq, prev_hash = before.seq, before.hash
                 where.append(col(AuditRecord.at) >= start)
             head = None
@@ -243,24 +330,186 @@ class AuditTrail:
                                            col(AuditRecord.seq) == last_seq + 1)).first()
         if following is None:
             if head_seq > last_seq:
-                return AuditVerification(False, checked, last_seq + 1,
-                                         f"record {last_seq + 1} is missing: the chain head says "
-                                         f"{head_seq} (records deleted)")
+                return _broken(checked, last_seq + 1,
+                               f"record {last_seq + 1} is missing: the chain head says "
+                               f"{head_seq} (records deleted)")
             if head_seq == last_seq and head_hash != last_hash:
-                return AuditVerification(False, checked, last_seq,
-                                         f"record {last_seq} differs from the one the chain head "
-                                         f"recorded")
+                return _broken(checked, last_seq,
+                               f"record {last_seq} differs from the one the chain head "
+                               f"recorded")
             return None
         if _utc(following.at) < end:  # type: ignore[operator]
-            return AuditVerification(False, checked, following.seq,
-                                     f"record {following.seq} is dated inside the window but lies "
-                                     f"outside it (moved)")
+            return _broken(checked, following.seq,
+                           f"record {following.seq} is dated inside the window but lies "
+                           f"outside it (moved)")
         if following.prev_hash != last_hash:
-            return AuditVerification(False, checked, following.seq,
-                                     f"record {following.seq} does not link to record {last_seq}: "
-                                     f"prev_hash differs (a record before it was replaced or "
-                                     f"removed)")
+            return _broken(checked, following.seq,
+                           f"record {following.seq} does not link to record {last_seq}: "
+                           f"prev_hash differs (a record before it was replaced or "
+                           f"removed)")
         return None
+
+    # Checkpoints.
+    def create_checkpoint(self, tenant_id: str | None, *, secrets: SecretBox | None = None
+                          ) -> Checkpoint:
+        """A signed checkpoint of the chain's head now (the one already taken at that seq, if
+        any). The chain is verified from the last checkpoint first, so a chain rewritten since
+        is refused (AUDIT_CHAIN_BROKEN), not signed."""
+        key = self._signing_key(secrets)
+        if key is None:
+            raise SigningKeyUnavailable("no secret box to open the platform's signing key")
+        chain = chain_of(tenant_id)
+        with self._transaction(tenant_id) as session:
+            head = session.execute(core_select(AuditHead.last_seq, AuditHead.last_hash)
+                                   .where(col(AuditHead.chain) == chain)).first()
+            if head is None or head.last_seq == 0:
+                raise InvalidInput("the chain has no records to checkpoint", code="AUDIT_CHAIN_EMPTY")
+            existing = self._stored(session, chain, seq=head.last_seq)
+            if existing:
+                return existing[0]
+            taken = self._checkpoint(session, key, tenant_id, chain, head.last_seq, head.last_hash)
+            if isinstance(taken, AuditVerification):
+                raise Conflict(f"the chain does not verify since its last checkpoint: "
+                               f"{taken.problem}", code=taken.code or CHAIN_BROKEN,
+                               details={"firstBadSeq": taken.first_bad_seq})
+        return taken
+
+    def _checkpoint(self, session: Session, key: SigningKey, tenant_id: str | None, chain: str,
+                    seq: int, head_hash: str) -> Checkpoint | AuditVerification:
+        """Verify the records since the chain's last checkpoint (its signature too), then sign
+        and store a checkpoint of (seq, head_hash), in `session`'s transaction."""
+        private = key.private(session)
+        assert private is not None
+        public = cp.public_key_of(private)
+        prev_seq, prev_hash = 0, GENESIS
+        last = session.execute(select(AuditCheckpoint).where(
+            col(AuditCheckpoint.chain) == chain, col(AuditCheckpoint.seq) < seq)
+            .order_by(col(AuditCheckpoint.seq).desc()).limit(1)).scalars().first()
+        if last is not None:
+            previous = Checkpoint.of(last)
+            if previous.public_key != public or not cp.signature_valid(previous, public):
+                return AuditVerification(False, 0, previous.seq,
+                                         f"the stored checkpoint at record {previous.seq} is not "
+                                         f"signed by the platform key", cp.SIGNATURE_INVALID)
+            prev_seq, prev_hash = previous.seq, previous.head_hash
+        checked = 0
+        while True:
+            chunk = list(session.execute(
+                select(*_COLUMNS).where(col(AuditRecord.chain) == chain,
+                                        col(AuditRecord.seq) > prev_seq, col(AuditRecord.seq) <= seq)
+                .order_by(col(AuditRecord.seq)).limit(VERIFY_CHUNK)).all())
+            result = verify_records(chunk, prev_seq=prev_seq, prev_hash=prev_hash,
+                                    head=(seq, head_hash) if len(chunk) < VERIFY_CHUNK else None)
+            if not result.ok:
+                return dataclasses.replace(result, checked=checked + result.checked)
+            checked += len(chunk)
+            if len(chunk) < VERIFY_CHUNK:
+                break
+            prev_seq, prev_hash = chunk[-1].seq, chunk[-1].hash
+        taken = cp.sign(private, chain, tenant_id, seq, head_hash, count=seq)
+        if not cp.insert_checkpoint(session, taken):
+            found = self._stored(session, chain, seq=seq)
+            return found[0] if found else taken
+        return taken
+
+    def checkpoints(self, tenant_id: str | None, *, first: int, after: str | None = None,
+                    secrets: SecretBox | None = None) -> CheckpointPage:
+        """The chain's checkpoints, newest first, with the platform's public key."""
+        check_page_size(first, self.max_page_size)
+        chain = chain_of(tenant_id)
+        query = select(AuditCheckpoint).where(col(AuditCheckpoint.chain) == chain)
+        if after is not None:
+            query = query.where(col(AuditCheckpoint.seq) < _decode_cursor(after))
+        query = query.order_by(col(AuditCheckpoint.seq).desc()).limit(first + 1)
+        with self._session(tenant_id) as session:
+            rows = [Checkpoint.of(r) for r in session.execute(query).scalars()]
+            public = self._public_key(session, secrets)
+        return CheckpointPage(rows[:first], len(rows) > first, public)
+
+    def export_checkpoints(self, tenant_id: str | None = None, *, every_chain: bool = False,
+                           secrets: SecretBox | None = None) -> dict[str, Any]:
+        """The export document (checkpoints.export_document) of one chain, or of every chain
+        (`every_chain`, a system read: the operator's)."""
+        if every_chain:
+            with self.db.system_session() as session:
+                rows = session.execute(select(AuditCheckpoint).order_by(
+                    col(AuditCheckpoint.chain), col(AuditCheckpoint.seq))).scalars()
+                found = [Checkpoint.of(r) for r in rows]
+                public = self._public_key(session, secrets)
+        else:
+            with self._session(tenant_id) as session:
+                found = self._stored(session, chain_of(tenant_id))
+                public = self._public_key(session, secrets)
+        return cp.export_document(public, found)
+
+    def _public_key(self, session: Session, secrets: SecretBox | None) -> str | None:
+        key = self._signing_key(secrets)
+        if key is None:
+            return cp.stored_public_key(session)
+        return key.public(session)
+
+    @staticmethod
+    def _stored(session: Session, chain: str, *, seq: int | None = None) -> list[Checkpoint]:
+        query = select(AuditCheckpoint).where(col(AuditCheckpoint.chain) == chain)
+        if seq is not None:
+            query = query.where(col(AuditCheckpoint.seq) == seq)
+        return [Checkpoint.of(r) for r in
+                session.execute(query.order_by(col(AuditCheckpoint.seq))).scalars()]
+
+    def _verify_checkpoints(self, tenant_id: str | None, supplied: list[Checkpoint],
+                            secrets: SecretBox | None) -> tuple[int, CheckpointFinding | None]:
+        """Every checkpoint, in seq order: the caller's and the stored ones (the caller's win
+        at the same seq). The first that is another chain's, not signed by the platform key,
+        or names a hash the chain no longer has at its seq, is the finding."""
+        chain = chain_of(tenant_id)
+        with self._session(tenant_id) as session:
+            try:
+                public = self._public_key(session, secrets)
+            except SigningKeyUnavailable:
+                public = None  # every checkpoint then fails as KEY_UNKNOWN
+            mine = {c.seq for c in supplied if c.chain == chain}
+            candidates = [(c, True) for c in supplied] + [
+                (c, False) for c in self._stored(session, chain) if c.seq not in mine]
+            candidates.sort(key=lambda pair: (pair[0].seq, not pair[1]))
+            seqs = sorted({c.seq for c, _ in candidates if c.chain == chain})
+            records: dict[int, Any] = {}
+            for start in range(0, len(seqs), 500):
+                for row in session.execute(select(*_COLUMNS).where(
+                        col(AuditRecord.chain) == chain,
+                        col(AuditRecord.seq).in_(seqs[start:start + 500]))):
+                    records[row.seq] = row
+        for checked, (c, supplied_) in enumerate(candidates):
+            problem = _checkpoint_problem(c, chain, tenant_id, public, records.get(c.seq))
+            if problem is not None:
+                code, text = problem
+                return checked, CheckpointFinding(code, c.seq, c.head_hash, c.at, text, supplied_)
+        return len(candidates), None
+
+    @contextmanager
+    def _transaction(self, tenant_id: str | None) -> Iterator[Session]:
+        if tenant_id is None:
+            with self.db.system_transaction() as session:
+                yield session
+        else:
+            with self.db.tenant_transaction(tenant_id) as session:
+                yield session
+
+    @contextmanager
+    def _snapshot(self, tenant_id: str) -> Iterator[Session]:
+        """A tenant session whose reads all see one snapshot (the cross-check compares rows read
+        by several statements)."""
+        with self.db.tenant_session(tenant_id) as session:
+            bind = session.get_bind()
+            if bind.dialect.name == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            elif bind.dialect.name == "sqlite":
+                raw = session.connection().connection.dbapi_connection
+                if raw is not None and not raw.in_transaction:
+                    session.connection().exec_driver_sql("BEGIN")
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def records(self, tenant_id: str, *, kind: str | None = None, subject: str | None = None,
                 first: int, after: str | None = None) -> AuditPage:
@@ -280,3 +529,27 @@ class AuditTrail:
 
     def _session(self, tenant_id: str | None) -> Any:
         return self.db.system_session() if tenant_id is None else self.db.tenant_session(tenant_id)
+
+
+def _checkpoint_problem(c: Checkpoint, chain: str, tenant_id: str | None, public: str | None,
+                        record: Any) -> tuple[str, str] | None:
+    if c.chain != chain or c.tenant_id != tenant_id:
+        return cp.FOREIGN, f"the checkpoint at record {c.seq} is of another chain"
+    if public is None or c.public_key != public:
+        return cp.KEY_UNKNOWN, (f"the checkpoint at record {c.seq} is not signed by the "
+                                f"platform's audit key")
+    if not cp.signature_valid(c, public):
+        return cp.SIGNATURE_INVALID, (f"the checkpoint at record {c.seq}: its signature does not "
+                                      f"match its statement")
+    if record is None:
+        return cp.RECORD_MISSING, (f"the checkpoint at record {c.seq}: the chain no longer has "
+                                   f"record {c.seq}")
+    if record.hash != c.head_hash or hash_of(record) != c.head_hash:
+        return cp.MISMATCH, (f"the checkpoint at record {c.seq} signed hash {c.head_hash[:12]}…, "
+                             f"the chain now has {record.hash[:12]}… there (records up to "
+                             f"{c.seq} were rewritten)")
+    return None
+
+
+def _broken(checked: int, seq: int, problem: str) -> AuditVerification:
+    return AuditVerification(False, checked, seq, problem, CHAIN_BROKEN)

@@ -180,6 +180,10 @@ class FileSource:
     def instruments(self) -> list[Instrument]:
         return list(self._instruments.values())
 
+    @property
+    def bar_count(self) -> int:
+        return sum(len(series.bars) for series in self._series.values())
+
     def bars(self, instrument: Instrument, start: datetime, end: datetime, interval: str) -> list[Bar]:
         if interval not in INTERVALS:
             raise ValueError(f"interval must be one of {sorted(INTERVALS)}")
