@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 import strawberry
@@ -37,6 +38,23 @@ class Tenant:
         return cls.from_row(c.runtime.tenancy.tenant(c.tenant_id))
 
 
+@strawberry.enum
+class PersonIdScheme(enum.Enum):
+    NIDN = "NIDN"
+    CCPT = "CCPT"
+    CONCAT = "CONCAT"
+
+
+@strawberry.type(description="How MiFIR transaction reports identify a person within the firm "
+                             "(RTS 22 Art. 6).")
+class NationalIdentifier:
+    identifier: str = strawberry.field(description="The country code, then the national "
+                                                   "identifier, passport number or CONCAT code.")
+    scheme: PersonIdScheme
+    branch_country: str = strawberry.field(description="ISO 3166-1 alpha-2 of the branch that "
+                                                       "supervises the person.")
+
+
 @strawberry.type
 class User:
     id: strawberry.ID
@@ -45,6 +63,8 @@ class User:
     active: bool
     created_at: datetime
     tenant_id: strawberry.Private[str]
+    national_identifier: NationalIdentifier | None = strawberry.field(
+        default=None, description="As the tenant admin recorded it; none until then.")
 
     @strawberry.field
     def roles(self, info: Info) -> list[str]:
@@ -52,8 +72,13 @@ class User:
 
     @classmethod
     def from_row(cls, row: models.User) -> User:
+        national = NationalIdentifier(
+            identifier=row.national_id, scheme=PersonIdScheme(row.national_id_scheme),
+            branch_country=row.branch_country or "") \
+            if row.national_id and row.national_id_scheme else None
         return cls(id=strawberry.ID(row.id), email=row.email, display_name=row.display_name,
-                   active=row.active, created_at=row.created_at, tenant_id=row.tenant_id)
+                   active=row.active, created_at=row.created_at, tenant_id=row.tenant_id,
+                   national_identifier=national)
 
 
 @strawberry.type
@@ -197,6 +222,24 @@ class Mutation:
         me = c.require("role", "write")
         c.runtime.tenancy.revoke_role(c.tenant_id, str(user_id), role, actor=me.user_id)
         return User.from_row(c.runtime.tenancy.user(c.tenant_id, str(user_id)))
+
+    @strawberry.mutation(description="Record how MiFIR transaction reports identify the user as "
+                                     "investment decision maker or executor: NIDN (national "
+                                     "identifier) or CCPT (passport number), each after the "
+                                     "country code, or CONCAT (country, birth date YYYYMMDD, the "
+                                     "first five letters of the first name and of the surname, "
+                                     "# for padding), and the branch's country. No identifier "
+                                     "clears it. NATIONAL_ID_INVALID when malformed.")
+    def set_user_national_identifier(self, info: Info, user_id: strawberry.ID,
+                                     identifier: str | None = None,
+                                     scheme: PersonIdScheme | None = None,
+                                     branch_country: str | None = None) -> User:
+        c = ctx(info)
+        me = c.require("user", "write")
+        return User.from_row(c.runtime.tenancy.set_national_id(
+            c.tenant_id, str(user_id), identifier=identifier,
+            scheme=scheme.value if scheme else None, branch_country=branch_country,
+            actor=me.user_id))
 
     @strawberry.mutation
     def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreatedApiKey:

@@ -88,8 +88,15 @@ def download(server, key, url):
     return httpx.get(server.url + url, headers={"authorization": f"Bearer {key}"}, timeout=30)
 
 
+def identify_admin(runtime, tenant):
+    """What a tenant admin records with setUserNationalIdentifier before a MiFIR report."""
+    runtime.tenancy.set_national_id(tenant.id, tenant.admin_id, identifier="FR19800101JEAN#DUPON",
+                                    scheme="CONCAT", branch_country="FR")
+
+
 def test_mifid_xml_report_end_to_end_with_download(runtime, gql, server, tenant, other_tenant):
     _, _, fills = record_fills(runtime, tenant)
+    identify_admin(runtime, tenant)
     job_id, job = run_report(gql, tenant.key, "MIFID_TRANSACTIONS", format="XML", lei=FIRM)
     assert job["status"] == "SUCCEEDED", job
     result = job["result"]
@@ -99,13 +106,14 @@ def test_mifid_xml_report_end_to_end_with_download(runtime, gql, server, tenant,
     assert got.status_code == 200 and got.headers["content-type"].startswith("application/xml")
     assert hashlib.sha256(got.content).hexdigest() == entry["sha256"] == got.headers["x-content-sha256"]
     assert mifid.xml_problems(got.content) == []
-    text = got.text
-    assert text.count("<Transaction>") == 3
+    text = "".join(got.text.split())  # without the pretty-printing's white space
+    assert text.count("<Tx><New>") == 3
     refs = [f.id.replace("-", "").upper() for f in fills]
-    assert all(f"<TransactionReferenceNumber>{r}</TransactionReferenceNumber>" in text for r in refs)
-    assert f"<Buyer><LEI>{CLIENT}</LEI></Buyer><Seller><MIC>XNAS</MIC></Seller>" in text
-    assert "<ShortSellingIndicator>SESH</ShortSellingIndicator>" in text
-    assert f'executingEntity="{FIRM}"' in text
+    assert all(f"<TxId>{r}</TxId><ExctgPty>{FIRM}</ExctgPty>" in text for r in refs)
+    assert (f"<Buyr><AcctOwnr><Id><LEI>{CLIENT}</LEI></Id></AcctOwnr></Buyr>"
+            "<Sellr><AcctOwnr><Id><MIC>XNAS</MIC></Id></AcctOwnr></Sellr>") in text
+    assert "<ShrtSellgInd>SESH</ShrtSellgInd>" in text
+    assert tenant.admin_id not in text
 
     files = gql.data(FILES, {"first": 5}, key=tenant.key)["reportFiles"]["edges"]
     assert files[0]["node"]["id"] == entry["id"] and files[0]["node"]["jobId"] == job_id
@@ -136,6 +144,7 @@ def test_mifid_xml_report_end_to_end_with_download(runtime, gql, server, tenant,
 
 def test_an_invalid_report_fails_and_stores_nothing(runtime, gql, tenant):
     record_fills(runtime, tenant, isin="US0378331006")  # check digit wrong
+    identify_admin(runtime, tenant)
     job_id, job = run_report(gql, tenant.key, "MIFID_TRANSACTIONS", format="XML", lei=FIRM)
     assert job["status"] == "FAILED" and job["error"]["code"] == "REPORT_INVALID"
     assert "3 problem(s)" in job["error"]["message"]
@@ -148,8 +157,8 @@ def test_an_invalid_report_fails_and_stores_nothing(runtime, gql, tenant):
 
 @pytest.mark.parametrize(("variables", "code"), [
     ({"kind": "MIFID_TRANSACTIONS", "lei": "529900T8BM49AURSDO56"}, "LEI_INVALID"),
-    ({"kind": "MIFID_TRANSACTIONS"}, "LEI_INVALID"),
-    ({"kind": "CFTC_SWAPS", "lei": FIRM}, "LEI_INVALID"),
+    ({"kind": "MIFID_TRANSACTIONS"}, "LEI_MISSING"),
+    ({"kind": "CFTC_SWAPS", "lei": FIRM}, "LEI_MISSING"),  # its counterpartyLei
     ({"kind": "BEST_EXECUTION", "format": "XML"}, "REPORT_FORMAT_UNSUPPORTED"),
     ({"kind": "BEST_EXECUTION", "swap": True}, "REPORT_PERIOD_INVALID"),
 ])

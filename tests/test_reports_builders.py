@@ -6,50 +6,85 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from gateway.reports import best_execution, cftc, mifid
-from gateway.reports.common import Period
 
 FIRM = "529900T8BM49AURSDO55"
 CLIENT = "5493001KJTIIGC8Y1R12"
 DEALER = "213800D1EI4B9WTWWD28"
 APPLE = "US0378331005"
 T0 = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
-PERIOD = Period(datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC))
+
+
+JEAN = mifid.Person("FR19800101JEAN#DUPON", "CONCAT", "FR")
+MARIA = mifid.Person("ITRSSMRA80A01H501U", "NIDN", "IT")
 
 
 def trade(**changes):
     base = dict(execution_id="0b9f2c1e-aaaa-4bbb-8ccc-000000000001", order_id="o-1", account="ACME",
                 client_type="LEGAL_ENTITY", client_lei=CLIENT, side="BUY", quantity=Decimal("100"),
                 price=Decimal("187.2500"), currency="USD", mic="XNAS", isin=APPLE, symbol="AAPL",
-                executed_at=T0, decided_by="user-7", routed_by_router=True)
+                executed_at=T0, decided_by="user-7", routed_by_router=True,
+                instrument_class="EQUITY", decider=JEAN, decider_name="jean@firm.test")
     base.update(changes)
     return mifid.ExecutedTrade(**base)
 
 
 def test_mifid_rows_by_hand():
     buy = trade()
-    short = trade(execution_id="0b9f2c1e-aaaa-4bbb-8ccc-000000000002", client_type="INDIVIDUAL",
-                  client_lei=None, account="JDOE-1", side="SELL_SHORT", quantity=Decimal("5"),
-                  price=Decimal("10.5"), currency="EUR", mic="XPAR", isin="FR0000120271",
-                  symbol="TTE", executed_at=T0 - timedelta(minutes=1), routed_by_router=False)
+    short = trade(execution_id="0b9f2c1e-aaaa-4bbb-8ccc-000000000002", side="SELL_SHORT",
+                  quantity=Decimal("5"), price=Decimal("10.5"), currency="EUR", mic="XPAR",
+                  isin="FR0000120271", symbol="TTE", executed_at=T0 - timedelta(minutes=1),
+                  routed_by_router=False, decider=MARIA)
     rows = mifid.build_transactions([buy, short], FIRM)
-    assert [r.transaction_reference for r in rows] == ["0B9F2C1EAAAA4BBB8CCC000000000002",
-                                                       "0B9F2C1EAAAA4BBB8CCC000000000001"]
+    assert [r.transaction_id for r in rows] == ["0B9F2C1EAAAA4BBB8CCC000000000002",
+                                                "0B9F2C1EAAAA4BBB8CCC000000000001"]
     first, second = rows  # earlier first
-    assert (first.buyer, first.seller) == (mifid.Party("MIC", "XPAR"), mifid.Party("ACCOUNT", "JDOE-1"))
-    assert first.short_selling == "SESH" and first.execution_within_firm == "user-7"
+    assert (first.buyer, first.seller) == (mifid.Party("MIC", "XPAR"), mifid.Party("LEI", CLIENT))
+    maria = mifid.Actor("PRSN", "ITRSSMRA80A01H501U", "NIDN", "IT")
+    assert first.short_selling == "SESH"
+    assert first.investment_decision == first.execution_within_firm == maria
     assert (second.buyer, second.seller) == (mifid.Party("LEI", CLIENT), mifid.Party("MIC", "XNAS"))
-    assert second.short_selling is None and second.execution_within_firm == "ALPHINTRA-SOR"
-    assert second.trading_capacity == "AOTC" and second.report_status == "NEWT"
+    assert second.short_selling is None
+    assert second.execution_within_firm == mifid.Actor("ALGO", "ALPHINTRA-SOR")
+    assert second.investment_decision == mifid.Actor("PRSN", "FR19800101JEAN#DUPON", "CONCAT", "FR")
+    assert second.trading_capacity == "AOTC" and second.investment_firm
+    assert second.submitting_entity == second.executing_entity == FIRM
+    assert not second.transmission and not second.securities_financing
     assert mifid.problems(rows) == []
     lines = mifid.to_csv(rows).decode().split("\r\n")
-    assert lines[0].startswith("ReportStatus,TransactionReferenceNumber,ExecutingEntityLEI,")
-    assert lines[2] == (f"NEWT,0B9F2C1EAAAA4BBB8CCC000000000001,{FIRM},LEI,{CLIENT},MIC,XNAS,"
-                        f"2026-11-23T14:30:00.000000Z,AOTC,100,187.25,USD,XNAS,{APPLE},user-7,"
-                        "ALPHINTRA-SOR,")
-    assert lines[1].endswith(",10.5,EUR,XPAR,FR0000120271,user-7,user-7,SESH")
-    document = mifid.to_xml(rows, FIRM, PERIOD, T0)
+    assert lines[0].startswith("TxId,ExctgPty,InvstmtPtyInd,SubmitgPty,")
+    assert lines[2] == (f"0B9F2C1EAAAA4BBB8CCC000000000001,{FIRM},true,{FIRM},LEI,{CLIENT},MIC,XNAS,"
+                        "false,2026-11-23T14:30:00.000000Z,AOTC,100,187.25,USD,XNAS,"
+                        f"{APPLE},PRSN,FR19800101JEAN#DUPON,CONCAT,FR,ALGO,ALPHINTRA-SOR,,,,false")
+    assert lines[1].endswith(",10.5,EUR,XPAR,FR0000120271,PRSN,ITRSSMRA80A01H501U,NIDN,IT,"
+                             "PRSN,ITRSSMRA80A01H501U,NIDN,IT,SESH,false")
+    document = mifid.to_xml(rows)
     assert mifid.xml_problems(document) == []
-    assert b'<Price currency="USD">187.25</Price>' in document
+    assert b'<Amt Ccy="USD">187.25</Amt>' in document
+    assert b"<Prtry>CONCAT</Prtry>" in document and b"<Cd>NIDN</Cd>" in document
+    assert b"user-7" not in document
+
+
+def test_what_is_left_out_and_who_is_missing():
+    trades = [trade(), trade(execution_id="e-2", symbol="BTC-USD", mic="ALPX", isin=None,
+                             instrument_class="CRYPTO"),
+              trade(execution_id="e-3", symbol="BTC-USD", mic="ALPX", isin=None,
+                    instrument_class="CRYPTO"),
+              trade(execution_id="e-4", symbol="EURUSD", mic="XOFF", isin=None, instrument_class="FX"),
+              trade(execution_id="e-5", symbol="PRIV", isin=None, instrument_class="UNKNOWN")]
+    kept, excluded = mifid.split_reportable(trades)
+    assert [t.execution_id for t in kept] == [trades[0].execution_id]
+    assert [(e.instrument, e.reason, e.transactions) for e in excluded] == [
+        ("BTC-USD.ALPX", "CRYPTO_ASSET", 2), ("EURUSD.XOFF", "FX_SPOT", 1),
+        ("PRIV.XNAS", "NO_ISIN", 1)]
+    assert mifid.missing_identifiers(kept) == []
+    missing = mifid.missing_identifiers([
+        trade(client_type="INDIVIDUAL", client_lei=None, account="JDOE-1"),
+        trade(execution_id="e-2", decider=None), trade(execution_id="e-3", decider=None),
+        trade(execution_id="e-4", decider=None, decided_by=None, decider_name="")])
+    assert [(m.role, m.who, m.transactions) for m in missing] == [
+        ("CLIENT", "JDOE-1", 1), ("DECISION_MAKER", "jean@firm.test (user-7)", 2),
+        ("DECISION_MAKER", "unknown (order o-1)", 1)]
+    assert "no national identifier recorded" in missing[1].text()
 
 
 def test_mifid_problems_name_row_and_field():
@@ -57,10 +92,11 @@ def test_mifid_problems_name_row_and_field():
         trade(client_lei="5493001KJTIIGC8Y1R13"),  # check digits off by one
         trade(execution_id="e-2", isin="US0378331006", currency="XXQ", quantity=Decimal(0)),
         trade(execution_id="e-3", isin=None, mic="xn"),
-        trade(execution_id="e-4", client_lei=None, decided_by=None, routed_by_router=False),
+        trade(execution_id="e-4", client_lei=None, decider=None, routed_by_router=False),
+        trade(execution_id="e-5", decider=mifid.Person("FR19801301JEAN#DUPON", "CONCAT", "FR")),
     ], "529900T8BM49AURSDO56")
     found = mifid.problems(rows)
-    assert sum("executing entity LEI" in p for p in found) == 4
+    assert sum("executing entity LEI" in p for p in found) == 5
     assert any(p.startswith("row 1 (AAPL") and "buyer LEI '5493001KJTIIGC8Y1R13' fails" in p
                for p in found)
     assert any("ISIN 'US0378331006' fails its check digit" in p for p in found)
@@ -70,17 +106,21 @@ def test_mifid_problems_name_row_and_field():
     assert any(p.startswith("row 3") and "venue 'xn' is not an ISO 10383 MIC" in p for p in found)
     assert any(p.startswith("row 4") and "buyer is a legal entity without an LEI" in p for p in found)
     assert any(p.startswith("row 4") and "no investment decision maker" in p for p in found)
+    assert any(p.startswith("row 4") and "execution within the firm: no national identifier" in p
+               for p in found)
+    assert any(p.startswith("row 5") and "birth date 19801301 is not a date" in p for p in found)
 
 
 def test_xml_schema_refuses_a_bad_document():
-    document = mifid.to_xml(mifid.build_transactions([trade()], FIRM), FIRM, PERIOD, T0)
-    broken = document.replace(b"<Venue>XNAS</Venue>", b"<Venue>XNAS!</Venue>")
-    broken = broken.replace(b"<TradingCapacity>AOTC", b"<TradingCapacity>OWN")
+    document = mifid.to_xml(mifid.build_transactions([trade()], FIRM))
+    broken = document.replace(b"<TradVn>XNAS</TradVn>", b"<TradVn>XNAS!</TradVn>")
+    broken = broken.replace(b"<TradgCpcty>AOTC", b"<TradgCpcty>OWN")
     problems = mifid.xml_problems(broken)
-    assert len(problems) == 2 and any("Venue" in p for p in problems)
+    assert len(problems) == 2 and any("TradVn" in p for p in problems)
+    assert any("TradgCpcty" in p for p in problems)
+    assert mifid.xml_problems(b"<Document") != []
     twice = mifid.build_transactions([trade(), trade()], FIRM)  # one reference twice
     assert any("not unique" in p for p in mifid.problems(twice))
-    assert any("duplicate" in p.lower() for p in mifid.xml_problems(mifid.to_xml(twice, FIRM, PERIOD, T0)))
 
 
 def outcome(order_id, side, qty, filled, avg, arrival, delay_ms, mic="XNAS", klass="EQUITY"):

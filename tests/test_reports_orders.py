@@ -66,14 +66,19 @@ def test_reports_over_real_orders(desk):
     params = {"from": "2020-01-01T00:00:00+00:00",
               "to": (datetime.now(UTC) + timedelta(days=1)).isoformat(), "reportingLei": FIRM}
 
+    gql.data("""mutation($user: ID!) { setUserNationalIdentifier(userId: $user,
+      identifier: "DE19750315ANNA#SCHMI", scheme: CONCAT, branchCountry: "DE") { id } }""",
+             {"user": tenant.admin_id}, key=tenant.key)
     xml = rt.reports.render(tenant.id, KINDS["MIFID_TRANSACTIONS"], {**params, "format": "XML"})
     assert mifid.xml_problems(xml.content) == [] and xml.rows == sum(len(f) for f in fills.values())
-    text = xml.content.decode()
-    assert text.count(f"<Buyer><LEI>{CLIENT}</LEI></Buyer>") == len(fills[bought["id"]])
-    assert text.count(f"<Seller><LEI>{CLIENT}</LEI></Seller>") == len(fills[sold["id"]])
-    assert text.count("<ShortSellingIndicator>SELL</ShortSellingIndicator>") == len(fills[sold["id"]])
-    assert text.count("<ExecutionWithinFirm>ALPHINTRA-SOR</ExecutionWithinFirm>") == len(fills[bought["id"]])
-    assert "<ISIN>US0378331005</ISIN>" in text and "<Venue>XNAS</Venue>" in text
+    text = "".join(xml.content.decode().split())
+    assert text.count(f"<Buyr><AcctOwnr><Id><LEI>{CLIENT}</LEI>") == len(fills[bought["id"]])
+    assert text.count(f"<Sellr><AcctOwnr><Id><LEI>{CLIENT}</LEI>") == len(fills[sold["id"]])
+    assert text.count("<ShrtSellgInd>SELL</ShrtSellgInd>") == len(fills[sold["id"]])
+    assert text.count("<ExctgPrsn><Algo>ALPHINTRA-SOR</Algo></ExctgPrsn>") == len(fills[bought["id"]])
+    assert text.count("<InvstmtDcsnPrsn><Prsn><CtryOfBrnch>DE</CtryOfBrnch><Othr>"
+                      "<Id>DE19750315ANNA#SCHMI</Id>") == xml.rows
+    assert "<FinInstrm><Id>US0378331005</Id></FinInstrm>" in text and "<TradVn>XNAS</TradVn>" in text
 
     quality = rt.reports.render(tenant.id, KINDS["BEST_EXECUTION"], {**params, "format": "CSV"})
     [row] = list(csv.DictReader(io.StringIO(quality.content.decode())))

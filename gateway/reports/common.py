@@ -1,4 +1,4 @@
-"""What every report shares: the period, plain Decimal text, CSV bytes."""
+"""What every report shares: the period, the scope, plain Decimal text, CSV bytes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,35 @@ class Period:
 
     start: datetime
     end: datetime
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which trades a report covers besides the period: instrument classes (market data's:
+    EQUITY, ETF, BOND, FUTURE, CRYPTO, FX...), venues (MICs) and accounts (codes). An empty
+    set is no filter."""
+
+    instrument_classes: frozenset[str] = frozenset()
+    venues: frozenset[str] = frozenset()
+    accounts: frozenset[str] = frozenset()
+
+    def admits_class(self, instrument_class: str) -> bool:
+        return not self.instrument_classes or instrument_class in self.instrument_classes
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {name: sorted(values) for name, values in (
+            ("instrumentClasses", self.instrument_classes), ("venues", self.venues),
+            ("accounts", self.accounts)) if values}
+
+    @classmethod
+    def of(cls, value: Any) -> Scope:
+        """From `as_json`'s form (a job's parameters); None or {} is everything."""
+        value = value or {}
+        return cls(frozenset(value.get("instrumentClasses") or ()),
+                   frozenset(value.get("venues") or ()), frozenset(value.get("accounts") or ()))
+
+
+EVERYTHING = Scope()
 
 
 def decimal_text(value: Decimal | None) -> str:

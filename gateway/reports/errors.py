@@ -18,5 +18,20 @@ class ReportInvalid(DomainError):
         self.problems = problems
 
 
+class ReportIdentifierMissing(DomainError):
+    """In-scope transactions whose client or decision maker the platform cannot identify as
+    the standard requires (a natural-person client; a user without a national identifier);
+    nothing was written. `details.missing` lists each with its transaction count."""
+
+    code = "REPORT_IDENTIFIER_MISSING"
+    http_status = 422
+
+    def __init__(self, missing: list[str]) -> None:
+        shown = "; ".join(missing[:10]) + (f"; and {len(missing) - 10} more" if len(missing) > 10 else "")
+        super().__init__(f"{len(missing)} identifier(s) missing: {shown}",
+                         details={"missing": missing})
+        self.missing = missing
+
+
 class ReportFileNotFound(NotFound):
     code = "REPORT_NOT_FOUND"

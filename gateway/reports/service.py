@@ -2,16 +2,22 @@
 
 Three job kinds (casbin object "report", action "write" to start one): MiFID II transactions,
 best execution, CFTC swap data. Parameters are checked when the job is requested (period,
-format, the firm's and counterparty's LEIs), so bad input never reaches a queue. On the worker a
-report is loaded, built, and checked field by field (and the XML against its XSD) before
-anything is written: a report with problems fails the job with REPORT_INVALID and its list of
-problems, and stores nothing. A good report is stored as a `ReportFile` in the same transaction
-as its audit record ("report.generated"), and the job's result names it for download.
+format, the firm's and counterparty's LEIs, the scope: instrument classes, venues, accounts),
+so bad input never reaches a queue. On the worker a report is loaded within its scope, the
+instruments outside MiFIR are listed and left out, and the rest is built and checked field by
+field (and the XML against its XSD) before anything is written: a report with problems fails
+the job with REPORT_INVALID and its list of problems (REPORT_IDENTIFIER_MISSING when a client or
+decision maker cannot be identified as the standard requires), and stores nothing. A good
+report is stored as a `ReportFile` in the same transaction as its audit record
+("report.generated"), and the job's result names it for download; a MiFID XML report with no
+transaction to report has no document (auth.016 holds at least one), only its result and audit
+record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,9 +32,9 @@ from gateway.errors import DomainError, InvalidInput
 from gateway.jobs.kinds import JobKind, Params
 from gateway.pagination import Page, keyset_page
 from gateway.reports import best_execution, cftc, loaders, mifid
-from gateway.reports.common import Period
-from gateway.reports.errors import ReportFileNotFound, ReportInvalid
-from gateway.reports.identifiers import is_valid_lei
+from gateway.reports.common import Period, Scope
+from gateway.reports.errors import ReportFileNotFound, ReportIdentifierMissing, ReportInvalid
+from gateway.reports.identifiers import is_mic, is_valid_lei
 from gateway.reports.models import ReportFile
 
 if TYPE_CHECKING:
@@ -39,6 +45,8 @@ BEST_EXECUTION = "BEST_EXECUTION"
 CFTC_SWAPS = "CFTC_SWAPS"
 MAX_PERIOD = timedelta(days=366)
 MEDIA = {"XML": "application/xml", "CSV": "text/csv"}
+MAX_SCOPE_ITEMS = 100
+_CLASS = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,13 @@ class ReportKind:
     formats: tuple[str, ...]
     needs_counterparty: bool = False
     needs_reporting_lei: bool = True
+    scoped: bool = True  # takes instrument classes, venues and accounts
 
 
 KINDS = {k.name: k for k in (
     ReportKind(MIFID_TRANSACTIONS, "report.mifid_transactions", ("XML", "CSV")),
     ReportKind(BEST_EXECUTION, "report.best_execution", ("CSV",), needs_reporting_lei=False),
-    ReportKind(CFTC_SWAPS, "report.cftc_swaps", ("CSV",), needs_counterparty=True),
+    ReportKind(CFTC_SWAPS, "report.cftc_swaps", ("CSV",), needs_counterparty=True, scoped=False),
 )}
 
 
@@ -61,7 +70,7 @@ KINDS = {k.name: k for k in (
 class Rendered:
     filename: str
     media_type: str
-    content: bytes
+    content: bytes | None  # None: nothing to write (an auth.016 document with no transaction)
     rows: int
     summary: Any
 
@@ -79,6 +88,30 @@ def _instant(params: Params, name: str) -> datetime:
 
 def period_of(params: Params) -> Period:
     return Period(_instant(params, "from"), _instant(params, "to"))
+
+
+def scope_of(value: Any) -> Scope:
+    """A request's scope, checked: lists of at most 100 instrument classes (capitals, digits,
+    underscores), MICs and account codes; duplicates dropped."""
+    if value is None:
+        return Scope()
+    if not isinstance(value, dict):
+        raise InvalidInput("'scope' must be an object", code="REPORT_SCOPE_INVALID")
+    parts: dict[str, frozenset[str]] = {}
+    for name, check, what in (
+            ("instrumentClasses", lambda v: bool(_CLASS.fullmatch(v)), "an instrument class"),
+            ("venues", is_mic, "an ISO 10383 MIC"),
+            ("accounts", lambda v: 0 < len(v) <= 64, "an account code")):
+        items = value.get(name) or []
+        if not isinstance(items, list) or len(items) > MAX_SCOPE_ITEMS:
+            raise InvalidInput(f"scope '{name}' is a list of at most {MAX_SCOPE_ITEMS}",
+                               code="REPORT_SCOPE_INVALID")
+        for item in items:
+            if not isinstance(item, str) or not check(item):
+                raise InvalidInput(f"scope '{name}': {item!r} is not {what}",
+                                   code="REPORT_SCOPE_INVALID")
+        parts[name] = frozenset(items)
+    return Scope(parts["instrumentClasses"], parts["venues"], parts["accounts"])
 
 
 class RegulatoryReports:
@@ -103,11 +136,18 @@ class RegulatoryReports:
                                code="REPORT_FORMAT_UNSUPPORTED")
         checked: Params = {"from": period.start.isoformat(), "to": period.end.isoformat(),
                            "format": fmt}
+        scope = scope_of(params.get("scope"))
+        if scope.as_json():
+            if not kind.scoped:
+                raise InvalidInput(f"{kind.name} takes no scope", code="REPORT_SCOPE_UNSUPPORTED")
+            checked["scope"] = scope.as_json()
         for name, needed in (("reportingLei", kind.needs_reporting_lei),
                              ("counterpartyLei", kind.needs_counterparty)):
             value = params.get(name)
             if not needed:
                 continue
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise InvalidInput(f"'{name}' is required for {kind.name}", code="LEI_MISSING")
             if not isinstance(value, str) or not is_valid_lei(value):
                 raise InvalidInput(f"'{name}' must be an LEI with valid ISO 17442 check digits",
                                    code="LEI_INVALID")
@@ -130,30 +170,21 @@ class RegulatoryReports:
         ctx.progress(0.9, "storing")
         stored = self.store(ctx.tenant_id, ctx.job_id, kind, rendered, params)
         return {"kind": kind.name, "rows": rendered.rows, "summary": rendered.summary,
-                "files": [file_entry(stored)]}
+                "files": [file_entry(stored)] if stored is not None else []}
 
     def render(self, tenant_id: str, kind: ReportKind, params: Params,
                progress: Callable[[float, str], None] = lambda f, m: None) -> Rendered:
         period = period_of(params)
         stamp = f"{period.start:%Y%m%dT%H%M%SZ}-{period.end:%Y%m%dT%H%M%SZ}"
+        scope = Scope.of(params.get("scope"))
         if kind.name == MIFID_TRANSACTIONS:
-            lei = params["reportingLei"]
-            rows = mifid.build_transactions(loaders.executed_trades(self.db, tenant_id, period), lei)
-            progress(0.5, f"checking {len(rows)} transactions")
-            _raise_if(mifid.problems(rows))
-            if params["format"] == "XML":
-                content = mifid.to_xml(rows, lei, period, self.now())
-                _raise_if(mifid.xml_problems(content))
-            else:
-                content = mifid.to_csv(rows)
-            return Rendered(f"mifid-transactions-{stamp}.{params['format'].lower()}",
-                            MEDIA[params["format"]], content, len(rows), {"transactions": len(rows)})
+            return self._mifid(tenant_id, params, period, scope, stamp, progress)
         if kind.name == BEST_EXECUTION:
             quality = best_execution.build_quality(
-                loaders.order_outcomes(self.db, tenant_id, period, self.instrument_class))
+                loaders.order_outcomes(self.db, tenant_id, period, self.instrument_class, scope))
             return Rendered(f"best-execution-{stamp}.csv", MEDIA["CSV"],
                             best_execution.to_csv(quality), len(quality),
-                            {"venues": best_execution.summary(quality)})
+                            {"venues": best_execution.summary(quality), "scope": scope.as_json()})
         swaps = cftc.build_swaps(loaders.fx_forwards(self.db, tenant_id, period),
                                  params["reportingLei"], params["counterpartyLei"])
         progress(0.5, f"checking {len(swaps)} swaps")
@@ -161,8 +192,39 @@ class RegulatoryReports:
         return Rendered(f"cftc-fx-forwards-{stamp}.csv", MEDIA["CSV"], cftc.to_csv(swaps),
                         len(swaps), {"swaps": len(swaps)})
 
+    def _mifid(self, tenant_id: str, params: Params, period: Period, scope: Scope, stamp: str,
+               progress: Callable[[float, str], None]) -> Rendered:
+        lei = params["reportingLei"]
+        trades, excluded = mifid.split_reportable(loaders.executed_trades(
+            self.db, tenant_id, period, self.instrument_class, scope))
+        missing = mifid.missing_identifiers(trades)
+        if missing:
+            raise ReportIdentifierMissing([m.text() for m in missing])
+        rows = mifid.build_transactions(trades, lei)
+        progress(0.5, f"checking {len(rows)} transactions")
+        _raise_if(mifid.problems(rows))
+        summary = {"transactions": len(rows), "excluded": [e.as_json() for e in excluded],
+                   "scope": scope.as_json()}
+        if params["format"] == "XML":
+            if not rows:
+                return Rendered("", MEDIA["XML"], None, 0, summary)
+            content = mifid.to_xml(rows)
+            _raise_if(mifid.xml_problems(content))
+        else:
+            content = mifid.to_csv(rows)
+        return Rendered(f"mifid-transactions-{stamp}.{params['format'].lower()}",
+                        MEDIA[params["format"]], content, len(rows), summary)
+
     def store(self, tenant_id: str, job_id: str, kind: ReportKind, rendered: Rendered,
-              params: Params) -> ReportFile:
+              params: Params) -> ReportFile | None:
+        if rendered.content is None:  # nothing to write: the run is on the trail all the same
+            with self.db.tenant_transaction(tenant_id) as session:
+                self.audit.append(session, tenant_id, [AuditEntry("report.generated", job_id, {
+                    "kind": kind.name, "jobId": job_id, "filename": None, "sha256": None,
+                    "rows": 0, "from": params["from"], "to": params["to"],
+                    "scope": params.get("scope") or {}})])
+            return None
+        content = rendered.content
         with self.db.tenant_transaction(tenant_id) as session:
             existing = session.exec(select(ReportFile).where(
                 ReportFile.job_id == job_id, ReportFile.filename == rendered.filename)).first()
@@ -170,14 +232,14 @@ class RegulatoryReports:
                 return existing
             row = ReportFile(tenant_id=tenant_id, job_id=job_id, kind=kind.name,
                              media_type=rendered.media_type, filename=rendered.filename,
-                             sha256=hashlib.sha256(rendered.content).hexdigest(),
-                             size=len(rendered.content), rows=rendered.rows,
-                             content=rendered.content)
+                             sha256=hashlib.sha256(content).hexdigest(),
+                             size=len(content), rows=rendered.rows, content=content)
             session.add(row)
             session.flush()
             self.audit.append(session, tenant_id, [AuditEntry("report.generated", row.id, {
                 "kind": kind.name, "jobId": job_id, "filename": row.filename, "sha256": row.sha256,
-                "rows": row.rows, "from": params["from"], "to": params["to"]})])
+                "rows": row.rows, "from": params["from"], "to": params["to"],
+                "scope": params.get("scope") or {}})])
         return row
 
     # Reading files.

@@ -30,6 +30,13 @@ class User(TenantOwned, table=True):
     email: str = Field(max_length=320)
     display_name: str = Field(default="", max_length=200)
     active: bool = True
+    # How a MiFIR transaction report identifies this person as investment decision maker or
+    # executor (RTS 22 Art. 6), as the tenant admin records it: the country code and national
+    # identifier, passport number or CONCAT code, its scheme, and the country of the branch
+    # that supervises the person. None until recorded; reports never put a user id in its place.
+    national_id: str | None = Field(default=None, max_length=35)
+    national_id_scheme: str | None = Field(default=None, max_length=6)  # NIDN | CCPT | CONCAT
+    branch_country: str | None = Field(default=None, max_length=2)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

@@ -7,6 +7,7 @@ administrator; a tenant admin asks for it instead (gateway/tenancy/vendor_role.p
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from typing import Any
@@ -185,6 +186,39 @@ class TenancyService:
         with self.db.tenant_session(tenant_id) as session:
             rows = session.exec(select(User).where(col(User.id).in_(ids))).all()
         return {u.id: u for u in rows}
+
+    def set_national_id(self, tenant_id: str, user_id: str, *, identifier: str | None,
+                        scheme: str | None, branch_country: str | None,
+                        actor: str | None = None) -> User:
+        """Record (or, with no identifier, clear) how MiFIR reports identify the user. The
+        audit record keeps the scheme, the branch country and a digest, not the identifier."""
+        from gateway.reports.identifiers import national_id_problem
+
+        if identifier is not None:
+            identifier = identifier.strip().upper()
+            scheme = (scheme or "").strip().upper()
+            branch_country = (branch_country or "").strip().upper()
+            problem = national_id_problem(scheme, identifier, branch_country)
+            if problem is not None:
+                raise InvalidInput(f"national identifier: {problem}", code="NATIONAL_ID_INVALID")
+        else:
+            scheme = branch_country = None
+        with self.db.tenant_transaction(tenant_id) as session:
+            user = session.exec(select(User).where(User.id == user_id)).first()
+            if user is None:
+                raise NotFound(f"no user {user_id}", code="USER_NOT_FOUND")
+            user.national_id, user.national_id_scheme, user.branch_country = (
+                identifier, scheme, branch_country)
+            session.add(user)
+            payload: dict[str, Any] = {"scheme": scheme, "branchCountry": branch_country,
+                                       "sha256": hashlib.sha256(identifier.encode()).hexdigest()
+                                       if identifier else None}
+            self.audit.append(session, tenant_id, [
+                AuditEntry("user.national_id_set", user_id, payload, actor)])
+            session.flush()
+            session.refresh(user)
+            session.expunge(user)
+        return user
 
     # Role rows are written here, not through casbin's adapter (which commits on its own), so
     # the grant and its audit record commit together; the enforcer reloads afterwards.
