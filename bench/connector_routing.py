@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.cli import migrate_database  # noqa: E402
 from gateway.markets.clock import ManualClock  # noqa: E402
 from gateway.markets.service import MarketsService  # noqa: E402
-from gateway.runtime import _bind_plugin_view, build_runtime  # noqa: E402
+from gateway.runtime import bind_orders_view, build_runtime  # noqa: E402
 from gateway.scope import tenant_scope  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from gateway.trading.intake import OrderInput  # noqa: E402
@@ -67,8 +67,7 @@ def main() -> None:
         markets = MarketsService(runtime.markets.directory, clock)
         orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
                               runtime.audit, max_page_size=settings.max_page_size)
-        _bind_plugin_view(runtime.marketplace, runtime.builtin_plugins, runtime.market_data, runtime.fx,
-                          runtime.strategy_ai, orders, runtime.portfolio)
+        bind_orders_view(runtime.marketplace, runtime.builtin_plugins, orders)
         from schema.tenant import tenant_composer
 
         runtime.marketplace.bind_composer(tenant_composer(settings))

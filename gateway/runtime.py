@@ -104,6 +104,7 @@ class Runtime:
 
     def close(self) -> None:
         self.broker.close()
+        self.marketplace.meter.close()
         self.db.dispose()
 
 
@@ -222,9 +223,18 @@ def _bind_plugin_view(marketplace: Installations, builtin_plugins: BuiltinSwitch
     fx.bind_installed(installed("alphintra_fx_rate_providers"), off)
     strategy_ai.providers.bind_installed(installed("alphintra_llm_providers"), off)
     strategy_ai.news.bind_installed(installed("alphintra_news_sources"), off)
-    orders.bind_installed_packs(installed("alphintra_compliance_rule_packs"), check_packs)
-    orders.bind_installed_connectors(InstalledConnectors(
-        installed("alphintra_exchange_connectors"), marketplace.installed_venues,
-        lambda: marketplace.tenants_with("alphintra_exchange_connectors"), off))
+    bind_orders_view(marketplace, builtin_plugins, orders)
     portfolio.bind_installed(installed("alphintra_portfolio_optimisers"), off)
     defi.pools.bind_installed(installed("alphintra_defi_protocols"), off)
+
+
+def bind_orders_view(marketplace: Installations, builtin_plugins: BuiltinSwitches, orders: OrderService
+                     ) -> None:
+    """The order service's part of the view (alone for an order service of its own, as a test
+    or a bench builds one beside the runtime's): installed rule packs and connectors."""
+    orders.bind_installed_packs(
+        lambda tenant: marketplace.providers(tenant, "alphintra_compliance_rule_packs"), check_packs)
+    orders.bind_installed_connectors(InstalledConnectors(
+        lambda tenant: marketplace.providers(tenant, "alphintra_exchange_connectors"),
+        marketplace.installed_venues, lambda: marketplace.tenants_with("alphintra_exchange_connectors"),
+        builtin_plugins.disabled))

@@ -6,6 +6,7 @@ sees none of it; a broken protocol costs only its own pools."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -132,7 +133,7 @@ CONFIGURE = 'mutation($c: JSON!) { configurePlugin(pluginId: "zeta.zeta-amm", co
 
 
 @pytest.fixture(scope="module")
-def zeta(runtime: Any, gql: Any) -> dict[str, Any]:
+def zeta(runtime: Any, gql: Any) -> Iterator[dict[str, Any]]:
     """ZETA, a token only the installed protocol's pool trades (ZETA/USDC on the embedded chain)."""
     chain = runtime.chains.get("embedded")
     world = runtime.defi_world.ensure(chain)
@@ -152,7 +153,9 @@ def zeta(runtime: Any, gql: Any) -> dict[str, Any]:
     config = {"pools": {str(chain.chain_id): [pool]}}
     body = install_plugin(gql, a.key, AMM_ID, config)
     assert "errors" not in body, body
-    return {"a": a, "b": b, "pool": pool, "token": token, "config": config}
+    yield {"a": a, "b": b, "pool": pool, "token": token, "config": config}
+    # its worker stops: later tests' runtimes do not start it again
+    gql.data(f'mutation {{ uninstallPlugin(pluginId: "{AMM_ID}") {{ active }} }}', key=a.key)
 
 
 def _quote(gql: Any, key: str, token_in: str, token_out: str, amount: str) -> dict[str, Any]:

@@ -158,6 +158,7 @@ def test_intraday_bars_outside_the_venues_sessions_fail_naming_the_plugin(gql, r
     day = ('{ bars(instrument: "NITE.XNAS", start: "2026-01-05T14:00:00Z", end: "2026-01-05T18:00:00Z", '
            'interval: "1h") { start } }')  # the 14:00 bar holds the 14:30 open
     assert len(gql.data(day, key=publisher.tenant.key)["bars"]) == 4
+    gql.data('mutation { uninstallPlugin(pluginId: "nite.owls") { active } }', key=publisher.tenant.key)
 
 
 def test_installed_instruments_stream_over_the_tenants_websocket(server, installed):

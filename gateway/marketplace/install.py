@@ -30,6 +30,7 @@ import copy
 import dataclasses
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -74,6 +75,7 @@ log = logging.getLogger(__name__)
 
 FAILURE_EVENT_INTERVAL_S = 10.0
 DELISTED_TOPIC = "marketplace.delisted"
+RESTORE_THREADS = 8  # tenants whose plugins start at once when the gateway starts
 CHANGED_TOPIC = "marketplace.installations.changed"  # other processes reload the tenant
 # Plugins on the order path: their workers start at activation and never stop for idleness.
 STOP_GRACE_S = 30.0  # a replaced worker finishes the requests already using it
@@ -134,13 +136,27 @@ class Installations:
         self.schemas = SchemaCache(composer, self)
 
     def restore(self, wait_s: float = 3.0) -> int:
-        """Load every tenant's installations (start-up), each tenant on its own thread: a plugin
-        that hangs at import delays only its tenant's plugins, never the gateway's start; this
-        waits at most `wait_s` for them. Returns how many tenants."""
+        """Load every tenant's installations (start-up) on a few threads of their own: a plugin
+        that hangs at import (bounded by its start deadline) delays only the tenants queued
+        behind it on that thread, never the gateway's start, and a gateway with many tenants
+        does not start all their workers at once. Waits at most `wait_s`; returns how many
+        tenants."""
         with self.db.system_session() as session:
             tenants = sorted(set(session.exec(select(PluginInstallation.tenant_id)).all()))
-        threads = [threading.Thread(target=self._restore_tenant, args=(tenant_id,), daemon=True,
-                                    name="plugin-restore") for tenant_id in tenants]
+        waiting: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for tenant_id in tenants:
+            waiting.put(tenant_id)
+
+        def drain() -> None:
+            while True:
+                try:
+                    tenant_id = waiting.get_nowait()
+                except queue.Empty:
+                    return
+                self._restore_tenant(tenant_id)
+
+        threads = [threading.Thread(target=drain, daemon=True, name="plugin-restore")
+                   for _ in range(min(RESTORE_THREADS, len(tenants)))]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + wait_s

@@ -54,8 +54,8 @@ class Meter:
         self.db = db
         self.flush_every = flush_every
         self._engine, own = _meter_engine(db)
-        if own is not None:  # its connections close with the meter
-            weakref.finalize(self, own.dispose)
+        # its own connections close with the runtime (close()), or with the meter at the latest
+        self._own = weakref.finalize(self, own.dispose) if own is not None else None
         # Calls whose write failed, kept for the next flush.
         self._counts: dict[Key, list[int]] = defaultdict(lambda: [0, 0])
         self._lock = threading.Lock()
@@ -111,6 +111,15 @@ class Meter:
         with self._engine.begin() as conn:  # autocommit: committed when execute returns
             conn.execute(UPSERT, {"id": str(uuid.uuid4()), "tenant_id": tenant_id, "plugin_id": plugin_id,
                                   "version": version, "day": day, "calls": calls, "bytes": size})
+
+    def close(self) -> None:
+        """Write what is pending and close the meter's own connections (the runtime's close)."""
+        try:
+            self.flush()
+        except Exception:  # what could not be written is logged; closing goes on
+            log.exception("metering flush failed at close")
+        if self._own is not None:
+            self._own()
 
     def usage(self, tenant_id: str, plugin_id: str) -> list[PluginUsage]:
         self.flush()
