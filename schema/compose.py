@@ -36,6 +36,7 @@ from schema import (
     tenancy,
     vendor_role,
 )
+from schema.decimals import OVERRIDES as DECIMAL_OVERRIDES
 from schema.errors import DomainErrorCodes
 from schema.federation import service_sdl
 
@@ -99,6 +100,7 @@ def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
         federation_version=FEDERATION_VERSION,
         extensions=schema_extensions,
         types=[t for e in extensions for t in e.types],
+        scalar_overrides=DECIMAL_OVERRIDES,
     )
     built.append(schema)
     return schema

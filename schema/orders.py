@@ -27,7 +27,7 @@ from strawberry.types.arguments import InputContext
 
 from gateway.errors import DomainError
 from gateway.http.context import RequestContext
-from gateway.trading import models
+from gateway.trading import mass_cancel, models
 from gateway.trading.intake import OrderInput
 from gateway.trading.service import OrderService, SubmitResult, alerts_topic, orders_topic
 from gateway.trading.states import OrderStatus as Status
@@ -311,20 +311,71 @@ class ComplianceControls:
     throttle_max_orders: int | None
     throttle_window_ms: int
     duplicate_window_ms: int | None
+    kill_switch_accounts: list[str] = strawberry.field(
+        default_factory=list, description="Accounts whose own kill switch is on (setKillSwitch).")
 
     @classmethod
-    def of(cls, t: TenantControls) -> ComplianceControls:
+    def of(cls, t: TenantControls, killed: list[str] | None = None) -> ComplianceControls:
         return cls(kill_switch=t.kill_switch, restricted=sorted(t.restricted),
+                   kill_switch_accounts=list(killed or []),
                    max_order_value=_plain(t.max_order_value),
                    max_order_quantity=_plain(t.max_order_quantity),
                    collar_pct=_plain(t.collar_pct),  # type: ignore[arg-type]
-                   collar_pct_by_mic={k: str(v) for k, v in t.collar_pct_by_mic.items()},
+                   collar_pct_by_mic={k: format(v, "f") for k, v in t.collar_pct_by_mic.items()},
                    max_position=_plain(t.max_position),
                    max_concentration_pct=_plain(t.max_concentration_pct),
                    throttle_max_orders=t.throttle_max_orders,
                    throttle_window_ms=int(t.throttle_window.total_seconds() * 1000),
                    duplicate_window_ms=None if t.duplicate_window is None
                    else int(t.duplicate_window.total_seconds() * 1000))
+
+
+@strawberry.type(description="One order of a mass cancel.")
+class CancelOrderOutcome:
+    order_id: strawberry.ID
+    client_order_id: str
+    account: str
+    symbol: str
+    mic: str
+    side: OrderSide
+    outcome: str = strawberry.field(description="CANCELED; REFUSED by the venue (code: why, e.g. "
+                                                "TOO_LATE); NOT_SENT (claimed, not at its venue: "
+                                                "the stuck-order sweep rejects it); FAILED (its "
+                                                "connector is gone or failed).")
+    status: OrderStatus  # type: ignore[valid-type]
+    code: str | None
+    text: str
+
+    @classmethod
+    def of(cls, o: mass_cancel.CancelOutcome) -> CancelOrderOutcome:
+        return cls(order_id=strawberry.ID(o.order_id), client_order_id=o.client_order_id,
+                   account=o.account, symbol=o.symbol, mic=o.mic, side=OrderSide(o.side),
+                   outcome=o.outcome, status=OrderStatus(o.status), code=o.code, text=o.text)
+
+
+@strawberry.type(description="What a mass cancel did: counts, and an outcome per order matched.")
+class MassCancelResult:
+    reason: str = strawberry.field(description="MASS_CANCEL, or KILL_SWITCH.")
+    matched: int
+    canceled: int
+    refused: int
+    not_sent: int
+    failed: int
+    results: list[CancelOrderOutcome]
+
+    @classmethod
+    def of(cls, r: mass_cancel.MassCancelResult) -> MassCancelResult:
+        return cls(reason=r.reason, matched=r.matched, canceled=r.count("CANCELED"),
+                   refused=r.count("REFUSED"), not_sent=r.count("NOT_SENT"), failed=r.count("FAILED"),
+                   results=[CancelOrderOutcome.of(o) for o in r.outcomes])
+
+
+@strawberry.type
+class KillSwitchResult:
+    on: bool
+    account: str | None = strawberry.field(description="None: the tenant's own kill switch.")
+    cancel: MassCancelResult | None = strawberry.field(
+        description="The open orders cancelled when it went on.")
 
 
 @strawberry.type
@@ -434,6 +485,20 @@ class OrderFilter:
     client_order_id: str | None = None
 
 
+@strawberry.input(description="Every criterion given must match; with none, `all: true` cancels "
+                             "every open order of the tenant.")
+class CancelOrdersFilter:
+    account: str | None = None
+    symbol: str | None = None
+    mic: str | None = None
+    side: OrderSide | None = None
+    all: bool = False
+
+    def parse(self) -> mass_cancel.CancelFilter:
+        return mass_cancel.CancelFilter(self.account, self.symbol, self.mic,
+                                        self.side.value if self.side else None, self.all)
+
+
 @strawberry.input
 class TradingAccountInput:
     code: str
@@ -521,7 +586,7 @@ class Query:
     @strawberry.field
     def compliance_controls(self, info: Info) -> ComplianceControls:
         c, svc = _svc(info, "compliance", "read")
-        return ComplianceControls.of(svc.controls(c.tenant_id))
+        return ComplianceControls.of(svc.controls(c.tenant_id), mass_cancel.killed(svc, c.tenant_id))
 
     @strawberry.field(description="Newest first.")
     def compliance_decisions(self, info: Info, order_id: strawberry.ID | None = None,
@@ -562,6 +627,22 @@ class Mutation:
         c, svc = _svc(info, "order", "write")
         return Order.of(svc.cancel(c.tenant_id, c.me.user_id, str(id)))
 
+    @strawberry.mutation(description="Cancel every open order matching the filter at once (one "
+                                      "venue round); audited, with an outcome per order.")
+    def cancel_orders(self, info: Info, filter: CancelOrdersFilter) -> MassCancelResult:
+        c, svc = _svc(info, "order", "write")
+        return MassCancelResult.of(mass_cancel.cancel_orders(svc, c.tenant_id, c.me.user_id,
+                                                             filter.parse()))
+
+    @strawberry.mutation(description="The tenant's kill switch, or an account's: on blocks new "
+                                     "orders (COMPLIANCE_KILL_SWITCH) and cancels every open order "
+                                     "in its scope; off lets orders in again. Audited.")
+    def set_kill_switch(self, info: Info, on: bool, account: str | None = None) -> KillSwitchResult:
+        c, svc = _svc(info, "compliance", "write")
+        r = mass_cancel.set_kill_switch(svc, c.tenant_id, c.me.user_id, on=on, account=account)
+        return KillSwitchResult(on=r.on, account=r.account,
+                                cancel=MassCancelResult.of(r.cancel) if r.cancel else None)
+
     @strawberry.mutation(description="Create or change an account (by code).")
     def upsert_trading_account(self, info: Info, input: TradingAccountInput) -> TradingAccount:
         c, svc = _svc(info, "compliance", "write")
@@ -571,10 +652,12 @@ class Mutation:
             name=input.name, credit_limit=input.credit_limit, equity=input.equity,
             assessments=input.assessments))
 
-    @strawberry.mutation(description="Change the tenant's controls; audited with before and after.")
+    @strawberry.mutation(description="Change the tenant's controls; audited with before and after. "
+                                     "Switching killSwitch on also cancels every open order.")
     def set_compliance_controls(self, info: Info, input: ComplianceControlsInput) -> ComplianceControls:
         c, svc = _svc(info, "compliance", "write")
-        return ComplianceControls.of(svc.set_controls(c.tenant_id, c.me.user_id, input.changes()))
+        controls = svc.set_controls(c.tenant_id, c.me.user_id, input.changes())
+        return ComplianceControls.of(controls, mass_cancel.killed(svc, c.tenant_id))
 
     @strawberry.mutation(description="Record shares located or borrowed for short sales.")
     def record_locate(self, info: Info, input: LocateInput) -> Locate:

@@ -584,8 +584,10 @@ BAD = [
     # (mutation or query, variables, code)
     ('mutation { createPortfolio(input: {name: "x", baseCurrency: "usd"}) { id } }', None,
      "CURRENCY_INVALID"),
+    ('mutation { createPortfolio(input: {name: "x", baseCurrency: "XAU"}) { id } }', None,
+     "CURRENCY_UNSUPPORTED"),  # ISO 4217 (gold), but no provider quotes it
     ('mutation { createPortfolio(input: {name: "x", baseCurrency: "XYZ"}) { id } }', None,
-     "CURRENCY_UNSUPPORTED"),
+     "CURRENCY_INVALID"),  # not an ISO 4217 code at all
     ('mutation { createPortfolio(input: {name: "  "}) { id } }', None, "PORTFOLIO_NAME_INVALID"),
     ('mutation { createPortfolio(input: {name: "x", idempotencyKey: ""}) { id } }', None,
      "IDEMPOTENCY_KEY_INVALID"),
@@ -594,7 +596,9 @@ BAD = [
     ("mutation($i: RecordPositionInput!) { recordPosition(input: $i) { id } }",
      {"instrument": "two words"}, "INSTRUMENT_INVALID"),
     ("mutation($i: RecordPositionInput!) { recordPosition(input: $i) { id } }",
-     {"currency": "ZZZ"}, "CURRENCY_UNSUPPORTED"),
+     {"currency": "XAU"}, "CURRENCY_UNSUPPORTED"),
+    ("mutation($i: RecordPositionInput!) { recordPosition(input: $i) { id } }",
+     {"currency": "ZZZ"}, "CURRENCY_INVALID"),
     ("mutation($i: RecordPositionInput!) { recordPosition(input: $i) { id } }",
      {"quantity": "ten"}, "QUANTITY_INVALID"),
     ("mutation($i: RecordPositionInput!) { recordPosition(input: $i) { id } }",

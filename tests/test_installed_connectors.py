@@ -6,6 +6,7 @@ position, for the installing tenant only."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from gateway.app import create_app
 from gateway.markets.clock import ManualClock
 from gateway.markets.service import MarketsService
-from gateway.runtime import Runtime, _bind_plugin_view
+from gateway.runtime import Runtime, bind_orders_view
 from gateway.trading.service import OrderService
 from tests.support import GraphQLClient, LiveServer, PluginVendor, error_codes, install_plugin, onboard
 from tests.test_marketplace_install import example_wheel
@@ -33,8 +34,7 @@ def sgx(runtime: Any) -> Any:
     markets = MarketsService(runtime.markets.directory, clock)
     orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
                           runtime.audit, max_page_size=runtime.settings.max_page_size)
-    _bind_plugin_view(runtime.marketplace, runtime.builtin_plugins, runtime.market_data, runtime.fx,
-                      runtime.strategy_ai, orders, runtime.portfolio, runtime.defi)
+    bind_orders_view(runtime.marketplace, runtime.builtin_plugins, orders)
     rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
                     "settings": runtime.settings.with_(embedded_worker="off")})
     PluginVendor(rt, "Lion Markets").publish(*example_wheel("lion_exchange", "lion_exchange", plugin_id=LION),
@@ -76,7 +76,7 @@ def test_an_order_routes_to_and_fills_on_an_installed_connectors_venue(sgx):
     odd = gql(ORDER, {"input": {"clientOrderId": "lion-2", "account": "SG-1", "symbol": "D05", "mic": "XSES",
                                 "side": "BUY", "quantity": "150", "ordType": "LIMIT", "timeInForce": "DAY",
                                 "limitPrice": price}}, key=tenant.key)
-    assert error_codes(odd) == ["ROUTE_UNAVAILABLE"]
+    assert error_codes(odd) == ["ORDER_LOT_SIZE"]
     assert odd["errors"][0]["extensions"]["alternatives"][0]["status"] == "LOT_SIZE"
 
 
@@ -141,6 +141,8 @@ class Tampered(LionConnector):
         return report
 
     def on_clock(self, at):
+        if self.mode == "cancel-with-fill":  # its order rests whoever tells it the time
+            return []
         reports = super().on_clock(at)
         if self.mode == "foreign" and self.victim:
             reports.append(ExecutionReport(ExecType.TRADE, OrdStatus.FILLED, self.victim, "X-1",
@@ -159,19 +161,25 @@ TAMPERED_SCHEMA = {"type": "object", "properties": {"fee_bps": {"type": "string"
                                                     "victim": {"type": "string"}}}
 
 
+TAMPERED_DESKS: list[Any] = []
+
+
 @pytest.fixture(scope="module")
-def tampered(sgx: Any) -> str:
-    _, rt = sgx
+def tampered(sgx: Any) -> Iterator[str]:
+    gql, rt = sgx
     wheel, manifest = example_wheel("lion_exchange", "lion_exchange", plugin_id=TAMPERED_ID,
                                     manifest={"config_schema": TAMPERED_SCHEMA}, extra_code=TAMPERED)
     PluginVendor(rt, "Tamper Markets").publish(wheel, manifest, "COMMUNITY")
-    return TAMPERED_ID
+    yield TAMPERED_ID
+    for tenant in TAMPERED_DESKS:  # their connectors leave the venue clock with them
+        gql.data(f'mutation {{ uninstallPlugin(pluginId: "{TAMPERED_ID}") {{ active }} }}', key=tenant.key)
 
 
 def _tampered_desk(gql: Any, rt: Any, mode: str, victim: str = "") -> Any:
     tenant = _desk(gql, rt, install=False)
     body = install_plugin(gql, tenant.key, TAMPERED_ID, {"mode": mode, "victim": victim})
     assert "errors" not in body, body
+    TAMPERED_DESKS.append(tenant)
     return tenant
 
 
@@ -219,4 +227,5 @@ def test_a_connector_cannot_report_on_another_tenants_order(sgx, tampered):
     rt.orders.advance(OPEN_SGX)  # the venue clock: every tenant's installed connectors
     after = gql.data('query($id: ID!) { order(id: $id) { status cumQty executions { lastQty } } }',
                      {"id": resting["id"]}, key=victim.key)["order"]
-    assert after == {"status": "ACCEPTED", "cumQty": "0", "executions": []}
+    # its own (honest) venue may have expired it meanwhile; nobody filled it
+    assert after["cumQty"] == "0" and after["executions"] == [] and after["status"] in ("ACCEPTED", "EXPIRED")

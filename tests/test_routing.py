@@ -136,10 +136,12 @@ def test_nothing_executable_goes_to_the_named_listing(router):
     assert all(a.score is None for a in decision.alternatives)
 
 
-def test_no_venue_taking_the_order_is_route_unavailable(router):
+def test_no_venue_taking_the_order_for_its_lot_is_order_lot_size(router):
     with pytest.raises(RouteUnavailable) as caught:
         router.route(order("lot", Side.BUY, "50"))  # US round lots of 100 here
-    assert caught.value.code == "ROUTE_UNAVAILABLE"
+    # Every venue that quoted refused the lot (XLON trades it in another currency): the code
+    # says so; the alternatives stay in the details.
+    assert caught.value.code == "ORDER_LOT_SIZE"
     statuses = {a["mic"]: a["status"] for a in caught.value.details["alternatives"]}
     assert statuses == {"XNAS": "LOT_SIZE", "XNYS": "LOT_SIZE", "XLON": CURRENCY_MISMATCH}
 

@@ -62,8 +62,14 @@ COVERED["Mutation"] |= {"createAuditCheckpoint"}
 # Regulatory reports: test_reports.py (test_report_fields_are_tenant_isolated,
 # test_mifid_xml_report_end_to_end_with_download) shows B's key with A's idempotency key, job and
 # file ids finds nothing of A's (GET /reports/{id} is 404) and B's reports read only B's rows.
+# test_reports_mifir.py (test_scope_by_instrument_class_venue_and_account) shows B's report
+# scoped to A's account codes reads only B's own trades.
 COVERED["Query"] |= {"reportFiles"}
 COVERED["Mutation"] |= {"startRegulatoryReport"}
+# A user's national identifier for MiFIR reports: test_reports_mifir.py
+# (test_decision_maker_is_a_national_identifier_or_an_algorithm_never_a_user_id) shows B's key
+# with A's user id is USER_NOT_FOUND and a trader's is FORBIDDEN.
+COVERED["Mutation"] |= {"setUserNationalIdentifier"}
 
 # Strategy lab: test_strategy_lab.py (test_strategy_fields_with_another_tenants_ids_find_and_change_nothing)
 # tries each with tenant B's key and tenant A's ids (NOT_FOUND codes, nothing changed);
@@ -122,6 +128,11 @@ COVERED["Query"] |= {"order", "orders", "trades", "positions", "tradingAccounts"
 COVERED["Mutation"] |= {"submitOrder", "submitOrders", "amendOrder", "cancelOrder", "upsertTradingAccount",
                         "setComplianceControls", "recordLocate"}
 COVERED["Subscription"] |= {"orderUpdates", "complianceAlerts"}
+# Mass cancel and kill switches: test_mass_cancel.py
+# (test_a_tenants_mass_cancel_and_kill_switch_never_touch_another_tenant: B's cancelOrders with
+# A's account code and symbol cancels only B's orders, and B's setKillSwitch, tenant-wide and on
+# that account code, leaves A's orders open, A's controls off and A's new orders accepted).
+COVERED["Mutation"] |= {"cancelOrders", "setKillSwitch"}
 # Marketplace installation: test_marketplace_install.py
 # (test_marketplace_fields_with_another_tenants_ids_change_nothing: B's key on the plugin A
 # installed is PLUGIN_NOT_INSTALLED for configure/upgrade/rollback/uninstall, installedPlugins

@@ -46,7 +46,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError("audit payloads hold finite numbers only")
-        return str(value)
+        return plain_decimal(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime in an audit payload; use timezone-aware UTC")
@@ -63,6 +63,13 @@ def plain(value: Any) -> Any:
         items = [plain(v) for v in value]
         return sorted(items, key=canonical) if isinstance(value, set | frozenset) else items
     raise TypeError(f"{type(value).__name__} cannot go into an audit payload")
+
+
+def plain_decimal(value: Decimal) -> str:
+    """A Decimal in plain notation, every digit kept: 1E+1 is "10", 1E-7 "0.0000001", 1.50
+    "1.50" (str() would write exponents for the first two)."""
+    text = str(value)  # the fast path: plain already for most values
+    return format(value, "f") if "E" in text else text
 
 
 def instant(at: datetime) -> str:

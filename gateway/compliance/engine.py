@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from time import perf_counter_ns
 from typing import Any
 
+from gateway.audit.chain import plain_decimal
 from gateway.compliance.errors import NO_RULE_PACK, ORDER_INVALID, PACK_FAILED, ComplianceDenied
 from gateway.compliance.jurisdictions import required_jurisdictions
 from gateway.markets.errors import VenueUnknown
@@ -130,8 +131,8 @@ class Decision:
             "mic": order.mic,
             "isin": ctx.instrument.isin,
             "side": str(order.side),
-            "quantity": str(order.quantity),
-            "price": None if ctx.price is None else str(ctx.price),
+            "quantity": _text(order.quantity),
+            "price": None if ctx.price is None else _text(ctx.price),
             "client_domicile": ctx.client.domicile,
             "passed": self.passed,
             "jurisdictions": list(self.jurisdictions),
@@ -144,7 +145,17 @@ class Decision:
 
 
 def _plain(value: object) -> object:
-    return str(value) if isinstance(value, Decimal) else value
+    return plain_decimal(value) if isinstance(value, Decimal) else value
+
+
+def _text(value: object) -> str:
+    return plain_decimal(value) if isinstance(value, Decimal) else str(value)
+
+
+def deny(decision: Decision, denial: Denial) -> Decision:
+    """The decision with one more denial, found by the gateway outside the packs (the credit
+    in use could not be valued, say): never passed."""
+    return replace(decision, passed=False, denials=(*decision.denials, denial))
 
 
 def _denial_record(denial: Denial) -> dict[str, Any]:

@@ -7,6 +7,9 @@ from gateway.errors import DomainError
 PACK_FAILED = "COMPLIANCE_PACK_FAILED"
 NO_RULE_PACK = "COMPLIANCE_NO_RULE_PACK"
 ORDER_INVALID = "COMPLIANCE_ORDER_INVALID"
+# The account's credit in use cannot be valued: an open order's currency has no FX rate into
+# the account's (fail closed: an order that uses credit is denied).
+CREDIT_FX_UNAVAILABLE = "COMPLIANCE_CREDIT_FX_UNAVAILABLE"
 
 
 class ComplianceDenied(DomainError):

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from gateway.auth.principal import Principal
+from gateway.compliance.iso import is_currency
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, DomainError, InvalidInput, NotFound
 from gateway.fx import maths
@@ -179,7 +180,7 @@ class FxService:
 
     def currency(self, code: str, at: datetime | None = None) -> str:
         """An ISO 4217 code that some FX provider can value."""
-        if not isinstance(code, str) or not CODE.match(code):
+        if not isinstance(code, str) or not CODE.match(code) or not is_currency(code):
             raise InvalidInput(f"{code!r} is not an ISO 4217 currency code such as USD",
                                code="CURRENCY_INVALID")
         # Coverage is asked now (and at `at` for a provider that covers only the past), so an
@@ -323,7 +324,9 @@ class FxService:
     def record_position(self, tenant_id: str, portfolio_id: str, *, instrument: str, mic: str,
                         currency: str, quantity: Decimal | str, price: Decimal | str) -> Position:
         """Set the holding of `instrument` on `mic` (replacing an earlier one; quantity 0 keeps
-        a flat position)."""
+        a flat position). A holding is kept in one currency: recording it in another is
+        POSITION_CURRENCY_MISMATCH (a conflict: the same instrument cannot be priced in two
+        currencies at once; record it at 0 and under the new currency's listing instead)."""
         instrument = instrument.strip()
         if not INSTRUMENT.match(instrument):
             raise InvalidInput("instrument must be 1 to 64 letters, digits or . _ : / -, such as "
@@ -343,8 +346,12 @@ class FxService:
                 row = Position(tenant_id=tenant_id, portfolio_id=portfolio_id,
                                instrument=instrument, mic=mic, currency=currency, quantity=qty,
                                price=px)
+            elif row.currency != currency:
+                raise Conflict(f"{instrument} on {mic} is held in {row.currency}, not {currency}",
+                               code="POSITION_CURRENCY_MISMATCH",
+                               details={"positionId": row.id, "currency": row.currency})
             else:
-                row.currency, row.quantity, row.price, row.updated_at = currency, qty, px, utcnow()
+                row.quantity, row.price, row.updated_at = qty, px, utcnow()
             session.add(row)
         return row
 

@@ -1,7 +1,8 @@
 """The venues' clock in a running gateway: every `interval` seconds the order service tells the
 connectors the markets clock's time, so DAY orders expire, queued orders reach the open and
 resting orders fill when the market moves through them even when no order arrives; and now
-and then orders claimed but never sent (their process died) are rejected."""
+and then orders claimed but never sent (their process died) are rejected. At start it first has
+the order service restore the built-in venues' open orders (a restart emptied their books)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ SWEEP_EVERY = 30  # rounds between looks for orders claimed but never sent
 
 
 async def run_venue_clock(orders: OrderService, interval: float = INTERVAL_SECONDS) -> None:
+    try:  # after a restart: the venues' open orders back on their books (trading/recovery.py)
+        await asyncio.to_thread(orders.recover)
+    except Exception:
+        log.exception("restoring open orders at start-up failed")
     rounds = 0
     while True:
         await asyncio.sleep(interval)

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import DomainError, InvalidInput, NotFound
 from gateway.trading.routing import is_smart
 from plugins.builtin.compliance.validators import is_valid_isin, is_valid_lei
 from plugins.sdk import Instrument, OrdType, Side, TimeInForce
@@ -19,6 +19,7 @@ MAX_AMOUNT = Decimal("1e15")
 MIN_EXPONENT = -10  # the columns' scale
 # Every back-end stores it exactly (SQLite's NUMERIC is a double: 15 significant digits).
 MAX_DIGITS = 15
+ONE = Decimal(1)
 
 
 class OrderInvalid(InvalidInput):
@@ -79,12 +80,15 @@ def amount(value: Any, what: str, code: str) -> Decimal:
     if not number.is_finite() or number <= 0 or number >= MAX_AMOUNT:
         raise OrderInvalid(f"{what} must be a finite number above 0 and below 1e15, got {value}",
                            code=code, details={"field": what, "value": str(value)})
-    if number.as_tuple().exponent < MIN_EXPONENT:  # type: ignore[operator]
+    exponent = number.as_tuple().exponent
+    if exponent < MIN_EXPONENT:  # type: ignore[operator]
         raise OrderInvalid(f"{what} {value} has more than 10 decimal places", code=code,
                            details={"field": what, "value": str(value)})
     if len(number.normalize().as_tuple().digits) > MAX_DIGITS:
         raise OrderInvalid(f"{what} {value} has more than {MAX_DIGITS} significant digits", code=code,
                            details={"field": what, "value": str(value)})
+    if exponent > 0:  # type: ignore[operator]
+        number = number.quantize(ONE)  # "5e4" is 50000: plain notation from here on
     return number
 
 
@@ -156,11 +160,57 @@ def parse_order(raw: OrderInput, instruments: list[Instrument], now: datetime) -
     tick = instrument.tick_size
     for name, price in (("limitPrice", limit), ("stopPrice", stop)):
         if price is not None and price % tick:
-            raise OrderInvalid(f"{name} {price} is not a multiple of the tick {tick} of "
+            raise OrderInvalid(f"{name} {price:f} is not a multiple of the tick {tick:f} of "
                                f"{instrument.key}", code="PRICE_OFF_TICK",
-                               details={"tick": str(tick), "price": str(price)})
+                               details={"tick": format(tick, "f"), "price": format(price, "f")})
     return ValidOrder(cid.strip(), raw.account.strip(), side, ord_type, tif, quantity, limit, stop,
                       "SMART" if is_smart(mic) else mic, currency, raw.expire_at, instrument)
+
+
+class ClOrdIdConflict(DomainError):
+    """A ClOrdID already names an order with other terms: `details.orderId` is that order,
+    `details.fields` the terms that differ."""
+
+    code = "CLORDID_CONFLICT"
+    http_status = 409
+
+
+class ClOrdIdRepeated(InvalidInput):
+    """A ClOrdID a batch already used for an earlier item: `details.index` is that item."""
+
+    code = "CLORDID_DUPLICATE_IN_BATCH"
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return Decimal(a) == Decimal(b)
+
+
+def differences(v: ValidOrder, row: Any, original: tuple[Any, Any] | None = None) -> list[str]:
+    """The terms in which a new submission `v` differs from the stored order `row` under the
+    same ClOrdID (empty: a replay). `original` gives (quantity, limit price) as first
+    submitted, for an order amended since."""
+    quantity, limit = original if original is not None else (row.quantity, row.limit_price)
+    instrument = v.instrument
+    same_instrument = ((instrument.isin is not None and instrument.isin == row.isin)
+                       or instrument.symbol == row.symbol)
+    if v.requested_mic != "SMART":
+        same_instrument = same_instrument and row.mic == v.requested_mic
+    checks = (
+        ("account", v.account == row.account),
+        ("symbol", same_instrument),
+        ("mic", v.requested_mic == row.requested_mic),
+        ("side", str(v.side) == row.side),
+        ("ordType", str(v.ord_type) == row.ord_type),
+        ("timeInForce", str(v.time_in_force) == row.time_in_force),
+        ("quantity", _same_number(v.quantity, quantity)),
+        ("limitPrice", _same_number(v.limit_price, limit)),
+        ("stopPrice", _same_number(v.stop_price, row.stop_price)),
+        ("currency", v.currency == row.currency),
+        ("expireAt", v.expire_at == row.expire_at),
+    )
+    return [name for name, same in checks if not same]
 
 
 class LeiInvalid(InvalidInput):

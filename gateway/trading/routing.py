@@ -18,7 +18,11 @@ An order names a venue (`mic`), or asks the router to choose (`mic` "" or "SMART
    and the candidates' order (the listing the client named first) to break ties.
 4. When nothing is executable now (every venue closed, or a passive limit order), the order
    goes to the first candidate that would accept it (the named listing first), with reason
-   NO_EXECUTABLE_LIQUIDITY. When no venue would accept it: ROUTE_UNAVAILABLE.
+   NO_EXECUTABLE_LIQUIDITY. When no venue would accept it: ROUTE_UNAVAILABLE, or, when every
+   venue that quoted refused for one reason that is the order's own, that reason's code:
+   ORDER_LOT_SIZE (the quantity is off the venue's lot), ORDER_TICK_SIZE (a price is off its
+   tick), VENUE_CLOSED (an IOC, FOK or market order outside the session). Either way
+   `details.alternatives` says what each venue answered.
 
 The whole order goes to one venue; splitting across venues is not done. The decision keeps
 every alternative with its quote and score for best-execution records.
@@ -71,6 +75,29 @@ class RouteUnavailable(DomainError):
 
     code = "ROUTE_UNAVAILABLE"
     http_status = 422
+
+
+# A venue's refusal that every candidate shared -> the code the order is refused with.
+SHARED_REFUSALS = {"LOT_SIZE": "ORDER_LOT_SIZE", "TICK_SIZE": "ORDER_TICK_SIZE",
+                   "SESSION_CLOSED": "VENUE_CLOSED"}
+_WHY = {"ORDER_LOT_SIZE": "the quantity is not a multiple of the lot size",
+        "ORDER_TICK_SIZE": "a price is not a multiple of the tick size",
+        "VENUE_CLOSED": "the venue is closed to it now"}
+
+
+def unavailable(symbol: str, alternatives: Sequence[RouteAlternative]) -> RouteUnavailable:
+    """The error for an order no venue would take: a shared refusal's own code when every
+    venue that quoted gave the same one (one not trading the instrument says nothing),
+    ROUTE_UNAVAILABLE otherwise."""
+    details = {"alternatives": [{"mic": a.mic, "connector": a.connector, "status": a.status}
+                                for a in alternatives]}
+    refusals = {a.status for a in alternatives if a.status not in (NO_QUOTE, CURRENCY_MISMATCH,
+                                                                   NO_CONNECTOR)}
+    code = SHARED_REFUSALS.get(next(iter(refusals))) if len(refusals) == 1 else None
+    if code is None:
+        return RouteUnavailable(f"no venue would take {symbol}", details=details)
+    mics = ", ".join(dict.fromkeys(a.mic for a in alternatives if a.status in SHARED_REFUSALS))
+    return RouteUnavailable(f"{symbol}: {_WHY[code]} on {mics}", code=code, details=details)
 
 
 @dataclass(frozen=True)
@@ -232,11 +259,7 @@ class SmartOrderRouter:
         else:
             acceptable = [a for a, _, _ in asked if a.status == RANKED_LOWER]
             if not acceptable:
-                everything = [a for a, _, _ in asked] + skipped
-                raise RouteUnavailable(
-                    f"no venue would take {order.symbol}",
-                    details={"alternatives": [{"mic": a.mic, "connector": a.connector, "status": a.status}
-                                              for a in everything]})
+                raise unavailable(order.symbol, [a for a, _, _ in asked] + skipped)
             best, reason = acceptable[0], DIRECTED if directed else NO_EXECUTABLE_LIQUIDITY
         entry, child = by_alternative[id(best)]
         assert entry is not None

@@ -36,7 +36,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -47,8 +47,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from gateway.audit import AuditEntry, AuditTrail
+from gateway.audit.chain import plain_decimal
 from gateway.bulk import bulk_insert
-from gateway.compliance.engine import ComplianceEngine, Decision
+from gateway.compliance.engine import ComplianceEngine, Decision, deny
+from gateway.compliance.errors import CREDIT_FX_UNAVAILABLE
+from gateway.compliance.iso import is_country, is_currency
 from gateway.db import Database, utcnow
 from gateway.errors import DomainError, InvalidInput, NotFound
 from gateway.events import Bus
@@ -57,14 +60,24 @@ from gateway.markets.service import MarketsService
 from gateway.pagination import Page, keyset_page
 from gateway.scope import current_tenant, tenant_scope
 from gateway.tenancy.models import new_id
-from gateway.trading import states
-from gateway.trading.controls import controls_of, load_row
+from gateway.trading import mass_cancel, recovery, states
+from gateway.trading.controls import (
+    ACCOUNT_PREFIX,
+    controls_for,
+    controls_of,
+    kill_entries,
+    killed_accounts,
+    load_row,
+)
 from gateway.trading.intake import (
+    ClOrdIdConflict,
+    ClOrdIdRepeated,
     OrderInput,
     OrderInvalid,
     ValidOrder,
     amount,
     check_lei,
+    differences,
     parse_order,
 )
 from gateway.trading.models import (
@@ -89,6 +102,7 @@ from plugins.host import PluginHost
 from plugins.sdk import (
     AccountState,
     ClientProfile,
+    Denial,
     ExchangeConnector,
     ExecType,
     ExecutionReport,
@@ -122,8 +136,12 @@ DEFAULT_DUPLICATE_MS = 5000  # TenantControls' default duplicate window
 # A claimed order is sent within milliseconds; one still unacknowledged after this was lost.
 UNSENT_AFTER = timedelta(minutes=1)
 ZERO = Decimal(0)
+ONE = Decimal(1)
 SHORT_OR_BUY = (str(Side.BUY), str(Side.SELL_SHORT))
 OPEN_STATUSES = [str(s) for s in states.OPEN]
+# Orders that ended without trading: no double submission for the duplicate guard to catch.
+UNFILLED_ENDS = frozenset(str(s) for s in (OrderStatus.CANCELED, OrderStatus.REJECTED,
+                                           OrderStatus.EXPIRED, OrderStatus.DENIED))
 
 
 def orders_topic(tenant_id: str) -> str:
@@ -199,23 +217,34 @@ class _Serialized:
 
 @dataclass
 class _AccountBook:
-    """One account's state for the checks of one batch."""
+    """One account's state for the checks of one batch. Credit is in the account's currency:
+    open orders in another currency are converted at `fx_rates` (currency -> rate); those whose
+    currency has no rate are in `unvalued`, and then the credit used is unknown."""
 
     row: TradingAccount
     positions: dict[str, Decimal]
     locates: dict[str, Decimal]
     credit_used: Decimal
     recent: list[datetime]
-    fingerprints: dict[tuple[Any, ...], datetime]
+    # time in force -> order_fingerprint -> when an alike order was last accepted
+    fingerprints: dict[str, dict[tuple[Any, ...], datetime]]
+    fx_rates: dict[str, Decimal] = field(default_factory=dict)
+    unvalued: set[str] = field(default_factory=set)
 
-    def state(self) -> AccountState:
+    def state(self, time_in_force: str | None = None) -> AccountState:
+        """For an order with this time in force: the duplicate guard compares it with orders
+        of the same time in force only (an IOC is not a resent FOK)."""
         row = self.row
+        if time_in_force is not None:
+            seen = self.fingerprints.get(time_in_force, {})
+        else:
+            seen = {k: t for by_tif in self.fingerprints.values() for k, t in by_tif.items()}
         return AccountState(row.code, row.currency, row.credit_limit, self.credit_used, row.equity,
-                            self.positions, self.locates, self.recent, self.fingerprints)
+                            self.positions, self.locates, self.recent, seen)
 
     def client(self) -> ClientProfile:
         row = self.row
-        return ClientProfile(row.code, row.client_type, row.domicile, row.lei,
+        return ClientProfile(row.code, row.client_type, row.domicile, (row.lei or "").strip() or None,
                              frozenset(row.assessments))
 
 
@@ -244,7 +273,7 @@ class _Prepared:
 
 
 def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Decimal) else value
+    return plain_decimal(value) if isinstance(value, Decimal) else value
 
 
 def _fix_decimal(value: Decimal) -> str:
@@ -311,7 +340,8 @@ class OrderService:
 
     def connectors(self) -> dict[str, _Serialized]:
         if self._connectors is None:
-            with self._setup_lock:
+            # The venue lock first (restoring calls the venues): the order every caller takes them in.
+            with self._venue_lock, self._setup_lock:
                 if self._connectors is None:
                     entries, failures = collect_connectors(self.plugins, self.markets.directory,
                                                            self._connector_configs)
@@ -321,8 +351,20 @@ class OrderService:
                     self._router = SmartOrderRouter(
                         [ConnectorEntry(e.plugin, wrapped[e.name]) for e in entries],
                         self.market_data.instruments)
+                    # After a restart: the venues' open orders back before anyone uses them.
+                    try:
+                        recovery.restore_builtins(self, wrapped, self.markets.now())
+                    except Exception:
+                        log.exception("restoring the built-in venues' open orders failed")
                     self._connectors = wrapped
         return self._connectors
+
+    def recover(self) -> None:
+        """At start-up (the venue clock): build the connectors when the database holds orders
+        open at a venue, so they are restored (gateway/trading/recovery.py) and trade, expire
+        and answer cancels without waiting for a first request."""
+        if self._connectors is None and recovery.any_open(self.db):
+            self.connectors()
 
     @property
     def router(self) -> SmartOrderRouter:
@@ -420,7 +462,13 @@ class OrderService:
         reports: list[ExecutionReport] = []
         for tenant in source.tenants() if source is not None else ():
             with tenant_scope(tenant):
-                for plugin, connector in source.connectors(tenant):
+                try:  # one tenant's plugins that cannot load never stop the others' clock
+                    connectors = list(source.connectors(tenant))
+                except Exception:
+                    log.exception("a tenant's installed connectors did not load for the clock",
+                                  extra={"tenant_id": tenant})
+                    continue
+                for plugin, connector in connectors:
                     try:
                         reports.extend(VettedConnector(connector, plugin, tenant,
                                                        self._order_states).on_clock(when))
@@ -489,7 +537,16 @@ class OrderService:
         results = [SubmitResult(str(r.client_order_id)) for r in raws]
         instruments = self.market_data.instruments()
         valid: dict[int, ValidOrder] = {}
+        first_index: dict[str, int] = {}
         for k, raw in enumerate(raws):
+            cid = raw.client_order_id.strip() if isinstance(raw.client_order_id, str) else None
+            if cid:
+                if cid in first_index:  # a batch names each order once
+                    results[k].error = ClOrdIdRepeated(
+                        f"clientOrderId {cid!r} is already item {first_index[cid]} of this batch",
+                        details={"index": first_index[cid], "clientOrderId": cid})
+                    continue
+                first_index[cid] = k
             try:
                 valid[k] = parse_order(raw, instruments, now)
             except DomainError as exc:
@@ -514,20 +571,17 @@ class OrderService:
     def _prepare_and_claim(self, tenant_id: str, user_id: str | None, valid: dict[int, ValidOrder],
                            results: list[SubmitResult], now: datetime
                            ) -> tuple[list[_Prepared], bool]:
-        first_of: dict[str, int] = {}
-        fresh: dict[int, ValidOrder] = {}
-        for k, v in valid.items():
-            if v.client_order_id in first_of:
-                continue
-            first_of[v.client_order_id] = k
-            fresh[k] = v
+        # submit_many answered repeats inside the batch: one order per ClOrdID here.
+        first_of = {v.client_order_id: k for k, v in valid.items()}
+        fresh = dict(valid)
         with self.db.tenant_session(tenant_id) as session:
             existing = self._existing(session, list(first_of))
             for cid, k in first_of.items():
                 if cid in existing:
-                    results[k].order, results[k].replayed = existing[cid], True
+                    self._answer_existing(session, results[k], fresh[k], existing[cid])
                     del fresh[k]
-            controls = controls_of(load_row(session, tenant_id), tenant_id)
+            row = load_row(session, tenant_id)
+            controls, killed = controls_of(row, tenant_id), killed_accounts(row)
             books = self._books(session, tenant_id, {v.account for v in fresh.values()}, controls, now)
         prepared: list[_Prepared] = []
         references: dict[str, tuple[MarketState, Decimal | None]] = {}  # one quote per instrument
@@ -537,20 +591,45 @@ class OrderService:
                 results[k].error = AccountNotFound(f"no trading account {v.account!r}")
                 continue
             try:
-                prepared.append(self._prepare(k, v, book, controls, tenant_id, user_id, now,
-                                              references))
+                prepared.append(self._prepare(k, v, book, controls_for(controls, killed, v.account),
+                                              tenant_id, user_id, now, references))
             except DomainError as exc:
                 results[k].error = exc
         self._claim(tenant_id, user_id, prepared, results)
-        # Repeats of a ClOrdID inside the batch answer the first one's result.
-        for k, v in valid.items():
-            first = first_of[v.client_order_id]
-            if first != k:
-                results[k].order, results[k].error = results[first].order, results[first].error
-                results[k].replayed = results[first].order is not None
         sent = [p for p in prepared if results[p.index].order is not None
                 and not results[p.index].replayed and p.request is not None]
         return sent, bool(sent)
+
+    @staticmethod
+    def _answer_existing(session: Session | None, result: SubmitResult, v: ValidOrder, row: Any) -> None:
+        """A ClOrdID already taken: the same order again is a replay (the first order,
+        `replayed`); other terms are CLORDID_CONFLICT naming the order and the terms."""
+        changed = differences(v, row)
+        if session is not None and {"quantity", "limitPrice"} & set(changed):
+            original = OrderService._original_terms(session, row)
+            if original is not None:
+                changed = differences(v, row, original)
+        if changed:
+            result.error = ClOrdIdConflict(
+                f"clientOrderId {v.client_order_id!r} already names order {row.id}, with another "
+                f"{', '.join(changed)}", details={"orderId": row.id, "fields": changed})
+            return
+        result.order, result.replayed = row, True
+
+    @staticmethod
+    def _original_terms(session: Session, row: Any) -> tuple[Decimal, Decimal | None] | None:
+        """(quantity, limit price) as the order was submitted, from its first compliance
+        decision (an amendment changes the row's); None when there is none."""
+        records = session.exec(select(ComplianceDecisionRow.record)
+                               .where(ComplianceDecisionRow.order_id == row.id)
+                               .order_by(col(ComplianceDecisionRow.created_at))).all()
+        first = next((r for r in records if not r.get("amend")), None)
+        if first is None or first.get("quantity") is None:
+            return None
+        limit = None
+        if row.limit_price is not None and first.get("price") is not None:
+            limit = Decimal(first["price"])
+        return Decimal(first["quantity"]), limit
 
     @staticmethod
     def _existing(session: Session, cids: list[str]) -> dict[str, Order]:
@@ -581,30 +660,52 @@ class OrderService:
             book.locates[loc.instrument_key] = book.locates.get(loc.instrument_key, ZERO) + loc.remaining
         price = func.coalesce(Order.limit_price, Order.stop_price, Order.avg_px)
         used = session.exec(
-            select(Order.account, func.sum(Order.leaves_qty * price))
+            select(Order.account, Order.currency, func.sum(Order.leaves_qty * price))
             .where(col(Order.account).in_(found), col(Order.status).in_(OPEN_STATUSES),
-                   col(Order.side).in_(SHORT_OR_BUY), Order.currency == TradingAccount.currency,
-                   TradingAccount.code == Order.account)
-            .group_by(Order.account)).all()
-        for code, total in used:
-            books[code].credit_used = Decimal(total or 0)
+                   col(Order.side).in_(SHORT_OR_BUY))
+            .group_by(Order.account, Order.currency)).all()
+        for code, currency, total in used:
+            # Credit is in the account's currency: an open order in another is converted at
+            # the current rate; without a rate the credit in use is unknown (see _prepare).
+            book = books[code]
+            if not total:
+                continue
+            rate = self._credit_rate(book, currency, now)
+            if rate is None:
+                book.unvalued.add(currency)
+            else:
+                book.credit_used += Decimal(total) * rate
         window = max(controls.throttle_window if controls.throttle_max_orders else timedelta(0),
                      controls.duplicate_window or timedelta(0))
         if window > timedelta(0):
             t = ORDERS.c
             recent = session.execute(
-                select(t.account, t.symbol, t.mic, t.side, t.ord_type, t.quantity, t.limit_price,
-                       t.stop_price, t.status, t.created_at)
+                select(t.account, t.symbol, t.mic, t.side, t.ord_type, t.time_in_force, t.quantity,
+                       t.limit_price, t.stop_price, t.status, t.cum_qty, t.created_at)
                 .where(t.tenant_id == tenant_id, t.account.in_(found), t.created_at >= now - window)
                 .order_by(t.created_at))
             for o in recent:
                 book = books[o.account]
                 book.recent.append(o.created_at)
-                if o.status != str(OrderStatus.DENIED):
-                    # order_fingerprint's shape, from the stored columns
-                    book.fingerprints[(o.account, o.symbol, o.mic, o.side, o.ord_type, o.quantity,
-                                       o.limit_price, o.stop_price)] = o.created_at
+                if o.status in UNFILLED_ENDS and not o.cum_qty:
+                    continue  # denied, or killed/cancelled/rejected/expired having traded nothing
+                # order_fingerprint's shape, from the stored columns, per time in force
+                book.fingerprints.setdefault(o.time_in_force, {})[
+                    (o.account, o.symbol, o.mic, o.side, o.ord_type, o.quantity, o.limit_price,
+                     o.stop_price)] = o.created_at
         return books
+
+    def _credit_rate(self, book: _AccountBook, currency: str, now: datetime) -> Decimal | None:
+        """Units of the account's currency per unit of `currency` (1 for its own), once per
+        book; None when no FX provider has the rate."""
+        if currency == book.row.currency:
+            return ONE
+        if currency not in book.fx_rates:
+            try:
+                book.fx_rates[currency] = self._fx(currency, book.row.currency, now)
+            except DomainError:
+                return None
+        return book.fx_rates[currency]
 
     def _reference(self, key: str, now: datetime) -> tuple[MarketState, Decimal | None]:
         try:
@@ -635,9 +736,11 @@ class OrderService:
         fx, lot = self._fx_and_lot(listing, book, routed, arrival, now)
         ctx = self.engine.context(
             routed, instrument=InstrumentFacts(listing.isin, listing.currency, listing.asset_class),
-            client=book.client(), account=book.state(), market=market, controls=controls, now=now,
-            fx_rate=fx, tick_size=listing.tick_size, lot_size=lot)
+            client=book.client(), account=book.state(str(v.time_in_force)), market=market,
+            controls=controls, now=now, fx_rate=fx, tick_size=listing.tick_size, lot_size=lot)
         decision = self.engine.check(ctx)
+        if book.unvalued and v.side is not Side.SELL:
+            decision = deny(decision, _credit_unknown(book))
         status = states.apply(OrderStatus.NEW, states.OrderEvent.COMPLIANCE_PASS if decision.passed
                               else states.OrderEvent.COMPLIANCE_DENY)
         first = decision.denials[0] if decision.denials else None
@@ -657,7 +760,7 @@ class OrderService:
         }
         if decision.passed:
             book.recent.append(now)
-            book.fingerprints[order_fingerprint(routed)] = now
+            book.fingerprints.setdefault(str(v.time_in_force), {})[order_fingerprint(routed)] = now
             if v.side is not Side.SELL and ctx.value is not None:
                 book.credit_used += ctx.value
             if v.side is Side.SELL_SHORT:
@@ -730,6 +833,7 @@ class OrderService:
         except IntegrityError:
             # Another process claimed one of these ClOrdIDs: one order at a time, each in its
             # own transaction, so only the losers answer the winner's order.
+            lost: set[int] = set()
             for p in prepared:
                 try:
                     with self.db.tenant_transaction(tenant_id) as session:
@@ -737,13 +841,15 @@ class OrderService:
                 except IntegrityError:
                     with self.db.tenant_session(tenant_id) as session:
                         winner = self._existing(session, [p.valid.client_order_id])
-                    results[p.index].order = winner.get(p.valid.client_order_id)
-                    results[p.index].replayed = True
+                    row = winner.get(p.valid.client_order_id)
+                    if row is not None:  # the winner's order, or CLORDID_CONFLICT
+                        self._answer_existing(None, results[p.index], p.valid, row)
+                    lost.add(p.index)
                     p.request = None
                     continue
                 results[p.index].order = SimpleNamespace(**p.order)
                 results[p.index].decision = p.decision
-            self._publish_claims(tenant_id, [p for p in prepared if not results[p.index].replayed])
+            self._publish_claims(tenant_id, [p for p in prepared if p.index not in lost])
             return
         for p in prepared:
             results[p.index].order = SimpleNamespace(**p.order)
@@ -1074,7 +1180,8 @@ class OrderService:
         now = self.markets.now()
         with self._tenant_locks[tenant_id]:
             with self.db.tenant_session(tenant_id) as session:
-                controls = controls_of(load_row(session, tenant_id), tenant_id)
+                row = load_row(session, tenant_id)
+                controls = controls_for(controls_of(row, tenant_id), killed_accounts(row), order.account)
                 books = self._books(session, tenant_id, {order.account}, controls, now)
                 # Its reservation as the books just counted it (fills may have come since).
                 held = session.get(Order, order.id) or order
@@ -1100,6 +1207,8 @@ class OrderService:
                 client=book.client(), account=book.state(), market=market, controls=controls,
                 now=now, fx_rate=fx, tick_size=listing.tick_size, lot_size=lot)
             decision = self.engine.check(ctx)
+            if book.unvalued and order.side != str(Side.SELL):  # credit in use unknown: closed
+                decision = deny(decision, _credit_unknown(book))
             with self.db.tenant_transaction(tenant_id) as session:
                 record = decision.record()
                 record["order_id"] = order.id
@@ -1154,10 +1263,11 @@ class OrderService:
         located shares its unfilled part holds."""
         if order.status not in OPEN_STATUSES:
             return
-        if order.side in SHORT_OR_BUY and order.currency == book.row.currency:
+        rate = ONE if order.currency == book.row.currency else book.fx_rates.get(order.currency)
+        if order.side in SHORT_OR_BUY and rate is not None:  # as _books converted it
             price = order.limit_price if order.limit_price is not None else (
                 order.stop_price if order.stop_price is not None else order.avg_px)
-            book.credit_used = max(book.credit_used - order.leaves_qty * (price or ZERO), ZERO)
+            book.credit_used = max(book.credit_used - order.leaves_qty * (price or ZERO) * rate, ZERO)
         if order.side == str(Side.SELL_SHORT):
             key = listing.isin or listing.key
             book.locates[key] = book.locates.get(key, ZERO) + order.leaves_qty
@@ -1257,11 +1367,13 @@ class OrderService:
         if not code or len(code) > 64:
             raise InvalidInput("an account code is 1 to 64 characters", code="ACCOUNT_CODE_INVALID")
         currency = (currency or "").strip().upper()
-        if len(currency) != 3 or not currency.isalpha():
-            raise InvalidInput("currency is an ISO 4217 code", code="CURRENCY_INVALID")
+        if not is_currency(currency):
+            raise InvalidInput(f"{currency!r} is not an ISO 4217 currency code such as USD",
+                               code="CURRENCY_INVALID")
         domicile = (domicile or "").strip().upper()
-        if len(domicile) != 2 or not domicile.isalpha():
-            raise InvalidInput("domicile is an ISO 3166-1 alpha-2 code", code="DOMICILE_INVALID")
+        if not is_country(domicile):
+            raise InvalidInput(f"{domicile!r} is not an ISO 3166-1 alpha-2 country code such as US",
+                               code="DOMICILE_INVALID")
         client_type = (client_type or "").strip().upper()
         if client_type not in ("INDIVIDUAL", "LEGAL_ENTITY"):
             raise InvalidInput("clientType is INDIVIDUAL or LEGAL_ENTITY", code="CLIENT_TYPE_INVALID")
@@ -1289,8 +1401,10 @@ class OrderService:
         with self.db.tenant_session(tenant_id) as session:
             return controls_of(load_row(session, tenant_id), tenant_id)
 
-    def set_controls(self, tenant_id: str, user_id: str | None, changes: dict[str, Any]) -> TenantControls:
-        """Changes the named fields (others stay); audited with before and after."""
+    def set_controls(self, tenant_id: str, user_id: str | None, changes: dict[str, Any], *,
+                     cancel_open: bool = True) -> TenantControls:
+        """Changes the named fields (others stay); audited with before and after. Switching the
+        kill switch on also cancels every open order of the tenant (mass_cancel.kill)."""
         allowed = {"kill_switch", "restricted", "max_order_value", "max_order_quantity", "collar_pct",
                    "collar_pct_by_mic", "max_position", "max_concentration_pct",
                    "throttle_max_orders", "throttle_window_ms", "duplicate_window_ms"}
@@ -1308,7 +1422,7 @@ class OrderService:
                 if value is not None and not isinstance(value, dict):
                     raise InvalidInput("collarPctByMic is an object of MIC to percent",
                                        code="CONTROLS_INVALID")
-                clean[name] = {str(k).upper(): str(_money(v, name, positive=True))
+                clean[name] = {str(k).upper(): _plain(_money(v, name, positive=True))
                                for k, v in (value or {}).items()}
             elif name in ("throttle_max_orders", "throttle_window_ms", "duplicate_window_ms"):
                 if value is not None and (not isinstance(value, int) or value < 1):
@@ -1326,6 +1440,8 @@ class OrderService:
             if row is None:
                 row = ComplianceControlsRow(tenant_id=tenant_id, duplicate_window_ms=DEFAULT_DUPLICATE_MS)
             for name, value in clean.items():
+                if name == "restricted":  # account kill switches share the list (controls.py)
+                    value = [x for x in value if not x.startswith(ACCOUNT_PREFIX)] + kill_entries(row)
                 setattr(row, name, value)
             row.updated_by, row.updated_at = user_id, utcnow()
             row.version = (row.version or 0) + 1
@@ -1335,6 +1451,8 @@ class OrderService:
             self.audit.append(session, tenant_id, [AuditEntry(
                 "compliance.controls_changed", tenant_id,
                 {"before": before, "after": _controls_payload(after)}, user_id)])
+        if clean.get("kill_switch") and cancel_open:
+            mass_cancel.kill(self, tenant_id, user_id)
         return after
 
     def record_locate(self, tenant_id: str, user_id: str | None, *, account: str, instrument: str,
@@ -1362,10 +1480,17 @@ class OrderService:
             session.flush()
             self.audit.append(session, tenant_id, [AuditEntry(
                 "trading.locate_recorded", row.id, {"account": account, "instrument": instrument_key,
-                                                    "quantity": str(qty), "source": row.source},
+                                                    "quantity": _plain(qty), "source": row.source},
                 user_id)])
         return row
 
+
+
+def _credit_unknown(book: _AccountBook) -> Denial:
+    pairs = ", ".join(f"{c}/{book.row.currency}" for c in sorted(book.unvalued))
+    return Denial(CREDIT_FX_UNAVAILABLE, "credit", "", f"the credit in use cannot be valued in "
+                  f"{book.row.currency}: open orders in {', '.join(sorted(book.unvalued))} and no "
+                  f"{pairs} rate", f"a {pairs} rate", "none")
 
 
 def _local_reject(request: OrderRequest, mic: str) -> ExecutionReport:
@@ -1388,15 +1513,15 @@ def _money(value: Any, what: str, *, positive: bool = False) -> Decimal:
 
 def _account_payload(row: TradingAccount) -> dict[str, Any]:
     return {"code": row.code, "currency": row.currency, "client_type": row.client_type,
-            "domicile": row.domicile, "lei": row.lei, "credit_limit": str(row.credit_limit),
-            "equity": str(row.equity), "assessments": list(row.assessments)}
+            "domicile": row.domicile, "lei": row.lei, "credit_limit": _plain(row.credit_limit),
+            "equity": _plain(row.equity), "assessments": list(row.assessments)}
 
 
 def _controls_payload(c: TenantControls) -> dict[str, Any]:
     return {"kill_switch": c.kill_switch, "restricted": sorted(c.restricted),
             "max_order_value": _plain(c.max_order_value), "max_order_quantity": _plain(c.max_order_quantity),
-            "collar_pct": str(c.collar_pct),
-            "collar_pct_by_mic": {k: str(v) for k, v in c.collar_pct_by_mic.items()},
+            "collar_pct": _plain(c.collar_pct),
+            "collar_pct_by_mic": {k: _plain(v) for k, v in c.collar_pct_by_mic.items()},
             "max_position": _plain(c.max_position), "max_concentration_pct": _plain(c.max_concentration_pct),
             "throttle_max_orders": c.throttle_max_orders,
             "throttle_window_ms": int(c.throttle_window.total_seconds() * 1000),

@@ -41,8 +41,8 @@ def _marketable_parcel(ctx: CheckContext) -> Violation | None:
     if value < MARKETABLE_PARCEL:
         return Violation(codes.MARKETABLE_PARCEL,
                          f"ASX: a first holding must be a marketable parcel of at least "
-                         f"{MARKETABLE_PARCEL} {ctx.instrument.currency}; this one is worth "
-                         f"{value}", MARKETABLE_PARCEL, value)
+                         f"{rules.num(MARKETABLE_PARCEL)} {ctx.instrument.currency}; this one is worth "
+                         f"{rules.num(value)}", MARKETABLE_PARCEL, value)
     return None
 
 

@@ -65,9 +65,10 @@ def _daily_limit_check(ctx: CheckContext) -> Violation | None:
     low, high = base - width, base + width
     for price in (order.limit_price, order.stop_price):
         if price is not None and not low <= price <= high:
+            n = rules.num
             return Violation(codes.DAILY_PRICE_LIMIT,
-                             f"TSE daily price limit: {price} is outside {low}..{high} "
-                             f"(base {base} +/- {width})", f"{low}..{high}", price)
+                             f"TSE daily price limit: {n(price)} is outside {n(low)}..{n(high)} "
+                             f"(base {n(base)} +/- {n(width)})", f"{n(low)}..{n(high)}", price)
     return None
 
 

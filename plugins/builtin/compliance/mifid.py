@@ -65,7 +65,8 @@ def mifid_tick_regime(citation: str) -> ComplianceRule:
                 tick = mifid_tick(price, band)
                 if price % tick:
                     return Violation(codes.MIFID_TICK_SIZE,
-                                     f"{citation}: price {price} is off the tick {tick} of "
+                                     f"{citation}: price {rules.num(price)} is off the tick "
+                                     f"{rules.num(tick)} of "
                                      f"liquidity band {band}", tick, price)
         return None
 

@@ -33,10 +33,17 @@ from plugins.sdk import CheckContext, ComplianceRule, Side, Violation, order_fin
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _CENT = Decimal("0.01")
+_ONE = Decimal(1)
+
+
+def num(value: object) -> str:
+    """A number for a message, in plain notation: a limit read back as 1E+1 reads "10"."""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
 def _seconds(delta: timedelta) -> Decimal:
-    return Decimal(str(delta.total_seconds())).normalize()
+    seconds = Decimal(str(delta.total_seconds())).normalize()
+    return seconds.quantize(_ONE) if seconds.as_tuple().exponent > 0 else seconds  # type: ignore[operator]
 
 
 # -- shared rules ----------------------------------------------------------------------------
@@ -123,7 +130,7 @@ def reducing_only(ctx: CheckContext) -> Violation | None:
     if order.quantity > allowed:
         return Violation(codes.REDUCING_ONLY,
                          f"{order.symbol} on {order.mic} accepts only position-reducing orders; "
-                         f"this one may be at most {allowed}", allowed, order.quantity)
+                         f"this one may be at most {num(allowed)}", allowed, order.quantity)
     return None
 
 
@@ -161,8 +168,9 @@ def price_collar(ctx: CheckContext) -> Violation | None:
     if abs(price - reference) * _HUNDRED > pct * reference:
         deviation = (abs(price - reference) * _HUNDRED / reference).quantize(_CENT)
         return Violation(codes.PRICE_COLLAR,
-                         f"price {price} is {deviation}% from the reference price {reference}; "
-                         f"the collar allows {pct}%", pct, deviation)
+                         f"price {num(price)} is {num(deviation)}% from the reference price "
+                         f"{num(reference)}; "
+                         f"the collar allows {num(pct)}%", pct, deviation)
     return None
 
 
@@ -171,7 +179,7 @@ def max_order_quantity(ctx: CheckContext) -> Violation | None:
     quantity = ctx.order.quantity
     if limit is not None and quantity > limit:
         return Violation(codes.MAX_ORDER_QUANTITY,
-                         f"quantity {quantity} exceeds the maximum order quantity {limit}",
+                         f"quantity {num(quantity)} exceeds the maximum order quantity {num(limit)}",
                          limit, quantity)
     return None
 
@@ -181,8 +189,8 @@ def max_order_value(ctx: CheckContext) -> Violation | None:
     value = ctx.value
     if limit is not None and value is not None and value > limit:
         return Violation(codes.MAX_ORDER_VALUE,
-                         f"order value {value.quantize(_CENT)} {ctx.account.currency} exceeds "
-                         f"the maximum order value {limit}", limit, value.quantize(_CENT))
+                         f"order value {num(value.quantize(_CENT))} {ctx.account.currency} exceeds "
+                         f"the maximum order value {num(limit)}", limit, value.quantize(_CENT))
     return None
 
 
@@ -196,8 +204,8 @@ def credit_limit(ctx: CheckContext) -> Violation | None:
     available = account.credit_limit - account.credit_used
     if value > available:
         return Violation(codes.CREDIT_LIMIT,
-                         f"order value {value.quantize(_CENT)} {account.currency} exceeds the "
-                         f"credit available, {available}", available, value.quantize(_CENT))
+                         f"order value {num(value.quantize(_CENT))} {account.currency} exceeds the "
+                         f"credit available, {num(available)}", available, value.quantize(_CENT))
     return None
 
 
@@ -210,7 +218,7 @@ def position_limit(ctx: CheckContext) -> Violation | None:
     after = abs(ctx.position_after)
     if after > limit and after > abs(ctx.position):
         return Violation(codes.POSITION_LIMIT,
-                         f"the position would reach {after}, above the limit {limit}",
+                         f"the position would reach {num(after)}, above the limit {num(limit)}",
                          limit, after)
     return None
 
@@ -231,9 +239,9 @@ def concentration_limit(ctx: CheckContext) -> Violation | None:
     allowed = ctx.account.equity * pct / _HUNDRED
     if exposure > allowed:
         return Violation(codes.CONCENTRATION_LIMIT,
-                         f"the position would be worth {exposure.quantize(_CENT)} "
-                         f"{ctx.account.currency}, above {pct}% of equity "
-                         f"({allowed.quantize(_CENT)})", allowed.quantize(_CENT),
+                         f"the position would be worth {num(exposure.quantize(_CENT))} "
+                         f"{ctx.account.currency}, above {num(pct)}% of equity "
+                         f"({num(allowed.quantize(_CENT))})", allowed.quantize(_CENT),
                          exposure.quantize(_CENT))
     return None
 
@@ -276,7 +284,7 @@ def lot_size(ctx: CheckContext) -> Violation | None:
     quantity = ctx.order.quantity
     if quantity % lot:
         return Violation(codes.LOT_SIZE,
-                         f"quantity {quantity} is not a multiple of the lot size {lot} on "
+                         f"quantity {num(quantity)} is not a multiple of the lot size {num(lot)} on "
                          f"{ctx.venue.mic}", lot, quantity)
     return None
 
@@ -287,7 +295,7 @@ def tick_size(ctx: CheckContext) -> Violation | None:
     for price in (order.limit_price, order.stop_price):
         if price is not None and price % tick:
             return Violation(codes.TICK_SIZE,
-                             f"price {price} is not a multiple of the tick size {tick} on "
+                             f"price {num(price)} is not a multiple of the tick size {num(tick)} on "
                              f"{ctx.venue.mic}", tick, price)
     return None
 
@@ -302,7 +310,7 @@ def short_sale_marking(ctx: CheckContext) -> Violation | None:
     long = ctx.position if ctx.position > 0 else _ZERO
     if order.quantity > long:
         return Violation(codes.SHORT_SALE_NOT_FLAGGED,
-                         f"selling {order.quantity} with {long} held is a short sale: mark it "
+                         f"selling {num(order.quantity)} with {num(long)} held is a short sale: mark it "
                          f"SELL_SHORT", long, order.quantity)
     return None
 
@@ -345,8 +353,8 @@ def locate_required(citation: str) -> ComplianceRule:
         located = ctx.account.locates.get(ctx.instrument_key, _ZERO)
         if located < order.quantity:
             return Violation(codes.SHORT_LOCATE_REQUIRED,
-                             f"{citation}: a short sale of {order.quantity} needs a locate; "
-                             f"{located} located", located, order.quantity)
+                             f"{citation}: a short sale of {num(order.quantity)} needs a locate; "
+                             f"{num(located)} located", located, order.quantity)
         return None
 
     return ComplianceRule("short_sale_locate", check)
@@ -374,11 +382,11 @@ def short_sale_price_test(citation: str, reference: str, *, strictly_above: bool
         if price is None:
             return Violation(codes.SHORT_SALE_PRICE_TEST,
                              f"{citation}: a short sale must be priced {relation} the "
-                             f"{reference} {bound}; a market order cannot be", bound, "MARKET")
+                             f"{reference} {num(bound)}; a market order cannot be", bound, "MARKET")
         if price < bound or (strictly_above and price == bound):
             return Violation(codes.SHORT_SALE_PRICE_TEST,
                              f"{citation}: a short sale must be priced {relation} the "
-                             f"{reference} {bound}", bound, price)
+                             f"{reference} {num(bound)}", bound, price)
         return None
 
     return ComplianceRule("short_sale_price_test", check, venue_only=True)
@@ -402,7 +410,7 @@ def lei_required(citation: str) -> ComplianceRule:
     def check(ctx: CheckContext) -> Violation | None:
         client = ctx.client
         lei = client.lei
-        if lei is None:
+        if lei is None or not lei.strip():  # blank is missing, not an invalid LEI
             if client.client_type == "LEGAL_ENTITY":
                 return Violation(codes.LEI_MISSING,
                                  f"{citation}: a legal-entity client needs an LEI",

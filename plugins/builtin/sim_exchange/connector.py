@@ -50,6 +50,7 @@ import heapq
 import itertools
 import logging
 import threading
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -175,6 +176,9 @@ class SimulatedExchange:
         self._event_seq = itertools.count()
         self._clock: datetime | None = None
         self._ids = Ids(name)
+        # Set by `restore`: ids issued from then on carry it, so a restored order's new fills
+        # never repeat an execution id it had before the restart (nor new orders its venue id).
+        self._epoch = ""
         # One call at a time (the books are not thread-safe), each in a decimal context precise
         # enough for exact notionals (matching.PRECISION).
         self._lock = threading.RLock()
@@ -263,6 +267,112 @@ class SimulatedExchange:
                     reports.extend(self._refresh(engine, now))
             return reports
 
+    # -- after a restart ------------------------------------------------------------------------
+
+    def restore(self, orders: Iterable[Any], at: datetime) -> list[ExecutionReport]:
+        """Orders this venue held before a restart (its books live in memory), back on their
+        books. The gateway calls it once, before anything else, with what its database holds
+        open here; each item has `request` (the OrderRequest as first sent: total quantity,
+        submitted_at), `venue_order_id`, `cum_qty`, `notional` (the fills' quantity x price),
+        `fees` and `queued` (acknowledged PENDING_NEW, waiting for an open).
+
+        Oldest first, so time priority is kept among them. A live order goes back to its book
+        with what it has left, without a report: it trades when something crosses it (the
+        market moving through it, at the next clock call). A queued order waits for the
+        first open after its submission again; an open that passed while the gateway was
+        down is played at the next clock call, as are expiries that fell due meanwhile (DAY
+        at the end of its trading day, GTD at its time), each with its report. An order the
+        venue cannot take back (a venue or symbol no longer here, an IOC, FOK or MARKET order,
+        which never rests, a rule it no longer meets, no session data) is answered with a
+        CANCELED report, VENUE_RESTARTED, saying why. An order already known here is left as
+        it is. Not restored: the market between the restart and now (a resting order the
+        market crossed and left while the gateway was down does not fill)."""
+        with self._lock, localcontext(prec=PRECISION):
+            if not _aware(at):
+                raise ValueError("restore needs a timezone-aware instant")
+            items = sorted(orders, key=lambda o: o.request.submitted_at)
+            if items and not self._epoch:
+                self._epoch = f"-R{uuid.uuid4().hex[:6]}"
+                self._ids = Ids(f"{self.name}{self._epoch}")
+            reports: list[ExecutionReport] = []
+            for item in items:
+                cid = item.request.client_order_id
+                if cid in self._located:
+                    continue
+                try:
+                    reports.extend(self._restore_one(item, at))
+                except _NotRestored as exc:
+                    self._located[cid] = None
+                    reports.append(self._restart_cancel(item, str(exc), at))
+            return reports
+
+    def _restore_one(self, item: Any, at: datetime) -> list[ExecutionReport]:
+        r: OrderRequest = item.request
+        mic = str(r.mic or "").upper()
+        key = (mic, r.symbol)
+        if mic not in self._mic_set:
+            raise _NotRestored(f"no venue {r.mic!r} here")
+        if self._listed_only and key not in self._listings:
+            raise _NotRestored(f"{r.symbol} is no longer listed on {mic}")
+        if not _aware(r.submitted_at):
+            raise _NotRestored("submitted_at must be timezone-aware")
+        if OrdType(r.ord_type) is OrdType.MARKET or \
+                TimeInForce(r.time_in_force) in (TimeInForce.IOC, TimeInForce.FOK):
+            raise _NotRestored(f"a {r.time_in_force} {r.ord_type} order never rests")
+        if item.cum_qty >= r.quantity:
+            raise _NotRestored("nothing left to rest")
+        engine = self._engine(mic, r.symbol)
+        problem = engine.check(r)
+        if problem is not None:
+            raise _NotRestored(problem[1])
+        tif = TimeInForce(r.time_in_force)
+        try:
+            if item.queued:
+                opens_at = self._next_open(mic, r.submitted_at)
+                if opens_at is None:
+                    raise _NotRestored(f"{mic} has no open in sight")
+                day_end = None
+            else:
+                opens_at = None
+                day_end = self._restored_day_end(mic, r.submitted_at) if tif is TimeInForce.DAY else None
+        except _NotRestored:
+            raise
+        except Exception as exc:
+            self.log.exception("venue directory failed", extra={"mic": mic})
+            raise _NotRestored(f"no session data: {exc}") from None
+        self._located[r.client_order_id] = key
+        reports = engine.restore(r, item.venue_order_id, at, cum_qty=item.cum_qty,
+                                 notional=item.notional, fees=item.fees, queued=item.queued,
+                                 day_end=day_end)
+        if opens_at is not None:
+            self._push(opens_at, "OPEN", key, r.client_order_id)
+        self._schedule_expiry(engine, r.client_order_id)
+        return reports
+
+    def _restored_day_end(self, mic: str, submitted_at: datetime) -> datetime:
+        """The end of the trading day a restored DAY order entered the book in: the day it was
+        submitted in when the venue was open then, else the day of the next open (it was
+        queued and activated there)."""
+        if self.venues.is_open(mic, submitted_at):
+            return self._day_end(mic, submitted_at)
+        opens_at = self._next_open(mic, submitted_at)
+        if opens_at is None:
+            raise _NotRestored(f"{mic} has no open in sight")
+        return self._day_end(mic, opens_at)
+
+    def _restart_cancel(self, item: Any, why: str, at: datetime) -> ExecutionReport:
+        r: OrderRequest = item.request
+        cum = item.cum_qty
+        avg = (item.notional / cum).quantize(PLACES) if cum else ZERO
+        side = Side(r.side) if r.side in tuple(Side) else None
+        return ExecutionReport(
+            exec_type=ExecType.CANCELED, ord_status=OrdStatus.CANCELED,
+            client_order_id=r.client_order_id, venue_order_id=item.venue_order_id or "",
+            last_qty=ZERO, last_px=ZERO, cum_qty=cum, leaves_qty=ZERO, avg_px=avg, fee=ZERO,
+            text=f"the venue restarted and could not take the order back: {why}"[:500],
+            reject_code=Reason.VENUE_RESTARTED.value, at=at, exec_id=self._ids.execution(),
+            mic=str(r.mic).upper(), symbol=str(r.symbol), side=side)
+
     # -- inspection (tests, tools) -------------------------------------------------------------
 
     def engine(self, mic: str, symbol: str) -> MatchingEngine:
@@ -304,7 +414,7 @@ class SimulatedExchange:
 
     def _new_engine(self, mic: str, symbol: str) -> MatchingEngine:
         return MatchingEngine(mic, symbol, self._rules(mic, symbol), self._fee(mic),
-                              Ids(f"{mic}-{symbol}"))
+                              Ids(f"{mic}-{symbol}{self._epoch}"))
 
     def _engine(self, mic: str, symbol: str) -> MatchingEngine:
         key = (mic, symbol)
@@ -439,6 +549,10 @@ class SimulatedExchange:
             return at
         day = current.opens_at.astimezone(zone).date()
         return max(w.closes_at for w in windows if w.opens_at.astimezone(zone).date() == day)
+
+
+class _NotRestored(Exception):
+    """Why `restore` cannot take an order back."""
 
 
 def parse_fees(config: Mapping[str, Any]) -> dict[str, FeeSchedule]:

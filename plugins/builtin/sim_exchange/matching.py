@@ -88,6 +88,7 @@ class Reason(StrEnum):
     SELF_TRADE_PREVENTED = "SELF_TRADE_PREVENTED"
     DAY_EXPIRED = "DAY_EXPIRED"
     GTD_EXPIRED = "GTD_EXPIRED"
+    VENUE_RESTARTED = "VENUE_RESTARTED"  # held before a restart and not taken back (connector.restore)
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,33 @@ class MatchingEngine:
             order.expire_at = day_end
         reports = [self._report(order, ExecType.NEW, at, text="venue open")]
         self._enter(order, at, reports)
+        return reports
+
+    def restore(self, r: OrderRequest, venue_order_id: str, at: datetime, *, cum_qty: Decimal = ZERO,
+                notional: Decimal = ZERO, fees: Decimal = ZERO, queued: bool = False,
+                day_end: datetime | None = None) -> list[ExecutionReport]:
+        """An order this engine held before a restart, back as it was, with no acknowledgement:
+        queued (PENDING_NEW, until `activate`), or live with its fills so far (`cum_qty`, their
+        `notional` and `fees`). A live order re-enters like an incoming one minus the NEW
+        report: it rests at its price (or waits for its stop; a stop-limit with fills had
+        triggered) and trades only if it crosses what is already on the book, which orders
+        restored in arrival order from a consistent venue never do."""
+        status = OrdStatus.PENDING_NEW if queued else (
+            OrdStatus.PARTIALLY_FILLED if cum_qty > ZERO else OrdStatus.NEW)
+        order = self._new(r, venue_order_id, status)
+        order.cum_qty, order.notional, order.fees = cum_qty, notional, fees
+        order.leaves = r.quantity - cum_qty
+        reports: list[ExecutionReport] = []
+        if queued:
+            return reports
+        if order.tif is TimeInForce.DAY:
+            order.expire_at = day_end
+        if order.is_stop and cum_qty == ZERO:
+            self.stops.append(order)  # arrival order: the caller restores oldest first
+            return reports
+        order.triggered = order.is_stop
+        self._execute(order, at, reports)
+        self._fire_stops(at, reports)
         return reports
 
     def _enter(self, order: Order, at: datetime, reports: list[ExecutionReport]) -> None:
