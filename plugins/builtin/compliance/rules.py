@@ -37,8 +37,10 @@ _ONE = Decimal(1)
 
 
 def num(value: object) -> str:
-    """A number for a message, in plain notation: a limit read back as 1E+1 reads "10"."""
-    return format(value, "f") if isinstance(value, Decimal) else str(value)
+    """A number for a message, in plain notation without trailing zeros: a limit read back as
+    1E+1, or from a NUMERIC column as 10.0000000000, reads "10"."""
+    return format(value.normalize(), "f") if isinstance(value, Decimal) and value.is_finite() \
+        else str(value)
 
 
 def _seconds(delta: timedelta) -> Decimal:
