@@ -17,7 +17,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
@@ -25,7 +25,24 @@ import websockets
 
 from gateway.runtime import Runtime
 
+if TYPE_CHECKING:
+    from gateway.markets.clock import ManualClock
+
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
+
+
+def with_clock(runtime: Runtime, clock: ManualClock) -> Runtime:
+    """The runtime with markets and an order service of their own on `clock` (its simulated
+    venues empty, as in a process that starts afresh) and no embedded worker: orders fill at the
+    time the test sets."""
+    from gateway.markets.service import MarketsService
+    from gateway.trading.service import OrderService
+
+    markets = MarketsService(runtime.markets.directory, clock)
+    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
+                          runtime.audit, max_page_size=runtime.settings.max_page_size)
+    return Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
+                      "settings": runtime.settings.with_(embedded_worker="off")})
 
 
 def unique(prefix: str = "t") -> str:

@@ -22,11 +22,8 @@ from gateway.audit import AuditEntry, AuditRecord, AuditTrail
 from gateway.audit.chain import record_hash
 from gateway.audit.checkpoints import Checkpoint, sign
 from gateway.markets.clock import ManualClock
-from gateway.markets.service import MarketsService
-from gateway.runtime import Runtime
 from gateway.trading.models import Execution, Order
-from gateway.trading.service import OrderService
-from tests.support import GraphQLClient, LiveServer, error_codes, onboard, unique, user_key
+from tests.support import GraphQLClient, LiveServer, error_codes, onboard, unique, user_key, with_clock
 from tests.test_cli import run
 
 OPEN_NY = datetime(2025, 3, 12, 14, 0, tzinfo=UTC)  # a Wednesday, New York open since 13:30
@@ -49,11 +46,7 @@ ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input
 @pytest.fixture(scope="module")
 def venue(runtime):
     clock = ManualClock(OPEN_NY)
-    markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
-    rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
-                    "settings": runtime.settings.with_(embedded_worker="off")})
+    rt = with_clock(runtime, clock)
     with LiveServer(create_app(runtime=rt)) as live:
         yield GraphQLClient(live.url), clock, rt
 

@@ -15,10 +15,16 @@ import pytest
 
 from gateway.app import create_app
 from gateway.markets.clock import ManualClock
-from gateway.markets.service import MarketsService
-from gateway.runtime import Runtime, bind_orders_view
-from gateway.trading.service import OrderService
-from tests.support import GraphQLClient, LiveServer, PluginVendor, error_codes, install_plugin, onboard
+from gateway.runtime import bind_orders_view
+from tests.support import (
+    GraphQLClient,
+    LiveServer,
+    PluginVendor,
+    error_codes,
+    install_plugin,
+    onboard,
+    with_clock,
+)
 from tests.test_marketplace_install import example_wheel
 
 OPEN_SGX = datetime(2025, 3, 11, 2, 30, tzinfo=UTC)  # a Tuesday, 10:30 in Singapore
@@ -31,12 +37,8 @@ ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input
 @pytest.fixture(scope="module")
 def sgx(runtime: Any) -> Any:
     clock = ManualClock(OPEN_SGX)
-    markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
-    bind_orders_view(runtime.marketplace, runtime.builtin_plugins, orders)
-    rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
-                    "settings": runtime.settings.with_(embedded_worker="off")})
+    rt = with_clock(runtime, clock)
+    bind_orders_view(rt.marketplace, rt.builtin_plugins, rt.orders)
     PluginVendor(rt, "Lion Markets").publish(*example_wheel("lion_exchange", "lion_exchange", plugin_id=LION),
                                              "COMMUNITY")
     with LiveServer(create_app(runtime=rt)) as live:

@@ -114,12 +114,15 @@ def alphintra_market_data_sources(context: PluginContext) -> list:
 '''
 
 
+def _source_manifest(plugin_id: str, name: str, vendor: str, entry_point: str) -> dict[str, Any]:
+    return {"id": plugin_id, "name": name, "vendor": vendor, "version": "1.0.0", "gateway": ">=0.1,<1.0",
+            "category": "data-source", "entry_point": entry_point, "hooks": ["alphintra_market_data_sources"],
+            "capabilities": ["marketdata:publish"], "config_schema": {"type": "object"},
+            "pricing": {"model": "free"}, "licence": "MIT", "conformance": {"config": {}}}
+
+
 def test_bars_out_of_order_fail_only_that_source_naming_it(gql, runtime):
-    manifest = {"id": "back.wards", "name": "Backwards", "vendor": "Back", "version": "1.0.0",
-                "gateway": ">=0.1,<1.0", "category": "data-source", "entry_point": "backwards.plugin",
-                "hooks": ["alphintra_market_data_sources"], "capabilities": ["marketdata:publish"],
-                "config_schema": {"type": "object"}, "pricing": {"model": "free"}, "licence": "MIT",
-                "conformance": {"config": {}}}
+    manifest = _source_manifest("back.wards", "Backwards", "Back", "backwards.plugin")
     publisher = PluginVendor(runtime, "Back")
     publisher.publish_code(DISORDERLY, manifest)
     vendor = publisher.tenant
@@ -140,11 +143,7 @@ def test_intraday_bars_outside_the_venues_sessions_fail_naming_the_plugin(gql, r
     code = DISORDERLY.replace("return out if interval == \"1d\" else out[::-1]  # in order only for the "
                               "conformance kit", "return out").replace("BACK", "NITE")
     assert code != DISORDERLY and "out[::-1]" not in code
-    manifest = {"id": "nite.owls", "name": "Night owls", "vendor": "Nite", "version": "1.0.0",
-                "gateway": ">=0.1,<1.0", "category": "data-source", "entry_point": "owls.plugin",
-                "hooks": ["alphintra_market_data_sources"], "capabilities": ["marketdata:publish"],
-                "config_schema": {"type": "object"}, "pricing": {"model": "free"}, "licence": "MIT",
-                "conformance": {"config": {}}}
+    manifest = _source_manifest("nite.owls", "Night owls", "Nite", "owls.plugin")
     publisher = PluginVendor(runtime, "Nite")
     publisher.publish_code(code, manifest)
     body = install_plugin(gql, publisher.tenant.key, "nite.owls")

@@ -20,10 +20,8 @@ from sqlmodel import select
 from gateway.app import create_app
 from gateway.audit.models import AuditRecord
 from gateway.markets.clock import ManualClock
-from gateway.markets.service import MarketsService
 from gateway.runtime import Runtime
-from gateway.trading.service import OrderService
-from tests.support import GraphQLClient, LiveServer, TenantHandle, error_codes, onboard, unique
+from tests.support import GraphQLClient, LiveServer, TenantHandle, error_codes, onboard, unique, with_clock
 
 START = datetime(2025, 3, 26, 14, 0, tzinfo=UTC)  # a Wednesday, New York open
 SUBMIT_MANY = """mutation($inputs: [SubmitOrderInput!]!) { submitOrders(inputs: $inputs) {
@@ -44,11 +42,7 @@ SIZES = itertools.count(1)
 @pytest.fixture(scope="module")
 def venue(runtime: Runtime) -> Iterator[tuple[GraphQLClient, ManualClock, Runtime]]:
     clock = ManualClock(START)
-    markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
-    rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
-                    "settings": runtime.settings.with_(embedded_worker="off")})
+    rt = with_clock(runtime, clock)
     with LiveServer(create_app(runtime=rt)) as live:
         yield GraphQLClient(live.url), clock, rt
 

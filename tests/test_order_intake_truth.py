@@ -17,12 +17,9 @@ import pytest
 from gateway.app import create_app
 from gateway.errors import DomainError
 from gateway.markets.clock import ManualClock
-from gateway.markets.service import MarketsService
-from gateway.runtime import Runtime
 from gateway.trading.routing import ConnectorEntry, SmartOrderRouter
-from gateway.trading.service import OrderService
 from plugins.sdk import OrderRequest, OrdType, Side, TimeInForce, VenueQuote
-from tests.support import GraphQLClient, LiveServer, error_codes, onboard, unique
+from tests.support import GraphQLClient, LiveServer, error_codes, onboard, unique, with_clock
 from tests.test_orders import (
     ACCOUNT,
     CONTROLS,
@@ -42,11 +39,7 @@ DECISIONS = "query($id: ID!) { complianceDecisions(orderId: $id) { edges { node 
 def venue(runtime):
     """A gateway whose markets and order service run on a ManualClock (as tests/test_orders.py)."""
     clock = ManualClock(OPEN_NY)
-    markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
-    rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
-                    "settings": runtime.settings.with_(embedded_worker="off")})
+    rt = with_clock(runtime, clock)
     with LiveServer(create_app(runtime=rt)) as live:
         yield live, clock, rt
 

@@ -20,15 +20,13 @@ from sqlmodel import select
 from gateway.app import create_app
 from gateway.audit.models import AuditRecord
 from gateway.markets.clock import ManualClock
-from gateway.markets.service import MarketsService
 from gateway.runtime import Runtime
 from gateway.trading.intake import OrderInput
 from gateway.trading.models import Execution, Order
 from gateway.trading.recovery import RestoredOrder, restore_builtins
-from gateway.trading.service import OrderService
 from plugins.builtin.sim_exchange.connector import SimulatedExchange
 from plugins.sdk import ExecType, OrderRequest, OrdStatus, OrdType, Side, TimeInForce
-from tests.support import GraphQLClient, LiveServer, onboard, unique
+from tests.support import GraphQLClient, LiveServer, onboard, unique, with_clock
 
 DAY = datetime(2025, 3, 19, tzinfo=UTC)  # a Wednesday; New York trades 13:30-20:00 UTC
 OPEN = DAY + timedelta(hours=14, minutes=30)
@@ -45,11 +43,7 @@ ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input
 def restarted(runtime: Runtime, clock: ManualClock) -> Runtime:
     """A runtime with an order service of its own on the shared database: what a gateway
     process that starts afresh has (empty simulated venues)."""
-    markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
-    return Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
-                      "settings": runtime.settings.with_(embedded_worker="off")})
+    return with_clock(runtime, clock)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from gateway.app import create_app
 from gateway.errors import DomainError
 from gateway.markets.clock import ManualClock
 from gateway.markets.service import MarketsService
-from gateway.runtime import Runtime
 from gateway.trading.models import (
     AccountPosition,
     ComplianceDecisionRow,
@@ -38,6 +37,7 @@ from tests.support import (
     subscribed,
     unique,
     user_key,
+    with_clock,
 )
 
 OPEN_NY = datetime(2025, 3, 12, 14, 0, tzinfo=UTC)  # a Wednesday, New York open since 13:30
@@ -59,11 +59,7 @@ CONTROLS = """mutation($input: ComplianceControlsInput!) { setComplianceControls
 def venue(runtime):
     """A gateway whose markets and order service run on a ManualClock."""
     clock = ManualClock(OPEN_NY)
-    markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
-    rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
-                    "settings": runtime.settings.with_(embedded_worker="off")})
+    rt = with_clock(runtime, clock)
     with LiveServer(create_app(runtime=rt)) as live:
         yield live, clock, rt
 

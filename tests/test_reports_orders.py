@@ -13,11 +13,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.markets.clock import ManualClock
-from gateway.markets.service import MarketsService
 from gateway.reports import KINDS, mifid
-from gateway.runtime import Runtime
-from gateway.trading.service import OrderService
-from tests.support import GraphQLClient, LiveServer, onboard
+from tests.support import GraphQLClient, LiveServer, onboard, with_clock
 
 OPEN_NY = datetime(2025, 3, 12, 14, 0, tzinfo=UTC)  # a Wednesday, New York open since 13:30
 FIRM = "529900T8BM49AURSDO55"
@@ -31,11 +28,7 @@ TRADES = """query($id: ID!) { trades(orderId: $id) { edges { node { lastQty last
 @pytest.fixture(scope="module")
 def desk(runtime):
     clock = ManualClock(OPEN_NY + timedelta(hours=2))
-    markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
-    rt = Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
-                    "settings": runtime.settings.with_(embedded_worker="off")})
+    rt = with_clock(runtime, clock)
     with LiveServer(create_app(runtime=rt)) as live:
         tenant = onboard(rt)
         gql = GraphQLClient(live.url)

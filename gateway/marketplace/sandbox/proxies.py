@@ -225,6 +225,11 @@ class RemoteDefiProtocol(RemoteProvider):
     hook = "alphintra_defi_protocols"
     name: str = ""
 
+    def __init__(self, managed: ManagedPlugin, n: int, attrs: dict[str, Any]) -> None:
+        super().__init__(managed, n, attrs)
+        self._renewed: dict[str, sdk.DefiPool] = {}  # a gone state's handle -> the pool listed again
+        self._listed_on: dict[str, dict[str, Any]] = {}  # pool address -> the chain it was listed on
+
     @staticmethod
     def _chain(chain: sdk.DefiChainView) -> dict[str, Any]:
         return {"chain_id": chain.chain_id, "name": chain.name,
@@ -255,9 +260,8 @@ class RemoteDefiProtocol(RemoteProvider):
         if not isinstance(answer, list):
             raise PluginCallFailed(self.plugin_id, "pools() must answer a list of DefiPool")
         pools = [self._pool(p, "pools()") for p in answer]
-        listed_on = self.__dict__.setdefault("_listed_on", {})
         for pool in pools:
-            listed_on[pool.address.lower()] = described
+            self._listed_on[pool.address.lower()] = described
         return pools
 
     def refresh(self, chain: sdk.DefiChainView, pool: sdk.DefiPool) -> sdk.DefiPool:
@@ -301,7 +305,7 @@ class RemoteDefiProtocol(RemoteProvider):
     # pool is listed again on the chain it came from and the call retried once.
     def _on_pool(self, method: str, pool: sdk.DefiPool, *args: Any,
                  chain: sdk.DefiChainView | None = None) -> Any:
-        renewed = self.__dict__.setdefault("_renewed", {})
+        renewed = self._renewed
         pool = renewed.get(pool.state, pool)
         lead = [self._chain(chain)] if chain is not None else []
         try:
@@ -314,8 +318,7 @@ class RemoteDefiProtocol(RemoteProvider):
             return self._call(method, *lead, fresh, *args)
 
     def _relisted(self, pool: sdk.DefiPool, chain: sdk.DefiChainView | None) -> sdk.DefiPool:
-        listed_on = self.__dict__.setdefault("_listed_on", {})
-        described = self._chain(chain) if chain is not None else listed_on.get(pool.address.lower())
+        described = self._chain(chain) if chain is not None else self._listed_on.get(pool.address.lower())
         if described is None:
             raise PluginCallFailed(self.plugin_id, f"pool {pool.address} is not listed any more")
         answer = self._call("pools", described)
