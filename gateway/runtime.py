@@ -103,6 +103,7 @@ class Runtime:
     strategy_ai: LLMLab  # LLM providers, news analysis, strategy synthesis and improvement
 
     def close(self) -> None:
+        self.audit.checkpointer.drain()
         self.broker.close()
         self.marketplace.meter.close()
         self.db.dispose()
@@ -125,7 +126,7 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     portfolio = PortfolioOptimisationService(plugins, market_data)
     kinds.register(portfolio_optimisation_kind(portfolio))  # qiskit/pennylane load only in a job
     secrets = SecretBox.from_settings(settings)
-    audit = AuditTrail(db, settings.max_page_size, secrets=secrets)  # signed checkpoints on append
+    audit = AuditTrail(db, settings.max_page_size, secrets=secrets)  # signed checkpoints after appends commit
     reports = RegulatoryReports(db, audit, instrument_classes(market_data.instrument),
                                 settings.max_page_size)
     for report_kind in reports.job_kinds():

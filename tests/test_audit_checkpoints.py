@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -188,7 +189,7 @@ def test_create_and_read_signed_checkpoints(runtime, gql, tenant):
     assert error_codes(gql(CHECKPOINTS, key=trader)) == ["FORBIDDEN"]
 
 
-def test_checkpoints_are_taken_every_n_records_on_append(runtime, gql):
+def test_checkpoints_are_taken_every_n_records_after_commit(runtime, gql):
     tenant = onboard(runtime)  # seq 1 (tenant.created) and the admin's records
     trail = AuditTrail(runtime.db, secrets=runtime.secrets, checkpoint_every=5)
     with runtime.db.tenant_session(tenant.id) as session:
@@ -196,6 +197,7 @@ def test_checkpoints_are_taken_every_n_records_on_append(runtime, gql):
     for batch in (3, 3, 1, 6):
         with runtime.db.tenant_transaction(tenant.id) as session:
             trail.append(session, tenant.id, [AuditEntry("test.event", f"e-{i}") for i in range(batch)])
+    trail.checkpointer.drain()  # taken after each commit, off the append path
     heads, seq = [], start
     for batch in (3, 3, 1, 6):
         if (seq + batch) // 5 > seq // 5:
@@ -209,7 +211,28 @@ def test_checkpoints_are_taken_every_n_records_on_append(runtime, gql):
     with pytest.raises(RuntimeError), runtime.db.tenant_transaction(tenant.id) as session:
         trail.append(session, tenant.id, [AuditEntry("test.event", "x") for _ in range(5)])
         raise RuntimeError("the change failed")
+    trail.checkpointer.drain()
     assert len(exported(gql, tenant.key)[1]) == len(heads)
+
+
+def test_checkpoints_are_signed_off_the_appending_transaction(runtime, monkeypatch):
+    """The appender never verifies or signs: its transaction (and the chain's head lock) is
+    released first, and the checkpointer's own thread takes the checkpoint."""
+    tenant = onboard(runtime)
+    trail = AuditTrail(runtime.db, secrets=runtime.secrets, checkpoint_every=2)
+    taken_on: list[str] = []
+    real = AuditTrail._checkpoint
+
+    def spy(self, session, *args):
+        taken_on.append(threading.current_thread().name)
+        return real(self, session, *args)
+
+    monkeypatch.setattr(AuditTrail, "_checkpoint", spy)
+    with runtime.db.tenant_transaction(tenant.id) as session:
+        trail.append(session, tenant.id, [AuditEntry("test.event", f"e-{i}") for i in range(4)])
+        assert taken_on == []  # nothing while the change is still open
+    trail.checkpointer.drain()
+    assert taken_on == ["audit-checkpoints"]
 
 
 def test_checkpoint_tables_are_append_only(runtime, gql, tenant):

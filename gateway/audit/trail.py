@@ -9,7 +9,8 @@ flush per record.
 
 Checkpoints (gateway/audit/checkpoints.py): with the gateway's secret box at hand, a chain that
 crosses a multiple of `checkpoint_every` records on append gets a signed checkpoint of its new
-head in the same transaction, and `create_checkpoint` takes one on demand. `verify` checks the
+head once the appending transaction commits, taken off the append path by a background thread
+(gateway/audit/checkpointer.py), and `create_checkpoint` takes one on demand. `verify` checks the
 chain's hashes and links, then every checkpoint (the stored ones and any the caller supplies
 from an export, which take precedence), then, for a tenant, its orders and executions against
 their audit records (gateway/audit/crosscheck.py).
@@ -43,6 +44,7 @@ from gateway.audit.chain import (
     record_hash,
     verify_records,
 )
+from gateway.audit.checkpointer import Checkpointer, Due
 from gateway.audit.checkpoints import Checkpoint, SigningKey, SigningKeyUnavailable
 from gateway.audit.crosscheck import cross_check
 from gateway.audit.models import PLATFORM_CHAIN, AuditCheckpoint, AuditHead, AuditRecord
@@ -143,6 +145,7 @@ class AuditTrail:
             raise ValueError("checkpoint_every must be at least 1")
         self.checkpoint_every = checkpoint_every
         self._key: SigningKey | None = SigningKey(secrets) if secrets is not None else None
+        self.checkpointer = Checkpointer(self._take_due)
 
     def use_secrets(self, secrets: SecretBox) -> None:
         """Sign checkpoints with the platform key sealed by `secrets` (also on append)."""
@@ -186,17 +189,8 @@ class AuditTrail:
                         .values(last_seq=last_seq, last_hash=last_hash))
         if self._key is not None and \
                 last_seq // self.checkpoint_every > first_seq // self.checkpoint_every:
-            # A cheap check per append: the chain crossed a multiple of `checkpoint_every`.
-            # Never blocks the change being recorded: a failure is logged, not raised.
-            try:
-                taken = self._checkpoint(session, self._key, tenant_id, chain, last_seq, last_hash)
-            except SigningKeyUnavailable as exc:
-                log.error("audit chain not checkpointed: %s", exc.message, extra={"chain": chain})
-                taken = None
-            if isinstance(taken, AuditVerification):
-                log.error("audit chain not checkpointed: it does not verify since the last "
-                          "checkpoint", extra={"chain": chain, "seq": taken.first_bad_seq,
-                                               "problem": taken.problem})
+            # The chain crossed a multiple of `checkpoint_every`: checkpointed after commit.
+            self.checkpointer.note(session, Due(tenant_id, chain, last_seq, last_hash))
         return [AppendedRecord(**r) for r in records]
 
     @staticmethod
@@ -373,6 +367,26 @@ class AuditTrail:
                                f"{taken.problem}", code=taken.code or CHAIN_BROKEN,
                                details={"firstBadSeq": taken.first_bad_seq})
         return taken
+
+    def _take_due(self, due: Due) -> None:
+        """A checkpoint an append made due (on the checkpointer's thread). Never raises into
+        the appender: a failure is logged, and the next crossing covers these records."""
+        key = self._key
+        if key is None:
+            return
+        try:
+            with self._transaction(due.tenant_id) as session:
+                if self._stored(session, due.chain, seq=due.seq):
+                    return
+                taken = self._checkpoint(session, key, due.tenant_id, due.chain, due.seq,
+                                         due.head_hash)
+        except SigningKeyUnavailable as exc:
+            log.error("audit chain not checkpointed: %s", exc.message, extra={"chain": due.chain})
+            return
+        if isinstance(taken, AuditVerification):
+            log.error("audit chain not checkpointed: it does not verify since the last "
+                      "checkpoint", extra={"chain": due.chain, "seq": taken.first_bad_seq,
+                                           "problem": taken.problem})
 
     def _checkpoint(self, session: Session, key: SigningKey, tenant_id: str | None, chain: str,
                     seq: int, head_hash: str) -> Checkpoint | AuditVerification:
