@@ -1,4 +1,5 @@
-"""Orders, trades, positions, trading accounts and pre-trade compliance controls.
+"""Orders, trading accounts and pre-trade compliance controls (the `orders`, `trades`,
+`positions`, `positionSummary` and `locates` reads are schema/desk.py's).
 
 Quantities and prices are Decimals: the `Decimal` scalar (a string on the wire) out, strings in
 ("100", "189.25"). Permissions (casbin objects): "order" read for orders, trades, positions and
@@ -12,6 +13,7 @@ code, and nothing is stored.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
@@ -27,7 +29,7 @@ from strawberry.types.arguments import InputContext
 
 from gateway.errors import DomainError
 from gateway.http.context import RequestContext
-from gateway.trading import mass_cancel, models
+from gateway.trading import mass_cancel, models, stream
 from gateway.trading.intake import OrderInput
 from gateway.trading.service import OrderService, SubmitResult, alerts_topic, orders_topic
 from gateway.trading.states import OrderStatus as Status
@@ -124,12 +126,65 @@ class OrderEventEntry:
     code: str | None
     text: str
     at: datetime
+    last_qty: Decimal | None = strawberry.field(description="A fill's quantity (null otherwise, "
+                                                             "and on events before the drop copy).")
+    last_px: Decimal | None = strawberry.field(description="A fill's price.")
+    avg_px: Decimal | None
+    exec_id: str | None = strawberry.field(description="The venue report's ExecID; a fill's is "
+                                                       "its execution's.")
+    cursor: str = strawberry.field(description="Its place in the tenant's order stream "
+                                               "(orderEvents, orderUpdates(after)).")
 
     @classmethod
     def of(cls, e: models.OrderEvent) -> OrderEventEntry:
         return cls(seq=e.seq, event=e.event, exec_type=e.exec_type, status_from=e.status_from,
                    status_to=e.status_to, cum_qty=_plain(e.cum_qty), leaves_qty=_plain(e.leaves_qty),  # type: ignore[arg-type]
-                   code=e.code, text=e.text, at=e.at)
+                   code=e.code, text=e.text, at=e.at, last_qty=_plain(e.last_qty),
+                   last_px=_plain(e.last_px), avg_px=_plain(e.avg_px), exec_id=e.exec_id,
+                   cursor=str(e.stream_seq))
+
+
+@strawberry.type(description="One transition of one order, as a drop copy reports it: every "
+                             "transition in order, `seq` 1, 2, 3 … per order, `cursor` across the "
+                             "tenant's orders.")
+class OrderTransition:
+    order_id: strawberry.ID
+    client_order_id: str
+    account: str
+    seq: int = strawberry.field(description="Per order: 1, 2, 3 … with no gap.")
+    cursor: str = strawberry.field(description="Its place in the tenant's order stream, in commit "
+                                               "order with no gap: give it to orderEvents(after) or "
+                                               "orderUpdates(after) to go on from here.")
+    event: str = strawberry.field(description="COMPLIANCE_PASS, COMPLIANCE_DENY, VENUE_PENDING, "
+                                              "VENUE_NEW, PARTIAL_FILL, FILL, REPLACED, CANCELED, "
+                                              "EXPIRED, REJECTED.")
+    exec_type: str | None = strawberry.field(description="FIX ExecType (150): NEW, TRADE, "
+                                                         "CANCELED, …; null for the gateway's own "
+                                                         "step (compliance).")
+    status_from: OrderStatus  # type: ignore[valid-type]
+    status_to: OrderStatus  # type: ignore[valid-type]
+    last_qty: Decimal | None = strawberry.field(description="A fill's quantity (LastQty, 32).")
+    last_px: Decimal | None = strawberry.field(description="A fill's price (LastPx, 31).")
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    avg_px: Decimal | None
+    exec_id: str | None = strawberry.field(description="ExecID (17); a fill's is its execution's "
+                                                       "execId.")
+    code: str | None = strawberry.field(description="Why it was denied, rejected, cancelled or "
+                                                    "expired.")
+    text: str
+    at: datetime = strawberry.field(description="The venue's transact time (the gateway's for "
+                                                "compliance).")
+
+    @classmethod
+    def of(cls, t: stream.Transition) -> OrderTransition:
+        return cls(order_id=strawberry.ID(t.order_id), client_order_id=t.client_order_id,
+                   account=t.account, seq=t.seq, cursor=t.cursor, event=t.event,
+                   exec_type=t.exec_type, status_from=OrderStatus(t.status_from),
+                   status_to=OrderStatus(t.status_to), last_qty=_plain(t.last_qty),
+                   last_px=_plain(t.last_px), cum_qty=_plain(t.cum_qty),  # type: ignore[arg-type]
+                   leaves_qty=_plain(t.leaves_qty), avg_px=_plain(t.avg_px),  # type: ignore[arg-type]
+                   exec_id=t.exec_id, code=t.code, text=t.text, at=t.at)
 
 
 @strawberry.type
@@ -255,25 +310,6 @@ class OrderResult:
     def of(cls, r: SubmitResult) -> OrderResult:
         return cls(client_order_id=r.client_order_id, order=Order.of(r.order) if r.order else None,
                    error=OrderError.of(r.error) if r.error else None, replayed=r.replayed)
-
-
-@strawberry.type(name="AccountPosition", description="What an account holds, from its fills.")
-class AccountPositionType:
-    account: str
-    instrument_key: str = strawberry.field(description="ISIN, else SYMBOL.MIC.")
-    symbol: str
-    mic: str
-    currency: str
-    quantity: Decimal = strawberry.field(description="Negative: short.")
-    avg_price: Decimal
-    realized_pnl: Decimal
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, p: models.AccountPosition) -> AccountPositionType:
-        return cls(account=p.account, instrument_key=p.instrument_key, symbol=p.symbol, mic=p.mic,
-                   currency=p.currency, quantity=_plain(p.quantity), avg_price=_plain(p.avg_price),  # type: ignore[arg-type]
-                   realized_pnl=_plain(p.realized_pnl), updated_at=p.updated_at)  # type: ignore[arg-type]
 
 
 @strawberry.type
@@ -419,10 +455,29 @@ class ComplianceDecision:
                    elapsed_ns=d.elapsed_ns, decided_at=d.decided_at, created_at=d.created_at)
 
 
-@strawberry.type
+@strawberry.type(description="One transition of one order (orderUpdates).")
 class OrderUpdate:
-    sequence: int | None
-    order: Order
+    sequence: int | None = strawberry.field(description="The bus message's number (an order's "
+                                                        "transitions of one moment share it); null "
+                                                        "when read from the store (a replay, a gap).")
+    transition: OrderTransition
+
+    @strawberry.field(description="The order as of this transition: its status, quantities, "
+                                  "average price, version and updatedAt are the transition's; its "
+                                  "other terms as they are now.")
+    async def order(self, info: Info) -> Order:
+        c, svc = _svc(info, "order", "read")
+        row = await run_in_threadpool(svc.get, c.tenant_id, str(self.transition.order_id))
+        t = self.transition
+        return dataclasses.replace(
+            Order.of(row), status=t.status_to, fix_status=Status(t.status_to.value).fix,
+            cum_qty=t.cum_qty, leaves_qty=t.leaves_qty,
+            avg_px=t.avg_px if t.avg_px is not None else _plain(row.avg_px), version=t.seq,
+            updated_at=t.at)
+
+    @classmethod
+    def of(cls, t: stream.Transition, sequence: int | None) -> OrderUpdate:
+        return cls(sequence=sequence, transition=OrderTransition.of(t))
 
 
 @strawberry.type
@@ -474,15 +529,6 @@ def _submit_input_from(cls: type, value: Mapping[str, Any], context: InputContex
 _SUBMIT_NAMES = tuple((StrawberryConfig().name_converter.from_field(f), f.python_name)
                       for f in SubmitOrderInput.__strawberry_definition__.fields)  # type: ignore[attr-defined]
 SubmitOrderInput.__strawberry_definition__.from_input = _submit_input_from  # type: ignore[attr-defined]
-
-
-@strawberry.input
-class OrderFilter:
-    account: str | None = None
-    status: OrderStatus | None = None  # type: ignore[valid-type]
-    symbol: str | None = None
-    mic: str | None = None
-    client_order_id: str | None = None
 
 
 @strawberry.input(description="Every criterion given must match; with none, `all: true` cancels "
@@ -553,30 +599,16 @@ class Query:
         c, svc = _svc(info, "order", "read")
         return Order.of(svc.get(c.tenant_id, str(id)))
 
-    @strawberry.field(description="Newest first.")
-    def orders(self, info: Info, filter: OrderFilter | None = None, first: int = DEFAULT_PAGE,
-               after: str | None = None) -> Connection[Order]:
+    @strawberry.field(description="The tenant's order transitions in the order they happened "
+                                  "(oldest first), after `after` (an edge's or a transition's "
+                                  "cursor; from the start without one), for the accounts named "
+                                  "(all when none): a drop copy's catch-up.")
+    def order_events(self, info: Info, after: str | None = None, first: int = DEFAULT_PAGE,
+                     accounts: list[str] | None = None) -> Connection[OrderTransition]:
         c, svc = _svc(info, "order", "read")
-        f = filter or OrderFilter()
-        page = svc.list(c.tenant_id, account=f.account, status=f.status.value if f.status else None,
-                        symbol=f.symbol, mic=f.mic, client_order_id=f.client_order_id,
-                        first=first, after=after)
-        _page_orders(c, svc, [o.id for o in page.items])
-        return Connection.of(page, Order.of)
-
-    @strawberry.field(description="Fills, newest first.")
-    def trades(self, info: Info, account: str | None = None, order_id: strawberry.ID | None = None,
-               symbol: str | None = None, first: int = DEFAULT_PAGE, after: str | None = None
-               ) -> Connection[Execution]:
-        c, svc = _svc(info, "order", "read")
-        page = svc.trades(c.tenant_id, account=account, order_id=str(order_id) if order_id else None,
-                          symbol=symbol, first=first, after=after)
-        return Connection.of(page, Execution.of)
-
-    @strawberry.field
-    def positions(self, info: Info, account: str) -> list[AccountPositionType]:
-        c, svc = _svc(info, "order", "read")
-        return [AccountPositionType.of(p) for p in svc.positions(c.tenant_id, account)]
+        page = stream.page(svc.db, c.tenant_id, after=after, first=first,
+                           max_page_size=svc.max_page_size, accounts=accounts)
+        return Connection.of(page, OrderTransition.of)
 
     @strawberry.field
     def trading_accounts(self, info: Info) -> list[TradingAccount]:
@@ -669,23 +701,41 @@ class Mutation:
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Every change of the tenant's orders, for the accounts "
-                                         "named (all when none).")
-    async def order_updates(self, info: Info, accounts: list[str] | None = None
-                            ) -> AsyncGenerator[OrderUpdate, None]:
+    @strawberry.subscription(description="Every transition of the tenant's orders, for the "
+                                         "accounts named (all when none), one update each, in the "
+                                         "order they happened (the stream's: gateway/trading/"
+                                         "stream.py) with nothing missed or repeated. With `after` "
+                                         "(a transition's cursor; \"0\": the start) the stored "
+                                         "transitions after it come first: a drop copy that "
+                                         "reconnects with its last cursor misses nothing.")
+    async def order_updates(self, info: Info, accounts: list[str] | None = None,
+                            after: str | None = None) -> AsyncGenerator[OrderUpdate, None]:
         c, svc = _svc(info, "order", "read")
         tenant_id = c.tenant_id
-        wanted = set(accounts or [])
         subscription = await c.runtime.bus.subscribe(orders_topic(tenant_id))
         try:
+            # Subscribed first, then the head read: what commits after it comes on the bus.
+            start, end = await run_in_threadpool(stream.checked, svc.db, tenant_id, after)
+            follower = stream.Follower(svc.db, tenant_id, end if start is None else start, accounts)
+            while follower.position < end:
+                for t in await run_in_threadpool(follower.catch_up, end):
+                    yield OrderUpdate.of(t, None)
             async for event in subscription:
                 payload = event.payload
                 if payload.get("tenant_id") != tenant_id:
                     continue
-                if wanted and payload.get("account") not in wanted:
+                transitions = [stream.from_wire(w) for w in payload.get("transitions") or ()]
+                ready = follower.in_order(transitions) if transitions else None
+                if ready is not None:
+                    for t in ready:
+                        yield OrderUpdate.of(t, event.sequence)
                     continue
-                row = await run_in_threadpool(svc.get, tenant_id, str(payload["id"]))
-                yield OrderUpdate(sequence=event.sequence, order=Order.of(row))
+                # A gap, or a message without transitions: the store has everything up to here.
+                until = (max(t.position for t in transitions) if transitions
+                         else await run_in_threadpool(stream.head, svc.db, tenant_id))
+                while follower.position < until:
+                    for t in await run_in_threadpool(follower.catch_up, until):
+                        yield OrderUpdate.of(t, None)
         finally:
             await subscription.close()
 

@@ -24,6 +24,12 @@ from tests.support import LiveServer, TransportWS, error_codes, user_key, wait_f
 
 XC_MICS = ["XNYS", "XNAS", "XTSE", "XMEX", "XLON", "XPAR", "XAMS", "XETR", "XMIL", "XTKS", "XHKG",
            "XSHG", "XASX"]
+# The covered markets' alternative venues (issue 17), on their primary market's calendar.
+ALTERNATIVE_MICS = ["BATS", "ARCX", "IEXG", "CHIX", "TRQX", "AQXE", "CEUX", "AQEU", "CHIJ", "SBIJ",
+                    "CXAC"]
+# Those open with New York and Europe (the US ones, and London's and the euro ones).
+OPEN_ALTERNATIVES = ["BATS", "ARCX", "IEXG", "CHIX", "TRQX", "AQXE", "CEUX", "AQEU"]
+EMEA = ("AQEU", "AQXE", "CEUX", "CHIX", "TRQX", "XAMS", "XETR", "XLON", "XMIL", "XPAR")
 PRE = {v.mic: timedelta(minutes=v.pre_open_minutes) for v in VENUES}
 POST = {v.mic: timedelta(minutes=v.post_close_minutes) for v in VENUES}
 
@@ -185,7 +191,7 @@ def test_targeted_sessions(markets, mic, at, status, opens_at, closes_at, next_o
 def test_the_always_open_venue_and_the_directory_protocol(markets):
     directory = markets.directory
     assert isinstance(directory, VenueDirectory)
-    assert {v.mic for v in directory.venues()} == {*XC_MICS, "XNSE", "ALPX"}
+    assert {v.mic for v in directory.venues()} == {*XC_MICS, *ALTERNATIVE_MICS, "XNSE", "ALPX"}
     alpx = directory.venue("ALPX")
     assert alpx.always_open and alpx.region == "global"
     saturday = utc("2025-03-08T03:00Z")
@@ -218,7 +224,8 @@ def test_active_markets(markets):
     # (no DST) opens at 14:30 UTC, Europe is still on winter time.
     at = utc("2025-03-12T14:00Z")
     active = [v.mic for v in markets.active_markets(at)]
-    assert active == ["XNYS", "XNAS", "XTSE", "XLON", "XPAR", "XAMS", "XETR", "XMIL", "ALPX"]
+    assert active == ["XNYS", "XNAS", "XTSE", "XLON", "XPAR", "XAMS", "XETR", "XMIL", *OPEN_ALTERNATIVES,
+                      "ALPX"]
     assert active == [v.mic for v in VENUES if markets.session(v.mic, at).status is SessionStatus.OPEN]
     assert [v.mic for v in markets.active_markets(utc("2025-03-08T12:00Z"))] == ["ALPX"]  # Saturday
 
@@ -239,7 +246,8 @@ def test_follow_the_sun_over_a_week(markets):
             expected.append((utc(f"2025-03-{day}T23:00Z"), "global", "apac"))
     expected.append((utc("2025-03-16T23:00Z"), "global", "apac"))  # Sunday night: Sydney's Monday
     assert got == expected
-    assert path.handoffs[1].venues == ("XNYS", "XNAS", "XTSE")  # Mexico opens an hour later
+    # Mexico opens an hour later; the US alternative venues open with New York.
+    assert path.handoffs[1].venues == ("XNYS", "XNAS", "XTSE", "BATS", "ARCX", "IEXG")
     # Each hand-off goes to the region it names, and the regions chain up.
     assert all(a.to_region == b.from_region for a, b in zip(path.handoffs, path.handoffs[1:], strict=False))
 
@@ -309,9 +317,11 @@ def test_regions_and_venues_over_graphql(gql, runtime, tenant):
     _, viewer = user_key(runtime, tenant, "viewer")  # any role may read market structure
     data = gql.data(f"{{ regions {{ code name venues {{ {VENUE_FIELDS} }} }} }}", key=viewer)
     regions = {r["code"]: [v["mic"] for v in r["venues"]] for r in data["regions"]}
-    assert regions == {"americas": ["XNYS", "XNAS", "XTSE", "XMEX"],
-                       "emea": ["XLON", "XPAR", "XAMS", "XETR", "XMIL"],
-                       "apac": ["XTKS", "XHKG", "XSHG", "XASX", "XNSE"], "global": ["ALPX"]}
+    assert regions == {"americas": ["XNYS", "XNAS", "XTSE", "XMEX", "BATS", "ARCX", "IEXG"],
+                       "emea": ["XLON", "XPAR", "XAMS", "XETR", "XMIL", "CHIX", "TRQX", "AQXE",
+                                "CEUX", "AQEU"],
+                       "apac": ["XTKS", "XHKG", "XSHG", "XASX", "XNSE", "CHIJ", "SBIJ", "CXAC"],
+                       "global": ["ALPX"]}
     nyse = data["regions"][0]["venues"][0]
     assert nyse["currency"] == "USD" and nyse["timezone"] == "America/New_York"
     assert nyse["calendar"] == "exchange_calendars:XNYS" and nyse["regulators"] == ["SEC", "FINRA"]
@@ -332,7 +342,7 @@ def test_sessions_and_sun_over_graphql(gql, tenant):
     assert now["venue"]["session"]["status"] == "OPEN"
     active = gql.data('{ activeMarkets(at: "2025-03-12T14:00:00Z") { mic } }', key=tenant.key)
     assert [v["mic"] for v in active["activeMarkets"]] == \
-        ["XNYS", "XNAS", "XTSE", "XLON", "XPAR", "XAMS", "XETR", "XMIL", "ALPX"]
+        ["XNYS", "XNAS", "XTSE", "XLON", "XPAR", "XAMS", "XETR", "XMIL", *OPEN_ALTERNATIVES, "ALPX"]
     sun = gql.data('{ followTheSun(at: "2025-03-10T00:00:00Z", horizon: "P1D") { leader '
                    'leaderVenues until handoffs { at fromRegion toRegion venues } } }',
                    key=tenant.key)["followTheSun"]
@@ -404,9 +414,9 @@ def test_session_events_over_a_websocket_with_a_manual_clock(clocked, tenant):
             clock.set(utc("2025-03-12T13:30Z"))  # New York opens: the book leaves Europe
             first = await take(2)
             clock.set(utc("2025-03-12T16:40Z"))  # Europe closes at 16:30
-            second = await take(5)
+            second = await take(len(EMEA))
             clock.set(utc("2025-03-13T08:00Z"))  # New York closes; Europe opens next morning
-            third = await take(1 + 5 + 1)
+            third = await take(1 + len(EMEA) + 1)
             # Nothing is due before the next instant the clock reaches.
             with pytest.raises(TimeoutError):
                 await ws.next(timeout=0.5, op_id="e")
@@ -414,10 +424,10 @@ def test_session_events_over_a_websocket_with_a_manual_clock(clocked, tenant):
 
     first, second, third = asyncio.run(scenario())
     assert first == [("OPEN", "13:30", "XNYS"), ("REGION_HANDOFF", "13:30", "emea>americas")]
-    assert second == [("CLOSE", "16:30", m) for m in ("XAMS", "XETR", "XLON", "XMIL", "XPAR")]
+    assert second == [("CLOSE", "16:30", m) for m in EMEA]
     # americas > global (21:00) and global > apac (23:00) touch no region asked for.
     assert third == [("CLOSE", "20:00", "XNYS"),
-                     *[("OPEN", "08:00", m) for m in ("XAMS", "XETR", "XLON", "XMIL", "XPAR")],
+                     *[("OPEN", "08:00", m) for m in EMEA],
                      ("REGION_HANDOFF", "08:00", "apac>emea")]
 
 

@@ -522,17 +522,18 @@ def test_twin_liquidity_around_the_quote_and_taken_once_per_instant(directory):
     expected = ex.quote_for(probe)
     reports = ex.submit(probe)
     fills = trades(reports, "m1")
-    # The first level is the quote itself; the next a tick out with twice the size.
+    # The first level is the quote itself; the next ones further out, deeper (the square-root
+    # law's book: tests/test_liquidity.py checks its shape).
     assert fills[0] == (quote.ask_size, quote.ask)
-    assert fills[1] == (quote.ask_size, quote.ask + aapl.tick_size)
+    assert fills[1][1] > quote.ask and sum(q for q, _ in fills) == probe.quantity
     assert last(reports, "m1").ord_status is OrdStatus.FILLED
     assert (expected.expected_price, expected.available_qty) == (last(reports, "m1").avg_px, probe.quantity)
-    bids, asks = ex.book("XNAS", "AAPL").depth(10)
-    assert bids[0] == (quote.bid, quote.bid_size) and len(bids) == 5
-    assert asks[0] == (quote.ask + aapl.tick_size, quote.ask_size)  # what is left of level 2
+    bids, asks = ex.book("XNAS", "AAPL").depth(20)
+    assert bids[0] == (quote.bid, quote.bid_size) and len(bids) > 5
+    assert asks[0][0] == fills[-1][1]  # what is left of the last level taken
     # The same instant again: the liquidity taken stays taken.
     again = ex.submit(order("m2", BUY, str(quote.ask_size), mic="XNAS", sym="AAPL", at=at))
-    assert trades(again, "m2")[0][1] == quote.ask + aapl.tick_size
+    assert trades(again, "m2")[0][1] == fills[-1][1]
     # Outside the session there is no liquidity, and immediate orders are refused.
     night = utc(2024, 3, 5, 23, 0)
     assert ex.quote_for(order("q", BUY, "1", mic="XNAS", sym="AAPL", at=night)).reject_code == \

@@ -173,7 +173,7 @@ def test_the_duplicate_guard_skips_killed_orders_and_tells_time_in_force_apart(d
     copy = gql.data(SUBMIT, {"input": order(quantity="3")}, key=tenant.key)["submitOrder"]
     assert copy["status"] == "DENIED" and copy["rejectCode"] == "COMPLIANCE_DUPLICATE_ORDER"
     q = quote(rt, clock)
-    big = str(q.ask_size * 20)  # more than the whole ladder: a FOK is killed
+    big = str(q.ask_size * 100)  # more than the whole ladder (its participation cap): a FOK is killed
     fok = gql.data(SUBMIT, {"input": order(timeInForce="FOK", quantity=big)}, key=tenant.key)["submitOrder"]
     assert fok["status"] == "CANCELED" and fok["cumQty"] == "0", fok
     # The killed FOK traded nothing: the same FOK again is not a duplicate of it ...
@@ -298,8 +298,9 @@ def test_a_blank_lei_on_a_legal_entity_is_missing_not_invalid(desk):
                            .where(TradingAccount.code == "EU2")).one()
         row.lei = ""
         session.add(row)
-    o = gql.data(SUBMIT, {"input": order(account="EU2", symbol="SAP", mic="XETR", ordType="MARKET",
-                                         timeInForce="DAY")}, key=tenant.key)["submitOrder"]
+    # A passive limit order: the venue takes it whether Frankfurt is open or not.
+    o = gql.data(SUBMIT, {"input": {**_eur_order(rt, _clock, "10"), "account": "EU2"}},
+                 key=tenant.key)["submitOrder"]
     assert (o["status"], o["rejectCode"]) == ("DENIED", "COMPLIANCE_LEI_MISSING"), o["rejectText"]
 
 

@@ -184,10 +184,13 @@ def test_best_execution_report(runtime, gql, server, tenant):
                      "partiallyFilled": 1, "unfilled": 0, "quantityOrdered": "150",
                      "quantityFilled": "120", "fillRatio": "0.8", "priceImprovementBps": "3.33",
                      "ordersWithoutArrivalPrice": 0, "medianMsToFirstFill": "25",
-                     "meanMsToFirstFill": "25"}
+                     "meanMsToFirstFill": "25",
+                     # All the class's fills; one order from the router, whose record has no
+                     # runner-up to measure a gain against.
+                     "shareOfQuantity": "1", "smartOrders": 1, "routingGainBps": None}
     got = download(server, tenant.key, job["result"]["files"][0]["downloadUrl"])
     assert got.headers["content-type"].startswith("text/csv")
-    assert got.text.split("\r\n")[1] == "XNAS,EQUITY,2,1,1,0,150,120,0.8,3.33,0,25,25"
+    assert got.text.split("\r\n")[1] == "XNAS,EQUITY,2,1,1,0,150,120,0.8,3.33,0,25,25,1,1,"
 
 
 def test_cftc_report_from_hedge_forwards(runtime, gql, server, tenant):

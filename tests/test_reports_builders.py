@@ -151,7 +151,8 @@ def test_best_execution_by_hand():
     assert etf.price_improvement_bps == Decimal("100.00")  # (30.3 - 30) / 30 for a (short) sale
     assert etf.fill_ratio == Decimal("1.000000")
     csv = best_execution.to_csv(rows).decode().split("\r\n")
-    assert csv[2] == "XNAS,EQUITY,4,2,1,1,560,410,0.732143,-5,1,120,160"
+    # The venue has all of its class's filled quantity; no order came through the router.
+    assert csv[2] == "XNAS,EQUITY,4,2,1,1,560,410,0.732143,-5,1,120,160,1,0,"
     assert best_execution.summary(rows)[1]["priceImprovementBps"] == "-5"
 
 

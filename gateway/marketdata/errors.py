@@ -29,3 +29,22 @@ class SourceFailed(DomainError):
 
     code = "PLUGIN_FAILED"
     http_status = 502
+
+
+class HaltReasonInvalid(InvalidInput):
+    """A halt, REDUCING state or resumption needs a reason of 1 to 500 characters."""
+
+    code = "MARKET_HALT_REASON_INVALID"
+
+
+class NotHalted(NotFound):
+    """Resuming an instrument or venue that is not halted (nor REDUCING)."""
+
+    code = "MARKET_NOT_HALTED"
+
+
+class ShortSaleListUnsupported(InvalidInput):
+    """A short-sale list entry for a venue that keeps no such list (every instrument there
+    may be sold short, subject to its rules)."""
+
+    code = "SHORT_SALE_LIST_UNSUPPORTED"

@@ -254,6 +254,14 @@ class MarketDataService:
     def instrument(self, key: str) -> Instrument:
         return self._find(key)[0]
 
+    def is_platform_source(self, entry: SourceEntry) -> bool:
+        """Whether `entry` is one of the platform's own sources (a built-in, the same for every
+        tenant), not a tenant's own files or installed plugin: what the market-state feed may
+        record for everyone."""
+        with self._lock:
+            base = self._registry
+        return base is not None and entry in base.sources
+
     def source_of(self, key: str) -> SourceEntry:
         return self._find(key)[1]
 

@@ -204,45 +204,49 @@ class CalendarLoader:
 
 class VenueCalendars:
     """Lazily loaded, cached session tables for a set of venues. Thread-safe: a table is
-    immutable and replaced whole when its range grows."""
+    immutable and replaced whole when its range grows. Venues naming the same calendar (the
+    alternative venues of a market follow its primary's) share one table."""
 
     def __init__(self, venues: Iterable[Venue]) -> None:
-        self._loaders = {v.mic: CalendarLoader(v.calendar) for v in venues if v.calendar}
-        self._tables: dict[str, SessionTable] = {}
-        self._locks = {mic: threading.Lock() for mic in self._loaders}
+        self._keys: dict[str, tuple[str, str]] = {
+            v.mic: (v.calendar.library, v.calendar.name) for v in venues if v.calendar}
+        self._loaders = {key: CalendarLoader(CalendarSource(*key)) for key in set(self._keys.values())}
+        self._tables: dict[tuple[str, str], SessionTable] = {}
+        self._locks = {key: threading.Lock() for key in self._loaders}
 
     def mics(self) -> list[str]:
-        return list(self._loaders)
+        return list(self._keys)
 
     def table(self, mic: str, *instants: float) -> SessionTable:
         """The venue's table, loaded to cover every one of `instants` (epoch seconds)."""
-        table = self._tables.get(mic)
+        key = self._keys.get(mic)
+        if key is None:
+            raise VenueUnknown(f"no calendar for venue {mic!r}")
+        table = self._tables.get(key)
         if table is not None and all(table.covers(t) for t in instants):
             return table
-        if mic not in self._loaders:
-            raise VenueUnknown(f"no calendar for venue {mic!r}")
-        with self._locks[mic]:
-            table = self._tables.get(mic)
+        with self._locks[key]:
+            table = self._tables.get(key)
             if table is None:
-                table = self._build(mic, self._loaders[mic].initial())
+                table = self._build(key, self._loaders[key].initial())
             for t in instants:
                 if not table.covers(t):
-                    table = self._extend(mic, table, t)
-            self._tables[mic] = table
+                    table = self._extend(key, table, t)
+            self._tables[key] = table
             return table
 
     def warm(self) -> None:
-        for mic in self._loaders:
+        for mic in self._keys:
             self.table(mic)
 
-    def _build(self, mic: str, schedule: Schedule) -> SessionTable:
-        lo, hi = self._loaders[mic].bounds
+    def _build(self, key: tuple[str, str], schedule: Schedule) -> SessionTable:
+        lo, hi = self._loaders[key].bounds
         return build_table(schedule.frame, schedule.first, schedule.last,
                            at_min_bound=schedule.first <= lo, at_max_bound=schedule.last >= hi)
 
-    def _extend(self, mic: str, table: SessionTable, t: float) -> SessionTable:
+    def _extend(self, key: tuple[str, str], table: SessionTable, t: float) -> SessionTable:
         """Grow the range by whole years to cover `t`, as far as the library allows."""
-        loader = self._loaders[mic]
+        loader = self._loaders[key]
         lo, hi = loader.bounds
         year = datetime.fromtimestamp(t, UTC).year
         if not lo.year <= year <= hi.year:
@@ -250,7 +254,7 @@ class VenueCalendars:
         first = max(lo, min(table.first, date(max(year - 1, lo.year), 1, 1)))
         last = min(hi, max(table.last, date(min(year + 1, hi.year), 12, 31)))
         if (first, last) != (table.first, table.last):
-            table = self._build(mic, loader.schedule(first, last))
+            table = self._build(key, loader.schedule(first, last))
         if not table.covers(t):
             raise self._out_of_range(loader, table, t)
         return table

@@ -10,6 +10,13 @@ instrument (MiFID II liquidity bands, HKEX board lots set by each issuer), the t
 common case and `note` says what it leaves out; the instrument's own `tick_size`/`lot_size`
 (plugins.sdk.Instrument) wins where a data source knows better.
 
+Alternative venues (issue 17) sit beside the primary markets: Cboe BZX (BATS), NYSE Arca
+(ARCX, a segment MIC of the NYSE group) and IEX (IEXG) in the US; Cboe Europe's CXE book (CHIX,
+a segment of Cboe Europe Ltd), Turquoise (TRQX) and Aquis (AQXE) in London; Cboe Europe B.V.
+(CEUX) and Aquis Exchange Europe (AQEU) for euro shares; Cboe Japan (CHIJ) and Japannext
+(SBIJ) in Tokyo; Cboe Australia (CXAC) in Sydney. Their `calendar` is their primary market's:
+they trade its shares in its continuous session, and a listing's sessions are its venue's.
+
 "ALPX" is the platform's own 24/7 venue for crypto assets and DeFi. It is NOT an ISO 10383 MIC
 (no registered venue is ours); it has no calendar and is always open.
 """
@@ -129,6 +136,13 @@ US_TICK = PriceBandedRule(_bands(("0", "0.0001"), ("1", "0.01")),
                           "SEC Reg NMS Rule 612: $0.01 at $1.00 or more, $0.0001 below")
 US_LOT = flat("100", "round lot of 100 shares; odd lots accepted")
 EURONEXT_LOT = ONE_SHARE
+TSE_TICK = PriceBandedRule(
+    _bands(("0", "1"), ("3000", "5"), ("5000", "10"), ("30000", "50"), ("50000", "100"),
+           ("300000", "500"), ("500000", "1000"), ("3000000", "5000"), ("5000000", "10000"),
+           ("30000000", "50000"), ("50000000", "100000")),
+    "TSE table for shares outside TOPIX 100", upper_inclusive=True)
+ASX_TICK = PriceBandedRule(_bands(("0", "0.001"), ("0.10", "0.005"), ("2.00", "0.01")),
+                           "ASX: 0.1c to 10c, 0.5c to $2.00, 1c from $2.00")
 
 # The platform's own 24/7 venue for crypto assets and DeFi. "ALPX" is NOT an ISO 10383 MIC
 # (no registered venue trades around the clock for us); it is the platform's code for it.
@@ -171,12 +185,7 @@ VENUES: tuple[Venue, ...] = (
     # APAC
     Venue("XTKS", "Tokyo Stock Exchange", "apac", "JP", "JPY", "Asia/Tokyo",
           ("JFSA",), flat("100", "trading unit of 100 shares"),
-          PriceBandedRule(_bands(("0", "1"), ("3000", "5"), ("5000", "10"), ("30000", "50"),
-                                 ("50000", "100"), ("300000", "500"), ("500000", "1000"),
-                                 ("3000000", "5000"), ("5000000", "10000"),
-                                 ("30000000", "50000"), ("50000000", "100000")),
-                          "TSE table for shares outside TOPIX 100", upper_inclusive=True),
-          _xc("XTKS"), pre_open_minutes=60),  # order acceptance from 08:00
+          TSE_TICK, _xc("XTKS"), pre_open_minutes=60),  # order acceptance from 08:00
     Venue("XHKG", "Hong Kong Stock Exchange", "apac", "HK", "HKD", "Asia/Hong_Kong",
           ("SFC",), flat("100", "board lot set by each issuer; 100 is only the common case"),
           PriceBandedRule(_bands(("0", "0.001"), ("0.25", "0.005"), ("0.50", "0.01"),
@@ -190,13 +199,37 @@ VENUES: tuple[Venue, ...] = (
           _xc("XSHG"), pre_open_minutes=15),  # opening call auction 09:15-09:25
     Venue("XASX", "Australian Securities Exchange", "apac", "AU", "AUD", "Australia/Sydney",
           ("ASIC",), flat("1", "no board lot; a first holding must be a marketable parcel (AUD 500)"),
-          PriceBandedRule(_bands(("0", "0.001"), ("0.10", "0.005"), ("2.00", "0.01")),
-                          "ASX: 0.1c to 10c, 0.5c to $2.00, 1c from $2.00"),
-          _xc("XASX"), pre_open_minutes=180, post_close_minutes=12),  # pre-open 07:00; CSPA
+          ASX_TICK, _xc("XASX"), pre_open_minutes=180, post_close_minutes=12),  # pre-open 07:00; CSPA
     Venue("XNSE", "National Stock Exchange of India", "apac", "IN", "INR", "Asia/Kolkata",
           ("SEBI",), ONE_SHARE, flat("0.05", "INR 0.05 (simplified; NSE also bands by price)"),
           CalendarSource("pandas_market_calendars", "NSE"),
           pre_open_minutes=15, post_close_minutes=30),  # pre-open 09:00; post-close to 16:00
+    # Alternative venues (issue 17): real ISO 10383 MICs trading the covered markets' shares
+    # beside their primary listings. Each follows its primary market's calendar (their own
+    # hours are that market's continuous session; their few extra minutes, such as
+    # Japannext's night session, are not modelled) and its tick and lot rules.
+    Venue("BATS", "Cboe BZX Exchange", "americas", "US", "USD", "America/New_York",
+          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS")),
+    Venue("ARCX", "NYSE Arca", "americas", "US", "USD", "America/New_York",
+          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS")),
+    Venue("IEXG", "Investors Exchange (IEX)", "americas", "US", "USD", "America/New_York",
+          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS")),
+    Venue("CHIX", "Cboe Europe (CXE order books)", "emea", "GB", "GBP", "Europe/London",
+          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON")),
+    Venue("TRQX", "Turquoise", "emea", "GB", "GBP", "Europe/London",
+          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON")),
+    Venue("AQXE", "Aquis Exchange", "emea", "GB", "GBP", "Europe/London",
+          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON")),
+    Venue("CEUX", "Cboe Europe B.V. (DXE)", "emea", "NL", "EUR", "Europe/Amsterdam",
+          ("AFM",), ONE_SHARE, MIFID_LIQUID, _xc("XETR")),
+    Venue("AQEU", "Aquis Exchange Europe", "emea", "FR", "EUR", "Europe/Paris",
+          ("AMF",), ONE_SHARE, MIFID_LIQUID, _xc("XETR")),
+    Venue("CHIJ", "Cboe Japan", "apac", "JP", "JPY", "Asia/Tokyo",
+          ("JFSA",), flat("100", "trading unit of 100 shares"), TSE_TICK, _xc("XTKS")),
+    Venue("SBIJ", "Japannext", "apac", "JP", "JPY", "Asia/Tokyo",
+          ("JFSA",), flat("100", "trading unit of 100 shares"), TSE_TICK, _xc("XTKS")),
+    Venue("CXAC", "Cboe Australia", "apac", "AU", "AUD", "Australia/Sydney",
+          ("ASIC",), flat("1", "no board lot"), ASX_TICK, _xc("XASX")),
     # Global
     # "XX": no country (a user-assigned ISO 3166 code).
     Venue(ALWAYS_OPEN_MIC, "Alphintra 24/7 digital assets venue", "global", "XX", "USD", "UTC",

@@ -8,7 +8,14 @@ Per (venue MIC, instrument class), over the orders routed there in the period:
   for a buy and (average fill price - arrival) / arrival for a sell, so positive is better than
   arrival and negative is slippage; the venue figure weights each order by its filled quantity
   (orders without an arrival price are left out of it and counted);
-- speed: submission to first fill, median and mean in milliseconds, over orders with a fill.
+- speed: submission to first fill, median and mean in milliseconds, over orders with a fill;
+- venue share: the venue's part of the quantity filled in that instrument class, all venues
+  together (RTS 28's "proportion of volume traded");
+- routing gain, over the orders the smart router placed there (`smartOrders`): what the chosen
+  venue's expected price after fees beat the runner-up's by, in basis points of the runner-up
+  (the next executable venue in the routing record, which walked each venue's depth for the
+  order's quantity), filled-quantity weighted; None without a runner-up (a single listing, or
+  nothing else executable).
 
 Pure over `OrderOutcome`s; the loader reads them from orders, fills and routing records.
 """
@@ -17,9 +24,10 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from gateway.reports.common import csv_bytes, decimal_text
@@ -42,6 +50,7 @@ class OrderOutcome:
     arrival_price: Decimal | None
     submitted_at: datetime
     first_fill_at: datetime | None
+    routing: Mapping[str, Any] | None = None  # the router's record, for a SMART-routed order
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,9 @@ class VenueQuality:
     orders_without_arrival_price: int
     median_ms_to_first_fill: Decimal | None
     mean_ms_to_first_fill: Decimal | None
+    share_of_quantity: Decimal = Decimal(0)  # of the class's filled quantity, all venues
+    smart_orders: int = 0
+    routing_gain_bps: Decimal | None = None  # vs the runner-up venue, filled-quantity weighted
 
 
 def improvement_bps(side: str, arrival: Decimal, average: Decimal) -> Decimal:
@@ -66,10 +78,39 @@ def improvement_bps(side: str, arrival: Decimal, average: Decimal) -> Decimal:
     return edge / arrival * BPS
 
 
+def _score(alternative: Mapping[str, Any]) -> Decimal | None:
+    try:
+        value = alternative.get("score")
+        return None if value in (None, "") else Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def routing_gain_bps(side: str, routing: Mapping[str, Any]) -> Decimal | None:
+    """The chosen venue's expected price after fees against the runner-up's, in basis points
+    of the runner-up (positive: better), from a routing record; None without both."""
+    alternatives = routing.get("alternatives") or []
+    chosen = next((a for a in alternatives if a.get("status") == "CHOSEN"), None)
+    runner_up = next((a for a in alternatives if a.get("status") == "RANKED_LOWER"
+                      and _score(a) is not None), None)
+    if chosen is None or runner_up is None:
+        return None
+    ours, theirs = _score(chosen), _score(runner_up)
+    if ours is None or theirs is None or theirs <= 0:
+        return None
+    return improvement_bps(side, theirs, ours)
+
+
+def _smart(o: OrderOutcome) -> bool:
+    return o.routing is not None and o.routing.get("reason") not in (None, "DIRECTED")
+
+
 def build_quality(outcomes: list[OrderOutcome]) -> list[VenueQuality]:
     groups: dict[tuple[str, str], list[OrderOutcome]] = defaultdict(list)
+    class_filled: dict[str, Decimal] = defaultdict(Decimal)
     for o in outcomes:
         groups[(o.mic, o.instrument_class)].append(o)
+        class_filled[o.instrument_class] += o.filled_quantity
     rows = []
     for (mic, klass), group in sorted(groups.items()):
         ordered = sum((o.quantity for o in group), Decimal(0))
@@ -78,9 +119,14 @@ def build_quality(outcomes: list[OrderOutcome]) -> list[VenueQuality]:
         unfilled = sum(1 for o in group if o.filled_quantity == 0)
         weighted, weight, no_arrival = Decimal(0), Decimal(0), 0
         delays: list[Decimal] = []
+        gained, gain_weight = Decimal(0), Decimal(0)
         for o in group:
             if o.filled_quantity <= 0 or o.average_price is None:
                 continue
+            gain = routing_gain_bps(o.side, o.routing) if _smart(o) and o.routing else None
+            if gain is not None:
+                gained += gain * o.filled_quantity
+                gain_weight += o.filled_quantity
             if o.arrival_price is None or o.arrival_price <= 0:
                 no_arrival += 1
             else:
@@ -101,20 +147,27 @@ def build_quality(outcomes: list[OrderOutcome]) -> list[VenueQuality]:
             median_ms_to_first_fill=Decimal(statistics.median(delays)).quantize(MS_PLACES)
             if delays else None,
             mean_ms_to_first_fill=(sum(delays, Decimal(0)) / len(delays)).quantize(MS_PLACES)
-            if delays else None))
+            if delays else None,
+            share_of_quantity=(filled_qty / class_filled[klass]).quantize(RATIO, ROUND_HALF_EVEN)
+            if class_filled[klass] else Decimal(0),
+            smart_orders=sum(1 for o in group if _smart(o)),
+            routing_gain_bps=(gained / gain_weight).quantize(BPS_PLACES, ROUND_HALF_EVEN)
+            if gain_weight else None))
     return rows
 
 
 CSV_HEADER = ("Venue", "InstrumentClass", "Orders", "Filled", "PartiallyFilled", "Unfilled",
               "QuantityOrdered", "QuantityFilled", "FillRatio", "PriceImprovementBps",
-              "OrdersWithoutArrivalPrice", "MedianMsToFirstFill", "MeanMsToFirstFill")
+              "OrdersWithoutArrivalPrice", "MedianMsToFirstFill", "MeanMsToFirstFill",
+              "ShareOfQuantity", "SmartOrders", "RoutingGainBps")
 
 
 def to_csv(rows: list[VenueQuality]) -> bytes:
     return csv_bytes(CSV_HEADER, ((r.mic, r.instrument_class, r.orders, r.filled, r.partially_filled,
                                    r.unfilled, r.quantity_ordered, r.quantity_filled, r.fill_ratio,
                                    r.price_improvement_bps, r.orders_without_arrival_price,
-                                   r.median_ms_to_first_fill, r.mean_ms_to_first_fill)
+                                   r.median_ms_to_first_fill, r.mean_ms_to_first_fill,
+                                   r.share_of_quantity, r.smart_orders, r.routing_gain_bps)
                                   for r in rows))
 
 
@@ -129,4 +182,6 @@ def summary(rows: list[VenueQuality]) -> list[dict[str, Any]]:
              "fillRatio": text(r.fill_ratio), "priceImprovementBps": text(r.price_improvement_bps),
              "ordersWithoutArrivalPrice": r.orders_without_arrival_price,
              "medianMsToFirstFill": text(r.median_ms_to_first_fill),
-             "meanMsToFirstFill": text(r.mean_ms_to_first_fill)} for r in rows]
+             "meanMsToFirstFill": text(r.mean_ms_to_first_fill),
+             "shareOfQuantity": text(r.share_of_quantity), "smartOrders": r.smart_orders,
+             "routingGainBps": text(r.routing_gain_bps)} for r in rows]

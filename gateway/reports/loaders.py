@@ -115,7 +115,8 @@ def order_outcomes(db: Database, tenant_id: str, period: Period,
             instrument_class=instrument_class(order.symbol, order.mic), side=order.side,
             quantity=order.quantity, filled_quantity=filled, average_price=average,
             arrival_price=_decimal(order.routing.get("arrival_price")),
-            submitted_at=order.created_at, first_fill_at=own[0].at if own else None))
+            submitted_at=order.created_at, first_fill_at=own[0].at if own else None,
+            routing=order.routing if _router_chose(order) else None))
     return outcomes
 
 

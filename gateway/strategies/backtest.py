@@ -15,15 +15,17 @@ above, a sell below) and a commission on the notional in the base currency, at l
 `commission_min`. Money is Decimal throughout: cash, fills, commissions, equity.
 
 Liquidity (`Costs.participation_rate`, `Costs.impact_coefficient`), as on the simulated
-venues, whose books are finite ladders that a large order walks: an order takes at most
+venues (plugins/builtin/sim_exchange/liquidity.py), whose books are shaped by the same law, so
+that walking one costs what a fill pays here, and show at most the same participation rate of
+their volume (over a 15-minute window) at an instant: an order takes at most
 `participation_rate` (default 10 %) of the volume of the bar it fills in, rounded down to
 lots; the rest keeps working at the next bars' opens (partial fills) until it is done, the
 decision changes (an entry's remainder is cancelled by an exit) or the run ends, and what
 never filled is reported (`unfilled_quantity`, `fill_ratio`). Each fill also pays square-root
-market impact on its price: Y·sigma·sqrt(q / V), with Y `impact_coefficient` (default 1), q the
-fill, V the bar's volume and sigma the instrument's per-bar volatility as known at the
-decision (the last 20 close returns; fewer early on; the decision bar's range before that).
-A round trip's pnl is booked on the fill that closes the position.
+market impact on its price, `plugins.sdk.square_root_impact`: Y·sigma·sqrt(q / V), with Y
+`impact_coefficient` (default 1), q the fill, V the bar's volume and sigma the instrument's
+per-bar volatility as known at the decision (the last 20 close returns; fewer early on; the
+decision bar's range before that). A round trip's pnl is booked on the fill that closes the position.
 
 Base currency: the account is kept in the tenant's base currency; a fill or a mark in another
 currency is converted at the FX rate of that instant (`fx.rate(currency, base, at).rate`,
@@ -54,7 +56,13 @@ from gateway.strategies import interpreter
 from gateway.strategies.dsl import Strategy
 from gateway.strategies.errors import BacktestNoData, BacktestParamsInvalid
 from gateway.strategies.metrics import deflated_sharpe_ratio, performance, walk_forward_splits
-from plugins.sdk import Bar, VenueDirectory
+from plugins.sdk import (
+    DEFAULT_IMPACT_COEFFICIENT,
+    DEFAULT_PARTICIPATION_RATE,
+    Bar,
+    VenueDirectory,
+    square_root_impact,
+)
 
 INTERVAL_SPANS: Mapping[str, timedelta] = {
     "1m": timedelta(minutes=1),
@@ -90,8 +98,8 @@ class Costs:
     spread_bps: Decimal = Decimal("2")  # the full quoted spread; each fill pays half
     slippage_bps: Decimal = Decimal("1")
     initial_capital: Decimal = Decimal("1000000")  # in the base currency
-    participation_rate: Decimal = Decimal("0.1")  # of a bar's volume, per order and bar
-    impact_coefficient: Decimal = Decimal("1")  # Y of the square-root impact Y·sigma·sqrt(q/V)
+    participation_rate: Decimal = DEFAULT_PARTICIPATION_RATE  # of a bar's volume, per order and bar
+    impact_coefficient: Decimal = DEFAULT_IMPACT_COEFFICIENT  # Y of the square-root impact Y·sigma·sqrt(q/V)
 
     @classmethod
     def from_params(cls, data: Mapping[str, Any] | None) -> Costs:
@@ -579,10 +587,10 @@ def run_backtest(
             if quantity < wanted:
                 partial_fills += 1
             impact = (
-                costs.impact_coefficient
-                * Decimal(str(float(book.impact_vol[t - 1]) if t > 0 else 0.0))
-                * (quantity / bar.volume).sqrt()
-                if book.impact_vol is not None and bar.volume > 0
+                square_root_impact(quantity, bar.volume,
+                                   Decimal(str(float(book.impact_vol[t - 1]) if t > 0 else 0.0)),
+                                   costs.impact_coefficient)
+                if book.impact_vol is not None
                 else Decimal(0)
             )
             slip = half_cost + impact

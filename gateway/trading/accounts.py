@@ -15,6 +15,7 @@ from gateway.audit import AuditEntry
 from gateway.compliance.iso import is_country, is_currency
 from gateway.db import utcnow
 from gateway.errors import DomainError, InvalidInput
+from gateway.pagination import Page
 from gateway.trading import mass_cancel
 from gateway.trading.common import DEFAULT_DUPLICATE_MS, AccountNotFound, _plain
 from gateway.trading.controls import ACCOUNT_PREFIX, controls_of, kill_entries, load_row
@@ -159,6 +160,27 @@ def record_locate(service: OrderService, tenant_id: str, user_id: str | None, *,
                                                 "quantity": _plain(qty), "source": row.source},
             user_id)])
     return row
+
+
+def locates(service: OrderService, tenant_id: str, *, account: str | None = None,
+            instrument: str | None = None, active_only: bool = False, first: int = 20,
+            after: str | None = None) -> Page[Locate]:
+    """The tenant's locates, newest first (keyset pages): of one account, of one instrument
+    (SYMBOL.MIC or ISIN: a locate is stored under the listing's ISIN, else its key, as
+    record_locate keys it), and with `active_only` those a short sale could still use now."""
+    keys = None
+    if instrument is not None:
+        text = instrument.strip().upper()
+        keys = {text}
+        try:
+            listing = service.market_data.instrument(text)
+            keys |= {listing.key} | ({listing.isin} if listing.isin else set())
+        except DomainError:
+            pass  # an ISIN, or a listing no longer there: its locates are still keyed by it
+    return service.queries.locates(tenant_id, account=account,
+                                   instrument_keys=sorted(keys) if keys else None,
+                                   active_at=service.markets.now() if active_only else None,
+                                   first=first, after=after)
 
 
 def _money(value: Any, what: str, *, positive: bool = False) -> Decimal:

@@ -141,16 +141,10 @@ def _credit_rate(service: OrderService, book: _AccountBook, currency: str, now: 
 
 
 def _reference(service: OrderService, key: str, now: datetime) -> tuple[MarketState, Decimal | None]:
-    try:
-        quote = service.market_data.quote(key, now)
-    except DomainError:
-        quote = None
-    if quote is None:
-        return MarketState(reference_price=None), None
-    bid, ask = quote.bid, quote.ask
-    mid = (bid + ask) / 2 if bid > 0 and ask > 0 else (bid or ask or None)
-    return MarketState(reference_price=mid, best_bid=bid or None, best_ask=ask or None,
-                       previous_close=None), mid
+    """The MarketState of the listing `key` (SYMBOL.MIC, the routed venue's) and the mid, from
+    the market-state feed (gateway/marketdata/state.py): quote, previous close, last price,
+    halts, short-sale restriction and list. Called once per instrument and venue per batch."""
+    return service.market_state.market(key, now)
 
 
 def _fx_and_lot(service: OrderService, listing: Any, book: _AccountBook, request: OrderRequest,

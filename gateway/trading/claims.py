@@ -48,7 +48,7 @@ from gateway.compliance.engine import Decision, deny
 from gateway.errors import DomainError
 from gateway.events import Bus
 from gateway.tenancy.models import new_id
-from gateway.trading import states
+from gateway.trading import states, stream
 from gateway.trading.books import (
     _AccountBook,
     _books,
@@ -69,7 +69,6 @@ from gateway.trading.common import (
     SubmitResult,
     _plain,
     alerts_topic,
-    orders_topic,
 )
 from gateway.trading.controls import controls_for, controls_of, killed_accounts, load_row
 from gateway.trading.intake import (
@@ -81,7 +80,7 @@ from gateway.trading.intake import (
     parse_order,
 )
 from gateway.trading.models import ComplianceDecisionRow, Order
-from gateway.trading.reports import _publish
+from gateway.trading.reports import _publish, publish_order
 from gateway.trading.routing import RoutingDecision
 from gateway.trading.states import OrderStatus
 from gateway.trading.venues import _at_venue, _scoped_connectors
@@ -112,6 +111,7 @@ class _Prepared:
     request: OrderRequest | None  # None when denied
     connector: str
     after: dict[str, Any] | None = None  # the row once its execution reports are applied
+    event: dict[str, Any] | None = None  # its first order_event row, once claimed
 
 
 def submit_many(service: OrderService, tenant_id: str, user_id: str | None,
@@ -342,11 +342,13 @@ def _write_claims(service: OrderService, session: Session, tenant_id: str, user_
         orders.append(row)
         event = (states.OrderEvent.COMPLIANCE_PASS if decision.passed
                  else states.OrderEvent.COMPLIANCE_DENY)
-        events.append({"id": new_id(), "tenant_id": tenant_id, "order_id": row["id"], "seq": 1,
-                       "event": str(event), "exec_type": None, "status_from": "NEW",
-                       "status_to": row["status"], "cum_qty": ZERO, "leaves_qty": row["leaves_qty"],
-                       "code": row["reject_code"], "text": row["reject_text"] or "",
-                       "at": row["created_at"]})
+        p.event = {"id": new_id(), "tenant_id": tenant_id, "order_id": row["id"], "seq": 1,
+                   "event": str(event), "exec_type": None, "status_from": "NEW",
+                   "status_to": row["status"], "cum_qty": ZERO, "leaves_qty": row["leaves_qty"],
+                   "code": row["reject_code"], "text": row["reject_text"] or "",
+                   "at": row["created_at"], "last_qty": None, "last_px": None, "avg_px": ZERO,
+                   "exec_id": None}
+        events.append(p.event)
         record = decision.record()
         # The record's client_order_id is the id the venue sees (the order's own id).
         record["order_id"] = row["id"]
@@ -363,9 +365,11 @@ def _write_claims(service: OrderService, session: Session, tenant_id: str, user_
             **_order_payload(row, event),
             "compliance": {k: v for k, v in record.items() if k != "timings_ns"}}, user_id))
     bulk_insert(session, ORDERS, orders)
-    bulk_insert(session, EVENTS, events)
     bulk_insert(session, DECISIONS, decisions)
     _use_locates(session, prepared)
+    # Stream positions after the order and locate writes, before the audit head (stream.py).
+    stream.number(session, events)
+    bulk_insert(session, EVENTS, events)
     service.audit.append(session, tenant_id, audit)
 
 
@@ -395,9 +399,7 @@ def _publish_claims(bus: Bus, tenant_id: str, prepared: list[_Prepared]) -> None
                     if k in ("account", "symbol", "mic", "denials", "jurisdictions",
                              "decided_at")},
                 "client_order_id": p.order["client_order_id"]})
-        bus.publish(orders_topic(tenant_id), {"tenant_id": tenant_id, "id": p.order["id"],
-                                              "account": p.order["account"],
-                                              "status": p.order["status"]})
+        publish_order(bus, p.order, [p.event] if p.event is not None else [])
 
 
 # -- sending: the venues answer with execution reports, applied in reports.py ----------------

@@ -22,7 +22,12 @@ the switch has claimed its orders and is cancelled with the rest. Switching on o
 audited (`compliance.controls_changed` for the tenant's, `compliance.kill_switch_changed` for
 an account's), as is the cancel.
 
-Not built: cancel-on-disconnect for a session (an API key or websocket going away).
+Cancel-on-disconnect (`cancel_on_disconnect`): a WebSocket session that opted in (its
+`connection_init` payload says `"cancelOnDisconnect": true`, gateway/http/websocket.py) has,
+when it closes for any reason, every open order its user submitted cancelled the same way
+(reason CANCEL_ON_DISCONNECT, the filter's `created_by` the user), audited as above with the
+user as actor. The scope is the user, not the socket: orders the user sent over HTTP while the
+socket was open count, as do those of the user's other sessions.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ ORDERS = Order.__table__  # type: ignore[attr-defined]
 OPEN_STATUSES = [str(s) for s in states.OPEN]
 MASS_CANCEL = "MASS_CANCEL"
 KILL_SWITCH = "KILL_SWITCH"
+CANCEL_ON_DISCONNECT = "CANCEL_ON_DISCONNECT"
 # An order claimed but not at its venue yet is looked at again this many times, this far apart.
 NOT_SENT_ROUNDS = 10
 NOT_SENT_WAIT = 0.1
@@ -69,6 +75,7 @@ class CancelFilter:
     mic: str | None = None
     side: str | None = None
     all: bool = False
+    created_by: str | None = None  # a user's orders (cancel-on-disconnect; not in the API)
 
     def check(self) -> CancelFilter:
         """Blank criteria are absent; with none, `all` must say so (no accidental cancel-all)."""
@@ -77,18 +84,21 @@ class CancelFilter:
             return (value.upper() if upper else value) or None
 
         f = CancelFilter(clean(self.account), clean(self.symbol), clean(self.mic, True),
-                         clean(self.side, True), bool(self.all))
+                         clean(self.side, True), bool(self.all), clean(self.created_by))
         if f.side is not None and f.side not in tuple(s.value for s in Side):
             raise InvalidInput(f"side {self.side!r} is not one of {[s.value for s in Side]}",
                                code="SIDE_INVALID")
-        if not f.all and not (f.account or f.symbol or f.mic or f.side):
+        if not f.all and not (f.account or f.symbol or f.mic or f.side or f.created_by):
             raise CancelFilterEmpty("name an account, symbol, MIC or side, or set all to cancel "
                                     "every open order")
         return f
 
     def payload(self) -> dict[str, Any]:
-        return {"account": self.account, "symbol": self.symbol, "mic": self.mic, "side": self.side,
-                "all": self.all}
+        out = {"account": self.account, "symbol": self.symbol, "mic": self.mic, "side": self.side,
+               "all": self.all}
+        if self.created_by is not None:
+            out["created_by"] = self.created_by
+        return out
 
 
 @dataclass
@@ -132,7 +142,7 @@ def _open_orders(service: Any, tenant_id: str, f: CancelFilter) -> list[Any]:
                   t.connector, t.venue_order_id).where(t.tenant_id == tenant_id,
                                                        t.status.in_(OPEN_STATUSES))
     for column, value in ((t.account, f.account), (t.symbol, f.symbol), (t.mic, f.mic),
-                          (t.side, f.side)):
+                          (t.side, f.side), (t.created_by, f.created_by)):
         if value is not None:
             stmt = stmt.where(column == value)
     with service.db.tenant_session(tenant_id) as session:
@@ -234,6 +244,12 @@ def kill(service: Any, tenant_id: str, user_id: str | None, account: str | None 
         pass
     return cancel_orders(service, tenant_id, user_id,
                          CancelFilter(account=account, all=account is None), reason=KILL_SWITCH)
+
+
+def cancel_on_disconnect(service: Any, tenant_id: str, user_id: str) -> MassCancelResult:
+    """A session that asked for it went away: cancel every open order `user_id` submitted."""
+    return cancel_orders(service, tenant_id, user_id, CancelFilter(created_by=user_id),
+                         reason=CANCEL_ON_DISCONNECT)
 
 
 def set_kill_switch(service: Any, tenant_id: str, user_id: str | None, *, on: bool,

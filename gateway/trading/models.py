@@ -12,7 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
-from sqlmodel import Field
+from sqlalchemy import text as sql_text
+from sqlmodel import Field, SQLModel
 
 from gateway.db import TenantOwned, UTCDateTime, utcnow
 from gateway.fx.models import ExactNumeric
@@ -121,13 +122,20 @@ class Execution(TenantOwned, table=True):
     mic: str = Field(max_length=4)
     at: datetime = _instant()
     created_at: datetime = _stamp()
+    # Its TRADE event's place in the tenant's order stream (OrderEvent.stream_seq): execution
+    # order when fills share a transact time. 0: recorded before migration 0023.
+    stream_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False,
+                                                         server_default=sql_text("0")))
 
 
 class OrderEvent(TenantOwned, table=True):
-    """Each change of an order, in order (`seq` per order)."""
+    """Each change of an order, in order: `seq` per order (1, 2, 3 …, no gaps) and
+    `stream_seq` across the tenant's orders (the drop copy's cursor: gateway/trading/stream.py).
+    A fill's `last_qty`, `last_px` and `exec_id` are its execution's."""
 
     __tablename__ = "order_event"
-    __table_args__ = (UniqueConstraint("order_id", "seq"),)
+    __table_args__ = (UniqueConstraint("order_id", "seq"),
+                      UniqueConstraint("tenant_id", "stream_seq", name="uq_order_event_tenant_stream"))
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     order_id: str = Field(foreign_key="trade_order.id", index=True, max_length=36)
@@ -141,6 +149,22 @@ class OrderEvent(TenantOwned, table=True):
     code: str | None = Field(default=None, max_length=64)
     text: str = Field(default="", max_length=500)
     at: datetime = _instant()
+    stream_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # None on rows before migration 0023 (and last_* on anything but a fill).
+    last_qty: Decimal | None = _decimal(nullable=True)
+    last_px: Decimal | None = _decimal(nullable=True)
+    avg_px: Decimal | None = _decimal(nullable=True)
+    exec_id: str | None = Field(default=None, max_length=64)
+
+
+class OrderStreamHead(SQLModel, table=True):
+    """The last position handed out in a tenant's order stream. Not tenant-owned: a count. Its
+    row lock, held to commit, makes positions follow commit order (gateway/trading/stream.py)."""
+
+    __tablename__ = "order_stream_head"
+
+    tenant_id: str = Field(primary_key=True, max_length=36)
+    last_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
 
 
 class AccountPosition(TenantOwned, table=True):

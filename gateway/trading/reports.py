@@ -20,7 +20,7 @@ from gateway.audit import AuditEntry
 from gateway.bulk import bulk_insert
 from gateway.events import Bus
 from gateway.tenancy.models import new_id
-from gateway.trading import states
+from gateway.trading import states, stream
 from gateway.trading.books import _take_locates
 from gateway.trading.common import (
     _POSITION_UPDATED,
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from gateway.trading.service import OrderService
 
 log = logging.getLogger(__name__)
+# The key of a changed order's applied event rows (published after commit).
+TRANSITIONS = "_transitions"
 
 
 @dataclass
@@ -92,6 +94,7 @@ def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport
         # Through the service: a test puts another writer between this read and the writes.
         positions = service._positions_for(session, orders.values())
         executions, events = [], []
+        fills: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (execution, its event)
         audit: dict[str, list[AuditEntry]] = defaultdict(list)
         changed: dict[str, dict[str, Any]] = {}
         for report in reports:
@@ -131,22 +134,30 @@ def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport
             order["version"] += 1
             order["updated_at"] = report.at
             tenant_id = order["tenant_id"]
-            if report.exec_type is ExecType.TRADE:
-                order["fees"] += report.fee
-                executions.append({
-                    "id": new_id(), "tenant_id": tenant_id, "order_id": order["id"],
-                    "exec_id": report.exec_id or new_id(), "match_id": report.match_id,
-                    "account": order["account"], "symbol": order["symbol"], "side": order["side"],
-                    "last_qty": report.last_qty, "last_px": report.last_px, "fee": report.fee,
-                    "currency": order["currency"], "liquidity": report.liquidity,
-                    "mic": report.mic or order["mic"], "at": report.at, "created_at": report.at})
-                _move_position(positions, order, report)
+            trade = report.exec_type is ExecType.TRADE
+            exec_id = report.exec_id or (new_id() if trade else None)
             events.append({"id": new_id(), "tenant_id": tenant_id, "order_id": order["id"],
                            "seq": order["version"], "event": str(event),
                            "exec_type": str(report.exec_type), "status_from": before,
                            "status_to": order["status"], "cum_qty": report.cum_qty,
                            "leaves_qty": report.leaves_qty, "code": report.reject_code,
-                           "text": (report.text or "")[:500], "at": report.at})
+                           "text": (report.text or "")[:500], "at": report.at,
+                           "last_qty": report.last_qty if trade else None,
+                           "last_px": report.last_px if trade else None,
+                           "avg_px": report.avg_px, "exec_id": exec_id})
+            # Published after commit (_publish), in the order applied.
+            order.setdefault(TRANSITIONS, []).append(events[-1])
+            if trade:
+                order["fees"] += report.fee
+                executions.append({
+                    "id": new_id(), "tenant_id": tenant_id, "order_id": order["id"],
+                    "exec_id": exec_id, "match_id": report.match_id,
+                    "account": order["account"], "symbol": order["symbol"], "side": order["side"],
+                    "last_qty": report.last_qty, "last_px": report.last_px, "fee": report.fee,
+                    "currency": order["currency"], "liquidity": report.liquidity,
+                    "mic": report.mic or order["mic"], "at": report.at, "created_at": report.at})
+                fills.append((executions[-1], events[-1]))
+                _move_position(positions, order, report)
             audit[tenant_id].append(AuditEntry(
                 f"order.{str(event).lower()}", order["id"],
                 {"client_order_id": order["client_order_id"], "exec_type": str(report.exec_type),
@@ -157,6 +168,11 @@ def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport
             changed[order["id"]] = order
         if changed:
             session.execute(ORDER_UPDATE, [{"b_" + k: o[k] for k in _UPDATED} for o in changed.values()])
+        # Stream positions (after the order and locate writes, before the audit heads: the
+        # lock order of every writer, stream.py); a fill's is its place in execution order.
+        stream.number(session, events)
+        for execution, fill in fills:
+            execution["stream_seq"] = fill["stream_seq"]
         if executions:
             bulk_insert(session, EXECUTIONS, executions)
         if events:
@@ -223,7 +239,16 @@ def _move_position(positions: dict[tuple[str, str, str], dict[str, Any]], order:
 
 
 def _publish(bus: Bus, changed: Sequence[dict[str, Any]]) -> None:
-    """After commit: each changed order's update on its tenant's orders topic."""
-    for o in changed:
-        bus.publish(orders_topic(o["tenant_id"]), {"tenant_id": o["tenant_id"], "id": o["id"],
-                                                   "account": o["account"], "status": o["status"]})
+    """After commit: one message per changed order on its tenant's orders topic, carrying the
+    order's transitions of that transaction (stream.wire), in stream order."""
+    def first(o: dict[str, Any]) -> int:
+        return min((e["stream_seq"] for e in o.get(TRANSITIONS, ())), default=0)
+
+    for o in sorted(changed, key=first):
+        publish_order(bus, o, o.get(TRANSITIONS, ()))
+
+
+def publish_order(bus: Bus, order: dict[str, Any], events: Sequence[dict[str, Any]]) -> None:
+    bus.publish(orders_topic(order["tenant_id"]), {
+        "tenant_id": order["tenant_id"], "id": order["id"], "account": order["account"],
+        "status": order["status"], "transitions": [stream.wire(e, order) for e in events]})

@@ -9,6 +9,7 @@ each call to the module that does it; read those one at a time:
 - reports.py     execution reports applied (state machine, fills, positions), then published
 - amendments.py  amend and cancel one order (many at once: mass_cancel.py)
 - queries.py     the reads
+- desk.py        positions across accounts valued now (P&L, fees, three currencies)
 - accounts.py    trading accounts, compliance controls, locates
 - common.py      topics, errors, tables and constants they share
 """
@@ -29,9 +30,10 @@ from gateway.compliance.engine import ComplianceEngine
 from gateway.db import Database
 from gateway.events import Bus
 from gateway.marketdata import MarketDataService
+from gateway.marketdata.state import MarketStateService
 from gateway.markets.service import MarketsService
 from gateway.pagination import Page
-from gateway.trading import accounts, amendments, books, claims, reports, venues
+from gateway.trading import accounts, amendments, books, claims, desk, reports, venues
 from gateway.trading.common import (
     DEFAULT_DUPLICATE_MS,
     MAX_BATCH,
@@ -44,6 +46,7 @@ from gateway.trading.common import (
     alerts_topic,
     orders_topic,
 )
+from gateway.trading.desk import DeskValuation
 from gateway.trading.intake import OrderInput
 from gateway.trading.models import (
     AccountPosition,
@@ -54,7 +57,7 @@ from gateway.trading.models import (
     OrderEvent,
     TradingAccount,
 )
-from gateway.trading.queries import OrderQueries
+from gateway.trading.queries import OrderCriteria, OrderQueries, TradeCriteria
 from gateway.trading.reports import _Amendment
 from gateway.trading.routing import SmartOrderRouter
 from gateway.trading.venues import InstalledConnectors, _Serialized
@@ -67,11 +70,16 @@ class OrderService:
                  plugins: PluginHost, audit: AuditTrail, *, engine: ComplianceEngine | None = None,
                  fx_rate: Callable[[str, str, datetime], Decimal] | None = None,
                  max_page_size: int = 100,
-                 connector_configs: dict[str, dict[str, Any]] | None = None) -> None:
+                 connector_configs: dict[str, dict[str, Any]] | None = None,
+                 market_state: MarketStateService | None = None) -> None:
         self.db = db
         self.bus = bus
         self.markets = markets
         self.market_data = market_data
+        # What compliance sees of each instrument and venue (halts, short-sale restrictions and
+        # lists, last and previous close); the runtime's, else one of its own on the same tables.
+        self.market_state = market_state or MarketStateService(db, bus, market_data,
+                                                               markets.directory, audit)
         self.plugins = plugins
         self.audit = audit
         self.fx_rate = fx_rate
@@ -200,11 +208,12 @@ class OrderService:
     def orders_by_ids(self, tenant_id: str, ids: list[str]) -> dict[str, Order]:
         return self.queries.orders_by_ids(tenant_id, ids)
 
-    def list(self, tenant_id: str, *, account: str | None = None, status: str | None = None,
-             symbol: str | None = None, mic: str | None = None, client_order_id: str | None = None,
-             first: int = 20, after: str | None = None) -> Page[Order]:
-        return self.queries.list(tenant_id, account=account, status=status, symbol=symbol, mic=mic,
-                                 client_order_id=client_order_id, first=first, after=after)
+    def list(self, tenant_id: str, criteria: OrderCriteria = OrderCriteria(), *, first: int = 20,
+             after: str | None = None) -> Page[Order]:
+        return self.queries.list(tenant_id, criteria, first=first, after=after)
+
+    def count(self, tenant_id: str, criteria: OrderCriteria = OrderCriteria()) -> int:
+        return self.queries.count(tenant_id, criteria)
 
     def executions(self, tenant_id: str, order_ids: list[str]) -> dict[str, list[Execution]]:
         return self.queries.executions(tenant_id, order_ids)
@@ -212,13 +221,20 @@ class OrderService:
     def events(self, tenant_id: str, order_ids: list[str]) -> dict[str, list[OrderEvent]]:
         return self.queries.events(tenant_id, order_ids)
 
-    def trades(self, tenant_id: str, *, account: str | None = None, order_id: str | None = None,
-               symbol: str | None = None, first: int = 20, after: str | None = None) -> Page[Execution]:
-        return self.queries.trades(tenant_id, account=account, order_id=order_id, symbol=symbol,
-                                   first=first, after=after)
+    def trades(self, tenant_id: str, criteria: TradeCriteria = TradeCriteria(), *, first: int = 20,
+               after: str | None = None) -> Page[Execution]:
+        return self.queries.trades(tenant_id, criteria, first=first, after=after)
+
+    def count_trades(self, tenant_id: str, criteria: TradeCriteria = TradeCriteria()) -> int:
+        return self.queries.count_trades(tenant_id, criteria)
 
     def positions(self, tenant_id: str, account: str) -> list[AccountPosition]:
         return self.queries.positions(tenant_id, account)
+
+    def valuate(self, tenant_id: str, accounts: Sequence[str] | None = None,
+                instrument: str | None = None) -> DeskValuation:
+        """Positions across accounts with P&L, fees, in three currencies (desk.py)."""
+        return desk.valuate(self, tenant_id, accounts, instrument)
 
     def decisions(self, tenant_id: str, *, order_id: str | None = None, passed: bool | None = None,
                   first: int = 20, after: str | None = None) -> Page[ComplianceDecisionRow]:
@@ -247,6 +263,11 @@ class OrderService:
         """Changes the named fields (others stay); audited with before and after. Switching the
         kill switch on also cancels every open order of the tenant (mass_cancel.kill)."""
         return accounts.set_controls(self, tenant_id, user_id, changes, cancel_open=cancel_open)
+
+    def locates(self, tenant_id: str, *, account: str | None = None, instrument: str | None = None,
+                active_only: bool = False, first: int = 20, after: str | None = None) -> Page[Locate]:
+        return accounts.locates(self, tenant_id, account=account, instrument=instrument,
+                                active_only=active_only, first=first, after=after)
 
     def record_locate(self, tenant_id: str, user_id: str | None, *, account: str, instrument: str,
                       quantity: Any, source: str = "", expires_at: datetime | None = None) -> Locate:

@@ -22,6 +22,13 @@ The model, in log prices:
   correlated too. Each minute's high and low are drawn exactly from the distribution of a
   Brownian bridge's maximum and minimum, so 1m, 5m, 1h and 1d bars agree with each other.
 
+Listings: each instrument on its primary venue (`TwinSpec.mic`) and, for the covered equity
+markets, on the market's alternative venues (`TwinSpec.listings`: Cboe, Arca, IEX, Turquoise,
+Aquis, Japannext …) with the same ISIN and the same simulated price (one latent path: cross-venue
+arbitrage is taken as instant), each venue with its own volume (a ratio of the primary's), spread
+(a multiple of the primary's) and quoted sizes (their noise shifted per venue), so venues differ
+in what they show and a router has a real choice.
+
 Beyond the `MarketDataSource` protocol, `MarketTwin` answers `regime_on(day)`,
 `daily_log_levels(...)` and `correlation()`, for tests and for anyone checking the model.
 """
@@ -33,7 +40,7 @@ import hashlib
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -92,6 +99,17 @@ TRANSITIONS: tuple[tuple[float, ...], ...] = (
 
 
 @dataclass(frozen=True)
+class Listing:
+    """An instrument's listing on an alternative venue: the same simulated price (one latent
+    path, cross-venue arbitrage taken as instant), the venue's own liquidity. Illustrative
+    ratios of the order of the venues' market shares, not measured ones."""
+
+    mic: str
+    volume_ratio: float  # the venue's daily volume as a fraction of the primary listing's
+    spread_ratio: float  # its quoted spread as a multiple of the primary's (never below a tick)
+
+
+@dataclass(frozen=True)
 class TwinSpec:
     """One simulated instrument. `mic` None puts it on the directory's 24/7 venue."""
 
@@ -111,6 +129,15 @@ class TwinSpec:
     daily_volume: float  # units per trading day, calm regime
     quantity_step: Decimal  # volumes and quote sizes are multiples of it
     spread_bps: float  # full quoted spread, calm regime
+    listings: tuple[Listing, ...] = ()  # alternative venues, beside `mic`
+    size_phase: int = 0  # minutes the quoted sizes' noise is shifted by (venues differ)
+
+    def on(self, listing: Listing) -> TwinSpec:
+        """This instrument as listed on an alternative venue: the same random streams (`sid`),
+        so the same prices; a share of the volume, a wider or equal spread."""
+        return replace(self, mic=listing.mic, daily_volume=self.daily_volume * listing.volume_ratio,
+                       spread_bps=self.spread_bps * listing.spread_ratio, listings=(),
+                       size_phase=_number(f"sizes:{listing.mic}") % MINUTES_PER_DAY)
 
     def instrument(self, mic: str) -> Instrument:
         return Instrument(symbol=self.symbol, mic=mic, currency=self.currency, name=self.name,
@@ -121,12 +148,21 @@ class TwinSpec:
 def _equity(sid: str, mic: str, currency: str, name: str, isin: str, *, lot: int = 1,
             tick: str = "0.01", price: float, vol: float, drift: float = 0.07,
             region: str, beta_global: float = 0.5, beta_region: float = 0.45,
-            volume: float, spread_bps: float = 2.0) -> TwinSpec:
+            volume: float, spread_bps: float = 2.0, listings: tuple[Listing, ...] = ()) -> TwinSpec:
     return TwinSpec(sid=sid, symbol=sid, mic=mic, currency=currency, name=name, isin=isin,
                     asset_class="EQUITY", lot_size=lot, tick_size=Decimal(tick), price=price,
                     volatility=vol, drift=drift,
                     loadings=(("global", beta_global), (region, beta_region)),
-                    daily_volume=volume, quantity_step=Decimal(lot), spread_bps=spread_bps)
+                    daily_volume=volume, quantity_step=Decimal(lot), spread_bps=spread_bps,
+                    listings=listings)
+
+
+# Where the covered markets' shares also trade (gateway/markets/venues.py has the venues).
+US_ALTERNATIVES = (Listing("BATS", 0.4, 1.0), Listing("ARCX", 0.5, 1.25), Listing("IEXG", 0.2, 1.5))
+UK_ALTERNATIVES = (Listing("CHIX", 0.35, 1.0), Listing("TRQX", 0.12, 1.25), Listing("AQXE", 0.15, 1.25))
+EURO_ALTERNATIVES = (Listing("CEUX", 0.25, 1.0), Listing("AQEU", 0.1, 1.3))
+JAPAN_ALTERNATIVES = (Listing("CHIJ", 0.06, 1.25), Listing("SBIJ", 0.08, 1.25))
+AUSTRALIA_ALTERNATIVES = (Listing("CXAC", 0.2, 1.1),)
 
 
 def _crypto(sid: str, name: str, *, price: float, vol: float, volume: float) -> TwinSpec:
@@ -140,23 +176,26 @@ def _crypto(sid: str, name: str, *, price: float, vol: float, volume: float) -> 
 # Hong Kong trade in board lots of 100; SHEL is priced in GBP, not pence, to stay in ISO 4217).
 UNIVERSE: tuple[TwinSpec, ...] = (
     _equity("AAPL", "XNAS", "USD", "Apple Inc.", "US0378331005", price=192.0, vol=0.25,
-            region="americas", beta_global=0.55, volume=55e6, spread_bps=1.0),
+            region="americas", beta_global=0.55, volume=55e6, spread_bps=1.0,
+            listings=US_ALTERNATIVES),
     _equity("MSFT", "XNAS", "USD", "Microsoft Corp.", "US5949181045", price=375.0, vol=0.24,
-            region="americas", beta_global=0.55, volume=22e6, spread_bps=1.0),
+            region="americas", beta_global=0.55, volume=22e6, spread_bps=1.0,
+            listings=US_ALTERNATIVES),
     _equity("JPM", "XNYS", "USD", "JPMorgan Chase & Co.", "US46625H1005", price=170.0, vol=0.22,
-            region="americas", volume=9e6),
+            region="americas", volume=9e6, listings=US_ALTERNATIVES),
     _equity("SHEL", "XLON", "GBP", "Shell plc", "GB00BP6MXD84", tick="0.005", price=25.7,
-            vol=0.22, region="emea", volume=15e6),
+            vol=0.22, region="emea", volume=15e6, listings=UK_ALTERNATIVES),
     _equity("SAP", "XETR", "EUR", "SAP SE", "DE0007164600", tick="0.02", price=140.0, vol=0.24,
-            region="emea", volume=2e6),
+            region="emea", volume=2e6, listings=EURO_ALTERNATIVES),
     _equity("7203", "XTKS", "JPY", "Toyota Motor Corp.", "JP3633400001", lot=100, tick="0.5",
             price=2590.0, vol=0.27, region="apac", beta_global=0.45, beta_region=0.5,
-            volume=30e6),
+            volume=30e6, listings=JAPAN_ALTERNATIVES),
     _equity("0700", "XHKG", "HKD", "Tencent Holdings Ltd.", "KYG875721634", lot=100, tick="0.2",
             price=294.0, vol=0.33, region="apac", beta_global=0.4, beta_region=0.55,
             volume=18e6),
     _equity("BHP", "XASX", "AUD", "BHP Group Ltd.", "AU000000BHP4", price=50.0, vol=0.24,
-            region="apac", beta_global=0.45, volume=7e6),
+            region="apac", beta_global=0.45, volume=7e6,
+            listings=AUSTRALIA_ALTERNATIVES),
     _crypto("BTC-USD", "Bitcoin / US dollar", price=42_000.0, vol=0.6, volume=30_000.0),
     _crypto("ETH-USD", "Ether / US dollar", price=2_300.0, vol=0.7, volume=400_000.0),
 )
@@ -242,6 +281,11 @@ class MarketTwin:
                 continue
             instrument = spec.instrument(mic)
             self._specs[instrument.key] = (spec, instrument, known[mic])
+            for listing in spec.listings:
+                if listing.mic in known:  # a directory without the venue: the primary only
+                    alternative = spec.on(listing)
+                    instrument = alternative.instrument(listing.mic)
+                    self._specs[instrument.key] = (alternative, instrument, known[listing.mic])
         self._lock = threading.RLock()
         self._regime_years: dict[int, np.ndarray] = {}
         self._level_years: dict[tuple[str, int], np.ndarray] = {}
@@ -325,8 +369,9 @@ class MarketTwin:
             ask = max(math.ceil((mid + half) / float(tick)), bid + 1)
             # A few lots at the top of the book: about a twentieth of a minute's volume.
             base = max(1.0, spec.daily_volume * regime.volume / 400 / 20 / float(spec.quantity_step))
-            bid_lots = max(1, round(base * (0.5 + day.size_noise[m])))
-            ask_lots = max(1, round(base * (1.5 - day.size_noise[m])))
+            noise = day.size_noise[(m + spec.size_phase) % MINUTES_PER_DAY]
+            bid_lots = max(1, round(base * (0.5 + noise)))
+            ask_lots = max(1, round(base * (1.5 - noise)))
             return Quote(symbol=inst.symbol, mic=inst.mic, at=at, bid=bid * tick, ask=ask * tick,
                          bid_size=bid_lots * spec.quantity_step,
                          ask_size=ask_lots * spec.quantity_step)

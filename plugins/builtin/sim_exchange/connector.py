@@ -19,9 +19,13 @@ Sessions, from `context.venues`:
 Liquidity, from a market data source (the market twin): whenever a book is used at a new
 instant (a submission, an activation at the open, `on_clock` for books holding client
 orders), its synthetic orders are replaced by a ladder around the source's quote at that
-instant: `depth` levels a side (5 by default), the first at the quoted bid/ask with the
-quoted size, each next one a tick further out with one more multiple of that size (deeper
-books hold more), sizes cut to whole lots. The ladder posts like incoming orders, so a client
+instant. Where the source has the instrument's daily history the ladder follows the
+square-root law (liquidity.py: depth that a large order walks at the cost the backtester
+charges, a participation cap, and the mid displaced by what clients take, recovering with a
+half-life); the first level is the quoted bid/ask with the quoted size. Without that history
+(a source with quotes only) the ladder is flat: `depth` levels a side, each a tick further out
+with one more multiple of the quoted size, and nothing moves the price. Sizes are cut to whole
+lots. The ladder posts like incoming orders, so a client
 order resting at a price the market has moved through fills, at the client's price. Liquidity
 taken at an instant stays taken until the next instant, so repeating an order at one instant
 does not find the same liquidity twice. Outside a session the twin quotes zero sizes and the
@@ -41,7 +45,9 @@ trading, in arrival order, at the open), hidden and iceberg orders, latency, hal
 
 Fees: `DEFAULT_FEES`, maker/taker basis points per venue. They are illustrative round figures,
 of the order of magnitude of published schedules, not any venue's tariff; configure real ones
-through the plugin's `fees` config.
+through the plugin's `fees` config. The alternative venues take less than their primaries
+(their published taker fees are lower or per-share), so a router meets a real trade-off:
+cheaper fees on a thinner book.
 """
 
 from __future__ import annotations
@@ -60,6 +66,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from plugins.builtin.sim_exchange.book import ZERO, OrderBook
+from plugins.builtin.sim_exchange.liquidity import (
+    DEFAULT_LAW_DEPTH,
+    Impact,
+    LiquiditySettings,
+    Profile,
+    displaced,
+    estimate,
+    law_ladder,
+)
 from plugins.builtin.sim_exchange.matching import (
     PLACES,
     PRECISION,
@@ -89,6 +104,8 @@ NAME = "sim-exchange"
 DEFAULT_DEPTH = 5
 # How far ahead the next open is looked for: longer than any run of closed days.
 NEXT_OPEN_HORIZON = timedelta(days=30)
+# Daily bars read for a liquidity profile: enough calendar days for 21 trading days.
+PROFILE_LOOKBACK = timedelta(days=45)
 
 
 def _fees(maker: str, taker: str) -> FeeSchedule:
@@ -102,6 +119,11 @@ DEFAULT_FEES: Mapping[str, FeeSchedule] = MappingProxyType({
     "XAMS": _fees("0.00", "0.40"), "XETR": _fees("0.00", "0.35"), "XMIL": _fees("0.00", "0.50"),
     "XTKS": _fees("0.00", "0.20"), "XHKG": _fees("0.60", "0.60"), "XSHG": _fees("0.50", "0.50"),
     "XASX": _fees("0.00", "0.30"), "XNSE": _fees("0.30", "0.30"), "ALPX": _fees("2.00", "8.00"),
+    # Alternative venues (illustrative too)
+    "BATS": _fees("-0.10", "0.15"), "ARCX": _fees("-0.10", "0.20"), "IEXG": _fees("0.05", "0.05"),
+    "CHIX": _fees("-0.10", "0.15"), "TRQX": _fees("-0.10", "0.15"), "AQXE": _fees("0.00", "0.14"),
+    "CEUX": _fees("-0.10", "0.15"), "AQEU": _fees("0.00", "0.14"), "CHIJ": _fees("0.00", "0.10"),
+    "SBIJ": _fees("0.00", "0.08"), "CXAC": _fees("0.00", "0.15"),
 })
 FALLBACK_FEES = _fees("0.50", "0.50")
 
@@ -151,12 +173,18 @@ class SimulatedExchange:
     def __init__(self, venues: VenueDirectory, *, sources: Sequence[MarketDataSource] = (),
                  fees: Mapping[str, FeeSchedule] | None = None, mics: Iterable[str] | None = None,
                  depth: int = DEFAULT_DEPTH, name: str = NAME,
-                 logger: logging.Logger | None = None) -> None:
-        if depth < 0:
+                 logger: logging.Logger | None = None, liquidity: LiquiditySettings | None = None,
+                 law_depth: int = DEFAULT_LAW_DEPTH) -> None:
+        if depth < 0 or law_depth < 0:
             raise ValueError("depth must be zero or more")
         self.name = name
         self.venues = venues
         self.depth = depth
+        self.law_depth = law_depth
+        self.liquidity = liquidity or LiquiditySettings()
+        # Per (MIC, symbol): the law's profile for a UTC day (None: no history), the impact.
+        self._profiles: dict[tuple[str, str], tuple[object, Profile | None]] = {}
+        self._impacts: dict[tuple[str, str], Impact] = {}
         self.log = logger or logging.getLogger(f"alphintra.plugin.{name}")
         self._mics = [m.upper() for m in mics] if mics is not None else [v.mic for v in venues.venues()]
         self._mic_set = frozenset(self._mics)
@@ -195,6 +223,7 @@ class SimulatedExchange:
                                   self._now(), self._ids)]
             reports = self._advance(order.submitted_at)
             reports.extend(self._submit(order, self._now()))
+            self._settle(self._now())
             return reports
 
     def cancel(self, client_order_id: str, mic: str) -> ExecutionReport:
@@ -215,6 +244,7 @@ class SimulatedExchange:
             may_trade = self._is_open_or_false(found.mic, at)
             reports = self._refresh(found, at) if may_trade else []
             reports.extend(found.replace(client_order_id, quantity, limit_price, at, may_trade=may_trade))
+            self._settle(at)
             return reports
 
     def quote_for(self, order: OrderRequest) -> VenueQuote | None:
@@ -250,7 +280,7 @@ class SimulatedExchange:
                                   Reason.SESSION_CLOSED.value if immediate else None)
             fresh = None
             if listing is not None and engine.refreshed_at != at:
-                fresh = ladder(listing.source.quote(listing.instrument, at), engine.rules, self.depth)
+                fresh, _ = self._ladder(listing, engine, at)
             quantity, notional = engine.preview(order, fresh)
             expected = (notional / quantity).quantize(PLACES) if quantity else None
             return VenueQuote(mic, expected, quantity, fee)
@@ -265,6 +295,7 @@ class SimulatedExchange:
                 if (mic, symbol) in self._listings and engine.has_waiting_orders() \
                         and self._is_open_or_false(mic, now):
                     reports.extend(self._refresh(engine, now))
+            self._settle(now)
             return reports
 
     # -- after a restart ------------------------------------------------------------------------
@@ -511,6 +542,7 @@ class SimulatedExchange:
                 day_end = self._day_end(mic, when) if order.tif is TimeInForce.DAY else None
                 reports.extend(self._refresh(engine, when))
                 reports.extend(engine.activate(client_order_id, when, day_end))
+                self._settle(when)
                 if order.tif is TimeInForce.DAY:  # a GTD's expiry was scheduled when queued
                     self._schedule_expiry(engine, client_order_id)
         self._clock = at
@@ -520,8 +552,71 @@ class SimulatedExchange:
         listing = self._listings.get((engine.mic, engine.symbol))
         if listing is None or engine.refreshed_at == at:
             return []
+        levels, capped = self._ladder(listing, engine, at)
+        note = f"at most {self.liquidity.describe_cap()} at one instant" if capped else None
+        return engine.refresh(levels, at, cap_note=note)
+
+    def _ladder(self, listing: _Listing, engine: MatchingEngine, at: datetime
+                ) -> tuple[list[tuple[Side, Decimal, Decimal]], bool]:
+        """The synthetic orders at `at` and whether the participation cap bounds them: the
+        law's book around the displaced quote where the instrument has a profile, else the
+        flat ladder (module docstring)."""
         quote = listing.source.quote(listing.instrument, at)
-        return engine.refresh(ladder(quote, engine.rules, self.depth), at)
+        profile = self._profile(engine, listing, at) if quote is not None and quote.ask_size > 0 else None
+        if profile is None:
+            return ladder(quote, engine.rules, self.depth), False
+        impact = self._impacts.get((engine.mic, engine.symbol))
+        if impact is not None and quote is not None:
+            mid = (quote.bid + quote.ask) / 2
+            quote = displaced(quote, impact.now(at, self.liquidity.half_life), engine.rules.tick(mid))
+        return law_ladder(quote, engine.rules.tick, engine.rules.lot, self.law_depth, profile,
+                          self.liquidity), True
+
+    def _profile(self, engine: MatchingEngine, listing: _Listing, at: datetime) -> Profile | None:
+        """The instrument's profile on this venue for the UTC day of `at` (liquidity.py),
+        measured once a day; None when the source has no daily history for it."""
+        key = (engine.mic, engine.symbol)
+        day = at.astimezone(UTC).date()
+        cached = self._profiles.get(key)
+        if cached is not None and cached[0] == day:
+            return cached[1]
+        profile = None
+        start = datetime.combine(day, time(), UTC)
+        try:
+            bars = listing.source.bars(listing.instrument, start - PROFILE_LOOKBACK, start, "1d")
+            profile = estimate(list(bars), self._minutes_a_day(engine.mic, start))
+        except Exception:
+            # A source that cannot answer bars still quotes: the flat ladder serves it.
+            self.log.warning("no daily history for %s on %s; flat liquidity", engine.symbol,
+                             engine.mic, exc_info=True)
+        self._profiles[key] = (day, profile)
+        return profile
+
+    def _minutes_a_day(self, mic: str, before: datetime) -> Decimal:
+        """Mean trading minutes a day over the week before `before` (1,440 on a 24/7 venue)."""
+        if self.venues.venue(mic).always_open:
+            return Decimal(1440)
+        windows = self.venues.sessions(mic, before - timedelta(days=7), before)
+        days = {w.opens_at.date() for w in windows}
+        minutes = sum((w.closes_at - w.opens_at).total_seconds() / 60 for w in windows)
+        return Decimal(str(round(minutes / len(days)))) if days else Decimal(390)
+
+    def _settle(self, at: datetime) -> None:
+        """What clients took from the synthetic books since the last call moves their mids."""
+        for key, engine in self._engines.items():
+            flow = engine.take_synthetic_flow()
+            if not flow:
+                continue
+            cached = self._profiles.get(key)
+            profile = cached[1] if cached is not None else None
+            if profile is not None:
+                self._impacts[key] = Impact.after(self._impacts.get(key), at, flow, profile,
+                                                  self.liquidity)
+
+    def displacement(self, mic: str, symbol: str, at: datetime) -> Decimal:
+        """The mid's displacement on a venue at `at`, as a fraction (inspection, tests)."""
+        impact = self._impacts.get((mic.upper(), symbol))
+        return impact.now(at, self.liquidity.half_life) if impact is not None else ZERO
 
     def _is_open_or_false(self, mic: str, at: datetime) -> bool:
         try:

@@ -30,7 +30,10 @@ price. What the engine does, and the choices it makes where venues differ:
 
 Synthetic liquidity (`refresh`) is a set of orders of no client that the connector replaces
 with a fresh ladder whenever the simulated market is read (see connector.py): they trade
-like any order, but produce no reports and are never self-trade checked.
+like any order, but produce no reports and are never self-trade checked. What clients take
+from them is counted (`synthetic_flow`) for the connector to move the venue's price; when the
+ladder is bounded by the venue's participation cap, an immediate order that takes all of one
+side has its rest cancelled PARTICIPATION_LIMIT (a resting order's rest rests).
 
 Decimal throughout; `avg_px` and fees are rounded half-even to 8 decimal places (the exact
 fill prices and quantities are in the reports, so nothing is lost). The engine knows no
@@ -85,6 +88,8 @@ class Reason(StrEnum):
     IOC_REMAINDER = "IOC_REMAINDER"
     FOK_UNFILLED = "FOK_UNFILLED"
     MARKET_NO_LIQUIDITY = "MARKET_NO_LIQUIDITY"  # a market order's unfilled rest
+    # A market or IOC order's rest once it took all the venue shows at once (liquidity.py).
+    PARTICIPATION_LIMIT = "PARTICIPATION_LIMIT"
     SELF_TRADE_PREVENTED = "SELF_TRADE_PREVENTED"
     DAY_EXPIRED = "DAY_EXPIRED"
     GTD_EXPIRED = "GTD_EXPIRED"
@@ -193,6 +198,11 @@ class MatchingEngine:
         self.last_price: Decimal | None = None
         self.volume = ZERO
         self.refreshed_at: datetime | None = None
+        # Signed quantity clients took from (or gave to) synthetic orders, buys positive, since
+        # the connector last read it: what moves the venue's price (liquidity.py).
+        self.synthetic_flow = ZERO
+        # Set when the ladder is bounded by the venue's participation cap: why it is so.
+        self.cap_note: str | None = None
         self._synthetic: list[Order] = []
         self._synthetic_ids = itertools.count(1)
 
@@ -325,7 +335,12 @@ class MatchingEngine:
         self._match(order, at, reports)
         if order.leaves == ZERO:
             return
-        if order.at_market:
+        capped = self._cap_reached(order)
+        if capped and (order.at_market or order.tif is TimeInForce.IOC):
+            self._finish(order, OrdStatus.CANCELED, ExecType.CANCELED, at, reports,
+                         Reason.PARTICIPATION_LIMIT,
+                         f"took all the venue shows at once ({self.cap_note}); rest cancelled")
+        elif order.at_market:
             self._finish(order, OrdStatus.CANCELED, ExecType.CANCELED, at, reports,
                          Reason.MARKET_NO_LIQUIDITY, "no more liquidity for the market order's rest")
         elif order.tif is TimeInForce.IOC:
@@ -333,6 +348,16 @@ class MatchingEngine:
                          Reason.IOC_REMAINDER, "immediate-or-cancel: rest cancelled")
         else:
             self.book.add(order)
+
+    def _cap_reached(self, order: Order) -> bool:
+        """The order's rest is there because it took the whole capped synthetic side."""
+        if self.cap_note is None:
+            return False
+        return not any(o.order_id in self.book and o.is_buy != order.is_buy for o in self._synthetic)
+
+    def take_synthetic_flow(self) -> Decimal:
+        flow, self.synthetic_flow = self.synthetic_flow, ZERO
+        return flow
 
     def _crosses(self, order: Order, price: Decimal) -> bool:
         if order.at_market:
@@ -372,6 +397,9 @@ class MatchingEngine:
             price = level.price
             self.book.reduce(resting, quantity)
             order.leaves -= quantity
+            if order.synthetic != resting.synthetic:
+                client = resting if order.synthetic else order
+                self.synthetic_flow += quantity if client.is_buy else -quantity
             self.last_price = price
             self.volume += quantity
             match_id = self.ids.match()
@@ -493,15 +521,18 @@ class MatchingEngine:
 
     # -- synthetic liquidity ---------------------------------------------------------------
 
-    def refresh(self, ladder: Sequence[tuple[Side, Decimal, Decimal]], at: datetime
-                ) -> list[ExecutionReport]:
+    def refresh(self, ladder: Sequence[tuple[Side, Decimal, Decimal]], at: datetime,
+                cap_note: str | None = None) -> list[ExecutionReport]:
         """Replace the synthetic orders with `ladder` ((side, price, quantity), best first per
         side). New synthetic orders trade against resting client orders they cross, at the
         clients' prices: the market moving through a resting order fills it. Once per instant:
-        liquidity taken at an instant stays taken until the market is read again later."""
+        liquidity taken at an instant stays taken until the market is read again later.
+        `cap_note` says the ladder is bounded by the venue's participation cap (and how), so
+        an immediate order that takes all of it has its rest cancelled PARTICIPATION_LIMIT."""
         if self.refreshed_at == at:
             return []
         self.refreshed_at = at
+        self.cap_note = cap_note
         for order in self._synthetic:
             if order.order_id in self.book:
                 self.book.remove(order.order_id)
