@@ -59,6 +59,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(database_url=f"sqlite:///{tmp}/bench.db", warm_on_start=False, log_json=False,
+                            rate_limit_key_per_second=0, rate_limit_tenant_per_second=0,
                             secret_key="B" * 43 + "=", jwt_secret="bench", embedded_worker="off",
                             log_level="WARNING")
         migrate_database(settings)

@@ -114,6 +114,9 @@ def settings_env(database_url: str) -> dict[str, str]:
     return {
         "ALPHINTRA_DATABASE_URL": database_url,
         "ALPHINTRA_EMBEDDED_WORKER": "off",
+        # the bench measures the pipeline, not the rate limiter (docs/security.md)
+        "ALPHINTRA_RATE_LIMIT_KEY_PER_SECOND": "0",
+        "ALPHINTRA_RATE_LIMIT_TENANT_PER_SECOND": "0",
         "ALPHINTRA_LOG_JSON": "false",
         "ALPHINTRA_LOG_LEVEL": "WARNING",
     }

@@ -103,7 +103,8 @@ def main() -> None:
     if not url.startswith("postgresql") or url.rstrip("/").endswith("/test"):
         raise SystemExit("set ALPHINTRA_DATABASE_URL to a PostgreSQL database of your own "
                          "(createdb bench_orders), never the shared `test` database")
-    settings = Settings.from_env().with_(warm_on_start=False, embedded_worker="off")
+    settings = Settings.from_env().with_(warm_on_start=False, embedded_worker="off",
+                                          rate_limit_key_per_second=0, rate_limit_tenant_per_second=0)
     migrate_database(settings)
     runtime = build_runtime(settings)
     slug = f"bench-{int(time.time())}"

@@ -120,6 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="alphintra-bench-"))
     settings = Settings(database_url=f"sqlite:///{tmp / 'bench.db'}", log_json=False, warm_on_start=False,
+                            rate_limit_key_per_second=0, rate_limit_tenant_per_second=0,
                         secret_key=base64.b64encode(os.urandom(32)).decode(), embedded_worker="off")
     migrate_database(settings)
     runtime = build_runtime(settings)

@@ -155,6 +155,7 @@ def part2(n: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(database_url=f"sqlite:///{tmp}/bench.db", warm_on_start=False, log_json=False,
+                            rate_limit_key_per_second=0, rate_limit_tenant_per_second=0,
                             secret_key="A" * 43 + "=", jwt_secret="bench", log_level="WARNING")
         migrate_database(settings)
         runtime = build_runtime(settings)

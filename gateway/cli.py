@@ -90,9 +90,13 @@ def worker(settings: Settings, regions: tuple[str, ...], threads: int | None) ->
         signal.signal(sig, lambda *_: stop.set())
     worker = start_worker(runtime.broker, regions or settings.regions,
                           threads or settings.worker_threads)
+    # Workers deliver the outbox too (their jobs' events and retries) and reap dead workers'
+    # jobs: with every gateway down, work still moves.
+    runtime.start_delivery()
     click.echo(f"worker consuming {', '.join(regions or settings.regions)}", err=True)
     stop.wait()
     worker.stop(timeout=10_000)
+    runtime.stop_delivery()
     runtime.close()
 
 
@@ -128,6 +132,31 @@ def tenant_create(settings: Settings, slug: str, name: str, admin_email: str,
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     click.echo(f"tenant {tenant_row.slug} ({tenant_row.id}), admin {admin.email}")
     click.echo(f"admin API key (shown once): {key}")
+
+
+@main.group()
+def user() -> None:
+    """Users."""
+
+
+@user.command("create")
+@click.option("--tenant", "slug", required=True)
+@click.option("--email", required=True)
+@click.option("--name", "display_name", default="")
+@click.option("--role", "roles", multiple=True,
+              help="repeatable: admin, trader, compliance_officer, viewer, vendor, router")
+@click.pass_obj
+def user_create(settings: Settings, slug: str, email: str, display_name: str,
+                roles: tuple[str, ...]) -> None:
+    """Create a user as the platform (it grants compliance_officer and vendor too)."""
+    runtime = _runtime(settings)
+    try:
+        tenant_row = runtime.tenancy.tenant_by_slug(slug)
+        made = runtime.tenancy.create_user(tenant_row.id, email, display_name=display_name,
+                                           roles=list(roles), actor=None, by_platform=True)
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    click.echo(f"user {made.email} ({made.id})")
 
 
 @main.group()

@@ -201,7 +201,9 @@ class RedisBus:
     def __init__(self, url: str, namespace: str = "alphintra") -> None:
         self._url = url
         self._ns = namespace
-        self._sync = redis.Redis.from_url(url)
+        # Bounded waits: a Redis that hangs fails a publish in seconds (the outbox keeps the
+        # event) instead of holding the request that published it.
+        self._sync = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
         self._publish_script = self._sync.register_script(_PUBLISH)
         self._fanout = _Fanout()
         self._fanout.on_last = self._unsubscribe

@@ -21,12 +21,14 @@ class Tenant:
     base_currency: str
     home_region: str
     created_at: datetime
+    trusted_documents_only: bool = strawberry.field(
+        default=False, description="Only registered documents run (tenant admins are exempt).")
 
     @classmethod
     def from_row(cls, row: models.Tenant) -> Tenant:
         return cls(id=strawberry.ID(row.id), slug=row.slug, name=row.name,
                    base_currency=row.base_currency, home_region=row.home_region,
-                   created_at=row.created_at)
+                   created_at=row.created_at, trusted_documents_only=row.trusted_documents_only)
 
     @classmethod
     def resolve_reference(cls, info: Info, id: strawberry.ID) -> Tenant:
@@ -113,6 +115,49 @@ class CreatedApiKey:
     key: str = strawberry.field(description="The key itself. Shown once; only a hash is kept.")
 
 
+@strawberry.enum
+class RoleGrantStatus(enum.Enum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+@strawberry.type(description="A request to grant a role that needs a second person "
+                             "(compliance_officer).")
+class RoleGrantRequest:
+    id: strawberry.ID
+    user_id: strawberry.ID
+    role: str
+    status: RoleGrantStatus
+    requested_by: strawberry.ID
+    created_at: datetime
+    decided_by: strawberry.ID | None
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, row: models.RoleGrantRequest) -> RoleGrantRequest:
+        return cls(id=strawberry.ID(row.id), user_id=strawberry.ID(row.user_id), role=row.role,
+                   status=RoleGrantStatus(row.status), requested_by=strawberry.ID(row.requested_by),
+                   created_at=row.created_at,
+                   decided_by=strawberry.ID(row.decided_by) if row.decided_by else None,
+                   decided_at=row.decided_at)
+
+
+@strawberry.type(description="A document registered for trusted-documents mode; also served by "
+                             "its hash as a persisted query.")
+class TrustedDocument:
+    id: strawberry.ID
+    sha256: str
+    name: str
+    document: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: models.TrustedDocument) -> TrustedDocument:
+        return cls(id=strawberry.ID(row.id), sha256=row.sha256, name=row.name,
+                   document=row.document, created_at=row.created_at)
+
+
 @strawberry.type
 class Viewer:
     user: User
@@ -192,12 +237,32 @@ class Query:
             k.user_id for k in page.items)
         return Connection.of(page, ApiKey.from_row)
 
+    @strawberry.field(description="This tenant's requests for roles that need a second person, "
+                                  "newest first.")
+    def role_grant_requests(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None
+                            ) -> Connection[RoleGrantRequest]:
+        c = ctx(info)
+        c.require("role", "read")
+        return Connection.of(c.runtime.tenancy.role_grant_requests(c.tenant_id, first=first,
+                                                                   after=after),
+                             RoleGrantRequest.of)
+
+    @strawberry.field(description="The documents registered for trusted-documents mode.")
+    def trusted_documents(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None
+                          ) -> Connection[TrustedDocument]:
+        c = ctx(info)
+        c.require("tenant", "write")
+        return Connection.of(c.runtime.tenancy.documents.documents(c.tenant_id, first=first,
+                                                                   after=after),
+                             TrustedDocument.of)
+
 
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="With the role vendor: platform administrators only "
                                      "(VENDOR_ROLE_NEEDS_PLATFORM); a tenant admin asks with "
-                                     "requestVendorRole.")
+                                     "requestVendorRole. compliance_officer needs a second person "
+                                     "(ROLE_GRANT_NEEDS_APPROVAL): requestRoleGrant.")
     def create_user(self, info: Info, input: CreateUserInput) -> User:
         c = ctx(info)
         me = c.require("user", "write")
@@ -209,7 +274,8 @@ class Mutation:
 
     @strawberry.mutation(description="vendor: platform administrators only "
                                      "(VENDOR_ROLE_NEEDS_PLATFORM); a tenant admin asks with "
-                                     "requestVendorRole.")
+                                     "requestVendorRole. compliance_officer needs a second person "
+                                     "(ROLE_GRANT_NEEDS_APPROVAL): requestRoleGrant.")
     def grant_role(self, info: Info, user_id: strawberry.ID, role: str) -> User:
         c = ctx(info)
         me = c.require("role", "write")
@@ -240,6 +306,59 @@ class Mutation:
             c.tenant_id, str(user_id), identifier=identifier,
             scheme=scheme.value if scheme else None, branch_country=branch_country,
             actor=me.user_id))
+
+    @strawberry.mutation(description="Deactivate (its keys and tokens stop at once; its open "
+                                     "WebSockets close with 4403 AUTH_USER_DEACTIVATED) or "
+                                     "reactivate a user.")
+    def set_user_active(self, info: Info, user_id: strawberry.ID, active: bool) -> User:
+        c = ctx(info)
+        me = c.require("user", "write")
+        return User.from_row(c.runtime.tenancy.set_user_active(c.tenant_id, str(user_id), active,
+                                                               actor=me.user_id))
+
+    @strawberry.mutation(description="Ask for a role that needs a second person "
+                                     "(compliance_officer): another tenant admin, not made by the "
+                                     "requester within the approval window nor acting through a "
+                                     "key it made, or a platform administrator approves.")
+    def request_role_grant(self, info: Info, user_id: strawberry.ID, role: str) -> RoleGrantRequest:
+        c = ctx(info)
+        me = c.require("role", "write")
+        return RoleGrantRequest.of(c.runtime.tenancy.request_role_grant(
+            c.tenant_id, str(user_id), role, requested_by=me.user_id))
+
+    @strawberry.mutation(description="Approve (grants the role) or reject a pending role grant "
+                                     "request. APPROVER_NOT_INDEPENDENT, ROLE_GRANT_SELF_APPROVAL.")
+    def decide_role_grant(self, info: Info, id: strawberry.ID, approve: bool) -> RoleGrantRequest:
+        c = ctx(info)
+        platform = c.runtime.policy.is_platform_admin(c.me.user_id)
+        me = c.me if platform else c.require("role", "write")
+        return RoleGrantRequest.of(c.runtime.tenancy.decide_role_grant(
+            str(id), me, approve, platform_admin=platform))
+
+    @strawberry.mutation(description="Register a document (it must parse) for trusted-documents "
+                                     "mode; the same text again answers the registered one.")
+    def register_trusted_document(self, info: Info, document: str, name: str = ""
+                                  ) -> TrustedDocument:
+        c = ctx(info)
+        me = c.require("tenant", "write")
+        return TrustedDocument.of(c.runtime.tenancy.documents.register(
+            c.tenant_id, document, name=name, actor=me.user_id))
+
+    @strawberry.mutation
+    def remove_trusted_document(self, info: Info, id: strawberry.ID) -> TrustedDocument:
+        c = ctx(info)
+        me = c.require("tenant", "write")
+        return TrustedDocument.of(c.runtime.tenancy.documents.remove(c.tenant_id, str(id),
+                                                                     actor=me.user_id))
+
+    @strawberry.mutation(description="Trusted-documents mode on or off: on, only registered "
+                                     "documents run for this tenant's non-admin callers "
+                                     "(DOCUMENT_NOT_TRUSTED otherwise).")
+    def set_trusted_documents_only(self, info: Info, enabled: bool) -> Tenant:
+        c = ctx(info)
+        me = c.require("tenant", "write")
+        c.runtime.tenancy.documents.set_mode(c.tenant_id, enabled, actor=me.user_id)
+        return Tenant.from_row(c.runtime.tenancy.tenant(c.tenant_id))
 
     @strawberry.mutation
     def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreatedApiKey:

@@ -325,8 +325,10 @@ def test_permission_and_configuration_changes_are_recorded(runtime):
     slug = unique()
     tenant = runtime.tenancy.create_tenant(slug, "Recorded")
     user = runtime.tenancy.create_user(tenant.id, f"a@{slug}.test", roles=["trader"], actor="ops")
-    runtime.tenancy.grant_role(tenant.id, user.id, "compliance_officer", actor="ops")
-    runtime.tenancy.grant_role(tenant.id, user.id, "compliance_officer")  # no change, no record
+    # compliance_officer needs a second person: here the platform's own tooling grants it
+    runtime.tenancy.grant_role(tenant.id, user.id, "compliance_officer", actor="ops", by_platform=True)
+    runtime.tenancy.grant_role(tenant.id, user.id, "compliance_officer",
+                               by_platform=True)  # no change, no record
     runtime.tenancy.revoke_role(tenant.id, user.id, "trader", actor="ops")
     key, token = runtime.tenancy.create_api_key(tenant.id, user.id, "ci")
     runtime.tenancy.revoke_api_key(tenant.id, key.id)

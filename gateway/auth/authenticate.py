@@ -64,6 +64,7 @@ class Authenticator:
         return Principal(
             tenant_id=tenant.id, tenant_slug=tenant.slug, user_id=user.id, via="api_key",
             roles=tuple(self._policy.roles(user.id, tenant.id)), api_key_id=key.id,
+            expires_at=key.expires_at, trusted_documents_only=tenant.trusted_documents_only,
         )
 
     def _from_claims(self, claims: tokens.TokenClaims) -> Principal:
@@ -80,6 +81,10 @@ class Authenticator:
         return Principal(
             tenant_id=tenant.id, tenant_slug=tenant.slug, user_id=user.id, via="jwt",
             roles=tuple(self._policy.roles(user.id, tenant.id)),
+            # the socket closes when the token would no longer be accepted (exp + leeway)
+            expires_at=(claims.expires_at + timedelta(seconds=self._settings.jwt_leeway_seconds)
+                        if claims.expires_at else None),
+            trusted_documents_only=tenant.trusted_documents_only,
         )
 
     def _touch(self, key: ApiKey, now: datetime) -> None:

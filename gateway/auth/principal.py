@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -13,3 +14,8 @@ class Principal:
     via: str  # "api_key" | "jwt"
     roles: tuple[str, ...] = field(default=())
     api_key_id: str | None = None
+    # When the credential stops being valid (a JWT's exp, a key's expiry): an open WebSocket
+    # closes then. None: it does not expire.
+    expires_at: datetime | None = None
+    # The tenant runs registered documents only (gateway/tenancy/documents.py).
+    trusted_documents_only: bool = False

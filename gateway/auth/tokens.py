@@ -4,7 +4,7 @@ issuer's public key). Claims: `sub` user id, `tid` tenant id, `exp`; `iss` and `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from gateway.settings import Settings
 class TokenClaims:
     user_id: str
     tenant_id: str
+    expires_at: datetime | None = None
 
 
 def _verification_key(settings: Settings) -> str:
@@ -48,7 +49,8 @@ def decode(token: str, settings: Settings) -> TokenClaims:
         raise Unauthenticated("token has expired", code="AUTH_TOKEN_EXPIRED") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated(f"invalid token: {exc}", code="AUTH_TOKEN_INVALID") from None
-    return TokenClaims(user_id=str(claims["sub"]), tenant_id=str(claims["tid"]))
+    return TokenClaims(user_id=str(claims["sub"]), tenant_id=str(claims["tid"]),
+                       expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC))
 
 
 def issue(

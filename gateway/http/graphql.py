@@ -47,15 +47,18 @@ from graphql import (
 from opentelemetry.trace import NoOpTracer, Tracer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from gateway import errors as codes
 from gateway.auth.authenticate import bearer_token
+from gateway.auth.principal import Principal
 from gateway.errors import DomainError, InvalidInput, Unauthenticated
 from gateway.http.context import RequestContext
 from gateway.http.errors import error_body, format_error
 from gateway.http.limits import limits_rule
+from gateway.http.persisted import DocumentResolver
+from gateway.http.ratelimit import RateLimited, RateLimiter
 from gateway.marketplace.tenant_plugins import ComposedSchema
 from gateway.observability.logs import log_context
 from gateway.observability.metrics import Metrics
@@ -71,6 +74,7 @@ GRAPHQL_REQUEST_ERROR = -400
 MAX_VARIABLE_ERRORS = 20
 PLUGIN_NOT_INSTALLED = "PLUGIN_NOT_INSTALLED"
 ROOTS = ("query", "mutation", "subscription")
+_ENCODED = "__encoded__"  # a body's key holding its JSON bytes, taken out before sending
 
 
 class LRU:
@@ -92,6 +96,13 @@ class LRU:
             if len(self._data) > self._size:
                 self._data.popitem(last=False)
         return value
+
+    def peek(self, key: Any) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
 
     def __len__(self) -> int:
         return len(self._data)
@@ -136,7 +147,7 @@ class GraphQLEndpoint:
     """The `/graphql` HTTP route. Owns the document caches for one schema."""
 
     def __init__(self, schema: Any, runtime: Runtime, metrics: Metrics,
-                 tracer: Tracer | None = None, graphiql_html: str | None = None,
+                 tracer: Tracer | None = None, graphiql: Callable[[Request], Response] | None = None,
                  federated: FederatedSource | None = None) -> None:
         settings = runtime.settings
         self.schema = schema
@@ -146,13 +157,19 @@ class GraphQLEndpoint:
         self.runtime = runtime
         self.metrics = metrics
         self.tracer = tracer or NoOpTracer()
-        self.graphiql_html = graphiql_html if settings.graphiql else None
+        # GraphiQL for a browser's GET (gateway/http/console.py: the bundled page)
+        self.graphiql = graphiql if settings.graphiql else None
         self.max_tokens = settings.max_tokens
         self.rules = [*specified_rules, limits_rule(settings.max_depth, settings.max_aliases,
                                                     settings.max_cost, settings.max_page_size)]
         if not settings.introspection:
             self.rules.append(NoSchemaIntrospectionCustomRule)
+        # With introspection off, "Did you mean …?" would spell the schema out field by field.
+        self.hide_suggestions = not settings.introspection
+        self.max_response_bytes = settings.max_response_bytes
         self.documents = LRU(settings.parse_cache_size)
+        self.resolver = DocumentResolver(runtime.tenancy.documents, settings.apq_cache_size)
+        self.limiter = RateLimiter(settings)
 
     # Preparation: parse + validate, cached per (schema, query text): a document valid for one
     # tenant's schema (with its plugins' fields) is not valid for another's.
@@ -179,11 +196,11 @@ class GraphQLEndpoint:
         (to answer null with PLUGIN_NOT_INSTALLED) and the rest runs if it is valid for the
         tenant's schema. Anything else keeps the tenant's validation errors."""
         document = prepared.parsed
-        if document is None or validate(federated.gql, document, self.rules):
+        if document is None or self._validate(federated.gql, document):
             return prepared
         installed = set(schema.root_fields) if schema is not None else set()
         pruned = _prune(document, federated, installed)
-        if pruned is None or validate(gql, pruned.document, self.rules):
+        if pruned is None or self._validate(gql, pruned.document):
             return prepared
         return pruned
 
@@ -195,15 +212,18 @@ class GraphQLEndpoint:
             code = (codes.QUERY_TOO_COMPLEX if "tokens" in error.message and "Parsing aborted"
                     in error.message else codes.GRAPHQL_PARSE_FAILED)
             return Prepared(None, (error,), code)
-        errors = validate(gql, document, self.rules)
+        errors = self._validate(gql, document)
         if errors:
             return Prepared(None, tuple(errors), codes.GRAPHQL_VALIDATION_FAILED, parsed=document)
         return Prepared(document, (), None)
 
+    def _validate(self, gql: GraphQLSchema, document: DocumentNode) -> list[GraphQLError]:
+        return validate(gql, document, self.rules, hide_suggestions=self.hide_suggestions)
+
     async def handle(self, request: Request) -> Response:
         request_id = request.state.request_id
-        if request.method == "GET" and self.graphiql_html and _wants_html(request):
-            return HTMLResponse(self.graphiql_html)
+        if request.method == "GET" and self.graphiql is not None and _wants_html(request):
+            return self.graphiql(request)
         try:
             media = _negotiate(request.headers.get("accept"))
             params = await _read_params(request)
@@ -213,14 +233,19 @@ class GraphQLEndpoint:
         except Unauthenticated as exc:
             return self._problem(RequestProblem(401, exc.code, exc.message,
                                                 {"WWW-Authenticate": "Bearer"}), JSON)
-        status, body = await run_in_threadpool(self.run, params, token, request.method, request_id)
+        status, body, headers = await run_in_threadpool(self.run, params, token, request.method,
+                                                        request_id)
         for error in body.get("errors", ()):
             self.metrics.errors.labels(error.get("extensions", {}).get("code", "UNKNOWN")).inc()
         if media == JSON and status == GRAPHQL_REQUEST_ERROR:
             status = 200  # legacy media type: a well-formed request is 200 whatever its errors
         elif status == GRAPHQL_REQUEST_ERROR:
             status = 400
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 401:
+            headers = {**headers, "WWW-Authenticate": "Bearer"}
+        content = body.pop(_ENCODED, None)
+        if content is not None:  # serialised in the worker thread (the size cap measured it)
+            return Response(content, status_code=status, media_type=media, headers=headers)
         return JSONResponse(body, status_code=status, media_type=media, headers=headers)
 
     def _problem(self, problem: RequestProblem, media: str) -> Response:
@@ -229,15 +254,27 @@ class GraphQLEndpoint:
                             media_type=media, headers=problem.headers)
 
     def run(self, params: dict[str, Any], token: str | None, method: str, request_id: str
-            ) -> tuple[int, dict[str, Any]]:
-        """Authenticate, prepare, execute: the whole operation in this one thread."""
+            ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Authenticate, rate-limit, pick the document, prepare, execute: the whole operation
+        in this one thread. (status, body, headers)"""
         if token is None:
             return 401, error_body(Unauthenticated.code,
-                                   "send Authorization: Bearer <API key or token>")
+                                   "send Authorization: Bearer <API key or token>"), {}
         try:
             principal = self.runtime.authenticator.authenticate(token)
+            self.limiter.check(principal)
+            query = self.resolver.query(params, principal)
+        except RateLimited as exc:
+            return 429, error_body(exc.code, exc.message, **exc.details), \
+                {"Retry-After": str(exc.retry_after)}
         except DomainError as exc:
-            return exc.http_status, error_body(exc.code, exc.message)
+            status = GRAPHQL_REQUEST_ERROR if exc.http_status == 400 else exc.http_status
+            return status, error_body(exc.code, exc.message), {}
+        status, body = self._run(principal, query, params, method, request_id)
+        return status, body, {}
+
+    def _run(self, principal: Principal, query: str, params: dict[str, Any], method: str,
+             request_id: str) -> tuple[int, dict[str, Any]]:
         # The tenant's schema (core + its installed plugins), read once: the whole request runs
         # on it even if an install swaps the tenant's schema meanwhile.
         view = self.runtime.marketplace.view(principal.tenant_id)
@@ -247,7 +284,7 @@ class GraphQLEndpoint:
                                    else self.execution_context_class)
         with log_context(request_id=request_id, tenant_id=principal.tenant_id):
             with self.tracer.start_as_current_span("graphql.prepare"):
-                prepared = self.prepare(params["query"], tenant_schema)
+                prepared = self.prepare(query, tenant_schema)
             if prepared.document is None:
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, prepared.code or "")
                                                           for e in prepared.errors]}
@@ -279,7 +316,8 @@ class GraphQLEndpoint:
                     result = execute(gql, prepared.document, context_value=context,
                                      variable_values=params.get("variables"),
                                      operation_name=params.get("operationName"),
-                                     max_coercion_errors=MAX_VARIABLE_ERRORS, **kwargs)
+                                     max_coercion_errors=MAX_VARIABLE_ERRORS,
+                                     hide_suggestions=self.hide_suggestions, **kwargs)
             if _is_request_error(result):
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
                                                           for e in result.errors or ()]}
@@ -292,7 +330,21 @@ class GraphQLEndpoint:
             missing = prepared.missing.get(operation.name.value if operation.name else None)
             if missing:
                 _answer_missing(body, missing, tenant_schema, request_id)
+            if self.max_response_bytes and operation.operation == OperationType.QUERY:
+                return 200, self._capped(body)
             return 200, body
+
+    def _capped(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body, serialised once here; over the cap, RESPONSE_TOO_LARGE instead (a query:
+        asking again for less is safe)."""
+        encoded = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        if len(encoded) > self.max_response_bytes:
+            log.warning("response over the size cap", extra={"bytes": len(encoded)})
+            return {"data": None, **error_body(
+                codes.RESPONSE_TOO_LARGE, f"the answer is {len(encoded)} bytes, over the limit of "
+                f"{self.max_response_bytes}; ask for fewer fields or smaller pages",
+                size=len(encoded), maximum=self.max_response_bytes)}
+        return {**body, _ENCODED: encoded}
 
 
 def _blame_plugins(formatted: list[dict[str, Any]], errors: list[GraphQLError],
@@ -500,10 +552,10 @@ async def _read_params(request: Request) -> dict[str, Any]:
             raise RequestProblem(400, codes.BAD_REQUEST,
                                  "request body must be a JSON object (batching is not supported)")
     query = params.get("query")
-    if not isinstance(query, str) or not query.strip():
-        if isinstance(params.get("extensions"), dict) and "persistedQuery" in params["extensions"]:
-            raise RequestProblem(400, codes.PERSISTED_QUERY_NOT_SUPPORTED,
-                                 "persisted queries are not supported; send the query")
+    persisted = isinstance(params.get("extensions"), dict) and "persistedQuery" in params["extensions"]
+    if query is not None and not isinstance(query, str):
+        raise RequestProblem(400, codes.BAD_REQUEST, "query must be a string")
+    if not persisted and (query is None or not query.strip()):
         raise RequestProblem(400, codes.BAD_REQUEST, "the request has no query string")
     name = params.get("operationName")
     if name is not None and not isinstance(name, str):

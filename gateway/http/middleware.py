@@ -8,6 +8,8 @@ import re
 import time
 from typing import Any
 
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,6 +18,7 @@ from gateway.http.errors import error_body
 from gateway.http.graphql import new_request_id
 from gateway.observability.logs import log_context
 from gateway.observability.metrics import Metrics
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
@@ -92,3 +95,19 @@ class RequestMiddleware:
 def _access(scope: Scope, status: int, elapsed: float, request_id: str) -> dict[str, Any]:
     return {"method": scope["method"], "path": scope["path"], "status": status,
             "duration_ms": round(elapsed * 1000, 2), "request_id": request_id}
+
+
+def cors_middleware(settings: Settings) -> list[Middleware]:
+    """Starlette's CORS middleware for the allowed origins (`cors_origins`), outermost so a
+    preflight is answered before anything else; none configured: no cross-origin access."""
+    origins = [o.rstrip("/") for o in settings.cors_origins]
+    if not origins:
+        return []
+    if "*" in origins:
+        level = logging.WARNING if settings.environment == "production" else logging.INFO
+        log.log(level, "CORS allows every origin (ALPHINTRA_CORS_ORIGINS=*): any web page may call "
+                "the API with credentials its user pastes or stores; list the origins instead")
+    return [Middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else origins,
+                       allow_methods=["GET", "POST"],
+                       allow_headers=["authorization", "content-type", "accept", "x-request-id"],
+                       expose_headers=["x-request-id", "retry-after"], max_age=600)]

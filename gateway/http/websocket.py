@@ -5,12 +5,40 @@ a connection that fails it is closed with 4403 before any operation runs.
 Each operation runs on the schema of the connection's tenant (core + its installed plugins'
 extensions), read when the operation starts: after `connection_init` authenticated it, so a
 tenant's plugin subscriptions work here as its plugin fields do over HTTP. An install during a
-running subscription does not move it; the next `subscribe` message gets the new schema."""
+running subscription does not move it; the next `subscribe` message gets the new schema.
+
+The same gate as HTTP, before strawberry sees a `subscribe`: the credentials are checked again,
+the rate limits taken, the document chosen (persisted queries, trusted-documents mode) and
+prepared with the HTTP endpoint's rules and cache (depth, aliases, cost, introspection, no
+suggestions when introspection is off). A refusal answers an `error` message for that id.
+
+Credentials are checked for the life of the socket. It closes with code 4403 and the reason's
+code (AUTH_KEY_REVOKED, AUTH_USER_DEACTIVATED, AUTH_TOKEN_EXPIRED, …) as a reason when:
+- its key is revoked or its user deactivated: announced on the bus (`CREDENTIALS_TOPIC`),
+  which every replica listens to, so within a second anywhere;
+- its JWT or key expires: at the expiry (a JWT's leeway included);
+- a periodic re-check (`websocket_recheck_seconds`) finds the credentials no longer valid:
+  the fallback for a bus event lost, or a change made outside the gateway (the CLI, SQL).
+Its operations are cancelled before it closes, so no further event reaches it.
+
+Cancel-on-disconnect: `connection_init` with `"cancelOnDisconnect": true` (a user with order
+write rights; else refused, 4403) is acknowledged with `"cancelOnDisconnect": true`, and when
+the socket closes, for any reason, the user's open orders are cancelled (reason
+CANCEL_ON_DISCONNECT, gateway/trading/mass_cancel.py). A value other than a boolean closes the
+socket with 4400 CANCEL_ON_DISCONNECT_INVALID.
+
+The WebSocket Origin allow-list (`websocket_origins`, strawberry's `allowed_origins`) refuses
+the handshake (HTTP 403) of a page from any other origin than the gateway's own: browsers send
+their page's origin, which a cross-site page cannot forge.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,16 +49,44 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 
 from gateway.auth.authenticate import bearer_token
-from gateway.errors import DomainError
+from gateway.auth.principal import Principal
+from gateway.db import utcnow
+from gateway.errors import RESPONSE_TOO_LARGE, DomainError
+from gateway.events import Event
 from gateway.http.context import RequestContext
+from gateway.http.errors import error_body, format_error
 from gateway.runtime import Runtime
 from gateway.scope import enter_tenant
+from gateway.trading.mass_cancel import cancel_on_disconnect
+
+if TYPE_CHECKING:
+    from gateway.http.graphql import GraphQLEndpoint
 
 log = logging.getLogger(__name__)
 
+CREDENTIALS_CLOSE_CODE = 4403
+# connection_init's opt-in: on close, cancel the user's open orders (mass_cancel.py).
+CANCEL_ON_DISCONNECT = "cancelOnDisconnect"
+
+
+def _cancel_on_disconnect(context: RequestContext) -> bool:
+    return (context.connection_params or {}).get(CANCEL_ON_DISCONNECT) is True
+
+
+def _token(context: RequestContext) -> str | None:
+    params = context.connection_params or {}
+    header = params.get("Authorization") or params.get("authorization")
+    return bearer_token(header if isinstance(header, str) else None)
+
 
 class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
-    """strawberry's protocol handler, reading `schema` per operation from the tenant."""
+    """strawberry's protocol handler, reading `schema` per operation from the tenant, gating
+    each `subscribe` and watching the connection's credentials."""
+
+    view: SubscriptionEndpoint
+    closed_for: str | None = None
+    cancel_on_disconnect = False  # opted in at connection_init (gateway/trading/mass_cancel.py)
+    _watch: asyncio.Task[None] | None = None
 
     @property  # type: ignore[override]
     def schema(self) -> Any:
@@ -45,23 +101,131 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
     def schema(self, value: Any) -> None:
         self._core_schema = value
 
+    @property
+    def principal(self) -> Principal | None:
+        return getattr(self.context, "principal", None)
+
+    async def handle_connection_init(self, message: Any) -> None:
+        payload = message.get("payload")
+        if isinstance(payload, dict) and not isinstance(payload.get(CANCEL_ON_DISCONNECT, False), bool):
+            await self.websocket.close(code=4400, reason="CANCEL_ON_DISCONNECT_INVALID")
+            return
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged and self.principal is not None:
+            self.loop = asyncio.get_running_loop()
+            self.view.sockets.add(self)
+            self._watch = asyncio.create_task(self._watch_credentials())
+            self.cancel_on_disconnect = _cancel_on_disconnect(self.context)
+
+    async def shutdown(self) -> None:
+        self.view.sockets.discard(self)
+        if self._watch is not None:
+            self._watch.cancel()
+        await super().shutdown()
+        if self.cancel_on_disconnect and self.principal is not None:
+            # Any close (the client's, a revocation, the server's): the user's open orders go.
+            await run_in_threadpool(self.view.cancel_orders_of, self.principal)
+
+    async def handle_subscribe(self, message: Any) -> None:
+        if not self.connection_acknowledged or self.principal is None:
+            await super().handle_subscribe(message)
+            return
+        if self.closed_for is not None:
+            return  # closing: nothing new starts
+        try:
+            principal = await run_in_threadpool(self.view.runtime.authenticator.authenticate,
+                                                _token(self.context) or "")
+        except DomainError as exc:
+            await self.close_for(exc.code)
+            return
+        refusal = await run_in_threadpool(self._gate, message, principal)
+        if refusal is not None:
+            await self.send_message({"id": message.get("id"), "type": "error",  # type: ignore[typeddict-item]
+                                     "payload": refusal})
+            return
+        await super().handle_subscribe(message)
+
+    def _gate(self, message: Any, principal: Principal) -> list[dict[str, Any]] | None:
+        """Errors refusing this subscribe (an `error` message's payload), or None; sets the
+        payload's query to the document chosen."""
+        gate = self.view.gate
+        if gate is None:
+            return None
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            return None  # strawberry answers the malformed message
+        request_id = self.context.request_id
+        try:
+            gate.limiter.check(principal)
+            query = gate.resolver.query(payload, principal)
+        except DomainError as exc:
+            return error_body(exc.code, exc.message, **exc.details)["errors"]
+        payload["query"] = query
+        composed = self.view.runtime.marketplace.schema_for(principal.tenant_id)
+        prepared = gate.prepare(query, composed)
+        if prepared.document is None:
+            return [format_error(e, request_id, prepared.code or "") for e in prepared.errors]
+        return None
+
+    async def close_for(self, reason: str) -> None:
+        """Cancel every operation, then close with 4403 and `reason` (a code)."""
+        if self.closed_for is not None:
+            return
+        self.closed_for = reason
+        log.info("websocket closed: credentials no longer valid", extra={"code": reason})
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await self.websocket.close(code=CREDENTIALS_CLOSE_CODE, reason=reason)
+
+    def revoke_threadsafe(self, reason: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.close_for(reason)))
+
+    async def _watch_credentials(self) -> None:
+        """Close at the credentials' expiry, and re-authenticate every recheck interval."""
+        recheck = self.view.runtime.settings.websocket_recheck_seconds
+        principal = self.principal
+        assert principal is not None
+        while self.closed_for is None:
+            wait = recheck
+            if principal.expires_at is not None:
+                wait = min(wait, max(0.0, (principal.expires_at - utcnow()).total_seconds()))
+            await asyncio.sleep(wait)
+            if principal.expires_at is not None and utcnow() >= principal.expires_at:
+                await self.close_for("AUTH_TOKEN_EXPIRED" if principal.via == "jwt"
+                                     else "AUTH_KEY_EXPIRED")
+                return
+            try:
+                await run_in_threadpool(self.view.runtime.authenticator.authenticate,
+                                        _token(self.context) or "")
+            except DomainError as exc:
+                await self.close_for(exc.code)
+                return
+            except Exception:  # the database is away: the bus and the next check still count
+                log.warning("websocket credential re-check failed", exc_info=True)
+
 
 class SubscriptionEndpoint(GraphQL):
     graphql_transport_ws_handler_class = TenantSchemaHandler
 
-    def __init__(self, schema: Any, runtime: Runtime) -> None:
+    def __init__(self, schema: Any, runtime: Runtime, gate: GraphQLEndpoint | None = None) -> None:
+        # strawberry refuses a handshake from an Origin that is neither the gateway's own nor
+        # listed here (HTTP 403); clients that send none are not browsers and pass.
         super().__init__(schema, graphql_ide=None,
-                         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,))
+                         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+                         allowed_origins=[o.rstrip("/") for o in runtime.settings.websocket_origins])
         self.runtime = runtime
+        self.gate = gate
+        self.sockets: set[TenantSchemaHandler] = set()
+        self.max_response_bytes = runtime.settings.max_response_bytes
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> RequestContext:
         return RequestContext(runtime=self.runtime, request_id=request.state.request_id)
 
     async def on_ws_connect(self, context: RequestContext) -> dict[str, object] | None:
-        params = context.connection_params or {}
-        header = params.get("Authorization") or params.get("authorization")
         try:
-            token = bearer_token(header if isinstance(header, str) else None)
+            token = _token(context)
             if token is None:
                 raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
             context.principal = await run_in_threadpool(self.runtime.authenticator.authenticate, token)
@@ -69,4 +233,45 @@ class SubscriptionEndpoint(GraphQL):
         except DomainError as exc:
             log.info("websocket authentication refused", extra={"code": exc.code})
             raise ConnectionRejectionError({"code": exc.code}) from None
-        return {"tenant": context.principal.tenant_slug}
+        if not _cancel_on_disconnect(context):
+            return {"tenant": context.principal.tenant_slug}
+        p = context.principal  # cancelling orders on close needs the right to cancel them
+        if not await run_in_threadpool(self.runtime.policy.allowed, p.user_id, p.tenant_id,
+                                       "order", "write"):
+            log.info("websocket cancel-on-disconnect refused", extra={"code": "FORBIDDEN"})
+            raise ConnectionRejectionError({"code": "FORBIDDEN"})
+        return {"tenant": p.tenant_slug, CANCEL_ON_DISCONNECT: True}
+
+    def cancel_orders_of(self, principal: Principal) -> None:
+        """Cancel-on-disconnect: the open orders `principal`'s user submitted (mass_cancel)."""
+        try:
+            result = cancel_on_disconnect(self.runtime.orders, principal.tenant_id, principal.user_id)
+        except Exception:
+            log.exception("cancel-on-disconnect failed", extra={"tenant_id": principal.tenant_id})
+            return
+        log.info("websocket closed: its user's open orders cancelled",
+                 extra={"tenant_id": principal.tenant_id, "matched": result.matched,
+                        "canceled": result.count("CANCELED")})
+
+    def on_credentials_revoked(self, event: Event) -> None:
+        """A bus listener (any thread): close this process's sockets those credentials opened."""
+        payload = event.payload
+        tenant, key, user = payload.get("tenantId"), payload.get("apiKeyId"), payload.get("userId")
+        reason = str(payload.get("reason") or "AUTH_REVOKED")
+        for socket in list(self.sockets):
+            p = socket.principal
+            if p is None or p.tenant_id != tenant:
+                continue
+            if (key is not None and p.api_key_id == key) or (user is not None and p.user_id == user):
+                socket.revoke_threadsafe(reason)
+
+    def encode_json(self, data: object) -> str:
+        encoded = json.dumps(data, separators=(",", ":"))
+        if (self.max_response_bytes and len(encoded) > self.max_response_bytes
+                and isinstance(data, dict) and data.get("type") == "next"):
+            log.warning("websocket message over the size cap", extra={"bytes": len(encoded)})
+            body = {"data": None, **error_body(
+                RESPONSE_TOO_LARGE, f"the answer is {len(encoded)} bytes, over the limit of "
+                f"{self.max_response_bytes}", size=len(encoded), maximum=self.max_response_bytes)}
+            encoded = json.dumps({**data, "payload": body}, separators=(",", ":"))
+        return encoded

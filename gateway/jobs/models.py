@@ -50,6 +50,9 @@ class Job(TenantOwned, table=True):
     # Changes on every claim; a worker may only write while it holds the current token.
     run_token: str | None = Field(default=None, max_length=36)
     cancel_requested: bool = False
+    # A RUNNING job's worker renews this by heartbeat; past it, the reaper re-queues the job.
+    lease_expires_at: datetime | None = Field(default=None,
+                                              sa_column=Column(UTCDateTime(), nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

@@ -1,10 +1,14 @@
 """The protocol a worker follows on a Job row.
 
-- `claim` moves QUEUED (or RUNNING, on redelivery after a worker died) to RUNNING with a fresh
-  run token. A terminal job cannot be claimed, so a redelivered message is a no-op.
-- Every later write is conditional on that token. When a message is redelivered while an old
-  worker still runs, the newer claim wins and the old worker's next write finds no row and
-  stops: a job finishes exactly once.
+- `claim` moves QUEUED to RUNNING with a fresh run token and a lease. Only a QUEUED job can be
+  claimed, so a duplicate or redelivered message is a no-op: a job whose worker died is put
+  back to QUEUED by the reaper (gateway/jobs/upkeep.py) once its lease has expired.
+- Every later write is conditional on that token (fencing). A worker that lost its lease (it
+  was paused, or cut off, and the job was re-queued and claimed again) finds no row for its
+  token on its next write and stops: its late progress or result is refused, and a job
+  finishes exactly once.
+- Each write commits the job's event (its snapshot) through the outbox with it, and a requeue
+  commits the next message with it: nothing the row promises is lost between the two.
 - A cancel request is seen at the next progress report.
 """
 
@@ -13,14 +17,17 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.orm import Session
 from sqlmodel import select, update
 
 from gateway.db import Database, utcnow
-from gateway.events import Bus
+from gateway.jobs.delivery import JobMessages
 from gateway.jobs.models import Job, JobStatus
+from gateway.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +80,19 @@ class Claim:
 
 
 class JobRows:
-    """Conditional writes on Job rows, each followed by an event on the job's topic."""
+    """Conditional writes on Job rows, each committed with the job's event (outbox)."""
 
-    def __init__(self, db: Database, bus: Bus) -> None:
+    def __init__(self, db: Database, outbox: Outbox, messages: JobMessages, *,
+                 lease_s: float = 28.0) -> None:
         self.db = db
-        self.bus = bus
+        self.outbox = outbox
+        self.bus = outbox.bus
+        self.messages = messages
+        self.lease = timedelta(seconds=lease_s)
 
-    def _publish(self, job: Job) -> None:
-        try:
-            self.bus.publish(job_topic(job.id), snapshot(job))
-        except Exception:  # the row is the truth; a lost event shows as a sequence gap
-            log.exception("publishing job event failed", extra={"job_id": job.id})
+    def event(self, session: Session, job: Job) -> None:
+        """The job's snapshot on its topic, committed with the session's write."""
+        self.outbox.event(session, job_topic(job.id), snapshot(job))
 
     def claim(self, job_id: str, tenant_id: str) -> Claim | None:
         token = str(uuid.uuid4())
@@ -91,20 +100,25 @@ class JobRows:
         with self.db.tenant_transaction(tenant_id) as session:
             result = session.exec(
                 update(Job)
-                .where(Job.id == job_id,
-                       Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
                 .values(status=JobStatus.RUNNING.value, run_token=token,
                         attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now),
-                        updated_at=now)
+                        lease_expires_at=now + self.lease, updated_at=now)
             )
             if result.rowcount != 1:
                 return None
             job = session.exec(select(Job).where(Job.id == job_id)).one()
-        self._publish(job)
+            self.event(session, job)
+        self.messages.forget(job_id)
         return Claim(job.id, job.tenant_id, token, job.attempts, job.kind, dict(job.params))
 
     def _write(self, claim: Claim, *, require_running: bool = True, **values: Any) -> Job:
-        values["updated_at"] = utcnow()
+        now = utcnow()
+        values["updated_at"] = now
+        if values.get("status", JobStatus.RUNNING.value) == JobStatus.RUNNING.value:
+            values["lease_expires_at"] = now + self.lease  # a sign of life renews the lease
+        else:
+            values["lease_expires_at"] = None
         with self.db.tenant_transaction(claim.tenant_id) as session:
             stmt = update(Job).where(Job.id == claim.job_id, Job.run_token == claim.token)
             if require_running:
@@ -112,7 +126,7 @@ class JobRows:
             if session.exec(stmt.values(**values)).rowcount != 1:
                 raise JobSuperseded(claim.job_id)
             job = session.exec(select(Job).where(Job.id == claim.job_id)).one()
-        self._publish(job)
+            self.event(session, job)
         return job
 
     def progress(self, claim: Claim, fraction: float, message: str) -> bool:
@@ -132,8 +146,35 @@ class JobRows:
         return self._write(claim, status=JobStatus.CANCELED.value, message="canceled",
                            finished_at=utcnow())
 
-    def requeue(self, claim: Claim, message: str) -> Job:
-        return self._write(claim, status=JobStatus.QUEUED.value, message=message[:500])
+    def requeue(self, claim: Claim, message: str, *, delay_s: float = 0.0) -> Job:
+        """Back to QUEUED, its next message committed with it (sent after `delay_s`); the
+        run's token is void from here on."""
+        now = utcnow()
+        with self.db.tenant_transaction(claim.tenant_id) as session:
+            stmt = update(Job).where(Job.id == claim.job_id, Job.run_token == claim.token,
+                                     Job.status == JobStatus.RUNNING.value)
+            if session.exec(stmt.values(status=JobStatus.QUEUED.value, run_token=None,
+                                        lease_expires_at=None, message=message[:500],
+                                        updated_at=now)).rowcount != 1:
+                raise JobSuperseded(claim.job_id)
+            job = session.exec(select(Job).where(Job.id == claim.job_id)).one()
+            self.messages.send(session, job, delay_s=delay_s)
+            self.event(session, job)
+        return job
+
+    def renew(self, claims: list[Claim]) -> list[Claim]:
+        """Extend these runs' leases (one transaction); returns the claims that are lost."""
+        if not claims:
+            return []
+        now = utcnow()
+        lost = []
+        with self.db.system_transaction() as session:
+            for claim in claims:
+                stmt = update(Job).where(Job.id == claim.job_id, Job.run_token == claim.token,
+                                         Job.status == JobStatus.RUNNING.value)
+                if session.exec(stmt.values(lease_expires_at=now + self.lease)).rowcount != 1:
+                    lost.append(claim)
+        return lost
 
 
 class JobContext:

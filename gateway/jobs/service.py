@@ -1,4 +1,9 @@
-"""What resolvers call for jobs: start (idempotent by key), read, list, cancel."""
+"""What resolvers call for jobs: start (idempotent by key), read, list, cancel.
+
+`start` commits the Job row, its Dramatiq message and its first event in one transaction (the
+message and the event as outbox rows): the broker is never called while a client waits, so a
+broker outage cannot turn a committed job into an error answer, and the job runs once the
+outbox dispatcher reaches the broker."""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from gateway.auth.principal import Principal
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.events import Bus
+from gateway.jobs.delivery import JobMessages
 from gateway.jobs.kinds import JobKinds
 from gateway.jobs.models import Job, JobStatus
-from gateway.jobs.runner import job_topic, snapshot
+from gateway.jobs.runner import JobRows
 from gateway.pagination import Page, keyset_page
 from gateway.tenancy.models import Tenant
 
@@ -24,13 +30,16 @@ log = logging.getLogger(__name__)
 
 class JobService:
     def __init__(self, db: Database, bus: Bus, kinds: JobKinds, actor: dramatiq.Actor,
-                 regions: tuple[str, ...], max_page_size: int) -> None:
+                 regions: tuple[str, ...], max_page_size: int, *, rows: JobRows,
+                 messages: JobMessages) -> None:
         self.db = db
         self.bus = bus
         self.kinds = kinds
         self.actor = actor
         self.regions = regions
         self.max_page_size = max_page_size
+        self.rows = rows
+        self.messages = messages
 
     def start(self, principal: Principal, kind_name: str, params: dict[str, Any], *,
               region: str | None = None, idempotency_key: str | None = None) -> Job:
@@ -52,6 +61,8 @@ class JobService:
                       idempotency_key=idempotency_key, created_by=principal.user_id,
                       tenant_id=principal.tenant_id)
             session.add(job)
+            self.messages.send(session, job)
+            self.rows.event(session, job)
             try:
                 session.commit()
             except IntegrityError:
@@ -61,23 +72,7 @@ class JobService:
                 if existing is None:
                     raise
                 return self._same_request(existing, kind_name, params)
-        self._enqueue(job)
         return job
-
-    def _enqueue(self, job: Job) -> None:
-        message = self.actor.message(job.id, job.tenant_id).copy(queue_name=job.region)
-        try:
-            self.actor.broker.enqueue(message)
-        except Exception:
-            log.exception("enqueue failed", extra={"job_id": job.id})
-            with self.db.tenant_transaction(job.tenant_id) as session:
-                row = session.get(Job, job.id)
-                if row is not None:
-                    row.status, row.error_code = JobStatus.FAILED.value, "JOB_ENQUEUE_FAILED"
-                    row.error_message = "the job queue is unavailable; try again"
-                    row.finished_at = row.updated_at = utcnow()
-            raise
-        self.bus.publish(job_topic(job.id), snapshot(job))
 
     @staticmethod
     def _by_key(session: Any, key: str) -> Job | None:
@@ -127,14 +122,5 @@ class JobService:
                 job.cancel_requested, job.message = True, "cancel requested"
             job.updated_at = now
             session.add(job)
-        self.bus.publish(job_topic(job.id), snapshot(job))
+            self.rows.event(session, job)
         return job
-
-    def recover(self) -> int:
-        """Re-enqueue unfinished jobs; for the in-memory broker, which forgets on restart."""
-        with self.db.system_session() as session:
-            jobs = session.exec(select(Job).where(
-                col(Job.status).in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))).all()
-        for job in jobs:
-            self._enqueue(job)
-        return len(jobs)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -69,6 +69,7 @@ from gateway.strategies.errors import (
     StrategyVersionNotFound,
 )
 from gateway.strategies.models import ORIGINS, Backtest, DecisionExplanation, Strategy, StrategyVersion
+from gateway.tenancy.independence import independence_problem
 from gateway.tenancy.models import Tenant
 from plugins.sdk import Bar
 
@@ -120,8 +121,11 @@ class StrategyService:
         *,
         fx: FxConverter | None = None,
         max_page_size: int = 100,
+        approval_window: timedelta = timedelta(hours=24),
     ) -> None:
         self.db = db
+        # An approver made by the version's creator this recently is not independent of it.
+        self.approval_window = approval_window
         self.market_data = market_data
         self.policy = policy
         self.audit = audit
@@ -329,6 +333,11 @@ class StrategyService:
                 )
             if version.created_by is not None and version.created_by == principal.user_id:
                 raise SelfApproval("a version must be approved by someone other than its creator")
+            if version.created_by is not None:
+                problem = independence_problem(session, principal, version.created_by,
+                                               self.approval_window)
+                if problem is not None:
+                    raise SelfApproval(f"the approver {problem}", code="APPROVER_NOT_INDEPENDENT")
             version.approved_by, version.approved_at = principal.user_id, utcnow()
             session.add(version)
             self.audit.append(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, Index, UniqueConstraint, text
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from gateway.db import TenantOwned, TenantRoot, UTCDateTime, utcnow
@@ -20,6 +20,8 @@ class Tenant(SQLModel, TenantRoot, table=True):
     base_currency: str = Field(default="USD", max_length=3)
     home_region: str = Field(default="americas", max_length=16)
     active: bool = True
+    # Only documents the tenant registered run (gateway/tenancy/documents.py); admins are exempt.
+    trusted_documents_only: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
@@ -38,6 +40,8 @@ class User(TenantOwned, table=True):
     national_id_scheme: str | None = Field(default=None, max_length=6)  # NIDN | CCPT | CONCAT
     branch_country: str | None = Field(default=None, max_length=2)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    # Who made the user (a user id; None: the platform): separation of duties reads it.
+    created_by: str | None = Field(default=None, max_length=36)
 
 
 class ApiKey(TenantOwned, table=True):
@@ -55,6 +59,9 @@ class ApiKey(TenantOwned, table=True):
     expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # Who made the key (a user id; None: the platform). Whoever holds a key acts as its user,
+    # so a key someone made for an approver makes that approver not independent of them.
+    created_by: str | None = Field(default=None, max_length=36)
 
 
 PENDING_ONLY = text("status = 'PENDING'")
@@ -81,3 +88,40 @@ class VendorRoleRequest(TenantOwned, table=True):
     decided_by: str | None = Field(default=None, max_length=36)
     decided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     note: str | None = Field(default=None, max_length=2000)
+
+
+class RoleGrantRequest(TenantOwned, table=True):
+    """A tenant admin's request to grant a role that needs a second person (compliance_officer):
+    another tenant admin, independent of the requester, or a platform administrator decides."""
+
+    __tablename__ = "role_grant_request"
+    __table_args__ = (
+        Index("ix_role_grant_request_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="user.id", max_length=36)
+    role: str = Field(max_length=32)
+    status: str = Field(default="PENDING", max_length=16)  # PENDING | APPROVED | REJECTED
+    requested_by: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    decided_by: str | None = Field(default=None, max_length=36)
+    decided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class TrustedDocument(TenantOwned, table=True):
+    """A GraphQL document a tenant registered: in trusted-documents mode only these run. Also
+    served by hash as a persisted query."""
+
+    __tablename__ = "trusted_document"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "sha256"),
+        Index("ix_trusted_document_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    sha256: str = Field(max_length=64)
+    name: str = Field(default="", max_length=200)
+    document: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str | None = Field(default=None, max_length=36)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

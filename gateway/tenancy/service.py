@@ -2,14 +2,20 @@
 
 Who grants: a role in `PLATFORM_GRANTED_ROLES` (vendor) is granted only by the platform itself
 (`by_platform=True`: the CLI, an operator's own tooling) or by an `actor` who is a platform
-administrator; a tenant admin asks for it instead (gateway/tenancy/vendor_role.py).
+administrator; a tenant admin asks for it instead (gateway/tenancy/vendor_role.py). A role in
+`APPROVAL_ROLES` (compliance_officer) is granted by the platform, a platform administrator, or
+through a request (`request_role_grant`) that a second tenant admin approves: one independent of
+the requester (gateway/tenancy/independence.py).
+
+Credentials that stop being valid (`revoke_api_key`, `set_user_active(False)`) are announced on
+`CREDENTIALS_TOPIC`, so every replica closes the WebSockets they hold open.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -19,17 +25,23 @@ from gateway.audit import AuditEntry, AuditTrail
 from gateway.auth import apikeys
 from gateway.auth.models import CasbinRule
 from gateway.auth.policy import (
+    APPROVAL_ROLES,
+    CREDENTIALS_TOPIC,
     PLATFORM_GRANTED_ROLES,
     POLICY_TOPIC,
     AccessPolicy,
     role_subject,
     subject,
 )
+from gateway.auth.principal import Principal
 from gateway.db import Database, utcnow
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.events import Bus
+from gateway.outbox import Outbox
 from gateway.pagination import Page, keyset_page
-from gateway.tenancy.models import ApiKey, Tenant, User
+from gateway.tenancy.documents import TrustedDocuments
+from gateway.tenancy.independence import independence_problem
+from gateway.tenancy.models import ApiKey, RoleGrantRequest, Tenant, User
 
 SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -38,8 +50,15 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 class TenancyService:
     def __init__(self, db: Database, policy: AccessPolicy, bus: Bus,
-                 regions: tuple[str, ...], max_page_size: int, audit: AuditTrail) -> None:
+                 regions: tuple[str, ...], max_page_size: int, audit: AuditTrail, *,
+                 approval_window: timedelta = timedelta(hours=24),
+                 outbox: Outbox | None = None) -> None:
         self.db = db
+        # Events after a commit go through the outbox: a bus that is down delays them, and
+        # never turns the committed write into an error answer.
+        self.outbox = outbox
+        self.approval_window = approval_window
+        self.documents = TrustedDocuments(db, audit, max_page_size)  # trusted-documents mode
         self.audit = audit  # permission and configuration changes are recorded with them
         self.policy = policy
         self.bus = bus
@@ -113,6 +132,7 @@ class TenancyService:
                     by_platform: bool = False) -> User:
         self.check_grantor(roles, actor=actor, by_platform=by_platform)
         user = self._new_user(tenant_id, email, display_name)
+        user.created_by = actor
         grants = self.policy.grant_rows(user.id, roles, tenant_id)
         try:
             with self.db.tenant_transaction(tenant_id) as session:
@@ -128,15 +148,21 @@ class TenancyService:
 
     def check_grantor(self, roles: list[str] | tuple[str, ...], *, actor: str | None,
                       by_platform: bool = False) -> None:
-        """FORBIDDEN unless the platform or a platform administrator grants these roles."""
+        """FORBIDDEN unless the platform or a platform administrator grants these roles (a
+        tenant admin asks: requestVendorRole, requestRoleGrant)."""
         reserved = sorted(set(roles) & PLATFORM_GRANTED_ROLES)
-        if not reserved or by_platform:
+        second = sorted(set(roles) & APPROVAL_ROLES)
+        if not (reserved or second) or by_platform:
             return
         if actor is not None and self.policy.is_platform_admin(actor):
             return
-        raise Forbidden(f"the {reserved[0]} role is granted by a platform administrator only; "
-                        "a tenant admin requests it (requestVendorRole)",
-                        code="VENDOR_ROLE_NEEDS_PLATFORM")
+        if reserved:
+            raise Forbidden(f"the {reserved[0]} role is granted by a platform administrator only; "
+                            "a tenant admin requests it (requestVendorRole)",
+                            code="VENDOR_ROLE_NEEDS_PLATFORM")
+        raise Forbidden(f"the {second[0]} role needs a second person: request it (requestRoleGrant) "
+                        "and another tenant admin or a platform administrator approves",
+                        code="ROLE_GRANT_NEEDS_APPROVAL")
 
     @staticmethod
     def _new_user(tenant_id: str, email: str, display_name: str) -> User:
@@ -265,7 +291,13 @@ class TenancyService:
 
     def policy_changed(self) -> None:
         self.policy.reload()
-        self.bus.publish(POLICY_TOPIC, {"at": utcnow().isoformat()})
+        self._publish(POLICY_TOPIC, {"at": utcnow().isoformat()})
+
+    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.outbox is not None:
+            self.outbox.publish(topic, payload)
+        else:
+            self.bus.publish(topic, payload)
 
     # API keys.
     def create_api_key(self, tenant_id: str, user_id: str, name: str, *,
@@ -287,7 +319,8 @@ class TenancyService:
         material = apikeys.generate(token)
         key = ApiKey(tenant_id=tenant_id, user_id=user_id, name=name.strip(),
                      key_id=material.key_id, salt=material.salt,
-                     secret_hash=material.secret_hash, expires_at=expires_at)
+                     secret_hash=material.secret_hash, expires_at=expires_at,
+                     created_by=None if by_platform else actor)
         try:
             with self.db.tenant_transaction(tenant_id) as session:
                 session.add(key)
@@ -306,12 +339,113 @@ class TenancyService:
             key = session.exec(select(ApiKey).where(ApiKey.id == api_key_id)).first()
             if key is None:
                 raise NotFound(f"no API key {api_key_id}", code="APIKEY_NOT_FOUND")
-            if key.revoked_at is None:
+            revoked = key.revoked_at is None
+            if revoked:
                 key.revoked_at = utcnow()
                 session.add(key)
                 self.audit.append(session, tenant_id, [AuditEntry(
                     "apikey.revoked", key.id, {"userId": key.user_id, "keyId": key.key_id}, actor)])
+        if revoked:
+            self.credentials_revoked(tenant_id, "AUTH_KEY_REVOKED", api_key_id=key.id)
         return key
+
+    def credentials_revoked(self, tenant_id: str, reason: str, *, api_key_id: str | None = None,
+                            user_id: str | None = None) -> None:
+        """Tell every replica (after commit) to close the WebSockets these credentials opened."""
+        self._publish(CREDENTIALS_TOPIC, {"tenantId": tenant_id, "apiKeyId": api_key_id,
+                                          "userId": user_id, "reason": reason})
+
+    def set_user_active(self, tenant_id: str, user_id: str, active: bool, *,
+                        actor: str | None = None) -> User:
+        """Deactivate (every credential of the user stops at once, open sockets close) or
+        reactivate a user. A user does not deactivate itself (the last admin would lock the
+        tenant out)."""
+        if not active and actor == user_id:
+            raise InvalidInput("a user cannot deactivate itself", code="USER_SELF_DEACTIVATION")
+        with self.db.tenant_transaction(tenant_id) as session:
+            user = session.exec(select(User).where(User.id == user_id)).first()
+            if user is None:
+                raise NotFound(f"no user {user_id}", code="USER_NOT_FOUND")
+            changed = user.active != active
+            if changed:
+                user.active = active
+                session.add(user)
+                self.audit.append(session, tenant_id, [AuditEntry(
+                    "user.activated" if active else "user.deactivated", user_id, {}, actor)])
+            session.flush()
+            session.refresh(user)
+            session.expunge(user)
+        if changed and not active:
+            self.credentials_revoked(tenant_id, "AUTH_USER_DEACTIVATED", user_id=user_id)
+        return user
+
+    # Role grants that need a second person (APPROVAL_ROLES).
+    def request_role_grant(self, tenant_id: str, user_id: str, role: str, *, requested_by: str
+                           ) -> RoleGrantRequest:
+        """A PENDING request; asking again for the same user and role answers the pending one."""
+        if role not in APPROVAL_ROLES:
+            raise InvalidInput(f"only {', '.join(sorted(APPROVAL_ROLES))} is requested; grant other "
+                               "roles with grantRole", code="ROLE_INVALID")
+        self.user(tenant_id, user_id)  # NotFound for another tenant's user
+        if role in self.policy.roles(user_id, tenant_id):
+            raise Conflict(f"that user holds {role} already", code="ROLE_HELD")
+        with self.db.tenant_transaction(tenant_id) as session:
+            pending = session.exec(select(RoleGrantRequest).where(
+                RoleGrantRequest.user_id == user_id, RoleGrantRequest.role == role,
+                RoleGrantRequest.status == "PENDING")).first()
+            if pending is not None:
+                session.expunge(pending)
+                return pending
+            row = RoleGrantRequest(tenant_id=tenant_id, user_id=user_id, role=role,
+                                   requested_by=requested_by)
+            session.add(row)
+            session.flush()
+            self.audit.append(session, tenant_id, [AuditEntry(
+                "role_grant.requested", row.id, {"userId": user_id, "role": role}, requested_by)])
+            session.refresh(row)
+            session.expunge(row)
+        return row
+
+    def decide_role_grant(self, request_id: str, decider: Principal, approve: bool, *,
+                          platform_admin: bool = False) -> RoleGrantRequest:
+        """Approve (the role is granted in the same transaction) or reject. A tenant admin
+        decides its own tenant's requests and must be independent of the requester; a platform
+        administrator decides any tenant's (`platform_admin`), but not its own request."""
+        scope = None if platform_admin else decider.tenant_id
+        with (self.db.system_transaction() if scope is None
+              else self.db.tenant_transaction(scope)) as session:
+            row = session.exec(select(RoleGrantRequest).where(RoleGrantRequest.id == request_id)
+                               .with_for_update()).first()
+            if row is None:
+                raise NotFound(f"no role grant request {request_id}", code="ROLE_GRANT_NOT_FOUND")
+            if row.status != "PENDING":
+                raise Conflict(f"the request is {row.status} already", code="ROLE_GRANT_DECIDED")
+            if row.requested_by == decider.user_id:
+                raise Forbidden("a request is decided by someone other than its requester",
+                                code="ROLE_GRANT_SELF_APPROVAL")
+            if not platform_admin:
+                problem = independence_problem(session, decider, row.requested_by,
+                                               self.approval_window)
+                if problem is not None:
+                    raise Forbidden(f"the decider {problem}", code="APPROVER_NOT_INDEPENDENT")
+            row.status = "APPROVED" if approve else "REJECTED"
+            row.decided_by, row.decided_at = decider.user_id, utcnow()
+            session.add(row)
+            if approve:
+                self.add_role(session, row.tenant_id, row.user_id, row.role, actor=decider.user_id)
+            self.audit.append(session, row.tenant_id, [AuditEntry(
+                f"role_grant.{row.status.lower()}", row.id, {"userId": row.user_id, "role": row.role},
+                decider.user_id)])
+            session.flush()
+            session.refresh(row)
+            session.expunge(row)
+        if approve:
+            self.policy_changed()
+        return row
+
+    def role_grant_requests(self, tenant_id: str, *, first: int, after: str | None = None
+                            ) -> Page[RoleGrantRequest]:
+        return self._page(tenant_id, RoleGrantRequest, first, after)
 
     def _page(self, tenant_id: str, model: Any, first: int, after: str | None) -> Page[Any]:
         return keyset_page(self.db, tenant_id, select(model), model, first=first, after=after,

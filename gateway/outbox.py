@@ -1,0 +1,341 @@
+"""The transactional outbox: work a write triggers is committed with the write, then delivered.
+
+A service adds outbox rows in the session of its domain write, so the row and the work it
+stands for (a job's Dramatiq message, an event on the bus) commit or roll back together. A
+dispatcher thread delivers committed rows and deletes them, retrying with backoff until the
+broker or the bus takes them: a Redis outage delays work, it never loses it, and it never turns
+a committed write into an error answer.
+
+Two kinds of row:
+
+- work rows (`add`), delivered by the dispatcher only, woken at once by a local commit and
+  otherwise polling (`outbox_poll_ms`); rows are taken `FOR UPDATE SKIP LOCKED` on PostgreSQL,
+  so every gateway and worker runs a dispatcher and none delivers a row twice;
+- events (`event`), published by the writer right after its commit (so subscribers see them as
+  soon as before, in commit order), with the row as the guarantee: a publish that fails leaves
+  the row to the dispatcher, which publishes pending events in id order, one process at a time
+  (a PostgreSQL advisory lock), after a short grace that keeps it from racing the writer.
+
+Delivery is at least once: a process that dies between delivering and deleting delivers again.
+Consumers are idempotent (a job message for a job that is not QUEUED is dropped; an event is a
+snapshot of current state).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, delete, event, func, or_, select
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from gateway.db import Database, UTCDateTime, utcnow
+from gateway.events import Bus
+
+log = logging.getLogger(__name__)
+
+EVENT = "event"
+PENDING_KEY = "alphintra.outbox.pending"
+HOOKED_KEY = "alphintra.outbox.hooked"
+BATCH = 200
+# An event row is left to the writer at least this long before a dispatcher may publish it: the
+# writer publishes right after commit, and its own dispatcher deletes what it published on its
+# next round (at most a poll, or a retry wait, later).
+MIN_EVENT_GRACE_S = 2.0
+# One process at a time publishes pending events, so a topic's events keep their order.
+EVENT_LOCK_KEY = 0x0A1F_0B0C  # pg_try_advisory_xact_lock key; any constant of our own
+# After an inline publish fails, the next ones go straight to the outbox for this long instead
+# of each request waiting on a bus that is down.
+BUS_COOLDOWN_S = 1.0
+# A failed row stays at the head of its kind (the dispatcher backs off as a whole, so order is
+# kept through an outage) until it has failed this often; then it is postponed on its own.
+HEAD_OF_LINE_ATTEMPTS = 20
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+class OutboxRow(SQLModel, table=True):
+    """Work committed with a domain write and not yet delivered (deleted once it is)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_kind_key", "kind", "key"),
+        Index("ix_outbox_available_at", "available_at"),
+    )
+
+    # BIGINT on PostgreSQL; INTEGER on SQLite, where only that type autoincrements.
+    id: int | None = Field(default=None, sa_column=Column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True))
+    kind: str = Field(max_length=16)  # "event", or a handler's name ("job")
+    key: str = Field(max_length=200)  # an event's topic; a job's id
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow,
+                                 sa_column=Column(UTCDateTime(), nullable=False))
+    available_at: datetime = Field(default_factory=utcnow,
+                                   sa_column=Column(UTCDateTime(), nullable=False))
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class Outbox:
+    """Rows in the caller's session, delivery after commit, and the dispatcher thread."""
+
+    def __init__(self, db: Database, bus: Bus, *, poll_ms: int = 500,
+                 retry_max_ms: int = 5_000) -> None:
+        self.db = db
+        self.bus = bus
+        self.poll_s = poll_ms / 1000
+        self.retry_max_s = retry_max_ms / 1000
+        self.event_grace = timedelta(seconds=max(MIN_EVENT_GRACE_S,
+                                                 self.poll_s + self.retry_max_s))
+        self.handlers: dict[str, Handler] = {EVENT: self._publish_event}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._owners = 0
+        self._owners_lock = threading.Lock()
+        self._published: list[int] = []  # event rows published inline, deleted on the next tick
+        self._handoff: set[int] = set()  # event rows whose inline publish failed: due at once
+        self._published_lock = threading.Lock()
+        self._bus_down_until = 0.0
+        self._backlog = False  # events wait in the outbox: new ones must not overtake them
+        self._failures = 0
+        self._postgres = db.engine.dialect.name == "postgresql"
+
+    # Writing rows (inside the caller's transaction).
+    def register(self, kind: str, handler: Handler) -> None:
+        """`handler(payload)` delivers one row of `kind`, raising if it could not."""
+        if kind in self.handlers:
+            raise ValueError(f"outbox kind {kind!r} is already registered")
+        self.handlers[kind] = handler
+
+    def add(self, session: Session, kind: str, key: str, payload: dict[str, Any], *,
+            delay_s: float = 0.0) -> OutboxRow:
+        """A row the dispatcher delivers once the session commits (and `delay_s` has passed)."""
+        if kind not in self.handlers:
+            raise ValueError(f"no outbox handler for {kind!r}")
+        now = utcnow()
+        row = OutboxRow(kind=kind, key=key[:200], payload=payload, created_at=now,
+                        available_at=now + timedelta(seconds=delay_s))
+        session.add(row)
+        self._pending(session).append((row, False))
+        return row
+
+    def event(self, session: Session, topic: str, payload: dict[str, Any]) -> OutboxRow:
+        """An event published when the session commits; kept for the dispatcher if that fails."""
+        now = utcnow()
+        # While earlier events wait in the outbox (the bus failed), new ones queue behind them
+        # rather than overtake them: the dispatcher publishes them all, in order, at once.
+        inline = not self._inline_paused()
+        row = OutboxRow(kind=EVENT, key=topic[:200],
+                        payload={"topic": topic, "payload": payload}, created_at=now,
+                        available_at=now + self.event_grace if inline else now)
+        session.add(row)
+        self._pending(session).append((row, inline))
+        return row
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        """For a write already committed: publish now, or keep the event for the dispatcher.
+        Never raises: the write happened, and a client must not be told otherwise."""
+        if not self._inline_paused():
+            try:
+                self.bus.publish(topic, payload)
+                return
+            except Exception:
+                self._bus_failed(topic)
+        try:
+            with self.db.system_transaction() as session:
+                session.add(OutboxRow(kind=EVENT, key=topic[:200],
+                                      payload={"topic": topic, "payload": payload}))
+            self._wake.set()
+        except Exception:
+            log.exception("event could not be published nor kept; it is lost",
+                          extra={"topic": topic})
+
+    def _inline_paused(self) -> bool:
+        return self._backlog or time.monotonic() < self._bus_down_until
+
+    def _pending(self, session: Session) -> list[tuple[OutboxRow, bool]]:
+        if not session.info.get(HOOKED_KEY):
+            session.info[HOOKED_KEY] = True
+            event.listen(session, "after_commit", self._after_commit)
+            event.listen(session, "after_soft_rollback", self._after_rollback)
+        return session.info.setdefault(PENDING_KEY, [])
+
+    @staticmethod
+    def _after_rollback(session: Session, previous_transaction: Any) -> None:
+        if previous_transaction.parent is None:  # the outermost transaction: rows are gone
+            session.info.pop(PENDING_KEY, None)
+
+    def _after_commit(self, session: Session) -> None:
+        rows: list[tuple[OutboxRow, bool]] = session.info.pop(PENDING_KEY, [])
+        if not rows:
+            return
+        published: list[int] = []
+        wake = False
+        for row, inline in rows:
+            wake = wake or not inline
+            if not inline:  # work for the dispatcher, or an event queued behind a backlog
+                continue
+            if not self._inline_paused():
+                try:
+                    self.bus.publish(row.payload["topic"], row.payload["payload"])
+                    if row.id is not None:
+                        published.append(row.id)
+                    continue
+                except Exception:
+                    self._bus_failed(row.payload["topic"])
+            # Not published: the row stays, and the dispatcher publishes it (in order, with
+            # those behind it) as soon as the bus is back, without waiting out the grace.
+            if row.id is not None:
+                with self._published_lock:
+                    self._handoff.add(row.id)
+            wake = True
+        if published:
+            if self.running:
+                with self._published_lock:
+                    self._published.extend(published)
+            else:  # no dispatcher here to tidy up later: delete now
+                self._delete_ids(published)
+        if wake:
+            self._wake.set()
+
+    def _bus_failed(self, topic: str) -> None:
+        self._bus_down_until = time.monotonic() + BUS_COOLDOWN_S
+        self._backlog = self.running  # with no dispatcher here, rows wait for another process's
+        log.warning("publishing an event failed; the outbox will deliver it",
+                    extra={"topic": topic}, exc_info=True)
+
+    def _publish_event(self, payload: dict[str, Any]) -> None:
+        self.bus.publish(payload["topic"], payload["payload"])
+
+    def _delete_ids(self, ids: list[int]) -> None:
+        try:
+            with self.db.system_transaction() as session:
+                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(ids)))  # type: ignore[union-attr]
+        except Exception:  # they are published again after the grace: a duplicate, not a loss
+            log.exception("deleting published outbox rows failed")
+
+    # The dispatcher.
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the dispatcher (idempotent per owner; `stop` by each owner)."""
+        with self._owners_lock:
+            self._owners += 1
+            if self._thread is not None:
+                return
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="outbox-dispatcher",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, *, force: bool = False) -> None:
+        with self._owners_lock:
+            self._owners = 0 if force else max(self._owners - 1, 0)
+            if self._owners or self._thread is None:
+                return
+            thread, self._thread = self._thread, None
+        self._stopping.set()
+        self._wake.set()
+        thread.join(timeout=10)
+        self._flush_published()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()  # before the round: a wake during it starts the next one at once
+            delay = self.poll_s
+            try:
+                self._flush_published()
+                delivered, failed = self.deliver_once()
+                if failed:
+                    self._failures += 1
+                    delay = self._backoff(self._failures)
+                else:
+                    self._failures = 0
+                    if delivered >= BATCH:
+                        delay = 0.0  # more are waiting
+                    elif not self._handoff:
+                        self._backlog = False  # caught up: writers publish inline again
+            except Exception:
+                self._failures += 1
+                delay = self._backoff(self._failures)
+                log.exception("outbox dispatch failed; retrying in %.1f s", delay)
+            if delay:
+                self._wake.wait(delay)
+
+    def _backoff(self, failures: int) -> float:
+        return min(0.1 * 2 ** min(failures, 16), self.retry_max_s)
+
+    def _flush_published(self) -> None:
+        with self._published_lock:
+            ids, self._published = self._published, []
+        if ids:
+            self._delete_ids(ids)
+
+    def deliver_once(self, *, now: datetime | None = None) -> tuple[int, int]:
+        """Deliver the rows that are due; returns (delivered, failed). One transaction: rows
+        are locked while delivered, deleted when delivered, postponed when not."""
+        now = now or utcnow()
+        delivered: list[int] = []
+        failed = 0
+        with self._published_lock:
+            handoff = list(self._handoff)
+        with self.db.system_transaction() as session:
+            due = OutboxRow.available_at <= now
+            if handoff:
+                due = or_(due, OutboxRow.id.in_(handoff))  # type: ignore[union-attr]
+            stmt = select(OutboxRow).where(due)
+            if self._postgres and not session.execute(
+                    select(func.pg_try_advisory_xact_lock(EVENT_LOCK_KEY))).scalar():
+                stmt = stmt.where(OutboxRow.kind != EVENT)  # another process publishes events
+            stmt = stmt.order_by(OutboxRow.id).limit(BATCH).with_for_update(skip_locked=True)  # type: ignore[arg-type]
+            rows = session.execute(stmt).scalars().all()
+            blocked: set[str] = set()  # a kind whose delivery failed waits, keeping its order
+            for row in rows:
+                if row.kind in blocked:
+                    continue
+                handler = self.handlers.get(row.kind)
+                try:
+                    if handler is None:
+                        raise LookupError(f"no outbox handler for {row.kind!r}")
+                    handler(row.payload)
+                except Exception as exc:
+                    failed += 1
+                    blocked.add(row.kind)
+                    row.attempts += 1
+                    row.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    if row.attempts >= HEAD_OF_LINE_ATTEMPTS:
+                        # Likely this row, not the broker: let the rows behind it pass.
+                        row.available_at = now + timedelta(seconds=self._backoff(row.attempts))
+                    session.add(row)
+                    log.warning("outbox delivery failed (attempt %s); retrying", row.attempts,
+                                extra={"kind": row.kind, "key": row.key}, exc_info=True)
+                    continue
+                delivered.append(row.id)  # type: ignore[arg-type]
+            if delivered:
+                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(delivered)))  # type: ignore[union-attr]
+        # Handed-off rows stay due at once only while they wait here (failed or blocked);
+        # delivered, or taken by another process, they are done.
+        waiting = {row.id for row in rows} - set(delivered)
+        with self._published_lock:
+            self._handoff.difference_update(set(handoff) - waiting)
+        return len(delivered), failed
+
+    def pending(self, kind: str | None = None) -> int:
+        """Rows not yet delivered (for health checks and tests)."""
+        with self.db.system_session() as session:
+            stmt = select(func.count()).select_from(OutboxRow)
+            if kind is not None:
+                stmt = stmt.where(OutboxRow.kind == kind)
+            return int(session.execute(stmt).scalar_one())
