@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-host lint bench bench-strategies bench-defi bench-plugins clean
+.PHONY: run test install sandbox-host browser-host frontend frontend-test lint bench bench-strategies bench-defi bench-plugins clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) sandbox-host
+install: $(STAMP) sandbox-host browser-host
 
 # bubblewrap, one of the plugin sandbox's layers (docs/sandbox.md), from Debian's packages
 # where this user may install them; without it the sandbox runs on its other layers.
@@ -22,6 +22,26 @@ sandbox-host:
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
 	  echo "bubblewrap is not installed: plugins run sandboxed without it (docs/sandbox.md)"
 
+# Chromium from Debian's packages for the console's browser tests (tests/test_console_browser.py
+# drives it with Playwright, which never downloads a browser of its own).
+browser-host:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }; }; } || \
+	  echo "chromium is not installed: the console's browser tests will be skipped"
+
+# The web console: rebuilt from frontend/ with npm from its lockfile into the Python package
+# (gateway/http/console_dist, committed: `make run` needs no node). docs/console.md.
+frontend:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+# The console's unit tests (Vitest), where npm is installed.
+frontend-test:
+	@if command -v npm >/dev/null; then \
+	  cd frontend && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || \
+	    npm ci --no-audit --no-fund; } && npm test; \
+	else echo "npm is not installed: the console's unit tests did not run"; fi
+
 run: install
 	$(BIN)/alphintra migrate
 	$(BIN)/alphintra seed-demo
@@ -29,6 +49,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory frontend-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
@@ -39,6 +60,7 @@ bench: install
 	$(BIN)/python bench/marketplace_publish.py
 	$(BIN)/python bench/audit_trail.py
 	$(BIN)/python bench/order_intake.py  # needs ALPHINTRA_DATABASE_URL: a PostgreSQL database of its own
+	$(BIN)/python bench/slippage.py
 
 bench-strategies: install
 	$(BIN)/python bench/strategy_lab.py

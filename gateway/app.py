@@ -18,14 +18,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from strawberry.http.ides import get_graphql_ide_html
 
-from gateway.auth.policy import POLICY_TOPIC
+from gateway.auth.policy import CREDENTIALS_TOPIC, POLICY_TOPIC
+from gateway.http.console import console_routes, graphiql_page
 from gateway.http.graphql import GraphQLEndpoint
 from gateway.http.health import healthz, metrics_route, readiness
-from gateway.http.middleware import RequestMiddleware
+from gateway.http.middleware import RequestMiddleware, cors_middleware
 from gateway.http.reports import report_download
 from gateway.http.websocket import SubscriptionEndpoint
 from gateway.jobs.broker import start_worker
@@ -101,9 +101,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if tracer is None:
         tracer, _provider = make_tracer(settings)
     graphql = GraphQLEndpoint(schema, runtime, metrics, tracer=tracer,
-                              graphiql_html=get_graphql_ide_html(graphql_ide="graphiql"),
+                              graphiql=graphiql_page,
                               federated=federated)
-    subscriptions = SubscriptionEndpoint(schema, runtime)
+    subscriptions = SubscriptionEndpoint(schema, runtime, graphql)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             log.info(layers)
         # installed plugins, each tenant on its own thread: a slow import delays only that tenant
         await asyncio.to_thread(runtime.marketplace.restore)
+        # a revoked key or deactivated user closes its sockets on every replica
+        await runtime.bus.listen(CREDENTIALS_TOPIC, subscriptions.on_credentials_revoked)
         if settings.redis_url:  # in one process the policy object is already up to date
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         warming = None
@@ -131,9 +133,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         worker = None
         if settings.runs_embedded_worker:
             worker = start_worker(runtime.broker, settings.regions, settings.worker_threads)
-            recovered = runtime.jobs.recover()
-            if recovered:
-                log.info("re-enqueued %s unfinished jobs", recovered)
+        runtime.start_delivery()  # the outbox dispatcher and the job reaper
+        if settings.runs_embedded_worker and not settings.redis_url:
+            # the in-memory broker forgot its messages with the last process: send them now
+            await asyncio.to_thread(runtime.job_reaper.reap, queued_age_s=0)
         # What start-up built (schemas, plugins, calendars: ~300k objects) lives as long as the
         # process: out of the collector's full passes, which otherwise rescan all of it and
         # cost ~15 % of order intake's CPU. Given back to the collector on shutdown.
@@ -148,6 +151,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 await warming
             if worker is not None:
                 worker.stop(timeout=5_000)
+            await asyncio.to_thread(runtime.stop_delivery)
             await asyncio.to_thread(runtime.marketplace.stop)  # flushes metering
             # DeFi event pollers start with the first defiEvents subscription; stop any here.
             await asyncio.to_thread(runtime.defi_events.stop)
@@ -156,9 +160,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def strategy_schema(request: Request) -> Response:
         # The strategy DSL's published JSON Schema: public, the same for every tenant.
         return JSONResponse(STRATEGY_SCHEMA, media_type="application/schema+json")
-
-    async def root(request: Request) -> Response:
-        return RedirectResponse("/graphql")
 
     app = Starlette(
         routes=[
@@ -169,9 +170,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route("/metrics", metrics_route(metrics)),
             Route("/reports/{id}", report_download(runtime)),
             Route("/schemas/strategy.json", strategy_schema),
-            Route("/", root),
+            *console_routes(runtime),  # /console (the web console), / redirecting there
         ],
-        middleware=[Middleware(RequestMiddleware, metrics=metrics,
+        middleware=[*cors_middleware(settings),
+                    Middleware(RequestMiddleware, metrics=metrics,
                                max_body_bytes=settings.max_body_bytes)],
         lifespan=lifespan,
     )

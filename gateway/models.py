@@ -20,6 +20,12 @@ from gateway.fx.models import (
 )
 from gateway.jobs.models import Job
 from gateway.marketdata.models import TenantDataFile
+from gateway.marketdata.state_models import (
+    MarketHalt,
+    MarketStateVersion,
+    ShortSaleDesignation,
+    ShortSaleRestrictionRow,
+)
 from gateway.marketplace.install_models import (
     PluginInstallation,
     PluginInstallationEvent,
@@ -28,11 +34,19 @@ from gateway.marketplace.install_models import (
     TenantBuiltinPlugin,
 )
 from gateway.marketplace.models import Plugin, PluginVersion, Vendor
+from gateway.outbox import OutboxRow
 from gateway.reports.models import ReportFile
 from gateway.strategies.models import Backtest, DecisionExplanation, Strategy, StrategyVersion
 from gateway.strategies.news_models import NewsAnalysis
 from gateway.strategies.synthesis_models import SynthesisRun
-from gateway.tenancy.models import ApiKey, Tenant, User, VendorRoleRequest
+from gateway.tenancy.models import (
+    ApiKey,
+    RoleGrantRequest,
+    Tenant,
+    TrustedDocument,
+    User,
+    VendorRoleRequest,
+)
 from gateway.trading.models import (
     AccountPosition,
     ComplianceControlsRow,
@@ -41,6 +55,7 @@ from gateway.trading.models import (
     Locate,
     Order,
     OrderEvent,
+    OrderStreamHead,
     TradingAccount,
 )
 
@@ -69,9 +84,13 @@ __all__ = [
     "HedgePosition",
     "Job",
     "Locate",
+    "MarketHalt",
+    "MarketStateVersion",
     "NewsAnalysis",
     "Order",
     "OrderEvent",
+    "OrderStreamHead",
+    "OutboxRow",
     "Plugin",
     "PluginInstallation",
     "PluginInstallationEvent",
@@ -81,6 +100,9 @@ __all__ = [
     "Portfolio",
     "Position",
     "ReportFile",
+    "RoleGrantRequest",
+    "ShortSaleDesignation",
+    "ShortSaleRestrictionRow",
     "Strategy",
     "StrategyVersion",
     "SynthesisRun",
@@ -88,6 +110,7 @@ __all__ = [
     "TenantBuiltinPlugin",
     "TenantDataFile",
     "TradingAccount",
+    "TrustedDocument",
     "UnsettledTrade",
     "User",
     "Vendor",

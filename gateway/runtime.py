@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,12 +33,15 @@ from gateway.federated.kind import FEDERATED_TRAIN
 from gateway.fx.service import FxService
 from gateway.jobs.actors import JobExecutor, declare_run_job
 from gateway.jobs.broker import build_broker
+from gateway.jobs.delivery import JobMessages, make_ledger
 from gateway.jobs.diagnostics import DIAGNOSTICS
 from gateway.jobs.kinds import JobKinds
 from gateway.jobs.runner import JobRows
 from gateway.jobs.service import JobService
+from gateway.jobs.upkeep import JobReaper, LeaseKeeper
 from gateway.marketdata import MarketDataService
 from gateway.marketdata.service import HOOK as MARKET_DATA_HOOK
+from gateway.marketdata.state import MarketStateService
 from gateway.marketdata.tenant_files import TenantFiles
 from gateway.marketdata.uploads import TenantUploads
 from gateway.marketplace.builtins import BuiltinSwitches
@@ -46,6 +50,7 @@ from gateway.marketplace.install import Installations, build_installations
 from gateway.marketplace.publishing import MarketplacePublishing
 from gateway.marketplace.sandbox.proxies import check_packs
 from gateway.markets.service import MarketsService
+from gateway.outbox import Outbox
 from gateway.patterns import PatternService
 from gateway.quantum import PortfolioOptimisationService
 from gateway.quantum.job import portfolio_optimisation_kind
@@ -80,6 +85,7 @@ class Runtime:
     markets: MarketsService  # venues and sessions; its clock is the system's unless a test's
     market_data: MarketDataService  # instruments, bars and quotes from data-source plugins
     market_data_files: TenantUploads  # a tenant's own data files, uploaded through the API
+    market_state: MarketStateService  # halts, short-sale restrictions and lists: what compliance sees
     portfolio: PortfolioOptimisationService  # portfolio optimisation on optimiser plugins
     fx: FxService  # portfolios, FX exposure and hedging, on FX-provider plugins
     patterns: PatternService  # chart patterns in recent bars, by a spiking network trained on first use
@@ -102,7 +108,26 @@ class Runtime:
     strategies: StrategyService  # strategy lab: versions, approvals, backtests, explained decisions
     strategy_ai: LLMLab  # LLM providers, news analysis, strategy synthesis and improvement
 
+    outbox: Outbox  # delivers jobs' messages and events committed with their writes
+    job_reaper: JobReaper  # re-queues dead workers' jobs, re-sends lost messages
+    job_leases: LeaseKeeper  # renews the leases of the jobs this process runs
+
+    def start_delivery(self) -> None:
+        """The outbox dispatcher and the job reaper, in a process whose broker has consumers
+        (Redis, or the embedded worker); once per owner, `stop_delivery` by each."""
+        if self.settings.redis_url or self.settings.runs_embedded_worker:
+            self.outbox.start()
+            self.job_reaper.start()
+
+    def stop_delivery(self) -> None:
+        if self.settings.redis_url or self.settings.runs_embedded_worker:
+            self.job_reaper.stop()
+            self.outbox.stop()
+
     def close(self) -> None:
+        self.job_reaper.stop(force=True)
+        self.job_leases.stop()
+        self.outbox.stop(force=True)
         self.audit.checkpointer.drain()
         self.broker.close()
         self.marketplace.meter.close()
@@ -117,8 +142,21 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     kinds.register(DIAGNOSTICS)
     kinds.register(FEDERATED_TRAIN)  # imports flwr and ray only when a job runs
     broker = build_broker(settings)
-    executor = JobExecutor(JobRows(db, bus), kinds, settings.job_max_retries)
+    # Jobs' messages and events commit with their writes and are delivered from the outbox.
+    outbox = Outbox(db, bus, poll_ms=settings.outbox_poll_ms,
+                    retry_max_ms=settings.outbox_retry_max_ms)
+    job_messages = JobMessages(outbox, broker, make_ledger(settings.redis_url,
+                                                           settings.redis_namespace))
+    job_rows = JobRows(db, outbox, job_messages, lease_s=settings.job_lease_written_s)
+    job_leases = LeaseKeeper(job_rows, settings.job_heartbeat_ms / 1000)
+    executor = JobExecutor(job_rows, kinds, settings.job_max_retries, leases=job_leases,
+                           min_backoff_ms=settings.job_min_backoff_ms,
+                           max_backoff_ms=settings.job_max_backoff_ms)
     actor = declare_run_job(broker, executor, settings)
+    job_reaper = JobReaper(db, job_rows, job_messages,
+                           interval_s=settings.job_reaper_interval_ms / 1000,
+                           redeliver_after_s=settings.job_redeliver_after_ms / 1000,
+                           max_attempts=settings.job_max_retries + 1)
     plugins = PluginHost(BUILTINS)
     markets = MarketsService()
     market_data = MarketDataService(plugins, markets.directory, now=markets.now,
@@ -132,7 +170,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     for report_kind in reports.job_kinds():
         kinds.register(report_kind)
     fx = FxService.from_plugins(db, plugins, settings.max_page_size)
-    strategies = StrategyService(db, market_data, policy, audit, fx=fx, max_page_size=settings.max_page_size)
+    strategies = StrategyService(db, market_data, policy, audit, fx=fx, max_page_size=settings.max_page_size,
+                                 approval_window=timedelta(hours=settings.approval_window_hours))
     kinds.register(strategy_backtest_kind(strategies))
     strategy_ai = build_llm_lab(settings, db, plugins, market_data, strategies, markets.now)
     strategies.use_news(strategy_ai.news.signals_for)  # news_sentiment series for backtest jobs
@@ -150,10 +189,14 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     kinds.register(defi_vaults.kind())
     defi_events = DefiEventPoller(db, bus, chains, world_sources(defi_world),
                                   interval_seconds=settings.defi_event_poll_ms / 1000)
-    tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit)
+    tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit,
+                             approval_window=timedelta(hours=settings.approval_window_hours),
+                             outbox=outbox)
     marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory, chains)
     builtin_plugins = BuiltinSwitches(db, plugins, audit)
-    orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size)
+    market_state = MarketStateService(db, bus, market_data, markets.directory, audit)
+    orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size,
+                          market_state=market_state)
     tenant_files = TenantFiles(settings.marketdata_tenant_dir, markets.directory, settings.marketdata_adjust)
     market_data_files = TenantUploads(db, audit, markets.directory, settings.marketdata_adjust)
     _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio,
@@ -166,13 +209,18 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         authenticator=Authenticator(db, policy, settings),
         broker=broker,
         job_kinds=kinds,
-        jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size),
+        jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size,
+                        rows=job_rows, messages=job_messages),
+        outbox=outbox,
+        job_reaper=job_reaper,
+        job_leases=job_leases,
         tenancy=tenancy,
         vendor_roles=VendorRoleRequests(db, tenancy, audit, settings.max_page_size),
         plugins=plugins,
         markets=markets,
         market_data=market_data,
         market_data_files=market_data_files,
+        market_state=market_state,
         portfolio=portfolio,
         fx=fx,
         patterns=PatternService(market_data),

@@ -38,6 +38,9 @@ class Settings:
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = 30
     demo_api_key: str | None = None
+    # The web console's partner domains: "host=tenant-slug" pairs; the console served on such a
+    # host shows that tenant's white label before sign-in (gateway/http/console.py).
+    console_hosts: tuple[str, ...] = ()
 
     # GraphQL protections.
     introspection: bool = True
@@ -50,6 +53,31 @@ class Settings:
     max_body_bytes: int = 1_000_000
     parse_cache_size: int = 512
     validation_cache_size: int = 512
+    # A query whose JSON answer is larger is answered RESPONSE_TOO_LARGE instead (mutations are
+    # delivered whatever their size: their effects are committed). 0: no cap.
+    max_response_bytes: int = 8_000_000
+    # Automatic persisted queries: documents remembered by hash, per tenant, in each process.
+    apq_cache_size: int = 2_000
+    # Token buckets (requests a second, burst) per API key (or JWT user) and per tenant, over
+    # HTTP and WebSocket subscribes; in Redis when redis_url is set. A rate of 0 turns one off.
+    rate_limit_key_per_second: float = 100.0
+    rate_limit_key_burst: int = 200
+    rate_limit_tenant_per_second: float = 500.0
+    rate_limit_tenant_burst: int = 1_000
+    # Browsers: origins allowed to call /graphql cross-origin (CORS, comma-separated; "*" any;
+    # empty: none) and, besides the gateway's own, to open its WebSocket (the Origin header;
+    # clients that send none are not browsers and pass). docs/security.md.
+    cors_origins: tuple[str, ...] = ()
+    websocket_origins: tuple[str, ...] = ()
+    # Open WebSockets re-authenticate their credentials this often (revocations also arrive at
+    # once by the bus); a JWT or key expiring closes its socket when it expires.
+    websocket_recheck_seconds: float = 30.0
+    # "production" turns insecure defaults (a wildcard CORS origin) into start-up warnings.
+    environment: str = "development"
+
+    # Separation of duties: a user made by someone (or given a key by them) within this window
+    # may not approve that person's strategy or role grant.
+    approval_window_hours: float = 24.0
 
     # Jobs and events.
     worker_threads: int = 4
@@ -63,6 +91,19 @@ class Settings:
     redis_heartbeat_timeout_ms: int = 60_000
     redis_maintenance_chance: int = 1_000
     redis_namespace: str = "alphintra"
+    # Nothing lost in outages (gateway/outbox.py, gateway/jobs/upkeep.py). A RUNNING job whose
+    # worker died (no heartbeat) is re-queued within job_lease_ms, and finishes exactly once: a
+    # run that lost its lease has its later writes refused. Workers renew their leases every
+    # job_heartbeat_ms; the reaper looks every job_reaper_interval_ms, and re-sends the message
+    # of a job QUEUED for job_redeliver_after_ms whose message the broker lost. The outbox
+    # dispatcher polls every outbox_poll_ms (a local commit wakes it at once) and backs off up to
+    # outbox_retry_max_ms while the broker or the bus is down.
+    job_lease_ms: int = 30_000
+    job_heartbeat_ms: int = 5_000
+    job_reaper_interval_ms: int = 2_000
+    job_redeliver_after_ms: int = 5_000
+    outbox_poll_ms: int = 500
+    outbox_retry_max_ms: int = 5_000
 
     # Encryption at rest (plugin secrets, signing keys): 32 bytes, base64. Unset, a key file
     # beside the working directory is made on first use (fine for `make run`, not production).
@@ -172,14 +213,33 @@ class Settings:
             raise ValueError("otel_exporter must be none, console or otlp")
         if self.plugin_sandbox not in {"required", "best-effort"}:
             raise ValueError("plugin_sandbox must be required or best-effort")
+        if self.environment not in {"development", "production"}:
+            raise ValueError("environment must be development or production")
+        if min(self.rate_limit_key_per_second, self.rate_limit_tenant_per_second) < 0 or \
+                min(self.rate_limit_key_burst, self.rate_limit_tenant_burst) < 1:
+            raise ValueError("rate limits must be >= 0 a second with a burst of at least 1")
+        if self.websocket_recheck_seconds <= 0:
+            raise ValueError("websocket_recheck_seconds must be positive")
         if not 0 <= self.llm_max_repairs <= 10:
             raise ValueError("llm_max_repairs must be 0 to 10")
+        if min(self.job_heartbeat_ms, self.job_reaper_interval_ms, self.job_redeliver_after_ms,
+               self.outbox_poll_ms, self.outbox_retry_max_ms) <= 0:
+            raise ValueError("job and outbox intervals must be positive")
+        if 2 * self.job_heartbeat_ms > self.job_lease_ms - self.job_reaper_interval_ms:
+            # a live worker must renew at least twice within the lease it writes
+            raise ValueError("job_lease_ms must be at least job_reaper_interval_ms + twice "
+                             "job_heartbeat_ms")
 
     @property
     def runs_embedded_worker(self) -> bool:
         if self.embedded_worker == "auto":
             return not self.redis_url
         return self.embedded_worker == "on"
+
+    @property
+    def job_lease_written_s(self) -> float:
+        """The lease a worker writes: expired, it waits at most one reaper interval."""
+        return (self.job_lease_ms - self.job_reaper_interval_ms) / 1000
 
     @property
     def is_sqlite(self) -> bool:

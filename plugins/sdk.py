@@ -120,6 +120,10 @@ class VenueDirectory(Protocol):
 # Providers a plugin offers through its hooks.
 @runtime_checkable
 class MarketDataSource(Protocol):
+    """A source of instruments, bars and quotes. Its "1d" and "1m" bars also feed the market
+    state compliance sees: the previous close, the last price and the day's low (a source
+    without one of those intervals leaves those figures unknown)."""
+
     name: str
 
     def instruments(self) -> Sequence[Instrument]: ...
@@ -512,6 +516,23 @@ class ExecutionReport:
     liquidity: str | None = None
 
 
+# Market impact: the one formula the simulated venues and the backtester share (issue 17).
+DEFAULT_PARTICIPATION_RATE = Decimal("0.1")  # of the volume of a bar (backtester) or window (venue)
+DEFAULT_IMPACT_COEFFICIENT = Decimal(1)  # Y of the square-root law
+
+
+def square_root_impact(quantity: Decimal, volume: Decimal, volatility: Decimal,
+                       coefficient: Decimal = DEFAULT_IMPACT_COEFFICIENT) -> Decimal:
+    """The square-root law of market impact, Y·sigma·sqrt(q / V), as a fraction of the price:
+    what a fill of `quantity` pays on average beyond the touch, and how far it moves the mid.
+    `volatility` (sigma) and `volume` (V) are over one and the same horizon (a bar, a day):
+    sigma scales with sqrt(T) and V with T, so the figure does not depend on the horizon.
+    Zero when there is no volume to measure against."""
+    if volume <= 0 or quantity <= 0 or volatility <= 0:
+        return Decimal(0)
+    return coefficient * volatility * (quantity / volume).sqrt()
+
+
 @dataclass(frozen=True)
 class VenueQuote:
     """What a venue expects an order to achieve now, for smart order routing.
@@ -622,7 +643,11 @@ class MarketState:
     `last_price` feed short-sale price tests. `reducing`: only orders that shrink a position.
     `short_sale_restricted`: the venue's short-sale price test is in force (SEC Rule 201's
     circuit breaker, the TSE's 10% trigger). `shortable`: the instrument may be sold short at
-    all there (HKEX's designated securities)."""
+    all there (HKEX's designated securities).
+
+    The gateway fills it from its market-state feed (gateway/marketdata/state.py): the quote,
+    the data source's daily bars (previous close) and one-minute bars (last price, the day's
+    low for the 10 % short-sale triggers), the platform's halts and short-sale lists."""
 
     reference_price: Decimal | None
     previous_close: Decimal | None = None
@@ -963,8 +988,17 @@ class SchemaExtension:
 
 
 @dataclass(frozen=True)
+class SupportLink:
+    """A link the tenant's users are offered for help: `url` https or mailto (others are dropped)."""
+
+    label: str
+    url: str
+
+
+@dataclass(frozen=True)
 class Theme:
-    """A white-label theme: colours are CSS hex values ("#0a2540"), `logo_url` an https URL."""
+    """A white-label theme: colours are CSS hex values ("#0a2540"), `logo_url` an https URL,
+    `support_links` where the tenant's users get help (https or mailto URLs; optional)."""
 
     name: str
     product_name: str
@@ -973,6 +1007,23 @@ class Theme:
     background_colour: str = "#ffffff"
     text_colour: str = "#111111"
     logo_url: str | None = None
+    support_links: tuple[SupportLink, ...] = ()
+
+    def usable_support_links(self, limit: int = 8) -> list[SupportLink]:
+        """The links shown: a non-empty label (at most 80 characters) and an https or mailto URL
+        (at most 2,000); anything else is dropped, and at most `limit` are kept."""
+        links: list[SupportLink] = []
+        for link in self.support_links if isinstance(self.support_links, tuple | list) else ():
+            if (not isinstance(link, SupportLink) or not isinstance(link.label, str)
+                    or not isinstance(link.url, str)):
+                continue
+            label, url = link.label.strip(), link.url.strip()
+            scheme_ok = ((url.startswith("https://") and len(url) > 8)
+                         or (url.startswith("mailto:") and len(url) > 7))
+            if (0 < len(label) <= 80 and len(url) <= 2000 and scheme_ok
+                    and not any(c.isspace() or ord(c) < 32 for c in url)):
+                links.append(SupportLink(label, url))
+        return links[:limit]
 
 
 DEFAULT_THEME = Theme(name="alphintra", product_name="Alphintra", primary_colour="#0a2540",

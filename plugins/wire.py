@@ -43,7 +43,7 @@ SDK_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     sdk.ExecutionReport, sdk.VenueQuote, sdk.ClientProfile, sdk.AccountState, sdk.MarketState,
     sdk.TenantControls, sdk.InstrumentFacts, sdk.VenueFacts, sdk.CheckContext, sdk.Violation,
     sdk.Denial, sdk.ToolSpec, sdk.LLMTurn, sdk.LLMUsage, sdk.StructuredAnswer, sdk.NewsItem,
-    sdk.Theme, sdk.DefiPool, sdk.DefiCall, sdk.VenueDefinition)}
+    sdk.Theme, sdk.SupportLink, sdk.DefiPool, sdk.DefiCall, sdk.VenueDefinition)}
 # The SDK exceptions a plugin may raise on purpose; they are raised again on the gateway side.
 SDK_ERRORS: dict[str, type[Exception]] = {cls.__name__: cls for cls in (
     sdk.OptimiserRefused, sdk.OptimiserTimedOut, sdk.NoFeasiblePortfolio, sdk.LLMTimeout,

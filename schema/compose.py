@@ -20,9 +20,11 @@ from schema import (
     data_files,
     defi,
     defi_lending,
+    desk,
     federated,
     fx,
     jobs,
+    market_state,
     marketdata,
     marketplace,
     marketplace_publishing,
@@ -40,9 +42,9 @@ from schema.decimals import OVERRIDES as DECIMAL_OVERRIDES
 from schema.errors import DomainErrorCodes
 from schema.federation import service_sdl
 
-DOMAINS = (tenancy, vendor_role, jobs, markets, marketdata, fx, patterns, federated, quantum, audit,
-           marketplace_publishing, orders, marketplace, data_files, defi, defi_lending, reports,
-           strategies, strategy_ai)
+DOMAINS = (tenancy, vendor_role, jobs, markets, marketdata, market_state, fx, patterns, federated,
+           quantum, audit, marketplace_publishing, orders, desk, marketplace, data_files, defi,
+           defi_lending, reports, strategies, strategy_ai)
 FEDERATION_VERSION = "2.7"
 
 
@@ -51,15 +53,19 @@ class Service:
     sdl: str
 
 
-def _service_query(core_sdl: Callable[[], str]) -> type:
+def _service_query(core_sdl: Callable[[], str], introspection: bool) -> type:
     """Federation's `_service` field, answering the federated SDL (schema/federation.py: the
     core plus every approved plugin's fields, the same for every caller) instead of strawberry's
-    print of this schema object, which a tenant's plugins would never reach."""
+    print of this schema object, which a tenant's plugins would never reach. With introspection
+    off it is the schema in full, so only the supergraph's composer reads it (role router, or a
+    platform administrator: casbin object "schema", "read")."""
 
     @strawberry.type
     class ServiceQuery:
         @strawberry.field(name="_service")
         def service(self, info: strawberry.Info) -> Service:
+            if not introspection:
+                info.context.require("schema", "read")
             return Service(sdl=service_sdl(info.context, core_sdl))
 
     return ServiceQuery
@@ -76,7 +82,7 @@ def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
     def merged(name: str) -> Any:
         parts = tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name))
         if name == "Query":
-            parts += (_service_query(core_sdl),)
+            parts += (_service_query(core_sdl, settings.introspection),)
         parts += tuple(part for e in extensions if (part := getattr(e, name.lower())) is not None)
         return merge_types(name, parts) if parts else None
 

@@ -197,6 +197,12 @@ class FeatureFlag:
     plugin_id: str
 
 
+@strawberry.type(description="A help link of the tenant's white label.")
+class SupportLink:
+    label: str
+    url: str
+
+
 @strawberry.type(description="The tenant's branding: its installed white-label theme, or the default.")
 class WhiteLabel:
     name: str
@@ -207,6 +213,9 @@ class WhiteLabel:
     text_colour: str
     logo_url: str | None
     plugin_id: str | None = strawberry.field(description="The plugin that gave it; null for the default.")
+    support_links: list[SupportLink] = strawberry.field(
+        default_factory=list, description="Where the tenant's users get help (https or mailto URLs only); "
+                                          "empty when the theme gives none.")
 
 
 @strawberry.type
@@ -321,7 +330,9 @@ class Query:
         return WhiteLabel(name=theme.name, product_name=theme.product_name,
                           primary_colour=theme.primary_colour, secondary_colour=theme.secondary_colour,
                           background_colour=theme.background_colour, text_colour=theme.text_colour,
-                          logo_url=theme.logo_url, plugin_id=plugin_id)
+                          logo_url=theme.logo_url, plugin_id=plugin_id,
+                          support_links=[SupportLink(label=link.label, url=link.url)
+                                         for link in theme.usable_support_links()])
 
     @strawberry.field(description="The caller's vendor's usage and revenue in a month (YYYY-MM).")
     def vendor_statement(self, info: Info, period: str) -> VendorStatement:

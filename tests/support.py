@@ -40,7 +40,8 @@ def with_clock(runtime: Runtime, clock: ManualClock) -> Runtime:
 
     markets = MarketsService(runtime.markets.directory, clock)
     orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
-                          runtime.audit, max_page_size=runtime.settings.max_page_size)
+                          runtime.audit, max_page_size=runtime.settings.max_page_size,
+                          market_state=runtime.market_state)
     return Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,
                       "settings": runtime.settings.with_(embedded_worker="off")})
 

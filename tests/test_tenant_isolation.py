@@ -128,6 +128,15 @@ COVERED["Query"] |= {"order", "orders", "trades", "positions", "tradingAccounts"
 COVERED["Mutation"] |= {"submitOrder", "submitOrders", "amendOrder", "cancelOrder", "upsertTradingAccount",
                         "setComplianceControls", "recordLocate"}
 COVERED["Subscription"] |= {"orderUpdates", "complianceAlerts"}
+# The order stream: test_drop_copy.py (test_a_reconnecting_drop_copy_replays_what_it_missed_and_
+# nothing_of_another_tenant: B's orderEvents and orderUpdates(after) carry only B's transitions,
+# and A's cursor, beyond B's stream, is ORDER_CURSOR_INVALID).
+COVERED["Query"] |= {"orderEvents"}
+# Desk views: test_desk_views.py (test_another_tenant_sees_none_of_it: B's key counts and lists
+# none of A's orders and trades under any range, side, statuses or account filter, and sees no
+# positions, totals or locates of A's; positionSummary and locates on A's account code are
+# ACCOUNT_NOT_FOUND, and B's own account under that code shows only B's empty book).
+COVERED["Query"] |= {"positionSummary", "locates"}
 # Mass cancel and kill switches: test_mass_cancel.py
 # (test_a_tenants_mass_cancel_and_kill_switch_never_touch_another_tenant: B's cancelOrders with
 # A's account code and symbol cancels only B's orders, and B's setKillSwitch, tenant-wide and on
@@ -161,6 +170,28 @@ COVERED["Mutation"] |= {"setBuiltinPlugin"}
 COVERED["Query"] |= {"marketDataFiles"}
 COVERED["Mutation"] |= {"putMarketDataFile", "deleteMarketDataFile"}
 COVERED["Mutation"] |= {"requestVendorRole", "decideVendorRoleRequest"}
+# Market state: platform-wide (halts, short-sale restrictions and lists are the venue's, the same
+# for every tenant); tests/test_market_state.py (test_market_state_is_platform_wide_and_only_
+# platform_admins_change_it): tenant B reads what tenant A reads, and neither tenant's admin
+# halts, resumes or edits a list (FORBIDDEN; platform administrators only); test_a_halt_denies_
+# orders_until_resumed_and_is_audited_and_published subscribes to marketStateEvents.
+COVERED["Query"] |= {"marketState", "marketHalts", "shortSaleDesignations"}
+COVERED["Mutation"] |= {"haltTrading", "resumeTrading", "setShortSaleDesignation"}
+COVERED["Subscription"] |= {"marketStateEvents"}
+# Issue 16, separation of duties: tests/test_separation_of_duties.py
+# (test_role_grant_fields_with_another_tenants_ids_find_nothing): B's key with A's user and
+# request ids is USER_NOT_FOUND / ROLE_GRANT_NOT_FOUND and B lists none of A's requests.
+COVERED["Query"] |= {"roleGrantRequests"}
+COVERED["Mutation"] |= {"requestRoleGrant", "decideRoleGrant"}
+# Deactivating users: tests/test_socket_credentials.py
+# (test_set_user_active_with_another_tenants_user_finds_nothing): A's admin with B's user id is
+# USER_NOT_FOUND and B's admin still works.
+COVERED["Mutation"] |= {"setUserActive"}
+# Trusted documents: tests/test_persisted_queries.py
+# (test_trusted_documents_are_an_admins_and_tenant_isolated): B lists none of A's documents,
+# removing A's is TRUSTED_DOCUMENT_NOT_FOUND, and B's mode switch leaves A's alone.
+COVERED["Query"] |= {"trustedDocuments"}
+COVERED["Mutation"] |= {"registerTrustedDocument", "removeTrustedDocument", "setTrustedDocumentsOnly"}
 
 def test_every_root_field_is_covered(settings):
     schema = build_schema(settings)._schema
