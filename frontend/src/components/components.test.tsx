@@ -2,7 +2,8 @@ import { cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DEFAULT_THEME } from "../lib/theme";
 import { SignIn } from "../pages/SignIn";
-import { Errors, Pager, Progress } from "./common";
+import { BarChart } from "./BarChart";
+import { Errors, Pager, Progress, SupportLinks } from "./common";
 
 afterEach(cleanup);
 
@@ -40,5 +41,25 @@ describe("common components", () => {
       <Progress value={42} label="p" /></>);
     expect(screen.getByRole("alert").textContent).toContain("COMPLIANCE_KILL_SWITCH");
     expect(screen.getByRole("progressbar").getAttribute("aria-valuenow")).toBe("42");
+  });
+});
+
+describe("bar chart and support links", () => {
+  it("draws one bar per backend and series, scaled and clamped, a missing value as no bar", () => {
+    const { container } = render(<BarChart label="compare" series={[{ name: "ratio", colour: "red" }, { name: "p", colour: "blue" }]}
+      groups={[{ name: "classical-exact", values: [1, null] }, { name: "qaoa", values: [0.5, 0.25] }]} />);
+    const bars = Array.from(container.querySelectorAll("rect"));
+    expect(bars).toHaveLength(4);
+    const heights = bars.map((b) => Number(b.getAttribute("height")));
+    expect(heights[1]).toBe(0);
+    expect(heights[2]).toBeCloseTo(heights[0] / 2);
+    expect(heights[3]).toBeCloseTo(heights[0] / 4);
+    expect(screen.getByRole("img", { name: "compare" })).toBeTruthy();
+  });
+  it("links only https and mailto support pages, opened apart from the console", () => {
+    render(<SupportLinks links={[{ label: "Help", url: "https://h.example/help" }, { label: "Bad", url: "javascript:void 0" }]} />);
+    const links = screen.getAllByRole("link");
+    expect(links).toHaveLength(1);
+    expect(links[0].getAttribute("rel")).toBe("noopener noreferrer");
   });
 });

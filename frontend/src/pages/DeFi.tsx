@@ -1,7 +1,7 @@
 // DeFi: a quote with its route, a swap within a slippage tolerance, and the lending position
 // with its health factor (supply, borrow, repay, withdraw).
 import { useEffect, useMemo, useState, type FormEvent } from "react";
-import { useMutation, useQuery } from "urql";
+import { useClient, useMutation, useQuery } from "urql";
 import { Empty, Errors, Loading, Pager, Panel, when, type PageInfo } from "../components/common";
 import { healthBand, minimumOut, newIdempotencyKey, slippageBps } from "../lib/defi";
 import { money } from "../lib/desk";
@@ -85,12 +85,17 @@ function Swap({ chain, tokens }: { chain: string; tokens: Token[] }) {
   const [swap, setSwap] = useState<Record<string, unknown> | null>(null);
   const [errors, setErrors] = useState<ShownError[]>([]);
   const [busy, setBusy] = useState(false);
-  const [quoteResult, reQuote] = useQuery<{ defiQuote: Quote }>({ query: QUOTE, variables: { chain, tokenIn, tokenOut,
-    amountIn: amount }, pause: true, requestPolicy: "network-only" });
-  useEffect(() => {
-    if (quoteResult.data) setQuote(quoteResult.data.defiQuote);
-    setErrors(fromCombined(quoteResult.error));
-  }, [quoteResult.data, quoteResult.error]);
+  const client = useClient();
+  const [quoting, setQuoting] = useState(false);
+  async function askQuote() {
+    setSwap(null);
+    setQuoting(true);
+    const r = await client.query<{ defiQuote: Quote }>(QUOTE, { chain, tokenIn, tokenOut, amountIn: amount },
+      { requestPolicy: "network-only" }).toPromise();
+    setQuoting(false);
+    setErrors(fromCombined(r.error));
+    setQuote(r.data?.defiQuote ?? null);
+  }
   const [, doSwap] = useMutation(SWAP);
   const bps = slippageBps(slippage);
   async function send() {
@@ -108,13 +113,12 @@ function Swap({ chain, tokens }: { chain: string; tokens: Token[] }) {
   );
   return (
     <Panel title="Swap" testId="defi-swap">
-      <form className="form inline" aria-label="quote" onSubmit={(e: FormEvent) => { e.preventDefault(); setSwap(null);
-        reQuote({ requestPolicy: "network-only" }); }}>
+      <form className="form inline" aria-label="quote" onSubmit={(e: FormEvent) => { e.preventDefault(); void askQuote(); }}>
         {select(tokenIn, setTokenIn, "token in")}{select(tokenOut, setTokenOut, "token out")}
         <label>Amount <input name="amountIn" value={amount} inputMode="decimal" onChange={(e) => { setAmount(e.target.value); setQuote(null); }} /></label>
-        <button type="submit">Quote</button>
+        <button type="submit" disabled={!tokenIn || !tokenOut || quoting}>Quote</button>
       </form>
-      {quoteResult.fetching ? <Loading what="quote" /> : null}
+      {quoting ? <Loading what="quote" /> : null}
       {quote ? (
         <div className="quote-box" data-testid="defi-quote">
           <p><b>{quote.amountIn} {quote.tokenIn.symbol} → {quote.amountOut} {quote.tokenOut.symbol}</b> · impact{" "}
@@ -179,10 +183,13 @@ function Lending({ chain, tokens }: { chain: string; tokens: Token[] }) {
     }
   }
   const p = position.data?.defiPosition;
+  // No account on the chain yet is the empty state, not an error: the first write opens it.
+  const noAccount = (e: ShownError) => e.code === "DEFI_ACCOUNT_NOT_FOUND";
+  const positionErrors = fromCombined(position.error);
   const band = healthBand(p?.healthFactor, p?.healthFactorFloor);
   return (
     <Panel title="Lending" testId="defi-lending">
-      <Errors errors={[...fromCombined(position.error), ...fromCombined(account.error)]} />
+      <Errors errors={[...positionErrors.filter((e) => !noAccount(e)), ...fromCombined(account.error)]} />
       {account.data ? <p className="meta">Account {account.data.defiAccount.address ?? "not opened yet (made on the first write)"}
         {account.data.defiAccount.balances.length ? ` · ${account.data.defiAccount.balances.map((b) =>
           `${b.amount} ${b.token.symbol}`).join(", ")}` : ""}</p> : null}
@@ -200,7 +207,8 @@ function Lending({ chain, tokens }: { chain: string; tokens: Token[] }) {
             </table>
           ) : <Empty>Nothing supplied or borrowed.</Empty>}
         </>
-      ) : <Empty>No lending pool on this chain.</Empty>}
+      ) : positionErrors.some(noAccount) ? <Empty>No account on this chain yet: the first supply or swap opens it.</Empty>
+        : <Empty>No lending pool on this chain.</Empty>}
       <form className="form inline" onSubmit={send} aria-label="lending action">
         <label>Action <select name="lendAction" value={action} onChange={(e) => setAction(e.target.value)}>
           <option value="defiSupply">supply</option><option value="defiBorrow">borrow</option>
