@@ -24,7 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from gateway.auth.policy import CREDENTIALS_TOPIC, POLICY_TOPIC
 from gateway.http.console import console_routes, graphiql_page
 from gateway.http.graphql import GraphQLEndpoint
-from gateway.http.health import healthz, metrics_route, readiness
+from gateway.http.health import WarmUp, healthz, metrics_route, readiness
 from gateway.http.middleware import RequestMiddleware, cors_middleware
 from gateway.http.reports import report_download
 from gateway.http.websocket import SubscriptionEndpoint
@@ -32,7 +32,7 @@ from gateway.jobs.broker import start_worker
 from gateway.marketplace.inspection import CoreNames
 from gateway.marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
 from gateway.observability.metrics import Metrics
-from gateway.observability.tracing import make_tracer
+from gateway.observability.tracing import make_tracer, tracing_middleware
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.strategies.dsl import STRATEGY_SCHEMA
@@ -70,18 +70,25 @@ def _core_names(settings: Settings) -> Callable[[], CoreNames]:
     return names
 
 
-def _warm(runtime: Runtime, stopping: threading.Event) -> None:
+def _warm(runtime: Runtime, stopping: threading.Event, warm_up: WarmUp) -> None:
     """Load market calendars, train the pattern recogniser and deploy the embedded chain's demo
-    world before any request needs them. A shutdown waits only for the step under way."""
+    world before any request needs them (/readyz is 503 until then). A shutdown waits only for
+    the step under way."""
     steps: tuple[Callable[[], object], ...] = (
         runtime.markets.directory.calendars.warm,
         runtime.patterns.model,
         runtime.defi.warm,  # deploys the demo world on the embedded chain (a few seconds)
     )
-    for step in steps:
-        if stopping.is_set():
-            return
-        step()
+    try:
+        for step in steps:
+            if stopping.is_set():
+                return
+            step()
+    except Exception as exc:
+        log.exception("warm-up failed; serving without it")
+        warm_up.failed(exc)
+        return
+    warm_up.finished()
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
@@ -104,6 +111,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                               graphiql=graphiql_page,
                               federated=federated)
     subscriptions = SubscriptionEndpoint(schema, runtime, graphql)
+    warm_up = WarmUp() if settings.warm_on_start else None
+    for warning in settings.startup_warnings():  # production only; CORS: cors_middleware
+        log.warning(warning)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -127,8 +137,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         warming = None
         stopping = threading.Event()
-        if settings.warm_on_start:
-            warming = asyncio.create_task(asyncio.to_thread(_warm, runtime, stopping))
+        if warm_up is not None:
+            warming = asyncio.create_task(asyncio.to_thread(_warm, runtime, stopping, warm_up))
         venue_clock = asyncio.create_task(run_venue_clock(runtime.orders))
         worker = None
         if settings.runs_embedded_worker:
@@ -166,13 +176,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", subscriptions),
             Route("/healthz", healthz),
-            Route("/readyz", readiness(runtime)),
-            Route("/metrics", metrics_route(metrics)),
+            Route("/readyz", readiness(runtime, warm_up)),
+            Route("/metrics", metrics_route(metrics, settings.metrics_token)),
             Route("/reports/{id}", report_download(runtime)),
             Route("/schemas/strategy.json", strategy_schema),
             *console_routes(runtime),  # /console (the web console), / redirecting there
         ],
-        middleware=[*cors_middleware(settings),
+        middleware=[*cors_middleware(settings), *tracing_middleware(tracer),
                     Middleware(RequestMiddleware, metrics=metrics,
                                max_body_bytes=settings.max_body_bytes)],
         lifespan=lifespan,

@@ -1,4 +1,5 @@
-"""`alphintra`: serve, worker, migrate, tenant create, apikey create, role grant, seed-demo."""
+"""`alphintra`: serve, worker, migrate, config, tenant create, apikey create, role grant,
+seed-demo."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gateway.db import ALL_TENANTS, utcnow
 from gateway.devkit import dev as plugin_dev
 from gateway.errors import DomainError
 from gateway.observability import logs
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError, describe, markdown_reference
 from marketplace.cli import plugin as plugin_commands
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +42,24 @@ def downgrade_database(settings: Settings, revision: str) -> None:
     command.downgrade(_alembic_config(settings), revision)
 
 
-@click.group()
+class _Main(click.Group):
+    """A setting that cannot be used is one line on stderr and exit code 2, never a traceback:
+    a bad value (read below) or a missing secret key (found while building the runtime)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            click.echo(f"alphintra: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="alphintra", prog_name="alphintra")
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """Alphintra gateway. Settings come from ALPHINTRA_* environment variables."""
+    """Alphintra gateway. Settings come from ALPHINTRA_* environment variables (`alphintra
+    config` lists them)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_json)
     ctx.obj = settings
@@ -66,6 +81,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
     from gateway.app import create_app
 
+    _require_secret_key(settings)
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
                 log_config=None, ws="websockets-sansio")
 
@@ -81,6 +97,7 @@ def worker(settings: Settings, regions: tuple[str, ...], threads: int | None) ->
     if not settings.redis_url:
         raise click.UsageError("a separate worker needs ALPHINTRA_REDIS_URL; without it the "
                                "gateway runs its own worker threads")
+    _require_secret_key(settings)
     unknown = set(regions) - set(settings.regions)
     if unknown:
         raise click.BadParameter(f"unknown region(s) {sorted(unknown)}; one of {settings.regions}")
@@ -98,6 +115,26 @@ def worker(settings: Settings, regions: tuple[str, ...], threads: int | None) ->
     worker.stop(timeout=10_000)
     runtime.stop_delivery()
     runtime.close()
+
+
+def _require_secret_key(settings: Settings) -> None:
+    # Refuse before anything starts (the runtime would refuse too, later and less plainly).
+    problem = settings.secret_key_problem()
+    if problem:
+        raise SettingsError(problem)
+
+
+@main.command()
+@click.option("--markdown", is_flag=True, help="print the settings reference (docs/settings.md)")
+@click.pass_obj
+def config(settings: Settings, markdown: bool) -> None:
+    """Print every setting: its value (secrets masked), where it came from, and its help."""
+    if markdown:
+        click.echo(markdown_reference(), nl=False)
+        return
+    for row in describe(settings):
+        click.echo(f"{row.env}={row.value}  [{row.source}]")
+        click.echo(f"    {row.help}")
 
 
 @main.command()

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import DomainError
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError, decode_key
 
 VERSION = "v1"
 NONCE_BYTES = 12
@@ -37,9 +37,22 @@ class SecretBox:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretBox:
+        """The key from ALPHINTRA_SECRET_KEY, else from ALPHINTRA_SECRET_KEY_FILE. Only the
+        embedded default (SQLite, no Redis) may make a key file on first use: with a shared
+        database a new key would leave every secret sealed by the others unreadable."""
         if settings.secret_key:
-            return cls(base64.b64decode(settings.secret_key))
-        return cls(_key_file(Path(settings.secret_key_file)))
+            return cls(decode_key(settings.secret_key, "ALPHINTRA_SECRET_KEY"))
+        problem = settings.secret_key_problem()
+        if problem:
+            raise SettingsError(problem)
+        path = Path(settings.secret_key_file)
+        if settings.is_sqlite and not settings.redis_url:
+            return cls(_key_file(path))
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SettingsError(f"ALPHINTRA_SECRET_KEY_FILE {path}: {exc.strerror}") from None
+        return cls(decode_key(text, f"ALPHINTRA_SECRET_KEY_FILE {path}"))
 
     def seal(self, plaintext: bytes, context: str) -> str:
         nonce = os.urandom(NONCE_BYTES)

@@ -1,17 +1,36 @@
 """Every knob of the gateway, read from ALPHINTRA_* environment variables.
 
 Settings are a frozen value built once by the caller (the CLI, a test, the app factory) and
-passed down; nothing reads the environment after that.
+passed down; nothing reads the environment after that. Each field carries its help text in its
+metadata: `alphintra config` and docs/settings.md (`alphintra config --markdown`) are made from
+it, so the reference cannot drift from the code.
+
+A plain dataclass rather than pydantic-settings on purpose: a BaseSettings model reads the
+environment in its constructor, so every `Settings(...)` in tests and benches would silently pick
+up the CI's ALPHINTRA_* variables; here only `from_env` reads it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import Field, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, NamedTuple
 
 REGIONS: tuple[str, ...] = ("americas", "emea", "apac")
+PREFIX = "ALPHINTRA_"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used, said in one line (the CLI prints it and exits 2)."""
+
+
+def _help(text: str, *, secret: bool = False) -> dict[str, Any]:
+    return {"help": text, "secret": secret}
 
 
 def _bool(value: str) -> bool:
@@ -25,168 +44,208 @@ def _bool(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite:///./alphintra.db"
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
+    database_url: str = field(default="sqlite:///./alphintra.db", metadata=_help(
+        "SQLAlchemy URL of the database: SQLite (the embedded default) or "
+        "postgresql+psycopg://… (production, several replicas)."))
+    redis_url: str | None = field(default=None, metadata=_help(
+        "Redis for the job broker, the event bus and shared rate limits. Unset: all in process "
+        "(one gateway, worker threads inside it)."))
+    host: str = field(default="127.0.0.1", metadata=_help("Address `alphintra serve` listens on."))
+    port: int = field(default=8000, metadata=_help("Port `alphintra serve` listens on."))
 
     # Authentication. HS256 needs jwt_secret; RS256 needs jwt_public_key (PEM text or a path).
-    jwt_algorithm: str = "HS256"
-    jwt_secret: str | None = None
-    jwt_public_key: str | None = None
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_leeway_seconds: int = 30
-    demo_api_key: str | None = None
-    # The web console's partner domains: "host=tenant-slug" pairs; the console served on such a
-    # host shows that tenant's white label before sign-in (gateway/http/console.py).
-    console_hosts: tuple[str, ...] = ()
+    jwt_algorithm: str = field(default="HS256", metadata=_help(
+        "Algorithm of incoming JWTs: HS256 (needs jwt_secret) or RS256 (needs jwt_public_key)."))
+    jwt_secret: str | None = field(default=None, metadata=_help(
+        "Shared secret for HS256 JWTs. Unset: JWTs are refused (API keys still work).",
+        secret=True))
+    jwt_public_key: str | None = field(default=None, metadata=_help(
+        "PEM text or file path of the RS256 public key JWTs are checked with."))
+    jwt_issuer: str | None = field(default=None, metadata=_help(
+        "Required `iss` claim of JWTs (unset: not checked)."))
+    jwt_audience: str | None = field(default=None, metadata=_help(
+        "Required `aud` claim of JWTs (unset: not checked)."))
+    jwt_leeway_seconds: int = field(default=30, metadata=_help(
+        "Clock skew allowed on JWT `exp` and `nbf`, in seconds."))
+    demo_api_key: str | None = field(default=None, metadata=_help(
+        "The API key `alphintra seed-demo` gives the demo tenant's admin (unset: generated).",
+        secret=True))
+    # The web console's partner domains (gateway/http/console.py).
+    console_hosts: tuple[str, ...] = field(default=(), metadata=_help(
+        "The web console's partner domains, comma-separated `host=tenant-slug` pairs: the console "
+        "served on such a host shows that tenant's white label before sign-in."))
 
     # GraphQL protections.
-    introspection: bool = True
-    graphiql: bool = True
-    max_depth: int = 12
-    max_aliases: int = 30
-    max_tokens: int = 5_000
-    max_cost: int = 50_000
-    max_page_size: int = 200
-    max_body_bytes: int = 1_000_000
-    parse_cache_size: int = 512
-    validation_cache_size: int = 512
-    # A query whose JSON answer is larger is answered RESPONSE_TOO_LARGE instead (mutations are
-    # delivered whatever their size: their effects are committed). 0: no cap.
-    max_response_bytes: int = 8_000_000
-    # Automatic persisted queries: documents remembered by hash, per tenant, in each process.
-    apq_cache_size: int = 2_000
-    # Token buckets (requests a second, burst) per API key (or JWT user) and per tenant, over
-    # HTTP and WebSocket subscribes; in Redis when redis_url is set. A rate of 0 turns one off.
-    rate_limit_key_per_second: float = 100.0
-    rate_limit_key_burst: int = 200
-    rate_limit_tenant_per_second: float = 500.0
-    rate_limit_tenant_burst: int = 1_000
-    # Browsers: origins allowed to call /graphql cross-origin (CORS, comma-separated; "*" any;
-    # empty: none) and, besides the gateway's own, to open its WebSocket (the Origin header;
-    # clients that send none are not browsers and pass). docs/security.md.
-    cors_origins: tuple[str, ...] = ()
-    websocket_origins: tuple[str, ...] = ()
-    # Open WebSockets re-authenticate their credentials this often (revocations also arrive at
-    # once by the bus); a JWT or key expiring closes its socket when it expires.
-    websocket_recheck_seconds: float = 30.0
-    # "production" turns insecure defaults (a wildcard CORS origin) into start-up warnings.
-    environment: str = "development"
+    introspection: bool = field(default=True, metadata=_help(
+        "Allow schema introspection (and field suggestions, and `_service` for any caller). "
+        "Warned about in production."))
+    graphiql: bool = field(default=True, metadata=_help(
+        "Serve the GraphiQL IDE on GET /graphql. Warned about in production."))
+    max_depth: int = field(default=12, metadata=_help("Deepest selection nesting a document may have."))
+    max_aliases: int = field(default=30, metadata=_help("Most aliases a document may use."))
+    max_tokens: int = field(default=5_000, metadata=_help("Most lexical tokens a document may have."))
+    max_cost: int = field(default=50_000, metadata=_help(
+        "Highest estimated cost (fields times list sizes) a document may have."))
+    max_page_size: int = field(default=200, metadata=_help("Largest `first`/`last` of a list field."))
+    max_body_bytes: int = field(default=1_000_000, metadata=_help(
+        "Largest HTTP request body, in bytes (413 above)."))
+    parse_cache_size: int = field(default=512, metadata=_help("Parsed documents kept per process."))
+    validation_cache_size: int = field(default=512, metadata=_help(
+        "Validation results kept per process."))
+    max_response_bytes: int = field(default=8_000_000, metadata=_help(
+        "A query whose JSON answer is larger is answered RESPONSE_TOO_LARGE instead (mutations are "
+        "delivered whatever their size: their effects are committed). 0: no cap."))
+    apq_cache_size: int = field(default=2_000, metadata=_help(
+        "Automatic persisted queries: documents remembered by hash, per tenant, in each process."))
+    # Token buckets per API key (or JWT user) and per tenant; in Redis when redis_url is set.
+    rate_limit_key_per_second: float = field(default=100.0, metadata=_help(
+        "Requests a second per API key or JWT user (HTTP and WebSocket subscribes). 0: off."))
+    rate_limit_key_burst: int = field(default=200, metadata=_help(
+        "Burst of the per-key token bucket."))
+    rate_limit_tenant_per_second: float = field(default=500.0, metadata=_help(
+        "Requests a second per tenant. 0: off."))
+    rate_limit_tenant_burst: int = field(default=1_000, metadata=_help(
+        "Burst of the per-tenant token bucket."))
+    cors_origins: tuple[str, ...] = field(default=(), metadata=_help(
+        "Origins allowed to call /graphql cross-origin (CORS), comma-separated; `*` any (warned "
+        "about in production); empty: none. docs/security.md."))
+    websocket_origins: tuple[str, ...] = field(default=(), metadata=_help(
+        "Origins, besides the gateway's own, allowed to open its WebSocket (clients that send no "
+        "Origin header are not browsers and pass)."))
+    websocket_recheck_seconds: float = field(default=30.0, metadata=_help(
+        "Open WebSockets re-authenticate their credentials this often (revocations also arrive at "
+        "once by the bus); a JWT or key expiring closes its socket when it expires."))
+    environment: str = field(default="development", metadata=_help(
+        "development or production. Production logs start-up warnings for insecure settings "
+        "(GraphiQL, introspection, an unauthenticated /metrics, a wildcard CORS origin)."))
+    metrics_token: str | None = field(default=None, metadata=_help(
+        "Bearer token /metrics requires (`Authorization: Bearer …`). Unset: /metrics is open "
+        "(warned about in production).", secret=True))
 
-    # Separation of duties: a user made by someone (or given a key by them) within this window
-    # may not approve that person's strategy or role grant.
-    approval_window_hours: float = 24.0
+    approval_window_hours: float = field(default=24.0, metadata=_help(
+        "Separation of duties: a user made by someone (or given a key by them) within this window "
+        "may not approve that person's strategy or role grant."))
 
     # Jobs and events.
-    worker_threads: int = 4
-    # "auto": worker threads inside the gateway without Redis, none with it ("on"/"off" force).
-    embedded_worker: str = "auto"
-    default_region: str = "americas"
-    job_max_retries: int = 3
-    job_min_backoff_ms: int = 500
-    job_max_backoff_ms: int = 30_000
-    job_time_limit_ms: int = 3_600_000
-    redis_heartbeat_timeout_ms: int = 60_000
-    redis_maintenance_chance: int = 1_000
-    redis_namespace: str = "alphintra"
-    # Nothing lost in outages (gateway/outbox.py, gateway/jobs/upkeep.py). A RUNNING job whose
-    # worker died (no heartbeat) is re-queued within job_lease_ms, and finishes exactly once: a
-    # run that lost its lease has its later writes refused. Workers renew their leases every
-    # job_heartbeat_ms; the reaper looks every job_reaper_interval_ms, and re-sends the message
-    # of a job QUEUED for job_redeliver_after_ms whose message the broker lost. The outbox
-    # dispatcher polls every outbox_poll_ms (a local commit wakes it at once) and backs off up to
-    # outbox_retry_max_ms while the broker or the bus is down.
-    job_lease_ms: int = 30_000
-    job_heartbeat_ms: int = 5_000
-    job_reaper_interval_ms: int = 2_000
-    job_redeliver_after_ms: int = 5_000
-    outbox_poll_ms: int = 500
-    outbox_retry_max_ms: int = 5_000
+    worker_threads: int = field(default=4, metadata=_help(
+        "Job threads of a worker (and of the gateway's embedded worker)."))
+    embedded_worker: str = field(default="auto", metadata=_help(
+        "auto: worker threads inside the gateway without Redis, none with it; on/off force it."))
+    default_region: str = field(default="americas", metadata=_help(
+        "The queue (a region) the job actor is declared on; one of `regions`."))
+    job_max_retries: int = field(default=3, metadata=_help(
+        "Retries of a job that failed unexpectedly or lost its worker."))
+    job_min_backoff_ms: int = field(default=500, metadata=_help("Shortest wait before a retry, ms."))
+    job_max_backoff_ms: int = field(default=30_000, metadata=_help("Longest wait before a retry, ms."))
+    job_time_limit_ms: int = field(default=3_600_000, metadata=_help("Longest a job may run, ms."))
+    redis_heartbeat_timeout_ms: int = field(default=60_000, metadata=_help(
+        "Dramatiq's Redis broker: a consumer silent this long is considered dead, ms."))
+    redis_maintenance_chance: int = field(default=1_000, metadata=_help(
+        "Dramatiq's Redis broker: one in this many operations also runs its maintenance."))
+    redis_namespace: str = field(default="alphintra", metadata=_help(
+        "Prefix of every Redis key, queue and channel (several deployments can share one Redis)."))
+    # Nothing lost in outages (gateway/outbox.py, gateway/jobs/upkeep.py, docs/operations.md).
+    job_lease_ms: int = field(default=30_000, metadata=_help(
+        "A RUNNING job whose worker died (no heartbeat) is re-queued within this, ms; at least "
+        "job_reaper_interval_ms + twice job_heartbeat_ms."))
+    job_heartbeat_ms: int = field(default=5_000, metadata=_help(
+        "Workers renew the lease of each job they run this often, ms."))
+    job_reaper_interval_ms: int = field(default=2_000, metadata=_help(
+        "How often the job reaper looks for expired leases and lost messages, ms."))
+    job_redeliver_after_ms: int = field(default=5_000, metadata=_help(
+        "A job QUEUED this long whose message the broker lost is sent again, ms."))
+    outbox_poll_ms: int = field(default=500, metadata=_help(
+        "Outbox dispatcher poll, ms (a local commit wakes it at once)."))
+    outbox_retry_max_ms: int = field(default=5_000, metadata=_help(
+        "Longest wait between outbox delivery attempts while the broker or bus is down, ms."))
 
-    # Encryption at rest (plugin secrets, signing keys): 32 bytes, base64. Unset, a key file
-    # beside the working directory is made on first use (fine for `make run`, not production).
-    secret_key: str | None = None
-    secret_key_file: str = ".alphintra-secret.key"
+    # Encryption at rest (plugin secrets, signing keys). gateway/secrets.py.
+    secret_key: str | None = field(default=None, metadata=_help(
+        "Key that seals secrets at rest (plugin secrets, signing keys): 32 bytes, base64. With "
+        "PostgreSQL or Redis configured, this or an absolute secret_key_file is required.",
+        secret=True))
+    secret_key_file: str = field(default=".alphintra-secret.key", metadata=_help(
+        "File holding the secret key (base64). With SQLite and no Redis a relative path is made on "
+        "first use (fine for `make run`); with PostgreSQL or Redis it must be an absolute path to "
+        "an existing file."))
 
-    # Language models (strategy synthesis, news analysis). No key: the offline provider answers
-    # (templates and a lexicon), and every result says it is not an LLM.
-    anthropic_api_key: str | None = field(default=None, repr=False)  # never in a log line
-    anthropic_models: tuple[str, ...] = ("claude-sonnet-4-6", "claude-haiku-4-5")  # first: synthesis
-    anthropic_timeout_s: int = 60
-    anthropic_max_retries: int = 2
-    llm_max_repairs: int = 2  # answers fed back with their validation errors before giving up
+    # Language models. No key: the offline provider answers (templates and a lexicon).
+    anthropic_api_key: str | None = field(default=None, repr=False, metadata=_help(  # never logged
+        "Anthropic API key for strategy synthesis and news analysis. Unset: the offline provider "
+        "answers (templates and a lexicon), and every result says it is not an LLM.", secret=True))
+    anthropic_models: tuple[str, ...] = field(
+        default=("claude-sonnet-4-6", "claude-haiku-4-5"), metadata=_help(
+            "Models to use, comma-separated; the first for synthesis."))
+    anthropic_timeout_s: int = field(default=60, metadata=_help("Timeout of one model call, s."))
+    anthropic_max_retries: int = field(default=2, metadata=_help("Retries of a failed model call."))
+    llm_max_repairs: int = field(default=2, metadata=_help(
+        "Answers fed back with their validation errors before giving up (0 to 10)."))
 
-    # DeFi chains: the in-process EVM (eth-tester on py-evm) named "embedded", built and
-    # populated with the demo world on first use, plus any JSON-RPC chains (gateway/defi/chain.py
-    # has the format: JSON, or "id:name:url[:explorer]" comma-separated).
-    defi_embedded: bool = True
-    defi_chains: str = ""
+    # DeFi chains (gateway/defi/chain.py).
+    defi_embedded: bool = field(default=True, metadata=_help(
+        "Run the in-process EVM chain `embedded`, built and populated with the demo world on "
+        "first use."))
+    defi_chains: str = field(default="", metadata=_help(
+        "JSON-RPC chains: JSON, or `id:name:url[:explorer]` comma-separated "
+        "(gateway/defi/chain.py)."))
+    defi_health_factor_floor: str = field(default="1.2", metadata=_help(
+        "A borrow or withdrawal that would leave the health factor under this floor is refused "
+        "before anything is sent (a decimal, above 1)."))
+    defi_event_poll_ms: int = field(default=500, metadata=_help("DeFi event poller's pace, ms."))
 
-    # DeFi lending and events: a borrow or withdrawal that would leave the health factor under
-    # this floor is refused before anything is sent (a decimal, above 1); the event poller's pace.
-    defi_health_factor_floor: str = "1.2"
-    defi_event_poll_ms: int = 500
+    warm_on_start: bool = field(default=True, metadata=_help(
+        "Load calendars, train the pattern model and deploy the embedded chain's demo world in "
+        "the background at start-up, so no request pays for it; /readyz answers 503 until done."))
 
-    # Load calendars and train the pattern model in the background at start-up, so no request
-    # pays for it.
-    warm_on_start: bool = True
+    # Real market data (plugins/builtin/file_source.py has the layout).
+    marketdata_files: tuple[str, ...] = field(default=(), metadata=_help(
+        "CSV/Parquet files and directories (comma-separated) the built-in file source serves to "
+        "every tenant instead of its bundled sample; their instruments win over the twin's."))
+    marketdata_adjust: bool = field(default=False, metadata=_help(
+        "Serve unadjusted rows with an `adjustment_factor` adjusted."))
+    marketdata_tenant_dir: str = field(default="", metadata=_help(
+        "Each tenant's own files: `<dir>/<tenant id>/` serves that tenant only (its data wins)."))
 
-    # Real market data for every tenant: CSV/Parquet files and directories (comma-separated)
-    # the built-in file source serves instead of its bundled sample, in the layout documented
-    # in plugins/builtin/file_source.py. Its instruments win over the twin's of the same key.
-    # `marketdata_adjust`: serve unadjusted rows with an `adjustment_factor` adjusted.
-    marketdata_files: tuple[str, ...] = ()
-    marketdata_adjust: bool = False
-    # Each tenant's own files: `<dir>/<tenant id>/` serves that tenant only (its data wins).
-    marketdata_tenant_dir: str = ""
-
-    # The plugin sandbox (gateway/marketplace/sandbox/): one worker process per (tenant, plugin
-    # version). "required" refuses to run marketplace plugins unless the minimum layers (a
-    # dedicated uid, Landlock, seccomp, rlimits) are active; "best-effort" runs with what the
-    # host has (logged at start-up); bubblewrap and cgroups are used where they work.
-    plugin_sandbox: str = "required"
-    plugin_bwrap: bool = True
-    plugin_cgroups: bool = True
-    plugin_call_timeout_s: float = 5.0
-    plugin_start_timeout_s: float = 10.0
-    plugin_idle_s: float = 300.0  # a worker with no call for this long stops (not connectors, rule packs)
-    plugin_memory_mb: int = 512
-    plugin_cpu_fraction: float = 0.5  # of one core, per worker
-    plugin_pids: int = 64
-    plugin_quarantine_failures: int = 5  # crashes or timeouts within 10 minutes
-    # The egress proxy never connects to loopback or private addresses unless this is on
-    # (tests run their "remote" servers on 127.0.0.1).
-    plugin_egress_allow_private: bool = False
+    # The plugin sandbox (gateway/marketplace/sandbox/).
+    plugin_sandbox: str = field(default="required", metadata=_help(
+        "required: marketplace plugins run only with the minimum isolation layers (a dedicated "
+        "uid, Landlock, seccomp, rlimits); best-effort: with what the host has (logged)."))
+    plugin_bwrap: bool = field(default=True, metadata=_help("Use bubblewrap where it works."))
+    plugin_cgroups: bool = field(default=True, metadata=_help("Use cgroups where they work."))
+    plugin_call_timeout_s: float = field(default=5.0, metadata=_help("Longest plugin call, s."))
+    plugin_start_timeout_s: float = field(default=10.0, metadata=_help(
+        "Longest a plugin worker may take to start, s."))
+    plugin_idle_s: float = field(default=300.0, metadata=_help(
+        "A plugin worker with no call for this long stops, s (not connectors or rule packs)."))
+    plugin_memory_mb: int = field(default=512, metadata=_help("Memory limit of a plugin worker, MB."))
+    plugin_cpu_fraction: float = field(default=0.5, metadata=_help(
+        "CPU limit of a plugin worker, as a fraction of one core."))
+    plugin_pids: int = field(default=64, metadata=_help("Process limit of a plugin worker."))
+    plugin_quarantine_failures: int = field(default=5, metadata=_help(
+        "Crashes or timeouts within 10 minutes that quarantine a plugin."))
+    plugin_egress_allow_private: bool = field(default=False, metadata=_help(
+        "Let the plugin egress proxy connect to loopback and private addresses (tests only)."))
 
     # Operations.
-    log_level: str = "INFO"
-    log_json: bool = True
-    otel_exporter: str = "none"  # none | console | otlp
-    service_name: str = "alphintra-gateway"
-    regions: tuple[str, ...] = field(default=REGIONS)
+    log_level: str = field(default="INFO", metadata=_help("Python logging level."))
+    log_json: bool = field(default=True, metadata=_help("Log one JSON object a line."))
+    otel_exporter: str = field(default="none", metadata=_help(
+        "OpenTelemetry span exporter: none, console or otlp (OTEL_EXPORTER_OTLP_* configure it)."))
+    service_name: str = field(default="alphintra-gateway", metadata=_help(
+        "service.name of traces."))
+    regions: tuple[str, ...] = field(default=REGIONS, metadata=_help(
+        "Job queue regions, comma-separated."))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read ALPHINTRA_<FIELD> for each field; explicit overrides win."""
+        """Read ALPHINTRA_<FIELD> for each field; explicit overrides win. A bad value raises
+        SettingsError naming the variable."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = environ.get(f"ALPHINTRA_{f.name.upper()}")
-            if raw is None:
-                continue
-            default = f.default
-            if isinstance(default, bool):
-                values[f.name] = _bool(raw)
-            elif isinstance(default, int):
-                values[f.name] = int(raw)
-            elif isinstance(default, float):
-                values[f.name] = float(raw)
-            elif isinstance(default, tuple):
-                values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
-            else:
-                values[f.name] = raw or None
+            raw = environ.get(env_name(f.name))
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
         values.update(overrides)
         settings = cls(**values)
         settings.check()
@@ -204,31 +263,65 @@ class Settings:
 
     def check(self) -> None:
         if self.default_region not in self.regions:
-            raise ValueError(f"default_region {self.default_region!r} not in {self.regions}")
+            raise SettingsError(f"default_region {self.default_region!r} not in {self.regions}")
         if self.jwt_algorithm not in {"HS256", "RS256"}:
-            raise ValueError("jwt_algorithm must be HS256 or RS256")
+            raise SettingsError("jwt_algorithm must be HS256 or RS256")
         if self.embedded_worker not in {"auto", "on", "off"}:
-            raise ValueError("embedded_worker must be auto, on or off")
+            raise SettingsError("embedded_worker must be auto, on or off")
         if self.otel_exporter not in {"none", "console", "otlp"}:
-            raise ValueError("otel_exporter must be none, console or otlp")
+            raise SettingsError("otel_exporter must be none, console or otlp")
         if self.plugin_sandbox not in {"required", "best-effort"}:
-            raise ValueError("plugin_sandbox must be required or best-effort")
+            raise SettingsError("plugin_sandbox must be required or best-effort")
         if self.environment not in {"development", "production"}:
-            raise ValueError("environment must be development or production")
+            raise SettingsError("environment must be development or production")
         if min(self.rate_limit_key_per_second, self.rate_limit_tenant_per_second) < 0 or \
                 min(self.rate_limit_key_burst, self.rate_limit_tenant_burst) < 1:
-            raise ValueError("rate limits must be >= 0 a second with a burst of at least 1")
+            raise SettingsError("rate limits must be >= 0 a second with a burst of at least 1")
         if self.websocket_recheck_seconds <= 0:
-            raise ValueError("websocket_recheck_seconds must be positive")
+            raise SettingsError("websocket_recheck_seconds must be positive")
         if not 0 <= self.llm_max_repairs <= 10:
-            raise ValueError("llm_max_repairs must be 0 to 10")
+            raise SettingsError("llm_max_repairs must be 0 to 10")
         if min(self.job_heartbeat_ms, self.job_reaper_interval_ms, self.job_redeliver_after_ms,
                self.outbox_poll_ms, self.outbox_retry_max_ms) <= 0:
-            raise ValueError("job and outbox intervals must be positive")
+            raise SettingsError("job and outbox intervals must be positive")
         if 2 * self.job_heartbeat_ms > self.job_lease_ms - self.job_reaper_interval_ms:
             # a live worker must renew at least twice within the lease it writes
-            raise ValueError("job_lease_ms must be at least job_reaper_interval_ms + twice "
-                             "job_heartbeat_ms")
+            raise SettingsError("job_lease_ms must be at least job_reaper_interval_ms + twice "
+                                "job_heartbeat_ms")
+        if self.secret_key:
+            decode_key(self.secret_key, env_name("secret_key"))
+
+    def secret_key_problem(self) -> str | None:
+        """Why these settings may not locate the secret key, or None. With a shared database or
+        Redis, several processes (in different directories, on different hosts) must open what
+        each sealed: a key file made on first use beside the working directory would silently
+        differ per process, so the key must be given explicitly."""
+        if self.secret_key or not (self.redis_url or not self.is_sqlite):
+            return None
+        name = env_name("secret_key_file")
+        if not Path(self.secret_key_file).is_absolute():
+            return (f"{env_name('secret_key')} or an absolute {name} is required with PostgreSQL "
+                    f"or Redis (a relative key file differs per working directory)")
+        if not Path(self.secret_key_file).is_file():
+            return (f"{name}: {self.secret_key_file} does not exist (make it once with "
+                    f"`head -c 32 /dev/urandom | base64 > {self.secret_key_file}`, then share it)")
+        return None
+
+    def startup_warnings(self) -> list[str]:
+        """Insecure settings worth a warning in production (a wildcard CORS origin is warned about
+        where CORS is set up, gateway/http/middleware.py)."""
+        if self.environment != "production":
+            return []
+        warnings = []
+        if self.graphiql:
+            warnings.append("GraphiQL is served on GET /graphql (ALPHINTRA_GRAPHIQL=false to stop)")
+        if self.introspection:
+            warnings.append("introspection is on: anyone authenticated can read the whole schema "
+                            "(ALPHINTRA_INTROSPECTION=false to stop)")
+        if not self.metrics_token:
+            warnings.append("/metrics is unauthenticated (set ALPHINTRA_METRICS_TOKEN, or keep the "
+                            "port off the public network)")
+        return warnings
 
     @property
     def runs_embedded_worker(self) -> bool:
@@ -244,3 +337,91 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def env_name(name: str) -> str:
+    return f"{PREFIX}{name.upper()}"
+
+
+def decode_key(value: str, where: str) -> bytes:
+    """A base64 32-byte key, or SettingsError saying what is wrong with it (never the value)."""
+    try:
+        key = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"{where}: expected 32 bytes in base64, got something that is not "
+                            f"base64") from None
+    if len(key) != 32:
+        raise SettingsError(f"{where}: expected 32 bytes in base64, got {len(key)} bytes")
+    return key
+
+
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _parse(f: Field[Any], raw: str) -> Any:
+    default = f.default
+    # bool before int: a bool is an int
+    kind = next((t for t in (bool, int, float) if isinstance(default, t)), None)
+    if kind is not None:
+        try:
+            return _bool(raw) if kind is bool else kind(raw.strip())
+        except ValueError:
+            shown = "***" if f.metadata.get("secret") else raw
+            raise SettingsError(f'{env_name(f.name)}: expected {_EXPECTED[kind]}, '
+                                f'got "{shown}"') from None
+    if isinstance(default, tuple):
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return raw or None
+
+
+class SettingInfo(NamedTuple):
+    name: str
+    env: str
+    value: str       # as shown: secrets masked
+    default: str
+    source: str      # "default" or the variable it came from
+    help: str
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _shown(f: Field[Any], value: Any) -> str:
+    if value is None:
+        return ""
+    if f.metadata.get("secret"):
+        return "***"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _URL_PASSWORD.sub(r"\1***@", str(value))  # a password inside a URL
+
+
+def describe(settings: Settings, environ: Mapping[str, str] | None = None) -> list[SettingInfo]:
+    """Every setting with its value (secrets masked), where it came from, and its help."""
+    environ = os.environ if environ is None else environ
+    rows = []
+    for f in fields(Settings):
+        name = env_name(f.name)
+        source = name if name in environ else "default"
+        rows.append(SettingInfo(f.name, name, _shown(f, getattr(settings, f.name)),
+                                _shown(f, f.default), source, f.metadata.get("help", "")))
+    return rows
+
+
+def markdown_reference() -> str:
+    """docs/settings.md: every setting, its default and help (tests keep the file equal to this)."""
+    lines = ["# Settings", "",
+             "Generated by `alphintra config --markdown > docs/settings.md` from gateway/settings.py;",
+             "tests/test_settings_config.py fails when this file is out of date.", "",
+             "Every setting is read from its `ALPHINTRA_*` environment variable. Booleans take",
+             "true/false (also 1/0, yes/no, on/off); lists are comma-separated. `alphintra config`",
+             "prints the values in effect and where each came from (secrets masked). A bad value",
+             "stops `alphintra` with one line on stderr and exit code 2.", "",
+             "| Variable | Default | What |", "|---|---|---|"]
+    for row in describe(Settings(), environ={}):
+        default = f"`{row.default}`" if row.default else ""
+        text = row.help.replace("|", "\\|")  # a pipe would end the table cell
+        lines.append(f"| `{row.env}` | {default} | {text} |")
+    return "\n".join(lines) + "\n"

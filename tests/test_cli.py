@@ -10,8 +10,9 @@ KEY = re.compile(r"alp_[0-9a-f]{16}_[A-Za-z0-9_-]{32,}")
 
 
 def run(settings, *args, env=None):
+    # the suite's secret key: required with PostgreSQL (CI), and the same key as the test's runtime
     full_env = {"ALPHINTRA_DATABASE_URL": settings.database_url, "ALPHINTRA_LOG_JSON": "false",
-                "PATH": "/usr/bin:/bin", **(env or {})}
+                "ALPHINTRA_SECRET_KEY": settings.secret_key, "PATH": "/usr/bin:/bin", **(env or {})}
     return subprocess.run([sys.executable, "-m", "gateway", *args], env=full_env,
                           capture_output=True, text=True, timeout=60)
 

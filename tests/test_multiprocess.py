@@ -42,6 +42,7 @@ def gateway_env(settings, namespace: str, **extra: str) -> dict[str, str]:
         "ALPHINTRA_REDIS_URL": settings.redis_url,
         "ALPHINTRA_REDIS_NAMESPACE": namespace,
         "ALPHINTRA_JWT_SECRET": settings.jwt_secret,
+        "ALPHINTRA_SECRET_KEY": settings.secret_key,  # required with PostgreSQL or Redis
         "ALPHINTRA_JOB_MIN_BACKOFF_MS": str(settings.job_min_backoff_ms),
         "ALPHINTRA_JOB_MAX_BACKOFF_MS": str(settings.job_max_backoff_ms),
         "ALPHINTRA_LOG_JSON": "false",

@@ -41,7 +41,7 @@ def test_metrics_in_prometheus_format(gql, tenant):
     text = gql.http.get("/metrics").text
     assert 'alphintra_http_requests_total{method="POST",route="/graphql",status="200"}' in text
     assert 'alphintra_http_request_seconds_bucket{le="0.005",route="/graphql"}' in text
-    assert 'alphintra_graphql_errors_total{code="GRAPHQL_VALIDATION_FAILED"}' in text
+    assert 'alphintra_graphql_errors_total{code="GRAPHQL_VALIDATION_FAILED",transport="http"}' in text
     assert 'alphintra_graphql_operations_total{type="mutation"}' in text
     for status in ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED"):
         assert f'alphintra_jobs{{status="{status}"}}' in text

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
@@ -235,8 +236,7 @@ class GraphQLEndpoint:
                                                 {"WWW-Authenticate": "Bearer"}), JSON)
         status, body, headers = await run_in_threadpool(self.run, params, token, request.method,
                                                         request_id)
-        for error in body.get("errors", ()):
-            self.metrics.errors.labels(error.get("extensions", {}).get("code", "UNKNOWN")).inc()
+        self.metrics.count_errors(body.get("errors", ()), "http")
         if media == JSON and status == GRAPHQL_REQUEST_ERROR:
             status = 200  # legacy media type: a well-formed request is 200 whatever its errors
         elif status == GRAPHQL_REQUEST_ERROR:
@@ -249,7 +249,7 @@ class GraphQLEndpoint:
         return JSONResponse(body, status_code=status, media_type=media, headers=headers)
 
     def _problem(self, problem: RequestProblem, media: str) -> Response:
-        self.metrics.errors.labels(problem.code).inc()
+        self.metrics.errors.labels(problem.code, "http").inc()
         return JSONResponse(error_body(problem.code, problem.message), status_code=problem.status,
                             media_type=media, headers=problem.headers)
 
@@ -257,6 +257,7 @@ class GraphQLEndpoint:
             ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Authenticate, rate-limit, pick the document, prepare, execute: the whole operation
         in this one thread. (status, body, headers)"""
+        started = time.perf_counter()  # the operation's latency counts from here
         if token is None:
             return 401, error_body(Unauthenticated.code,
                                    "send Authorization: Bearer <API key or token>"), {}
@@ -270,11 +271,11 @@ class GraphQLEndpoint:
         except DomainError as exc:
             status = GRAPHQL_REQUEST_ERROR if exc.http_status == 400 else exc.http_status
             return status, error_body(exc.code, exc.message), {}
-        status, body = self._run(principal, query, params, method, request_id)
+        status, body = self._run(principal, query, params, method, request_id, started)
         return status, body, {}
 
     def _run(self, principal: Principal, query: str, params: dict[str, Any], method: str,
-             request_id: str) -> tuple[int, dict[str, Any]]:
+             request_id: str, started: float) -> tuple[int, dict[str, Any]]:
         # The tenant's schema (core + its installed plugins), read once: the whole request runs
         # on it even if an install swaps the tenant's schema meanwhile.
         view = self.runtime.marketplace.view(principal.tenant_id)
@@ -318,6 +319,9 @@ class GraphQLEndpoint:
                                      operation_name=params.get("operationName"),
                                      max_coercion_errors=MAX_VARIABLE_ERRORS,
                                      hide_suggestions=self.hide_suggestions, **kwargs)
+            self.metrics.observe_operation(operation.name.value if operation.name else None,
+                                           operation.operation.value, "http",
+                                           time.perf_counter() - started)
             if _is_request_error(result):
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
                                                           for e in result.errors or ()]}

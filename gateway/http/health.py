@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,9 +18,27 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def readiness(runtime: Runtime) -> Any:
+class WarmUp:
+    """Where start-up warm-up stands (gateway/app.py runs it): /readyz is 503 while it is
+    pending, so a load balancer sends no request that would pay for it."""
+
+    def __init__(self) -> None:
+        self.state = "pending"
+
+    def finished(self) -> None:
+        self.state = "ok"
+
+    def failed(self, exc: BaseException) -> None:
+        # Warm-up only saves the first requests time: what it loads is also loaded on first use.
+        # Ready anyway, saying so, rather than out of rotation for good.
+        self.state = f"failed: {type(exc).__name__}"
+
+
+def readiness(runtime: Runtime, warm_up: WarmUp | None = None) -> Any:
     def check() -> dict[str, str]:
         results: dict[str, str] = {}
+        if warm_up is not None:
+            results["warm_up"] = warm_up.state
         for name, probe in (("database", runtime.db.ping), ("bus", runtime.bus.ping),
                             ("broker", lambda: _ping_broker(runtime))):
             try:
@@ -31,7 +50,8 @@ def readiness(runtime: Runtime) -> Any:
 
     async def readyz(request: Request) -> Response:
         results = await run_in_threadpool(check)
-        ready = all(v == "ok" for v in results.values())
+        ready = all(v == "ok" or (name == "warm_up" and v.startswith("failed"))
+                    for name, v in results.items())
         return JSONResponse({"status": "ready" if ready else "unavailable", "checks": results},
                             status_code=200 if ready else 503)
 
@@ -44,8 +64,15 @@ def _ping_broker(runtime: Runtime) -> None:
         client.ping()
 
 
-def metrics_route(metrics: Metrics) -> Any:
+def metrics_route(metrics: Metrics, token: str | None = None) -> Any:
+    """/metrics; with a token (ALPHINTRA_METRICS_TOKEN), only for `Authorization: Bearer <token>`."""
+    expected = f"Bearer {token}".encode() if token else None
+
     async def metrics_endpoint(request: Request) -> Response:
+        if expected is not None and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode(), expected):
+            return Response("unauthorized\n", status_code=401, media_type="text/plain",
+                            headers={"WWW-Authenticate": "Bearer"})
         body = await run_in_threadpool(generate_latest, metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

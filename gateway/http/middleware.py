@@ -18,6 +18,7 @@ from gateway.http.errors import error_body
 from gateway.http.graphql import new_request_id
 from gateway.observability.logs import log_context
 from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import traceresponse
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.access")
@@ -43,8 +44,12 @@ class RequestMiddleware:
         supplied = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = supplied if REQUEST_ID.match(supplied) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        # The server span (gateway/observability/tracing.py), when tracing is on: its trace id
+        # goes in the logs and, as `traceresponse`, to the caller.
+        trace = traceresponse()
+        ids = {"request_id": request_id, **({"trace_id": trace[3:35]} if trace else {})}
         if scope["type"] == "websocket":
-            with log_context(request_id=request_id):
+            with log_context(**ids):
                 await self.app(scope, receive, send)
             return
 
@@ -57,6 +62,8 @@ class RequestMiddleware:
                 status["code"], status["sent"] = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                if trace is not None:
+                    message["headers"].append((b"traceresponse", trace.encode()))
             await send(message)
 
         length = headers.get(b"content-length")
@@ -72,7 +79,7 @@ class RequestMiddleware:
                     raise BodyTooLarge
             return message
 
-        with log_context(request_id=request_id):
+        with log_context(**ids):
             try:
                 if too_large:
                     raise BodyTooLarge
@@ -109,5 +116,6 @@ def cors_middleware(settings: Settings) -> list[Middleware]:
                 "the API with credentials its user pastes or stores; list the origins instead")
     return [Middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else origins,
                        allow_methods=["GET", "POST"],
-                       allow_headers=["authorization", "content-type", "accept", "x-request-id"],
-                       expose_headers=["x-request-id", "retry-after"], max_age=600)]
+                       allow_headers=["authorization", "content-type", "accept", "x-request-id",
+                                      "traceparent", "tracestate"],
+                       expose_headers=["x-request-id", "retry-after", "traceresponse"], max_age=600)]

@@ -38,8 +38,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
+from graphql import get_operation_ast
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.websockets import WebSocket
@@ -55,6 +57,7 @@ from gateway.errors import RESPONSE_TOO_LARGE, DomainError
 from gateway.events import Event
 from gateway.http.context import RequestContext
 from gateway.http.errors import error_body, format_error
+from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.scope import enter_tenant
 from gateway.trading.mass_cancel import cancel_on_disconnect
@@ -87,6 +90,43 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
     closed_for: str | None = None
     cancel_on_disconnect = False  # opted in at connection_init (gateway/trading/mass_cancel.py)
     _watch: asyncio.Task[None] | None = None
+    # Operations not yet answered: id -> (name, type, start) for the latency histogram.
+    _started: dict[str, tuple[str | None, str, float]]
+
+    async def handle(self) -> None:
+        self._started = {}
+        metrics = self.view.metrics
+        if metrics is None:
+            await super().handle()
+            return
+        metrics.ws_connections.inc()  # an accepted socket, open until its handler returns
+        try:
+            await super().handle()
+        finally:
+            metrics.ws_connections.dec()
+
+    async def run_operation(self, operation: Any) -> None:
+        entry = self._started.get(operation.id)
+        metrics = self.view.metrics
+        gauge = (metrics.subscriptions if metrics is not None and entry is not None
+                 and entry[1] == "subscription" else None)
+        if gauge is not None:
+            gauge.inc()
+        try:
+            await super().run_operation(operation)
+        finally:
+            if gauge is not None:
+                gauge.dec()
+            if entry is not None and self._started.get(operation.id) is entry:
+                del self._started[operation.id]  # ended unanswered (cancelled); not a reused id
+
+    async def send_message(self, message: Any) -> None:
+        if message.get("type") in ("next", "error", "complete") and self.view.metrics is not None:
+            entry = self._started.pop(message.get("id"), None)
+            if entry is not None:  # the operation's first answer: its latency
+                name, kind, started = entry
+                self.view.metrics.observe_operation(name, kind, "ws", time.perf_counter() - started)
+        await super().send_message(message)
 
     @property  # type: ignore[override]
     def schema(self) -> Any:
@@ -132,40 +172,49 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
             return
         if self.closed_for is not None:
             return  # closing: nothing new starts
+        started = time.perf_counter()
         try:
             principal = await run_in_threadpool(self.view.runtime.authenticator.authenticate,
                                                 _token(self.context) or "")
         except DomainError as exc:
             await self.close_for(exc.code)
             return
-        refusal = await run_in_threadpool(self._gate, message, principal)
+        refusal, operation = await run_in_threadpool(self._gate, message, principal)
         if refusal is not None:
             await self.send_message({"id": message.get("id"), "type": "error",  # type: ignore[typeddict-item]
                                      "payload": refusal})
             return
+        if operation is not None and isinstance(message.get("id"), str):
+            self._started[message["id"]] = (*operation, started)
         await super().handle_subscribe(message)
 
-    def _gate(self, message: Any, principal: Principal) -> list[dict[str, Any]] | None:
-        """Errors refusing this subscribe (an `error` message's payload), or None; sets the
-        payload's query to the document chosen."""
+    def _gate(self, message: Any, principal: Principal
+              ) -> tuple[list[dict[str, Any]] | None, tuple[str | None, str] | None]:
+        """Errors refusing this subscribe (an `error` message's payload), or None, and the
+        operation's (name, type) when the document has it; sets the payload's query to the
+        document chosen."""
         gate = self.view.gate
         if gate is None:
-            return None
+            return None, None
         payload = message.get("payload")
         if not isinstance(payload, dict):
-            return None  # strawberry answers the malformed message
+            return None, None  # strawberry answers the malformed message
         request_id = self.context.request_id
         try:
             gate.limiter.check(principal)
             query = gate.resolver.query(payload, principal)
         except DomainError as exc:
-            return error_body(exc.code, exc.message, **exc.details)["errors"]
+            return error_body(exc.code, exc.message, **exc.details)["errors"], None
         payload["query"] = query
         composed = self.view.runtime.marketplace.schema_for(principal.tenant_id)
         prepared = gate.prepare(query, composed)
         if prepared.document is None:
-            return [format_error(e, request_id, prepared.code or "") for e in prepared.errors]
-        return None
+            return [format_error(e, request_id, prepared.code or "") for e in prepared.errors], None
+        name = payload.get("operationName")
+        operation = get_operation_ast(prepared.document, name if isinstance(name, str) else None)
+        if operation is None:
+            return None, None  # strawberry answers the unknown operation
+        return None, (operation.name.value if operation.name else None, operation.operation.value)
 
     async def close_for(self, reason: str) -> None:
         """Cancel every operation, then close with 4403 and `reason` (a code)."""
@@ -173,6 +222,8 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
             return
         self.closed_for = reason
         log.info("websocket closed: credentials no longer valid", extra={"code": reason})
+        if self.view.metrics is not None:
+            self.view.metrics.errors.labels(reason, "ws").inc()
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
         with contextlib.suppress(Exception):  # the peer may be gone already
@@ -217,6 +268,7 @@ class SubscriptionEndpoint(GraphQL):
                          allowed_origins=[o.rstrip("/") for o in runtime.settings.websocket_origins])
         self.runtime = runtime
         self.gate = gate
+        self.metrics: Metrics | None = gate.metrics if gate is not None else None
         self.sockets: set[TenantSchemaHandler] = set()
         self.max_response_bytes = runtime.settings.max_response_bytes
 
@@ -232,6 +284,7 @@ class SubscriptionEndpoint(GraphQL):
             enter_tenant(context.principal.tenant_id)  # this connection's operations run for it
         except DomainError as exc:
             log.info("websocket authentication refused", extra={"code": exc.code})
+            self._count_error(exc.code)
             raise ConnectionRejectionError({"code": exc.code}) from None
         if not _cancel_on_disconnect(context):
             return {"tenant": context.principal.tenant_slug}
@@ -239,6 +292,7 @@ class SubscriptionEndpoint(GraphQL):
         if not await run_in_threadpool(self.runtime.policy.allowed, p.user_id, p.tenant_id,
                                        "order", "write"):
             log.info("websocket cancel-on-disconnect refused", extra={"code": "FORBIDDEN"})
+            self._count_error("FORBIDDEN")
             raise ConnectionRejectionError({"code": "FORBIDDEN"})
         return {"tenant": p.tenant_slug, CANCEL_ON_DISCONNECT: True}
 
@@ -273,5 +327,16 @@ class SubscriptionEndpoint(GraphQL):
             body = {"data": None, **error_body(
                 RESPONSE_TOO_LARGE, f"the answer is {len(encoded)} bytes, over the limit of "
                 f"{self.max_response_bytes}", size=len(encoded), maximum=self.max_response_bytes)}
-            encoded = json.dumps({**data, "payload": body}, separators=(",", ":"))
+            data = {**data, "payload": body}
+            encoded = json.dumps(data, separators=(",", ":"))
+        if self.metrics is not None and isinstance(data, dict):
+            # every error a client is sent, as sent (the size cap's included)
+            if data.get("type") == "error" and isinstance(data.get("payload"), list):
+                self.metrics.count_errors(data["payload"], "ws")
+            elif data.get("type") == "next" and isinstance(data.get("payload"), dict):
+                self.metrics.count_errors(data["payload"].get("errors") or (), "ws")
         return encoded
+
+    def _count_error(self, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(code, "ws").inc()
