@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ctypes
 import json
@@ -111,8 +112,11 @@ class Results:
 
 def settings_env(database_url: str) -> dict[str, str]:
     """The gateway settings, as the ALPHINTRA_* variables both servers read."""
+    # one key for the run's scratch database, shared by the seeding process and both servers
+    os.environ.setdefault("ALPHINTRA_SECRET_KEY", base64.b64encode(os.urandom(32)).decode())
     return {
         "ALPHINTRA_DATABASE_URL": database_url,
+        "ALPHINTRA_SECRET_KEY": os.environ["ALPHINTRA_SECRET_KEY"],
         "ALPHINTRA_EMBEDDED_WORKER": "off",
         # the bench measures the pipeline, not the rate limiter (docs/security.md)
         "ALPHINTRA_RATE_LIMIT_KEY_PER_SECOND": "0",

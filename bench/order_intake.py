@@ -25,6 +25,7 @@ What it does (it ends by itself; a few minutes for the default 50,000 orders):
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -103,6 +104,8 @@ def main() -> None:
     if not url.startswith("postgresql") or url.rstrip("/").endswith("/test"):
         raise SystemExit("set ALPHINTRA_DATABASE_URL to a PostgreSQL database of your own "
                          "(createdb bench_orders), never the shared `test` database")
+    # the scratch database's own key, for this process and the gateway it starts
+    os.environ.setdefault("ALPHINTRA_SECRET_KEY", base64.b64encode(os.urandom(32)).decode())
     settings = Settings.from_env().with_(warm_on_start=False, embedded_worker="off",
                                           rate_limit_key_per_second=0, rate_limit_tenant_per_second=0)
     migrate_database(settings)

@@ -50,7 +50,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Store a CSV or Parquet file of OHLCV bars in the file source's "
-                                     "layout (docs/architecture.md, the file source); it is read whole "
+                                     "layout (docs/design/markets.md, the file source); it is read whole "
                                      "first, and a file that breaks the layout is refused naming its row "
                                      "and column (tenant admins).")
     def put_market_data_file(self, info: Info, input: MarketDataFileInput) -> MarketDataFile:

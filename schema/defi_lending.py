@@ -4,7 +4,7 @@ Amounts, prices and factors are Decimals (strings on the wire), taken as strings
 Permissions (casbin object "defi"): read for positions, actions and vaults and the events
 stream; write for lending actions and deploying a vault. A tenant acts only through its own
 signing key and sees only its own account; another address is DEFI_ACCOUNT_NOT_FOUND.
-Rules and formulas: gateway/defi/lending.py, lending_maths.py, docs/architecture.md.
+Rules and formulas: gateway/defi/lending.py, lending_maths.py, docs/design/defi.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ checked against the exact classical optimum) and weighs them; and the optimisers
 
 Thin: the permission check, then `runtime.jobs.start(..., "portfolio.optimize", ...)`, whose
 kind validates the parameters (gateway/quantum/service.py) before anything is queued. The
-result is the job's JSON, described in docs/architecture.md.
+result is the job's JSON, described in
+docs/design/quantum-federated-patterns.md.
 """
 
 from __future__ import annotations

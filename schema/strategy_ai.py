@@ -5,7 +5,7 @@ Permissions: `synthesizeStrategy` and `improveStrategy` need "strategy"/"write" 
 versions); `llmProviders` "strategy"/"read"; `newsItems` "news"/"read"; `analyzeNews`
 "news"/"analyze" (it calls the configured models; admin and trader). Synthesis and improvement
 are Jobs (kinds `strategy.synthesize`, `strategy.improve`); their results are described in
-docs/architecture.md and always say `provider` and `is_llm`.
+docs/design/strategy-lab.md and always say `provider` and `is_llm`.
 """
 
 from __future__ import annotations
