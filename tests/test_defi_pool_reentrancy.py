@@ -4,13 +4,15 @@ are moved before any token is called. The quotes stay equal to the views (test_d
 
 from __future__ import annotations
 
+import decimal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
-from vyper.compiler import compile_code
 from web3 import EthereumTesterProvider, Web3
 
-from gateway.defi.compile import compile_contract
+from gateway.defi.compile import compile_contract, vyper_decimals
 
 HOOK_TOKEN = """# pragma version ~=0.4.3
 interface Cpmm:
@@ -73,7 +75,10 @@ def deployed(w3: Any, abi: Any, bytecode: Any, *args: Any, sender: str) -> Any:
 def test_a_token_cannot_reenter_the_pool(kind: str) -> None:
     w3 = Web3(EthereumTesterProvider())
     owner = w3.eth.accounts[0]
-    out = compile_code(HOOK_TOKEN, output_formats=["abi", "bytecode"])
+    with vyper_decimals():  # vyper's import would set this thread's decimals to 78 digits
+        from vyper.compiler import compile_code
+
+        out = compile_code(HOOK_TOKEN, output_formats=["abi", "bytecode"])
     hook = deployed(w3, out["abi"], out["bytecode"], sender=owner)
     plain_c = compile_contract("Token")
     plain = deployed(w3, plain_c.abi, plain_c.bytecode, "Plain", "PLN", 18, sender=owner)
@@ -99,3 +104,16 @@ def test_a_token_cannot_reenter_the_pool(kind: str) -> None:
     assert w3.eth.get_transaction_receipt(tx)["status"] == 0  # the re-entry reverts the whole swap
     assert reserves == ([pool.functions.balances(k).call() for k in (0, 1)] if stable else
                         pool.functions.get_reserves().call())
+
+
+def test_vyper_leaves_the_callers_decimals_alone(tmp_path):
+    """vyper's import sets its thread's decimal context to 78 digits for good; the gateway's
+    compile (vyper imported afresh, in a process of its own) leaves the caller's money
+    arithmetic at its own precision."""
+    script = ("import decimal\nfrom pathlib import Path\n"
+              "from gateway.defi.compile import compile_contract\n"
+              f"compile_contract('ConstantProductPool', cache_dir=Path({str(tmp_path)!r}))\n"
+              "print(decimal.getcontext().prec)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split() == [str(decimal.DefaultContext.prec)]

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import json
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -285,8 +286,12 @@ def test_fuzz_no_document_reaches_code_execution():
     reached: list[str] = []
     saved = {name: getattr(builtins, name) for name in ("exec", "eval", "compile")}
 
+    fuzzing = threading.current_thread()
+
     def forbidden(name: str) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not fuzzing:  # another test's server thread
+                return saved[name](*args, **kwargs)
             reached.append(name)
             raise RuntimeError(f"{name} called")
 

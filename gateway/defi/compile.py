@@ -6,10 +6,12 @@ process, and on disk (JSON) so `make run` and test runs do not pay the ~1 s comp
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import os
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,13 @@ CONTRACTS_DIR = Path(__file__).parent / "contracts"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "alphintra" / "vyper"
 
 _lock = threading.Lock()  # the compiler is not re-entrant; one compile at a time per process
+VYPER_PRECISION = 78  # the decimal digits vyper works with
+
+
+def vyper_decimals() -> AbstractContextManager[decimal.Context]:
+    """A context for importing and calling vyper: its import sets the calling thread's decimal
+    context to 78 digits for good, which must not leak into the gateway's money arithmetic."""
+    return decimal.localcontext(prec=VYPER_PRECISION)
 _memory: dict[str, CompiledContract] = {}  # a cache of pure results keyed by content hash
 
 
@@ -40,7 +49,8 @@ def source_of(name: str) -> str:
 
 
 def _digest(source: str) -> str:
-    import vyper
+    with vyper_decimals():
+        import vyper
 
     return hashlib.sha256(f"{vyper.__version__}\n{source}".encode()).hexdigest()
 
@@ -65,9 +75,10 @@ def compile_contract(name: str, cache_dir: Path | None = None) -> CompiledContra
 
 
 def _compile(name: str, source: str) -> CompiledContract:
-    from vyper.compiler import compile_code
+    with vyper_decimals():
+        from vyper.compiler import compile_code
 
-    out = compile_code(source, contract_path=f"{name}.vy", output_formats=["abi", "bytecode"])
+        out = compile_code(source, contract_path=f"{name}.vy", output_formats=["abi", "bytecode"])
     return CompiledContract(name=name, abi=out["abi"], bytecode=out["bytecode"])
 
 

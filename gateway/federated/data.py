@@ -191,9 +191,14 @@ def _market_data() -> Any:
 
 
 def twin_universe() -> tuple[str, ...]:
+    """The twin's instruments, each once: listings on alternative venues repeat their primary
+    listing's price path, so they are not other instruments to learn from."""
+    from gateway.markets.venues import VENUES
+
+    alternative = {v.mic for v in VENUES if v.alternative_to is not None}
     service = _market_data()
     return tuple(sorted(i.key for i in service.instruments()
-                        if service.source_of(i.key).plugin == TWIN_PLUGIN))
+                        if service.source_of(i.key).plugin == TWIN_PLUGIN and i.mic not in alternative))
 
 
 def assign(spec: FeatureSpec, tenant_key: str, universe: tuple[str, ...] | None = None) -> Assignment:

@@ -117,6 +117,9 @@ class Venue:
     # PRE_OPEN / POST_CLOSE (opening and closing auctions, pre- and after-market sessions).
     pre_open_minutes: int = 0
     post_close_minutes: int = 0
+    # An alternative venue: the primary market whose listed shares it trades (None for a
+    # primary market). Its instruments are listings of the primary's, not other instruments.
+    alternative_to: str | None = None
 
     @property
     def always_open(self) -> bool:
@@ -209,27 +212,27 @@ VENUES: tuple[Venue, ...] = (
     # hours are that market's continuous session; their few extra minutes, such as
     # Japannext's night session, are not modelled) and its tick and lot rules.
     Venue("BATS", "Cboe BZX Exchange", "americas", "US", "USD", "America/New_York",
-          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS")),
+          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS"), alternative_to="XNYS"),
     Venue("ARCX", "NYSE Arca", "americas", "US", "USD", "America/New_York",
-          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS")),
+          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS"), alternative_to="XNYS"),
     Venue("IEXG", "Investors Exchange (IEX)", "americas", "US", "USD", "America/New_York",
-          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS")),
+          ("SEC", "FINRA"), US_LOT, US_TICK, _xc("XNYS"), alternative_to="XNYS"),
     Venue("CHIX", "Cboe Europe (CXE order books)", "emea", "GB", "GBP", "Europe/London",
-          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON")),
+          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON"), alternative_to="XLON"),
     Venue("TRQX", "Turquoise", "emea", "GB", "GBP", "Europe/London",
-          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON")),
+          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON"), alternative_to="XLON"),
     Venue("AQXE", "Aquis Exchange", "emea", "GB", "GBP", "Europe/London",
-          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON")),
+          ("FCA",), ONE_SHARE, MIFID_LIQUID, _xc("XLON"), alternative_to="XLON"),
     Venue("CEUX", "Cboe Europe B.V. (DXE)", "emea", "NL", "EUR", "Europe/Amsterdam",
-          ("AFM",), ONE_SHARE, MIFID_LIQUID, _xc("XETR")),
+          ("AFM",), ONE_SHARE, MIFID_LIQUID, _xc("XETR"), alternative_to="XETR"),
     Venue("AQEU", "Aquis Exchange Europe", "emea", "FR", "EUR", "Europe/Paris",
-          ("AMF",), ONE_SHARE, MIFID_LIQUID, _xc("XETR")),
+          ("AMF",), ONE_SHARE, MIFID_LIQUID, _xc("XETR"), alternative_to="XETR"),
     Venue("CHIJ", "Cboe Japan", "apac", "JP", "JPY", "Asia/Tokyo",
-          ("JFSA",), flat("100", "trading unit of 100 shares"), TSE_TICK, _xc("XTKS")),
+          ("JFSA",), flat("100", "trading unit of 100 shares"), TSE_TICK, _xc("XTKS"), alternative_to="XTKS"),
     Venue("SBIJ", "Japannext", "apac", "JP", "JPY", "Asia/Tokyo",
-          ("JFSA",), flat("100", "trading unit of 100 shares"), TSE_TICK, _xc("XTKS")),
+          ("JFSA",), flat("100", "trading unit of 100 shares"), TSE_TICK, _xc("XTKS"), alternative_to="XTKS"),
     Venue("CXAC", "Cboe Australia", "apac", "AU", "AUD", "Australia/Sydney",
-          ("ASIC",), flat("1", "no board lot"), ASX_TICK, _xc("XASX")),
+          ("ASIC",), flat("1", "no board lot"), ASX_TICK, _xc("XASX"), alternative_to="XASX"),
     # Global
     # "XX": no country (a user-assigned ISO 3166 code).
     Venue(ALWAYS_OPEN_MIC, "Alphintra 24/7 digital assets venue", "global", "XX", "USD", "UTC",
