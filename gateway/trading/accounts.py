@@ -19,6 +19,7 @@ from gateway.pagination import Page
 from gateway.trading import mass_cancel
 from gateway.trading.common import DEFAULT_DUPLICATE_MS, AccountNotFound, _plain
 from gateway.trading.controls import ACCOUNT_PREFIX, controls_of, kill_entries, load_row
+from gateway.trading.desk import instrument_keys
 from gateway.trading.intake import amount, check_lei
 from gateway.trading.models import ComplianceControlsRow, Locate, TradingAccount
 from plugins.sdk import TenantControls
@@ -168,15 +169,7 @@ def locates(service: OrderService, tenant_id: str, *, account: str | None = None
     """The tenant's locates, newest first (keyset pages): of one account, of one instrument
     (SYMBOL.MIC or ISIN: a locate is stored under the listing's ISIN, else its key, as
     record_locate keys it), and with `active_only` those a short sale could still use now."""
-    keys = None
-    if instrument is not None:
-        text = instrument.strip().upper()
-        keys = {text}
-        try:
-            listing = service.market_data.instrument(text)
-            keys |= {listing.key} | ({listing.isin} if listing.isin else set())
-        except DomainError:
-            pass  # an ISIN, or a listing no longer there: its locates are still keyed by it
+    keys = instrument_keys(service, instrument) if instrument is not None else None
     return service.queries.locates(tenant_id, account=account,
                                    instrument_keys=sorted(keys) if keys else None,
                                    active_at=service.markets.now() if active_only else None,

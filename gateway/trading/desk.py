@@ -156,16 +156,23 @@ def valuate(service: OrderService, tenant_id: str, accounts: Sequence[str] | Non
                          _sum(base_currency, [v.base for v in values]))
 
 
-def _instrument_clause(service: OrderService, instrument: str) -> object:
-    """A position is keyed by ISIN, else SYMBOL.MIC: a listing's key or a bare symbol finds it too."""
+def instrument_keys(service: OrderService, instrument: str) -> set[str]:
+    """The keys a holding or locate of `instrument` may be stored under (ISIN, else SYMBOL.MIC):
+    the text as given, and for a listing key its key and ISIN."""
     text = instrument.strip().upper()
     keys = {text}
     try:
         listing = service.market_data.instrument(text)
         keys |= {listing.key} | ({listing.isin} if listing.isin else set())
     except DomainError:
-        pass  # not a listing key: an ISIN or a symbol, matched as given
-    return or_(col(AccountPosition.instrument_key).in_(keys), AccountPosition.symbol == text)
+        pass  # an ISIN, a bare symbol, or a listing no longer there: matched as given
+    return keys
+
+
+def _instrument_clause(service: OrderService, instrument: str) -> object:
+    """A position is keyed by ISIN, else SYMBOL.MIC: a listing's key or a bare symbol finds it too."""
+    return or_(col(AccountPosition.instrument_key).in_(instrument_keys(service, instrument)),
+               AccountPosition.symbol == instrument.strip().upper())
 
 
 def _fees(session: object, accounts: set[str]) -> dict[tuple[str, str], Decimal]:
