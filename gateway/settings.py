@@ -56,7 +56,7 @@ class Settings:
     # Authentication. HS256 needs jwt_secret; RS256 needs jwt_public_key (PEM text or a path).
     jwt_algorithm: str = field(default="HS256", metadata=_help(
         "Algorithm of incoming JWTs: HS256 (needs jwt_secret) or RS256 (needs jwt_public_key)."))
-    jwt_secret: str | None = field(default=None, metadata=_help(
+    jwt_secret: str | None = field(default=None, repr=False, metadata=_help(
         "Shared secret for HS256 JWTs. Unset: JWTs are refused (API keys still work).",
         secret=True))
     jwt_public_key: str | None = field(default=None, metadata=_help(
@@ -67,7 +67,7 @@ class Settings:
         "Required `aud` claim of JWTs (unset: not checked)."))
     jwt_leeway_seconds: int = field(default=30, metadata=_help(
         "Clock skew allowed on JWT `exp` and `nbf`, in seconds."))
-    demo_api_key: str | None = field(default=None, metadata=_help(
+    demo_api_key: str | None = field(default=None, repr=False, metadata=_help(
         "The API key `alphintra seed-demo` gives the demo tenant's admin (unset: generated).",
         secret=True))
     # The web console's partner domains (gateway/http/console.py).
@@ -118,7 +118,7 @@ class Settings:
     environment: str = field(default="development", metadata=_help(
         "development or production. Production logs start-up warnings for insecure settings "
         "(GraphiQL, introspection, an unauthenticated /metrics, a wildcard CORS origin)."))
-    metrics_token: str | None = field(default=None, metadata=_help(
+    metrics_token: str | None = field(default=None, repr=False, metadata=_help(
         "Bearer token /metrics requires (`Authorization: Bearer …`). Unset: /metrics is open "
         "(warned about in production).", secret=True))
 
@@ -160,7 +160,7 @@ class Settings:
         "Longest wait between outbox delivery attempts while the broker or bus is down, ms."))
 
     # Encryption at rest (plugin secrets, signing keys). gateway/secrets.py.
-    secret_key: str | None = field(default=None, metadata=_help(
+    secret_key: str | None = field(default=None, repr=False, metadata=_help(
         "Key that seals secrets at rest (plugin secrets, signing keys): 32 bytes, base64. With "
         "PostgreSQL or Redis configured, this or an absolute secret_key_file is required.",
         secret=True))

@@ -270,7 +270,7 @@ class Mutation:
             c.require("role", "write")
         return User.from_row(c.runtime.tenancy.create_user(
             c.tenant_id, input.email, display_name=input.display_name, roles=input.roles,
-            actor=me.user_id))
+            actor=me.user_id, actor_key_id=me.api_key_id))
 
     @strawberry.mutation(description="vendor: platform administrators only "
                                      "(VENDOR_ROLE_NEEDS_PLATFORM); a tenant admin asks with "
@@ -366,7 +366,7 @@ class Mutation:
         me = c.require("apikey", "write")
         row, key = c.runtime.tenancy.create_api_key(
             c.tenant_id, str(input.user_id or me.user_id), input.name, expires_at=input.expires_at,
-            actor=me.user_id)
+            actor=me.user_id, actor_key_id=me.api_key_id)
         return CreatedApiKey(api_key=ApiKey.from_row(row), key=key)
 
     @strawberry.mutation

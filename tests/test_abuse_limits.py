@@ -158,3 +158,28 @@ def test_the_same_rules_over_websocket(closed, server, tenant):
     refused, _ = asyncio.run(scenario(closed.ws_url, "{ _service { sdl } }"))
     errors = refused["payload"]["errors"] if refused["type"] == "next" else refused["payload"]
     assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN"]
+
+
+def test_no_suggestions_over_websocket_when_introspection_is_off(closed, tenant):
+    """strawberry executes subscriptions itself; its variable coercion suggests enum values."""
+    query = "query($s: JobStatus) { jobs(status: $s) { edges { node { id } } } }"
+
+    async def scenario() -> dict:
+        async with TransportWS(closed.ws_url, tenant.key) as ws:
+            await ws.subscribe("1", query, {"s": "QUEUD"})
+            return await ws.next(op_id="1")
+
+    answer = asyncio.run(scenario())
+    errors = answer["payload"] if answer["type"] == "error" else answer["payload"]["errors"]
+    assert errors and all("Did you mean" not in e["message"] for e in errors)
+    assert all("QUEUED" not in e["message"] for e in errors)
+
+
+def test_a_tenant_admin_cannot_make_itself_a_router(closed, tenant):
+    """The router reads the whole federated SDL (every approved plugin's fields)."""
+    client = GraphQLClient(closed.url)
+    me = client.data("{ viewer { user { id } } }", key=tenant.key)["viewer"]["user"]["id"]
+    grant = client("mutation($u: ID!) { grantRole(userId: $u, role: \"router\") { roles } }",
+                   {"u": me}, key=tenant.key)
+    assert error_codes(grant) == ["ROLE_NEEDS_PLATFORM"]
+    assert error_codes(client("{ _service { sdl } }", key=tenant.key)) == ["FORBIDDEN"]

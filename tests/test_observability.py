@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.observability.metrics import ANONYMOUS, OPERATION_NAMES, OTHER, Metrics
+from gateway.observability.metrics import ANONYMOUS, OPERATION_NAME_MAX, OPERATION_NAMES, OTHER, Metrics
 from gateway.runtime import Runtime
 from tests.support import GraphQLClient, LiveServer, TransportWS, error_codes, wait_for
 
@@ -48,6 +48,9 @@ def test_operation_names_beyond_the_cap_count_as_other(runtime):
         assert metrics.operation_label(f"Op{i}") == f"Op{i}"
     assert metrics.operation_label("OneTooMany") == OTHER
     assert metrics.operation_label("Op0") == "Op0"  # names already seen keep their label
+    # A name is one token, so no document limit bounds its length: a long one is "other".
+    assert Metrics(runtime.db).operation_label("Q" * (OPERATION_NAME_MAX + 1)) == OTHER
+    assert Metrics(runtime.db).operation_label("Q" * OPERATION_NAME_MAX) == "Q" * OPERATION_NAME_MAX
     assert metrics.operation_label(None) == metrics.operation_label("") == ANONYMOUS
 
 

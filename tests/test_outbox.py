@@ -413,3 +413,17 @@ def test_lease_settings_are_checked():
                                   "ALPHINTRA_JOB_REAPER_INTERVAL_MS": "500"})
     assert settings.job_lease_written_s == 2.5  # expired, it waits at most one reaper round
     assert Settings().job_lease_ms == 30_000
+
+
+def test_a_job_canceled_while_its_worker_died_is_not_run_again(rt, bus, tenant):
+    job = rt.jobs.start(principal(tenant), "diagnostics", {"steps": 2, "step_seconds": 0})
+    drain(rt)
+    claim = rt.jobs.rows.claim(job.id, tenant.id)
+    assert claim is not None
+    rt.jobs.cancel(tenant.id, job.id)  # asked while it runs; then its worker dies
+    lease_s = rt.settings.job_lease_ms / 1000
+    reaped = rt.job_reaper.reap(now=later(lease_s))
+    assert (reaped.requeued, reaped.failed) == (0, 1)
+    done = job_row(rt, tenant, job.id)
+    assert (done.status, done.run_token) == ("CANCELED", None) and done.finished_at is not None
+    assert pending(rt, "job", job.id) == []  # no new message: nothing runs it again

@@ -120,3 +120,34 @@ def test_role_grant_fields_with_another_tenants_ids_find_nothing(gql, runtime, t
     assert [e["node"]["id"] for e in gql.data(listed, key=tenant.key)["roleGrantRequests"]["edges"]] == \
         [request["id"]]
     assert gql.data(ROLES, {"u": user}, key=tenant.key)["user"]["roles"] == []
+
+
+def test_a_key_laundered_through_a_colleague_is_still_the_requesters(gql, runtime, tenant):
+    """A key made through a key someone else made is theirs: its secret came from them."""
+    user = _user(gql, tenant)
+    request = gql.data(REQUEST, {"u": user, "r": "compliance_officer"}, key=tenant.key)["requestRoleGrant"]
+    colleague, _ = user_key(runtime, tenant, "admin")  # independent, made by the platform
+    k1 = gql.data(CREATE_KEY, {"u": colleague}, key=tenant.key)["createApiKey"]["key"]
+    assert error_codes(gql(DECIDE, {"id": request["id"], "a": True}, key=k1)) == ["APPROVER_NOT_INDEPENDENT"]
+    k2 = gql.data(CREATE_KEY, {"u": colleague}, key=k1)["createApiKey"]["key"]  # made "as" the colleague
+    assert error_codes(gql(DECIDE, {"id": request["id"], "a": True}, key=k2)) == ["APPROVER_NOT_INDEPENDENT"]
+    assert "compliance_officer" not in gql.data(ROLES, {"u": user}, key=tenant.key)["user"]["roles"]
+
+
+def test_a_user_made_by_a_puppet_of_the_requester_is_not_independent(gql, runtime, tenant):
+    user = _user(gql, tenant)
+    request = gql.data(REQUEST, {"u": user, "r": "compliance_officer"}, key=tenant.key)["requestRoleGrant"]
+    puppet = _user(gql, tenant, "admin")
+    puppet_key = gql.data(CREATE_KEY, {"u": puppet}, key=tenant.key)["createApiKey"]["key"]
+    approver = gql.data("mutation($e: String!) { createUser(input: {email: $e, roles: [\"admin\"]}) { id } }",
+                        {"e": f"b-{request['id'][:8]}@{tenant.slug}.test"}, key=puppet_key)["createUser"]["id"]
+    approver_key = gql.data(CREATE_KEY, {"u": approver}, key=puppet_key)["createApiKey"]["key"]
+    assert error_codes(gql(DECIDE, {"id": request["id"], "a": True}, key=approver_key)) == \
+        ["APPROVER_NOT_INDEPENDENT"]
+
+
+def test_the_user_a_role_is_granted_to_does_not_decide_it(gql, runtime, tenant):
+    grantee, grantee_key = user_key(runtime, tenant, "admin")
+    request = gql.data(REQUEST, {"u": grantee, "r": "compliance_officer"}, key=tenant.key)["requestRoleGrant"]
+    assert error_codes(gql(DECIDE, {"id": request["id"], "a": True}, key=grantee_key)) == \
+        ["ROLE_GRANT_SELF_APPROVAL"]

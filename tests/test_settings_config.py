@@ -215,3 +215,12 @@ def test_a_failed_warm_up_is_reported_but_ready(runtime, monkeypatch):
         ready = wait_for(lambda: (r := httpx.get(live.url + "/readyz")).status_code == 200 and r,
                          timeout=10)
     assert ready.json()["checks"]["warm_up"] == "failed: RuntimeError"
+
+
+def test_no_secret_setting_reaches_a_repr():
+    """Settings end up in logs and tracebacks: every secret setting stays out of repr()."""
+    values = {f.name: f"S3CRET-{f.name}" for f in dataclasses.fields(Settings)
+              if f.metadata.get("secret")}
+    assert values, "the secret settings are marked"
+    text = repr(Settings(**values))
+    assert not [name for name, value in values.items() if value in text]

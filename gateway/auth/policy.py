@@ -22,8 +22,11 @@ from gateway.errors import InvalidInput
 ROLES: tuple[str, ...] = ("admin", "trader", "compliance_officer", "viewer", "vendor", "router")
 PLATFORM_ADMIN = "platform_admin"
 VENDOR = "vendor"
+# Reads the federated SDL (`_service`) when introspection is off: the supergraph's composer.
+ROUTER = "router"
 # Roles a tenant admin may not grant: only the platform (the CLI) or a platform administrator.
-PLATFORM_GRANTED_ROLES: frozenset[str] = frozenset({VENDOR})
+# The router's SDL holds every approved plugin's fields, not only the tenant's.
+PLATFORM_GRANTED_ROLES: frozenset[str] = frozenset({VENDOR, ROUTER})
 POLICY_TOPIC = "policy.changed"
 # Credentials that stopped being valid (a key revoked, a user deactivated): every replica closes
 # the WebSockets they opened. Payload: tenantId and apiKeyId or userId, and the reason's code.
@@ -31,8 +34,6 @@ CREDENTIALS_TOPIC = "credentials.revoked"
 # Roles granted only with a second person: a platform administrator, or a tenant admin's request
 # that another, independent, tenant admin approves (gateway/tenancy/service.py).
 APPROVAL_ROLES: frozenset[str] = frozenset({"compliance_officer"})
-# Reads the federated SDL (`_service`) when introspection is off: the supergraph's composer.
-ROUTER = "router"
 
 
 def subject(user_id: str) -> str:

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -271,6 +272,9 @@ class SubscriptionEndpoint(GraphQL):
         self.metrics: Metrics | None = gate.metrics if gate is not None else None
         self.sockets: set[TenantSchemaHandler] = set()
         self.max_response_bytes = runtime.settings.max_response_bytes
+        # strawberry executes (and coerces variables) itself here: with introspection off its
+        # "Did you mean …?" would spell the schema out, so they are cut from what is sent.
+        self.hide_suggestions = not runtime.settings.introspection
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> RequestContext:
         return RequestContext(runtime=self.runtime, request_id=request.state.request_id)
@@ -320,6 +324,8 @@ class SubscriptionEndpoint(GraphQL):
                 socket.revoke_threadsafe(reason)
 
     def encode_json(self, data: object) -> str:
+        if self.hide_suggestions and isinstance(data, dict):
+            data = _without_suggestions(data)
         encoded = json.dumps(data, separators=(",", ":"))
         if (self.max_response_bytes and len(encoded) > self.max_response_bytes
                 and isinstance(data, dict) and data.get("type") == "next"):
@@ -340,3 +346,22 @@ class SubscriptionEndpoint(GraphQL):
     def _count_error(self, code: str) -> None:
         if self.metrics is not None:
             self.metrics.errors.labels(code, "ws").inc()
+
+
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?\s*$")
+
+
+def _without_suggestions(message: dict[str, Any]) -> dict[str, Any]:
+    """An `error` or `next` message with every error's "Did you mean …?" cut off."""
+    payload = message.get("payload")
+    if message.get("type") == "error" and isinstance(payload, list):
+        return {**message, "payload": [_cut(e) for e in payload]}
+    if message.get("type") == "next" and isinstance(payload, dict) and payload.get("errors"):
+        return {**message, "payload": {**payload, "errors": [_cut(e) for e in payload["errors"]]}}
+    return message
+
+
+def _cut(error: Any) -> Any:
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return {**error, "message": _SUGGESTION.sub("", error["message"])}
+    return error

@@ -134,7 +134,12 @@ class JobReaper:
                 job.run_token = None  # the dead (or paused) run's writes are refused from now on
                 job.lease_expires_at = None
                 job.updated_at = now
-                if job.attempts >= self.max_attempts:
+                if job.cancel_requested:  # its caller gave up on it: not run again
+                    job.status = JobStatus.CANCELED.value
+                    job.message = f"canceled; its worker stopped during attempt {job.attempts}"
+                    job.finished_at = now
+                    failed += 1
+                elif job.attempts >= self.max_attempts:
                     job.status = JobStatus.FAILED.value
                     job.error_code = WORKER_LOST
                     job.error_message = (f"the job's worker stopped during attempt {job.attempts}"

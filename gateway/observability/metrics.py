@@ -47,6 +47,7 @@ class JobsByStatus(Collector):
 
 
 OPERATION_NAMES = 200  # distinct operation names kept as labels; the rest are "other"
+OPERATION_NAME_MAX = 64  # characters; a longer name is labelled "other"
 ANONYMOUS = "anonymous"
 OTHER = "other"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -87,6 +88,8 @@ class Metrics:
         """`name` as a label value, within the cardinality bound."""
         if not name:
             return ANONYMOUS
+        if len(name) > OPERATION_NAME_MAX:  # a name is one token: no other limit bounds it
+            return OTHER
         if name in self._names:
             return name
         with self._names_lock:

@@ -29,6 +29,7 @@ from gateway.auth.policy import (
     CREDENTIALS_TOPIC,
     PLATFORM_GRANTED_ROLES,
     POLICY_TOPIC,
+    VENDOR,
     AccessPolicy,
     role_subject,
     subject,
@@ -129,10 +130,10 @@ class TenancyService:
     # Users and roles.
     def create_user(self, tenant_id: str, email: str, *, display_name: str = "",
                     roles: list[str] | tuple[str, ...] = (), actor: str | None = None,
-                    by_platform: bool = False) -> User:
+                    actor_key_id: str | None = None, by_platform: bool = False) -> User:
         self.check_grantor(roles, actor=actor, by_platform=by_platform)
         user = self._new_user(tenant_id, email, display_name)
-        user.created_by = actor
+        user.created_by = self._origin(tenant_id, actor, actor_key_id)
         grants = self.policy.grant_rows(user.id, roles, tenant_id)
         try:
             with self.db.tenant_transaction(tenant_id) as session:
@@ -156,10 +157,13 @@ class TenancyService:
             return
         if actor is not None and self.policy.is_platform_admin(actor):
             return
-        if reserved:
-            raise Forbidden(f"the {reserved[0]} role is granted by a platform administrator only; "
+        if VENDOR in reserved:
+            raise Forbidden("the vendor role is granted by a platform administrator only; "
                             "a tenant admin requests it (requestVendorRole)",
                             code="VENDOR_ROLE_NEEDS_PLATFORM")
+        if reserved:
+            raise Forbidden(f"the {reserved[0]} role is granted by a platform administrator only",
+                            code="ROLE_NEEDS_PLATFORM")
         raise Forbidden(f"the {second[0]} role needs a second person: request it (requestRoleGrant) "
                         "and another tenant admin or a platform administrator approves",
                         code="ROLE_GRANT_NEEDS_APPROVAL")
@@ -299,10 +303,20 @@ class TenancyService:
         else:
             self.bus.publish(topic, payload)
 
+    def _origin(self, tenant_id: str, actor: str | None, actor_key_id: str | None) -> str | None:
+        """Who really acts: a key made by someone other than its user is held by its maker (the
+        secret was shown to them), so what it creates is theirs, for the independence rule."""
+        if actor is None or actor_key_id is None:
+            return actor
+        with self.db.tenant_session(tenant_id) as session:
+            key = session.exec(select(ApiKey).where(ApiKey.id == actor_key_id)).first()
+        return key.created_by if key is not None and key.created_by else actor
+
     # API keys.
     def create_api_key(self, tenant_id: str, user_id: str, name: str, *,
                        expires_at: datetime | None = None, token: str | None = None,
-                       actor: str | None = None, by_platform: bool = False) -> tuple[ApiKey, str]:
+                       actor: str | None = None, actor_key_id: str | None = None,
+                       by_platform: bool = False) -> tuple[ApiKey, str]:
         """Returns the row and the key itself, which is never stored and never shown again.
 
         A key acts as its user, so a key for another user who is a platform administrator is
@@ -320,7 +334,7 @@ class TenancyService:
         key = ApiKey(tenant_id=tenant_id, user_id=user_id, name=name.strip(),
                      key_id=material.key_id, salt=material.salt,
                      secret_hash=material.secret_hash, expires_at=expires_at,
-                     created_by=None if by_platform else actor)
+                     created_by=None if by_platform else self._origin(tenant_id, actor, actor_key_id))
         try:
             with self.db.tenant_transaction(tenant_id) as session:
                 session.add(key)
@@ -420,9 +434,9 @@ class TenancyService:
                 raise NotFound(f"no role grant request {request_id}", code="ROLE_GRANT_NOT_FOUND")
             if row.status != "PENDING":
                 raise Conflict(f"the request is {row.status} already", code="ROLE_GRANT_DECIDED")
-            if row.requested_by == decider.user_id:
-                raise Forbidden("a request is decided by someone other than its requester",
-                                code="ROLE_GRANT_SELF_APPROVAL")
+            if decider.user_id in (row.requested_by, row.user_id):
+                raise Forbidden("a request is decided by someone other than its requester and "
+                                "the user it grants to", code="ROLE_GRANT_SELF_APPROVAL")
             if not platform_admin:
                 problem = independence_problem(session, decider, row.requested_by,
                                                self.approval_window)
