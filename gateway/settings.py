@@ -29,6 +29,9 @@ class SettingsError(ValueError):
     """A setting that cannot be used, said in one line (the CLI prints it and exits 2)."""
 
 
+_ORIGIN = re.compile(r"^https?://[^/\s]+/?$")  # what a browser sends as Origin (a trailing / allowed)
+
+
 def _help(text: str, *, secret: bool = False) -> dict[str, Any]:
     return {"help": text, "secret": secret}
 
@@ -274,9 +277,14 @@ class Settings:
             raise SettingsError("plugin_sandbox must be required or best-effort")
         if self.environment not in {"development", "production"}:
             raise SettingsError("environment must be development or production")
-        if min(self.rate_limit_key_per_second, self.rate_limit_tenant_per_second) < 0 or \
-                min(self.rate_limit_key_burst, self.rate_limit_tenant_burst) < 1:
+        if not min(self.rate_limit_key_per_second, self.rate_limit_tenant_per_second) >= 0 or \
+                min(self.rate_limit_key_burst, self.rate_limit_tenant_burst) < 1:  # NaN fails
             raise SettingsError("rate limits must be >= 0 a second with a burst of at least 1")
+        for origin in (*self.cors_origins, *self.websocket_origins):
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise SettingsError(f"origin {origin!r} is not scheme://host[:port] (or *)")
+        if self.max_response_bytes < 0 or self.apq_cache_size < 1:
+            raise SettingsError("max_response_bytes must be >= 0 and apq_cache_size >= 1")
         if self.websocket_recheck_seconds <= 0:
             raise SettingsError("websocket_recheck_seconds must be positive")
         if not 0 <= self.llm_max_repairs <= 10:

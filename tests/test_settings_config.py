@@ -224,3 +224,13 @@ def test_no_secret_setting_reaches_a_repr():
     assert values, "the secret settings are marked"
     text = repr(Settings(**values))
     assert not [name for name, value in values.items() if value in text]
+
+
+def test_origins_and_limits_are_checked():
+    for bad in ({"cors_origins": ("a.com",)}, {"websocket_origins": ("https://a.com/path",)},
+                {"rate_limit_key_per_second": float("nan")}, {"max_response_bytes": -1},
+                {"apq_cache_size": 0}):
+        with pytest.raises(SettingsError):
+            Settings(**bad).check()
+    Settings(cors_origins=("https://desk.example.com", "http://127.0.0.1:8000"),
+             websocket_origins=("https://desk.example.com",)).check()
