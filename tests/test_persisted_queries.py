@@ -117,3 +117,35 @@ def test_trusted_documents_are_an_admins_and_tenant_isolated(gql, runtime, tenan
 
 def gql_ws(gql: GraphQLClient) -> str:
     return str(gql.http.base_url).replace("http://", "ws://").rstrip("/") + "/graphql"
+
+
+def test_one_tenants_many_hashes_never_evict_anothers(runtime):
+    """The remembered documents are kept per tenant: a tenant registering hash after hash fills
+    only its own cache."""
+    from gateway.auth.principal import Principal
+    from gateway.http.persisted import DocumentResolver
+
+    resolver = DocumentResolver(runtime.tenancy.documents, cache_size=3)
+
+    def who(tenant_id: str) -> Principal:
+        return Principal(tenant_id=tenant_id, tenant_slug=tenant_id, user_id="u", via="api_key")
+
+    kept = "{ viewer { authenticatedBy } }"
+    resolver.query({"query": kept, "extensions": apq(sha(kept))}, who("quiet"))
+    for i in range(10):
+        text = f"query Q{i} {{ __typename }}"
+        resolver.query({"query": text, "extensions": apq(sha(text))}, who("noisy"))
+    assert resolver.query({"extensions": apq(sha(kept))}, who("quiet")) == kept
+    oldest = "query Q0 { __typename }"
+    assert error_codes_of(lambda: resolver.query({"extensions": apq(sha(oldest))}, who("noisy"))) \
+        == "PERSISTED_QUERY_NOT_FOUND"
+
+
+def error_codes_of(call) -> str | None:
+    from gateway.errors import DomainError
+
+    try:
+        call()
+    except DomainError as exc:
+        return exc.code
+    return None

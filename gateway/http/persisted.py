@@ -2,8 +2,9 @@
 
 APQ (Apollo's protocol, over GET and POST): `extensions.persistedQuery = {version: 1,
 sha256Hash}`. A hash alone runs the document registered under it: the tenant's trusted documents
-first, then those this process remembered from earlier requests (an LRU per process; a miss on
-another replica only costs the client its usual retry); unknown, it answers
+first, then those this process remembered from earlier requests (an LRU per tenant, so one
+tenant's many hashes never evict another's; a miss on another replica only costs the client its
+usual retry); unknown, it answers
 PERSISTED_QUERY_NOT_FOUND and the client sends hash and text, which must agree
 (PERSISTED_QUERY_HASH_MISMATCH) and are remembered.
 
@@ -20,6 +21,7 @@ from gateway.errors import DomainError
 from gateway.tenancy.documents import TrustedDocuments, document_hash
 
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+TENANTS_REMEMBERED = 1_000  # tenants whose APQ documents this process keeps
 ADMIN = "admin"
 
 
@@ -32,7 +34,9 @@ class DocumentResolver:
         from gateway.http.graphql import LRU  # the endpoint's bounded LRU
 
         self.documents = documents
-        self.remembered = LRU(cache_size)
+        # tenants' own LRUs, the least recently active dropped past TENANTS_REMEMBERED
+        self.remembered = LRU(TENANTS_REMEMBERED)
+        self._make_cache = lambda: LRU(cache_size)
 
     def query(self, params: dict[str, Any], principal: Principal) -> str:
         """The document text to run for this request, or DocumentRefused."""
@@ -43,9 +47,10 @@ class DocumentResolver:
                 if document_hash(text) != persisted:
                     raise DocumentRefused("the query's SHA-256 is not extensions.persistedQuery."
                                           "sha256Hash", code="PERSISTED_QUERY_HASH_MISMATCH")
-                self.remembered.get_or_make((principal.tenant_id, persisted), lambda: text)
+                self.check_trusted(text, principal)  # never remember what may not run
+                self._tenant(principal).get_or_make(persisted, lambda: text)
             else:
-                text = self.remembered.peek((principal.tenant_id, persisted)) \
+                text = self._tenant(principal).peek(persisted) \
                     or self.documents.text(principal.tenant_id, persisted)
                 if text is None:
                     raise DocumentRefused("PersistedQueryNotFound", code=PERSISTED_QUERY_NOT_FOUND)
@@ -53,6 +58,9 @@ class DocumentResolver:
             raise DocumentRefused("the request has no query string", code="BAD_REQUEST")
         self.check_trusted(text, principal)
         return text
+
+    def _tenant(self, principal: Principal) -> Any:
+        return self.remembered.get_or_make(principal.tenant_id, self._make_cache)
 
     def check_trusted(self, text: str, principal: Principal) -> None:
         if not principal.trusted_documents_only or ADMIN in principal.roles:
