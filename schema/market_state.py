@@ -151,11 +151,14 @@ def _reader(info: Info) -> tuple[RequestContext, svc.MarketStateService]:
 @strawberry.type
 class Query:
     @strawberry.field(description="What pre-trade compliance sees of `instrument` (SYMBOL.MIC) "
-                                  "on `mic` (default: the key's venue) at `at` (default: now).")
+                                  "on `mic` (default: the key's venue) at `at` (default: now; "
+                                  "later than now: MARKET_STATE_FUTURE). Read-only: it never "
+                                  "records a short-sale restriction (only orders do).")
     def market_state(self, info: Info, instrument: str, mic: str | None = None,
                      at: datetime | None = None) -> MarketStateView:
         c, service = _reader(info)
-        return MarketStateView.of(service.state_of(instrument, mic, at or c.runtime.markets.now()))
+        now = c.runtime.markets.now()
+        return MarketStateView.of(service.state_of(instrument, mic, at or now, now))
 
     @strawberry.field(description="Halts and REDUCING states in force, of one venue or all.")
     def market_halts(self, info: Info, mic: str | None = None) -> list[MarketHalt]:

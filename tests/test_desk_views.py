@@ -234,6 +234,9 @@ def test_positions_over_two_accounts_in_one_call_with_totals(desk):
     assert error_codes(gql(POSITIONS, {"accounts": ["ACC1", "NOPE"]}, key=key)) == ["ACCOUNT_NOT_FOUND"]
     assert error_codes(gql("{ positions(account: \"ACC1\", accounts: [\"EUR1\"]) { account } }",
                            key=key)) == ["FILTER_INVALID"]
+    # An empty list would match nothing: refused, as by orders and trades.
+    assert error_codes(gql(POSITIONS, {"accounts": []}, key=key)) == ["FILTER_INVALID"]
+    assert error_codes(gql(SUMMARY, {"accounts": []}, key=key)) == ["FILTER_INVALID"]
 
 
 def test_orders_by_date_range_side_and_two_statuses_with_total_count(desk):

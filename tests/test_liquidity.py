@@ -244,3 +244,56 @@ def test_an_order_beyond_the_participation_cap_is_cut_with_a_reason(desk):
     assert o["status"] == "CANCELED" and o["rejectCode"] == "PARTICIPATION_LIMIT", o
     assert 0 < D(o["cumQty"]) < 100_000 and o["leavesQty"] == "0"
     assert "15 minutes' volume" in o["rejectText"]
+
+
+def test_the_profile_of_a_venue_open_before_utc_midnight_reads_no_bar_of_its_day(directory):
+    """XASX opens ~23:00 UTC the day before: the profile is cut at Sydney's midnight, so the
+    day's own daily bar (its whole volume, not known yet) is never read; cached per local day."""
+    from zoneinfo import ZoneInfo
+
+    sydney = ZoneInfo("Australia/Sydney")
+    twin = MarketTwin(directory)
+    bhp = next(i for i in twin.instruments() if i.key == "BHP.XASX")
+    read: list[tuple[datetime, datetime]] = []
+
+    class Recording:
+        plugin_name = "recording"
+
+        def __getattr__(self, name):
+            return getattr(twin, name)
+
+        def bars(self, instrument, start, end, interval):
+            bars = twin.bars(instrument, start, end, interval)
+            if interval == "1d":
+                read.extend((b.start, end) for b in bars)
+            return bars
+
+    ex = SimulatedExchange(directory, sources=[Recording()], mics=["XASX"])
+    at = datetime(2025, 3, 12, 11, 30, tzinfo=sydney).astimezone(UTC)  # 00:30 UTC, same date
+    request = OrderRequest("bhp", "A", "BHP", "XASX", Side.BUY, OrdType.MARKET, TimeInForce.IOC,
+                           D(1), None, None, "AUD", None, at)
+    ex.quote_for(request)
+    profile = ex._profiles[("XASX", "BHP")]
+    assert profile[0] == datetime(2025, 3, 12).date() and profile[1] is not None
+    assert read, "no daily bar read"
+    local_days = {start.astimezone(sydney).date() for start, _ in read}
+    assert datetime(2025, 3, 12).date() not in local_days, sorted(local_days)[-3:]
+    # The twin has a bar for that local day (the cut, not the data, keeps it out).
+    today = twin.bars(bhp, datetime(2025, 3, 11, tzinfo=UTC), datetime(2025, 3, 13, tzinfo=UTC), "1d")
+    assert datetime(2025, 3, 12).date() in {b.start.astimezone(sydney).date() for b in today}
+
+
+def test_an_empty_side_of_a_capped_book_is_no_participation_limit(directory):
+    """The participation cap is reached only on a side the capped ladder put liquidity on: a
+    market order against a side empty from the start is MARKET_NO_LIQUIDITY."""
+    at = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)
+    engine = SimulatedExchange(directory, mics=["ALPX"]).engine("ALPX", "TEST")
+    engine.refresh([(Side.SELL, D("100"), D("5"))], at, cap_note="10 % of the volume")
+
+    def market(cid: str, side: Side, qty: str) -> str | None:
+        r = OrderRequest(cid, "A", "TEST", "ALPX", side, OrdType.MARKET, TimeInForce.IOC, D(qty),
+                         None, None, "USD", None, at)
+        return engine.accept(r, f"v-{cid}", at)[-1].reject_code
+
+    assert market("sell", Side.SELL, "1") == "MARKET_NO_LIQUIDITY"  # no bid at all
+    assert market("buy", Side.BUY, "8") == "PARTICIPATION_LIMIT"  # took the capped asks

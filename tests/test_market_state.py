@@ -277,7 +277,7 @@ def test_rule_201_denies_a_short_sale_at_the_bid_after_a_ten_percent_fall(desk):
     assert seen["shortSaleRestricted"] is True, seen
     ssr = seen["shortSaleRestriction"]
     assert ssr["rule"] == "SEC_RULE_201" and ssr["triggeredOn"] == fell_on.isoformat()
-    assert ssr["recorded"] is True and D(ssr["triggerPrice"]) <= D(ssr["previousClose"]) * D("0.9")
+    assert D(ssr["triggerPrice"]) <= D(ssr["previousClose"]) * D("0.9")
     locate(gql, tenant.key, "US1", key)
     bid = D(seen["bestBid"])
     at_bid = submit(gql, tenant.key, account="US1", symbol=symbol, mic=mic, side="SELL_SHORT",
@@ -285,15 +285,32 @@ def test_rule_201_denies_a_short_sale_at_the_bid_after_a_ten_percent_fall(desk):
     assert at_bid["status"] == "DENIED", at_bid
     assert at_bid["rejectCode"] == "COMPLIANCE_SHORT_SALE_PRICE_TEST"
     assert "Rule 201" in at_bid["rejectText"]
+    # The order path recorded it (reading the state never does).
+    assert state(gql, tenant.key, key)["shortSaleRestriction"]["recorded"] is True
+    # The restriction is the security's: it applies on its alternative venues' listings too.
+    listings = [i.key for i in rt.market_data.instruments() if i.symbol == symbol
+                and rt.markets.directory.venue(i.mic).country == "US"]
+    assert len(listings) >= 3, listings
+    for listing in listings:
+        alt = state(gql, tenant.key, listing)["shortSaleRestriction"]
+        assert alt is not None and alt["triggeredOn"] == fell_on.isoformat(), (listing, alt)
+        assert alt["recorded"] is True, (listing, alt)
     above = submit(gql, tenant.key, account="US1", symbol=symbol, mic=mic, side="SELL_SHORT",
                    price=D(seen["bestAsk"]) + D("0.01"))
     assert above["rejectCode"] is None, above
-    # Recorded: a fresh feed (a restarted process, caches empty) knows it.
+    # Recorded, against the primary listing: a fresh feed (a restarted process, caches empty)
+    # knows it.
+    primary = next(i.mic for i in rt.market_data.instruments() if i.symbol == symbol
+                   and rt.markets.directory.venue(i.mic).country == "US"
+                   and rt.markets.directory.spec(i.mic).alternative_to is None)
     with rt.db.system_session() as session:
-        assert session.get(ShortSaleRestrictionRow, (mic, symbol, fell_on)) is not None
+        assert session.get(ShortSaleRestrictionRow, (primary, symbol, fell_on)) is not None
+        if primary != mic:
+            assert session.get(ShortSaleRestrictionRow, (mic, symbol, fell_on)) is None
     fresh = MarketStateService(rt.db, rt.bus, rt.market_data, rt.markets.directory)
     assert fresh.state(symbol, mic, clock.now()).market.short_sale_restricted is True
-    assert [r.subject for r in platform_records(rt, "market.short_sale_restricted")].count(key) == 1
+    subjects = [r.subject for r in platform_records(rt, "market.short_sale_restricted")]
+    assert subjects.count(f"{symbol}.{primary}") == 1
     # Without the trigger the same order at the bid passes.
     quiet = quiet_day(gql, tenant.key, rt, clock, key, mic, fell_on)
     passed = submit(gql, tenant.key, account="US1", symbol=symbol, mic=mic, side="SELL_SHORT",
@@ -420,3 +437,111 @@ def test_market_state_is_platform_wide_and_only_platform_admins_change_it(desk, 
         assert state(gql, b.key, "0700.XHKG")["shortable"] is True
     finally:
         gql.data(RESUME, {"m": "XNAS", "i": "MSFT.XNAS"}, key=admin)
+
+
+# -- look-ahead and read-only reads ------------------------------------------------------------
+
+FUTURE = """query($i: String!, $at: DateTime) { marketState(instrument: $i, at: $at) {
+  shortSaleRestricted shortSaleRestriction { triggeredOn recorded } } }"""
+
+
+def unrecorded_fall(rt, country: str) -> tuple[str, date]:
+    """A 10 % fall of a twin equity of `country` (on a primary venue) not recorded yet."""
+    directory = rt.markets.directory
+    keys = [i.key for i in rt.market_data.instruments()
+            if i.asset_class == "EQUITY" and directory.venue(i.mic).country == country
+            and directory.spec(i.mic).alternative_to is None
+            and rt.market_data.source_of(i.key).plugin == "market-twin"]
+    for year in range(2018, 2030, 4):
+        for key in keys:
+            symbol, _, mic = key.rpartition(".")
+            bars = rt.market_data.bars(key, datetime(year, 1, 1, tzinfo=UTC),
+                                       datetime(year + 4, 1, 1, tzinfo=UTC), "1d")
+            zone = ZoneInfo(directory.venue(mic).timezone)
+            for before, bar in itertools.pairwise(bars):
+                if bar.low <= before.close * D("0.9"):
+                    day = bar.start.astimezone(zone).date()
+                    with rt.db.system_session() as session:
+                        recorded = session.exec(select(ShortSaleRestrictionRow).where(
+                            ShortSaleRestrictionRow.mic == mic,
+                            ShortSaleRestrictionRow.symbol == symbol,
+                            col(ShortSaleRestrictionRow.in_force_until) >= day - timedelta(days=1),
+                            col(ShortSaleRestrictionRow.triggered_on) <= day + timedelta(days=5))
+                        ).first()
+                    if recorded is None:
+                        return key, day
+    pytest.fail(f"the twin has no unrecorded 10 % fall of a {country} equity")
+
+
+def restriction_rows(rt) -> int:
+    with rt.db.system_session() as session:
+        return len(session.exec(select(ShortSaleRestrictionRow)).all())
+
+
+def test_market_state_refuses_a_future_instant_and_never_records(desk):
+    """A read can neither look ahead (a later `at`: MARKET_STATE_FUTURE) nor record a
+    platform-wide short-sale restriction: only the order path records."""
+    gql, tenant, clock, rt, _ = desk
+    key, fell_on = unrecorded_fall(rt, "US")
+    _, _, mic = key.rpartition(".")
+    clock.set(session_instant(rt, mic, fell_on, 2))
+    later = session_instant(rt, mic, fell_on, 380)
+    rows, audited = restriction_rows(rt), len(platform_records(rt, "market.short_sale_restricted"))
+    body = gql(FUTURE, {"i": key, "at": later.isoformat()}, key=tenant.key)
+    assert error_codes(body) == ["MARKET_STATE_FUTURE"], body
+    assert restriction_rows(rt) == rows
+    # Later, the fall day (a past instant) and the next day are read, the fall seen, not recorded.
+    clock.set(session_instant(rt, mic, next_trading_day(rt, mic, fell_on), 30))
+    seen = gql.data(FUTURE, {"i": key, "at": later.isoformat()}, key=tenant.key)["marketState"]
+    assert seen["shortSaleRestricted"] is True, seen
+    assert seen["shortSaleRestriction"]["recorded"] is False
+    assert gql.data(FUTURE, {"i": key, "at": None}, key=tenant.key)["marketState"][
+        "shortSaleRestriction"]["recorded"] is False
+    assert restriction_rows(rt) == rows
+    assert len(platform_records(rt, "market.short_sale_restricted")) == audited
+
+
+# -- alternative venues ------------------------------------------------------------------------
+
+def test_halts_on_the_primary_market_cover_the_alternative_venues(desk, platform_admin):
+    """An instrument halt covers every listing of the security in its country; a venue-wide
+    halt of a primary market covers its alternative venues and the alternative listings of
+    the securities it lists."""
+    gql, tenant, clock, rt, _ = desk
+    _, admin = platform_admin
+    clock.set(session_instant(rt, "XNAS", date(2025, 3, 12), 60))
+    quantity = iter(range(100, 1000, 7))  # a new quantity each: not the duplicate guard's
+
+    def status(symbol, mic):
+        found = submit(gql, tenant.key, account="US1", symbol=symbol, mic=mic,
+                       quantity=str(next(quantity)))
+        return found["status"], found["rejectCode"]
+
+    halted = ("DENIED", "COMPLIANCE_TRADING_HALTED")
+    try:
+        gql.data(HALT, {"i": {"mic": "XNAS", "instrument": "AAPL.XNAS", "reason": "news pending"}},
+                 key=admin)
+        for mic in ("XNAS", "BATS", "ARCX", "IEXG"):
+            assert status("AAPL", mic) == halted, mic
+        seen = state(gql, tenant.key, "AAPL.BATS")
+        assert seen["halted"] is True and seen["halts"][0]["instrument"] == "AAPL.XNAS"
+        assert status("MSFT", "BATS")[0] == "FILLED"
+        gql.data(RESUME, {"m": "XNAS", "i": "AAPL.XNAS"}, key=admin)
+        assert status("AAPL", "BATS")[0] == "FILLED"
+        # A venue-wide halt of XNYS covers its alternative venues.
+        gql.data(HALT, {"i": {"mic": "XNYS", "reason": "venue outage"}}, key=admin)
+        assert status("MSFT", "ARCX") == halted and status("JPM", "BATS") == halted
+        assert status("MSFT", "XNAS")[0] == "FILLED"
+        gql.data(RESUME, {"m": "XNYS"}, key=admin)
+        assert status("MSFT", "ARCX")[0] == "FILLED"
+        # A venue-wide halt of XNAS covers the alternative listings of its securities only.
+        gql.data(HALT, {"i": {"mic": "XNAS", "reason": "venue outage"}}, key=admin)
+        assert status("AAPL", "BATS") == halted
+        assert status("JPM", "BATS")[0] == "FILLED"
+        gql.data(RESUME, {"m": "XNAS"}, key=admin)
+        assert status("AAPL", "BATS")[0] == "FILLED"
+    finally:
+        with rt.db.system_transaction() as session:  # leave no halt to the other tests
+            for row in session.exec(select(MarketHalt)):
+                session.delete(row)
+        rt.market_state._invalidate()

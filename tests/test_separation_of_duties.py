@@ -139,8 +139,9 @@ def test_a_user_made_by_a_puppet_of_the_requester_is_not_independent(gql, runtim
     request = gql.data(REQUEST, {"u": user, "r": "compliance_officer"}, key=tenant.key)["requestRoleGrant"]
     puppet = _user(gql, tenant, "admin")
     puppet_key = gql.data(CREATE_KEY, {"u": puppet}, key=tenant.key)["createApiKey"]["key"]
-    approver = gql.data("mutation($e: String!) { createUser(input: {email: $e, roles: [\"admin\"]}) { id } }",
-                        {"e": f"b-{request['id'][:8]}@{tenant.slug}.test"}, key=puppet_key)["createUser"]["id"]
+    make_admin = "mutation($e: String!) { createUser(input: {email: $e, roles: [\"admin\"]}) { id } }"
+    email = f"b-{request['id'][:8]}@{tenant.slug}.test"
+    approver = gql.data(make_admin, {"e": email}, key=puppet_key)["createUser"]["id"]
     approver_key = gql.data(CREATE_KEY, {"u": approver}, key=puppet_key)["createApiKey"]["key"]
     assert error_codes(gql(DECIDE, {"id": request["id"], "a": True}, key=approver_key)) == \
         ["APPROVER_NOT_INDEPENDENT"]

@@ -48,3 +48,9 @@ class ShortSaleListUnsupported(InvalidInput):
     may be sold short, subject to its rules)."""
 
     code = "SHORT_SALE_LIST_UNSUPPORTED"
+
+
+class MarketStateFuture(InvalidInput):
+    """A market state asked for at an instant later than now: the feed never reads ahead."""
+
+    code = "MARKET_STATE_FUTURE"

@@ -14,6 +14,12 @@ Per (instrument, MIC, instant):
   complete at the instant (a bar [t, t+1m) counts once t+1m <= the instant: the twin knows its
   whole day, and the feed must not look ahead). No bar yet today: the last price is the
   previous close.
+- Listings of one security: an instrument is the same security on two venues when both have
+  the same ISIN (else, when either has none, the same symbol). An alternative venue
+  (`Venue.alternative_to` set: BATS, ARCX, IEXG beside XNYS, CXAC beside XASX...) trades the
+  shares of the primary markets of its country; an instrument's primary listing is the same
+  security on a primary venue (no `alternative_to`) of the same country: the venue it sits
+  beside first, then the others (AAPL.BATS -> AAPL.XNAS).
 - Short-sale restriction, at venues whose country has a circuit breaker: SEC Rule 201 (US) and
   the TSE price restriction (JP, FIEA Enforcement Order Art. 26-4). Both trigger on a fall of
   10 % or more from the previous close (the day's low <= 0.9 x previous close) and stay in
@@ -22,7 +28,13 @@ Per (instrument, MIC, instant):
   close, and today's low so far against today's base. A trigger seen on a platform source
   (not a tenant's own or installed source, whose data must not move other tenants) is recorded
   in `short_sale_restriction`, audited on the platform chain and published, so it holds after
-  a restart and whatever the source remembers; recorded ones are read back too.
+  a restart and whatever the source remembers; recorded ones are read back too. Only the order
+  path records (`market`, at the current instant); reading the state (`state`, the
+  `marketState` query) computes it without writing anything, and refuses an instant later than
+  now (MARKET_STATE_FUTURE). Intraday bars are read up to min(at, now) everywhere.
+  The restriction is a property of the security in its market: it is computed and recorded
+  against the primary listing and applies on every listing of the security in that country
+  (a fall of AAPL on XNAS restricts short sales of AAPL on BATS, ARCX and IEXG too).
 - Shortable: at a venue that keeps a short-sale list (XHKG: HKEX's designated securities) only
   the listed instruments; elsewhere every instrument. The list is the platform's
   (`short_sale_designation`, seeded by migration 0020, edited by platform administrators).
@@ -31,6 +43,14 @@ Per (instrument, MIC, instant):
   change audited on the platform chain (`market.halted`, `market.reducing`, `market.resumed`)
   and published on the bus topic `market.state`. A venue-wide halt applies to each of its
   instruments; HALTED and REDUCING may both apply (an instrument halted on a REDUCING venue).
+  Halts cover alternative venues (SMART routing must not go around them):
+  - an instrument halt on any venue applies to every listing of the same security on the
+    venues of the same country (halting AAPL.XNAS halts AAPL on BATS, ARCX and IEXG; halting
+    AAPL.BATS halts it on XNAS too);
+  - a venue-wide halt of a primary market applies to its alternative venues (those whose
+    `alternative_to` is it: halting XNYS halts BATS, ARCX and IEXG) and to every listing, on
+    an alternative venue, of a security whose primary listing is on it (halting XNAS halts
+    AAPL.BATS, not JPM.BATS). A venue-wide halt of an alternative venue covers only itself.
 
 Cost on the order path: halts and lists are held in memory and reloaded when the one-row
 `market_state_version` (moved by every write, in the same transaction) has changed; the
@@ -63,6 +83,7 @@ from gateway.events import Bus
 from gateway.marketdata.errors import (
     HaltReasonInvalid,
     InstrumentUnknown,
+    MarketStateFuture,
     NotHalted,
     ShortSaleListUnsupported,
 )
@@ -184,6 +205,7 @@ class MarketStateService:
         self._recorded: dict[tuple[str, str, date], Restriction | None] = {}
         self._known: set[tuple[str, str, date]] = set()  # triggers recorded (or tried) here
         self._next_day: dict[tuple[str, date], date] = {}
+        self._primary: dict[tuple[str, str], tuple[str, str]] = {}
 
     # -- reading -------------------------------------------------------------------------
 
@@ -191,18 +213,24 @@ class MarketStateService:
         """For the order path: the MarketState of the listing `key` (SYMBOL.MIC) and the mid
         (the arrival price), one call per instrument and venue per batch."""
         symbol, _, mic = key.rpartition(".")
-        state = self.state(symbol, mic, at)
+        state = self.state(symbol, mic, at, now=at, record=True)
         return state.market, state.market.reference_price
 
-    def state(self, symbol: str, mic: str, at: datetime) -> InstrumentState:
+    def state(self, symbol: str, mic: str, at: datetime, now: datetime | None = None,
+              record: bool = False) -> InstrumentState:
+        """The state of `symbol` on `mic` at `at`. Bars are read up to min(at, now) (`now`
+        default: the market-data clock). Only with `record` (the order path, `at` the current
+        instant) is a short-sale trigger recorded for the platform; otherwise it is computed
+        read-only."""
         at = aware(at, "at")
+        now = aware(now, "now") if now is not None else self.market_data.now()
+        cut = min(at, now)
         snap = self._current()
         key = f"{symbol}.{mic}"
         venue = self._venue(mic)
         zone = ZoneInfo(venue.timezone) if venue is not None else UTC
         day = at.astimezone(zone).date()
-        halts = tuple(h for h in (snap.halts.get((mic, VENUE_WIDE)), snap.halts.get((mic, symbol)))
-                      if h is not None)
+        halts = self._halts_of(snap, symbol, mic)
         listed = SHORT_SALE_LISTS.get(mic)
         shortable = listed is None or (mic, symbol) in snap.designated
         bid = ask = mid = None
@@ -213,13 +241,23 @@ class MarketStateService:
         if quote is not None:
             bid, ask = quote.bid or None, quote.ask or None
             mid = (quote.bid + quote.ask) / 2 if bid and ask else (bid or ask)
-        daily, intraday, entry = self._marks(key, day, zone, at)
+        daily, intraday, entry = self._marks(key, day, zone, cut)
         previous_close = daily.close if daily is not None else None
         last = intraday.last if intraday is not None and intraday.last is not None else previous_close
         restriction = None
         rule = SSR_RULES.get(venue.country) if venue is not None else None
         if rule is not None:
-            restriction = self._restriction(rule, symbol, mic, day, daily, intraday, entry)
+            p_symbol, p_mic = self._primary_of(symbol, mic)
+            if (p_symbol, p_mic) == (symbol, mic):
+                restriction = self._restriction(rule, symbol, mic, day, daily, intraday, entry,
+                                                record and at <= now)
+            else:  # the security's restriction, from its primary listing
+                p_venue = self._venue(p_mic)
+                p_zone = ZoneInfo(p_venue.timezone) if p_venue is not None else zone
+                p_day = at.astimezone(p_zone).date()
+                p_daily, p_intraday, p_entry = self._marks(f"{p_symbol}.{p_mic}", p_day, p_zone, cut)
+                restriction = self._restriction(rule, p_symbol, p_mic, p_day, p_daily, p_intraday,
+                                                p_entry, record and at <= now)
         market = MarketState(
             reference_price=mid, previous_close=previous_close, best_bid=bid, best_ask=ask,
             last_price=last, halted=any(h.mode == HALTED for h in halts),
@@ -229,13 +267,20 @@ class MarketStateService:
                                daily.close_on if daily is not None else None, halts, restriction,
                                listed)
 
-    def state_of(self, instrument: str, mic: str | None, at: datetime) -> InstrumentState:
-        """`state` of an instrument key on `mic` (default: the key's venue)."""
+    def state_of(self, instrument: str, mic: str | None, at: datetime, now: datetime
+                 ) -> InstrumentState:
+        """`state` of an instrument key on `mic` (default: the key's venue), read-only (the
+        `marketState` query: it never records); MARKET_STATE_FUTURE for `at` later than `now`."""
         if not isinstance(instrument, str) or not instrument.strip():
             raise InstrumentUnknown("name the instrument by its key, SYMBOL.MIC")
+        at, now = aware(at, "at"), aware(now, "now")
+        if at > now:
+            raise MarketStateFuture(
+                f"at {at.isoformat()} is later than now ({now.isoformat()}): the market state "
+                "is known up to now only", details={"at": at.isoformat(), "now": now.isoformat()})
         symbol, venue = self.listing(instrument, mic or self.market_data.instrument(instrument).mic)
         assert symbol is not None  # a non-blank key names an instrument (or raised)
-        return self.state(symbol, venue, at)
+        return self.state(symbol, venue, at, now=now, record=False)
 
     def halts(self, mic: str | None = None) -> list[Halt]:
         snap = self._current(force=True)
@@ -396,6 +441,76 @@ class MarketStateService:
         except DomainError:
             return None  # an installed connector's own venue: no calendar, no circuit breaker
 
+    def _spec(self, mic: str) -> Any | None:
+        """The registry entry of a venue (its `alternative_to`), None when unknown."""
+        spec = getattr(self.venues, "spec", None)
+        if spec is None:
+            return None
+        try:
+            return spec(mic)
+        except DomainError:
+            return None
+
+    def _same_security(self, a_symbol: str, a_mic: str, b_symbol: str, b_mic: str) -> bool:
+        """Same ISIN when both listings have one, else the same symbol."""
+        try:
+            a = self.market_data.instrument(f"{a_symbol}.{a_mic}").isin
+            b = self.market_data.instrument(f"{b_symbol}.{b_mic}").isin
+        except DomainError:
+            a = b = None
+        return a == b if a and b else a_symbol == b_symbol
+
+    def _primary_of(self, symbol: str, mic: str) -> tuple[str, str]:
+        """(symbol, MIC) of the security's primary listing: itself on a primary venue (or an
+        unknown one); on an alternative venue, the same security on a primary venue of the
+        same country (the one it sits beside first), else itself."""
+        cache_key = (symbol, mic)
+        found = self._primary.get(cache_key)
+        if found is not None:
+            return found
+        found = (symbol, mic)
+        spec = self._spec(mic)
+        if spec is not None and spec.alternative_to is not None:
+            specs = getattr(self.venues, "specs", lambda: ())()
+            others = sorted(v.mic for v in specs if v.country == spec.country
+                            and v.alternative_to is None and v.mic != spec.alternative_to)
+            candidates = [spec.alternative_to, *others]
+            for primary in candidates:
+                try:
+                    self.market_data.instrument(f"{symbol}.{primary}")
+                except DomainError:
+                    continue
+                if self._same_security(symbol, primary, symbol, mic):
+                    found = (symbol, primary)
+                    break
+        _put(self._primary, cache_key, found)
+        return found
+
+    def _halts_of(self, snap: _Snapshot, symbol: str, mic: str) -> tuple[Halt, ...]:
+        """The halts in force on the listing (see the module's docstring): venue-wide ones
+        first, then the instrument's."""
+        venue = self._venue(mic)
+        spec = self._spec(mic)
+        wide = {mic}
+        if spec is not None and spec.alternative_to is not None:
+            wide.add(spec.alternative_to)
+            wide.add(self._primary_of(symbol, mic)[1])
+        venue_wide: list[Halt] = []
+        own: list[Halt] = []
+        for (h_mic, h_symbol), halt in snap.halts.items():
+            if h_symbol == VENUE_WIDE:
+                if h_mic in wide:
+                    venue_wide.append(halt)
+            elif h_mic == mic and h_symbol == symbol:
+                own.append(halt)
+            elif venue is not None and h_mic != mic:
+                other = self._venue(h_mic)
+                if (other is not None and other.country == venue.country
+                        and self._same_security(h_symbol, h_mic, symbol, mic)):
+                    own.append(halt)
+        key = lambda h: (h.mic != mic, h.mic, h.symbol or "")  # noqa: E731
+        return tuple(sorted(venue_wide, key=key)) + tuple(sorted(own, key=key))
+
     def _marks(self, key: str, day: date, zone: ZoneInfo | Any, at: datetime
                ) -> tuple[_Daily | None, _Intraday | None, SourceEntry | None]:
         try:
@@ -453,7 +568,8 @@ class MarketStateService:
             return []
 
     def _restriction(self, rule: str, symbol: str, mic: str, day: date, daily: _Daily | None,
-                     intraday: _Intraday | None, entry: SourceEntry | None) -> Restriction | None:
+                     intraday: _Intraday | None, entry: SourceEntry | None, record: bool
+                     ) -> Restriction | None:
         seen: list[Restriction] = []
         if daily is not None and daily.trigger is not None:
             on, low, base = daily.trigger
@@ -465,7 +581,7 @@ class MarketStateService:
             seen.append(Restriction(rule, day, self._next_trading_day(mic, day), daily.close,
                                     intraday.low, False))
         recorded = self._recorded_restriction(mic, symbol, day)
-        shared = entry is not None and self.market_data.is_platform_source(entry)
+        shared = record and entry is not None and self.market_data.is_platform_source(entry)
         if shared:
             fresh = [f for f in seen if (mic, symbol, f.triggered_on) not in self._known]
             for found in fresh:

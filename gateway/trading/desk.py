@@ -30,6 +30,7 @@ from gateway.errors import DomainError
 from gateway.tenancy.models import Tenant
 from gateway.trading.common import ZERO, AccountNotFound
 from gateway.trading.models import AccountPosition, Execution, Order, TradingAccount
+from gateway.trading.queries import FilterInvalid
 
 if TYPE_CHECKING:
     from gateway.trading.service import OrderService
@@ -124,7 +125,11 @@ class _Rates:
 def valuate(service: OrderService, tenant_id: str, accounts: Sequence[str] | None = None,
             instrument: str | None = None) -> DeskValuation:
     """The tenant's positions in `accounts` (None: every account; an unknown code is
-    ACCOUNT_NOT_FOUND), optionally of one instrument (ISIN, SYMBOL.MIC or symbol), valued now."""
+    ACCOUNT_NOT_FOUND; an empty list is FILTER_INVALID, as for orders and trades: it would
+    match nothing, which is never what was meant), optionally of one instrument (ISIN,
+    SYMBOL.MIC or symbol), valued now."""
+    if accounts is not None and not accounts:
+        raise FilterInvalid("accounts names at least one")
     at = service.markets.now()
     wanted = None if accounts is None else list(dict.fromkeys(a.strip() for a in accounts))
     with service.db.tenant_session(tenant_id) as session:

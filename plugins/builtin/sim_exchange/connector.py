@@ -573,15 +573,22 @@ class SimulatedExchange:
                           self.liquidity), True
 
     def _profile(self, engine: MatchingEngine, listing: _Listing, at: datetime) -> Profile | None:
-        """The instrument's profile on this venue for the UTC day of `at` (liquidity.py),
-        measured once a day; None when the source has no daily history for it."""
+        """The instrument's profile on this venue for the venue's local day of `at`
+        (liquidity.py), measured once a local day from the daily bars that start before the
+        venue's local midnight (a venue that opens before UTC midnight, XASX or CXAC, must not
+        read today's bar, whose volume is the whole day's); None when the source has no daily
+        history for it."""
         key = (engine.mic, engine.symbol)
-        day = at.astimezone(UTC).date()
+        try:
+            zone: ZoneInfo | Any = ZoneInfo(self.venues.venue(engine.mic).timezone)
+        except Exception:  # a venue the directory does not know: UTC days
+            zone = UTC
+        day = at.astimezone(zone).date()
         cached = self._profiles.get(key)
         if cached is not None and cached[0] == day:
             return cached[1]
         profile = None
-        start = datetime.combine(day, time(), UTC)
+        start = datetime.combine(day, time(), zone).astimezone(UTC)
         try:
             bars = listing.source.bars(listing.instrument, start - PROFILE_LOOKBACK, start, "1d")
             profile = estimate(list(bars), self._minutes_a_day(engine.mic, start))

@@ -204,6 +204,9 @@ class MatchingEngine:
         # Set when the ladder is bounded by the venue's participation cap: why it is so.
         self.cap_note: str | None = None
         self._synthetic: list[Order] = []
+        # The sides (is_buy) the capped ladder put liquidity on at the last refresh: a side
+        # empty to begin with is no cap reached (MARKET_NO_LIQUIDITY, not PARTICIPATION_LIMIT).
+        self._capped_sides: frozenset[bool] = frozenset()
         self._synthetic_ids = itertools.count(1)
 
     # -- checks --------------------------------------------------------------------------
@@ -350,8 +353,9 @@ class MatchingEngine:
             self.book.add(order)
 
     def _cap_reached(self, order: Order) -> bool:
-        """The order's rest is there because it took the whole capped synthetic side."""
-        if self.cap_note is None:
+        """The order's rest is there because it took the whole capped synthetic side (which
+        had liquidity at the refresh: an empty side caps nothing)."""
+        if self.cap_note is None or (not order.is_buy) not in self._capped_sides:
             return False
         return not any(o.order_id in self.book and o.is_buy != order.is_buy for o in self._synthetic)
 
@@ -547,6 +551,8 @@ class MatchingEngine:
             if order.leaves > ZERO:
                 self.book.add(order)
                 self._synthetic.append(order)
+        self._capped_sides = (frozenset(o.is_buy for o in self._synthetic) if cap_note is not None
+                              else frozenset())
         self._fire_stops(at, reports)
         return reports
 
