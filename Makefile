@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) sandbox-host browser-host
+install: $(STAMP) sandbox-host
 
 # bubblewrap, one of the plugin sandbox's layers (docs/sandbox.md), from Debian's packages
 # where this user may install them; without it the sandbox runs on its other layers.
@@ -47,7 +47,7 @@ run: install
 	$(BIN)/alphintra seed-demo
 	ALPHINTRA_PLUGIN_SANDBOX=$${ALPHINTRA_PLUGIN_SANDBOX:-best-effort} $(BIN)/alphintra serve
 
-test: install
+test: install browser-host  # `make run` needs no browser
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory frontend-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
