@@ -203,7 +203,38 @@ def test_event_published_by_one_process_reaches_subscriber_on_another(runtime, s
         drop_namespace(settings.redis_url, namespace)
 
 
-def test_job_of_killed_worker_is_redelivered_and_finishes_once(runtime, settings):
+@pytest.fixture
+def own_database(settings, tmp_path):
+    """`settings` on a database of this test's own: the outbox is one table per database, and
+    the suite's gateway in this process (another Redis namespace) would otherwise deliver this
+    test's job messages to its own embedded worker."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from gateway.cli import migrate_database
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "postgresql":
+        own = settings.with_(database_url=f"sqlite:///{tmp_path / 'multiprocess.db'}")
+        migrate_database(own)
+        yield own
+        return
+    name = f"mp_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        own = settings.with_(database_url=url.set(database=name).render_as_string(hide_password=False))
+        migrate_database(own)
+        yield own
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def test_job_of_killed_worker_is_redelivered_and_finishes_once(own_database):
+    settings = own_database
     namespace = fresh_namespace()
     fast = {"redis_heartbeat_timeout_ms": 2000, "redis_maintenance_chance": 1_000_000,
             "job_lease_ms": 3000, "job_heartbeat_ms": 500, "job_reaper_interval_ms": 500}
@@ -213,7 +244,7 @@ def test_job_of_killed_worker_is_redelivered_and_finishes_once(runtime, settings
     procs: list[Proc] = []
     events: EventLog | None = None
     try:
-        tenant = onboard(runtime)
+        tenant = onboard(rt)
         principal = Principal(tenant_id=tenant.id, tenant_slug=tenant.slug,
                               user_id=tenant.admin_id, via="api_key", roles=("admin",))
         job = rt.jobs.start(principal, "diagnostics", {"steps": 20, "step_seconds": 0.25})
