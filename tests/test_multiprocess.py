@@ -151,13 +151,17 @@ class EventLog:
             self.loop.close()
 
 
-def test_event_published_by_one_process_reaches_subscriber_on_another(runtime, settings):
+def test_event_published_by_one_process_reaches_subscriber_on_another(own_database):
+    settings = own_database  # no other gateway's outbox dispatcher delivers this test's job
     namespace = fresh_namespace()
     env = gateway_env(settings, namespace, embedded_worker="off")
     port_a, port_b = free_port(), free_port()
-    # Onboard first: the grants reach the gateways as policy they load at start. (A grant made
-    # later would be announced on the session namespace's bus, which these gateways do not hear.)
-    tenant = onboard(runtime)
+    # Onboard first: the grants reach the gateways as policy they load at start.
+    setup = build_runtime(settings.with_(embedded_worker="off"))
+    try:
+        tenant = onboard(setup)
+    finally:
+        setup.close()
     url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     gql_b = GraphQLClient(url_b)
     procs: list[Proc] = []
