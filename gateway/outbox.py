@@ -34,6 +34,7 @@ from sqlalchemy import JSON, BigInteger, Column, Index, Integer, delete, event, 
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
+from gateway.background import SharedThread
 from gateway.db import Database, UTCDateTime, utcnow
 from gateway.events import Bus
 
@@ -95,10 +96,7 @@ class Outbox:
                                                  self.poll_s + self.retry_max_s))
         self.handlers: dict[str, Handler] = {EVENT: self._publish_event}
         self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._owners = 0
-        self._owners_lock = threading.Lock()
+        self._loop = SharedThread("outbox-dispatcher", self._run, wake=self._wake.set)
         self._published: list[int] = []  # event rows published inline, deleted on the next tick
         self._handoff: set[int] = set()  # event rows whose inline publish failed: due at once
         self._published_lock = threading.Lock()
@@ -224,35 +222,21 @@ class Outbox:
     # The dispatcher.
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._loop.running
 
     def start(self) -> None:
         """Start the dispatcher (idempotent per owner; `stop` by each owner)."""
-        with self._owners_lock:
-            self._owners += 1
-            if self._thread is not None:
-                return
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="outbox-dispatcher",
-                                            daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self, *, force: bool = False) -> None:
-        with self._owners_lock:
-            self._owners = 0 if force else max(self._owners - 1, 0)
-            if self._owners or self._thread is None:
-                return
-            thread, self._thread = self._thread, None
-        self._stopping.set()
-        self._wake.set()
-        thread.join(timeout=10)
-        self._flush_published()
+        if self._loop.stop(force=force):
+            self._flush_published()
 
     def wake(self) -> None:
         self._wake.set()
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
+        while not self._loop.stopping.is_set():
             self._wake.clear()  # before the round: a wake during it starts the next one at once
             delay = self.poll_s
             try:

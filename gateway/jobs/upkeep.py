@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, or_
 from sqlmodel import select
 
+from gateway.background import SharedThread
 from gateway.db import Database, utcnow
 from gateway.jobs.delivery import JOB_MESSAGE, JobMessages
 from gateway.jobs.models import Job, JobStatus
@@ -104,10 +105,7 @@ class JobReaper:
         self.redeliver_after = timedelta(seconds=redeliver_after_s)
         self.max_attempts = max_attempts
         self._queued_cursor: tuple[datetime, str] | None = None  # where the last round stopped
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._owners = 0
-        self._owners_lock = threading.Lock()
+        self._loop = SharedThread("job-reaper", self._run)
 
     def reap(self, *, now: datetime | None = None, queued_age_s: float | None = None) -> Reaped:
         now = now or utcnow()
@@ -181,25 +179,13 @@ class JobReaper:
 
     # The thread.
     def start(self) -> None:
-        with self._owners_lock:
-            self._owners += 1
-            if self._thread is not None:
-                return
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="job-reaper", daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self, *, force: bool = False) -> None:
-        with self._owners_lock:
-            self._owners = 0 if force else max(self._owners - 1, 0)
-            if self._owners or self._thread is None:
-                return
-            thread, self._thread = self._thread, None
-        self._stopping.set()
-        thread.join(timeout=10)
+        self._loop.stop(force=force)
 
     def _run(self) -> None:
-        while not self._stopping.wait(self.interval_s):
+        while not self._loop.stopping.wait(self.interval_s):
             try:
                 self.reap()
             except Exception:  # the database or the ledger's Redis is away: next time
