@@ -144,7 +144,37 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # A bounded connect: a database that does not answer fails a request in seconds
+    # (SERVICE_UNAVAILABLE, retryable) instead of holding it and its thread.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10,
+                         connect_args={"connect_timeout": 5})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be used right now (down, restarting, the
+    connection lost, the pool exhausted, SQLite busy) rather than that the statement was wrong.
+    The transaction did not commit (or, lost during COMMIT itself, its outcome is unknown)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError):  # no connection free in the pool in time
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
+        return True
+    orig = exc.orig
+    module = type(orig).__module__ if orig is not None else ""
+    if module.startswith("psycopg"):
+        import psycopg
+
+        # Connection-level failures; a statement PostgreSQL refused is a DatabaseError
+        # subclass (IntegrityError, ProgrammingError ...), never one of these.
+        return type(orig) in (psycopg.OperationalError, psycopg.InterfaceError) or isinstance(
+            orig, (psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow))
+    if module == "sqlite3":
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text
+    return False
 
 
 class Database:

@@ -53,6 +53,21 @@ class Conflict(DomainError):
     http_status = 409
 
 
+class ServiceUnavailable(DomainError):
+    """A service the operation needs (the database) could not be reached or lost the
+    connection: the operation did not run, or it was rolled back. The one case a client cannot
+    tell apart, a connection lost during COMMIT itself, is why writes take idempotency keys:
+    retrying with the same key answers the first result instead of writing twice."""
+
+    code = "SERVICE_UNAVAILABLE"
+    http_status = 503
+    retry_after = 1
+
+    def __init__(self, message: str = "the database is unavailable; retry shortly (with the same "
+                                      "idempotency key for a write)") -> None:
+        super().__init__(message, details={"retryable": True})
+
+
 # What a client may see as is: the gateway's own errors and the vendor toolkit's (manifest,
 # wheel, signature), which cannot import this module.
 CLIENT_ERRORS: tuple[type[Exception], ...] = (DomainError, ToolkitError)

@@ -1,12 +1,18 @@
 """The event bus behind subscriptions.
 
 `publish` is synchronous and thread-safe, so resolvers, services and Dramatiq actors running in
-threads can all call it. Each topic numbers its events 1, 2, 3 …; a subscriber that sees a jump
-knows it missed something (a slow subscriber's queue overflowing drops events rather than
-stalling the publisher) and can re-read the state it follows.
+threads can all call it. Each topic numbers its events 1, 2, 3 … within an epoch; a subscriber
+that sees a jump knows it missed something (a slow subscriber's queue overflowing drops events
+rather than stalling the publisher) and can re-read the state it follows.
 
-Two implementations: `InProcessBus` for one process, `RedisBus` across processes (the sequence
-is an atomic INCR and PUBLISH in one Lua script, so numbers and delivery order agree).
+The epoch names the numbering: it changes whenever the numbers could restart (a new process
+for the in-process bus; Redis losing the topic's counter, by a restart without persistence, a
+flush or the counter's expiry). A subscriber that sees a new epoch knows it may have missed
+events even if the sequence looks continuous, and catches up from stored state (every
+subscription starts from stored state; `orderUpdates(after:)` replays the stored stream).
+
+Two implementations: `InProcessBus` for one process, `RedisBus` across processes (epoch,
+sequence and PUBLISH in one Lua script, so numbers and delivery order agree).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -32,24 +39,30 @@ QUEUE_SIZE = 1000
 Listener = Callable[["Event"], None]
 
 
+def new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
 @dataclass(frozen=True)
 class Event:
     topic: str
     sequence: int
     payload: dict[str, Any]
     published_at: str
+    epoch: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
-            {"topic": self.topic, "sequence": self.sequence, "payload": self.payload,
-             "published_at": self.published_at},
+            {"topic": self.topic, "epoch": self.epoch, "sequence": self.sequence,
+             "payload": self.payload, "published_at": self.published_at},
             separators=(",", ":"),
         )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
         data = json.loads(raw)
-        return cls(data["topic"], int(data["sequence"]), data["payload"], data["published_at"])
+        return cls(data["topic"], int(data["sequence"]), data["payload"], data["published_at"],
+                   str(data.get("epoch", "")))
 
 
 class Subscription:
@@ -155,12 +168,13 @@ class InProcessBus:
         self._fanout = _Fanout()
         self._seq: dict[str, int] = defaultdict(int)
         self._seq_lock = threading.Lock()
+        self.epoch = new_epoch()  # the numbers live and die with this process
 
     def publish(self, topic: str, payload: dict[str, Any]) -> Event:
         # Numbering and delivery under one lock, so subscribers see sequence order.
         with self._seq_lock:
             self._seq[topic] += 1
-            event = Event(topic, self._seq[topic], payload, utcnow().isoformat())
+            event = Event(topic, self._seq[topic], payload, utcnow().isoformat(), self.epoch)
             self._fanout.deliver(event)
         return event
 
@@ -185,13 +199,22 @@ class InProcessBus:
         return self._fanout.count(topic)
 
 
+# The topic's counter is a hash {epoch, seq}: when it is missing (Redis lost it, or it expired
+# after a week without events) the numbering starts again at 1 under the caller's fresh epoch,
+# so a subscriber can tell a restart from a continuous stream.
 _PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('EXPIRE', KEYS[1], 604800)
-local msg = '{"topic":' .. cjson.encode(ARGV[1]) .. ',"sequence":' .. seq ..
-  ',"published_at":' .. cjson.encode(ARGV[3]) .. ',"payload":' .. ARGV[2] .. '}'
+local msg = '{"topic":' .. cjson.encode(ARGV[1]) .. ',"epoch":' .. cjson.encode(epoch) ..
+  ',"sequence":' .. seq .. ',"published_at":' .. cjson.encode(ARGV[3]) ..
+  ',"payload":' .. ARGV[2] .. '}'
 redis.call('PUBLISH', KEYS[2], msg)
-return seq
+return {epoch, seq}
 """
 
 
@@ -219,10 +242,14 @@ class RedisBus:
     def publish(self, topic: str, payload: dict[str, Any]) -> Event:
         now = utcnow().isoformat()
         body = json.dumps(payload, separators=(",", ":"), default=str)
-        seq = self._publish_script(
-            keys=[f"{self._ns}:seq:{topic}", self._channel(topic)], args=[topic, body, now]
+        # `seq2`: the counter became a hash; a new key (and so a new epoch) on upgrade rather
+        # than a WRONGTYPE on the old string counters.
+        epoch, seq = self._publish_script(
+            keys=[f"{self._ns}:seq2:{topic}", self._channel(topic)],
+            args=[topic, body, now, new_epoch()],
         )
-        return Event(topic, int(seq), json.loads(body), now)
+        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        return Event(topic, int(seq), json.loads(body), now, epoch)
 
     async def start(self) -> None:
         # Several owners may share one bus (an app and a second app on the same runtime): the

@@ -19,6 +19,16 @@ def ctx(info: Info) -> RequestContext:
     return info.context
 
 
+def epoch_field() -> Any:
+    """The `epoch` every subscription event carries beside its `sequence`."""
+    return strawberry.field(default=None, description=(
+        "Names the numbering `sequence` belongs to. It changes when the numbers restart (the "
+        "event bus lost its counters, e.g. Redis restarted empty): events may have been missed "
+        "even if the sequence looks continuous, so re-read the state you follow (subscribe "
+        "again: every subscription starts from stored state). Null on a snapshot read from the "
+        "store."))
+
+
 @strawberry.type
 class PageInfo:
     has_next_page: bool

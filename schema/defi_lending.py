@@ -26,7 +26,7 @@ from gateway.defi.vault import KIND as DEPLOY_VAULT
 from gateway.defi.vault import VaultState, VaultUnavailable
 from gateway.defi.vault_models import DefiVault as VaultRow
 from gateway.http.context import RequestContext
-from schema.common import DEFAULT_PAGE, Connection, ctx
+from schema.common import DEFAULT_PAGE, Connection, ctx, epoch_field
 from schema.jobs import Job
 
 
@@ -221,6 +221,7 @@ class DefiEvent:
     contract: str | None
     args: JSON | None = strawberry.field(description="Decoded arguments; integers as strings.")
     timestamp: int | None = strawberry.field(description="Blocks: the block's Unix time.")
+    epoch: str | None = epoch_field()
 
 
 @strawberry.input(description="Amount as a decimal string in whole tokens, e.g. \"1.5\".")
@@ -340,6 +341,7 @@ class Subscription:
                                 event=p["event"], block_number=p["blockNumber"],
                                 transaction_hash=p.get("transactionHash"), log_index=p.get("logIndex"),
                                 address=p.get("address"), contract=p.get("contract"),
-                                args=p.get("args"), timestamp=p.get("timestamp"))
+                                args=p.get("args"), timestamp=p.get("timestamp"),
+                                epoch=event.epoch)
         finally:
             await subscription.close()

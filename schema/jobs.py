@@ -15,7 +15,7 @@ from strawberry.types import Info
 from gateway.errors import NotFound
 from gateway.jobs import models
 from gateway.jobs.runner import job_topic
-from schema.common import DEFAULT_PAGE, Connection, ctx
+from schema.common import DEFAULT_PAGE, Connection, ctx, epoch_field
 from schema.tenancy import Tenant, User
 
 
@@ -114,6 +114,7 @@ class JobUpdate:
         description="The event's number on this job's topic; null for the snapshot sent first. "
                     "A jump between two numbers means an update was missed: re-read the job.")
     job: Job
+    epoch: str | None = epoch_field()
 
 
 @strawberry.input
@@ -187,7 +188,7 @@ class Subscription:
                 if event.payload.get("tenant_id") != c.tenant_id:
                     raise NotFound(f"no job {id}", code="JOB_NOT_FOUND")
                 job = Job.from_snapshot(event.payload)
-                yield JobUpdate(sequence=event.sequence, job=job)
+                yield JobUpdate(sequence=event.sequence, job=job, epoch=event.epoch)
         finally:
             await subscription.close()
 

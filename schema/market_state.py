@@ -21,7 +21,7 @@ from strawberry.types import Info
 
 from gateway.http.context import RequestContext
 from gateway.marketdata import state as svc
-from schema.common import ctx
+from schema.common import ctx, epoch_field
 
 
 @strawberry.enum(description="HALTED: no order is accepted. REDUCING: only orders that shrink "
@@ -131,6 +131,7 @@ class MarketStateEvent:
     symbol: str | None = strawberry.field(description="Null: the whole venue.")
     at: datetime
     details: JSON = strawberry.field(description="The reason, who, the rule and its last day.")
+    epoch: str | None = epoch_field()
 
 
 @strawberry.input
@@ -220,6 +221,7 @@ class Subscription:
                 details = {k: v for k, v in p.items() if k not in ("kind", "mic", "symbol", "at")}
                 yield MarketStateEvent(sequence=event.sequence, kind=str(p.get("kind")),
                                        mic=str(p.get("mic")), symbol=p.get("symbol"),
-                                       at=datetime.fromisoformat(str(p.get("at"))), details=details)
+                                       at=datetime.fromisoformat(str(p.get("at"))), details=details,
+                                       epoch=event.epoch)
         finally:
             await subscription.close()

@@ -25,7 +25,7 @@ from gateway.marketplace.install import events_topic
 from gateway.marketplace.install_models import PluginInstallation as InstallationRow
 from gateway.marketplace.install_models import PluginInstallationEvent
 from gateway.marketplace.models import PluginVersion as VersionRow
-from schema.common import DEFAULT_PAGE, Connection, ctx
+from schema.common import DEFAULT_PAGE, Connection, ctx, epoch_field
 from schema.marketdata import Bar, Instrument
 
 
@@ -424,6 +424,7 @@ class PluginEvent:
     version: str | None
     previous_version: str | None
     at: datetime
+    epoch: str | None = epoch_field()
 
 
 @strawberry.type
@@ -441,6 +442,6 @@ class Subscription:
                 yield PluginEvent(sequence=event.sequence, action=PluginEventAction(p["action"]),
                                   plugin_id=p["plugin_id"], version=p.get("version"),
                                   previous_version=p.get("previous_version"),
-                                  at=datetime.fromisoformat(p["at"]))
+                                  at=datetime.fromisoformat(p["at"]), epoch=event.epoch)
         finally:
             await subscription.close()

@@ -34,7 +34,7 @@ from gateway.trading.intake import OrderInput
 from gateway.trading.service import OrderService, SubmitResult, alerts_topic, orders_topic
 from gateway.trading.states import OrderStatus as Status
 from plugins.sdk import TenantControls
-from schema.common import DEFAULT_PAGE, Connection, ctx
+from schema.common import DEFAULT_PAGE, Connection, ctx, epoch_field
 from schema.marketdata import Instrument
 from schema.markets import Venue
 
@@ -461,6 +461,7 @@ class OrderUpdate:
                                                         "transitions of one moment share it); null "
                                                         "when read from the store (a replay, a gap).")
     transition: OrderTransition
+    epoch: str | None = epoch_field()
 
     @strawberry.field(description="The order as of this transition: its status, quantities, "
                                   "average price, version and updatedAt are the transition's; its "
@@ -476,8 +477,8 @@ class OrderUpdate:
             updated_at=t.at)
 
     @classmethod
-    def of(cls, t: stream.Transition, sequence: int | None) -> OrderUpdate:
-        return cls(sequence=sequence, transition=OrderTransition.of(t))
+    def of(cls, t: stream.Transition, sequence: int | None, epoch: str | None = None) -> OrderUpdate:
+        return cls(sequence=sequence, transition=OrderTransition.of(t), epoch=epoch)
 
 
 @strawberry.type
@@ -491,6 +492,7 @@ class ComplianceAlert:
     denials: JSON
     jurisdictions: list[str]
     decided_at: str
+    epoch: str | None = epoch_field()
 
 
 @strawberry.input
@@ -728,7 +730,7 @@ class Subscription:
                 ready = follower.in_order(transitions) if transitions else None
                 if ready is not None:
                     for t in ready:
-                        yield OrderUpdate.of(t, event.sequence)
+                        yield OrderUpdate.of(t, event.sequence, event.epoch)
                     continue
                 # A gap, or a message without transitions: the store has everything up to here.
                 until = (max(t.position for t in transitions) if transitions
@@ -753,6 +755,7 @@ class Subscription:
                 yield ComplianceAlert(sequence=event.sequence, order_id=strawberry.ID(p["order_id"]),
                                       client_order_id=p["client_order_id"], account=p["account"],
                                       symbol=p["symbol"], mic=p["mic"], denials=p["denials"],
-                                      jurisdictions=p["jurisdictions"], decided_at=p["decided_at"])
+                                      jurisdictions=p["jurisdictions"], decided_at=p["decided_at"],
+                                      epoch=event.epoch)
         finally:
             await subscription.close()

@@ -8,7 +8,8 @@ server the drill owns (so it can kill it and start it again empty), and `alphint
   its late writes are refused (fencing by the run token), so the job still finishes once.
 - Redis killed and restarted empty under load (job submissions and `createUser`): every
   request answers its result (nothing committed is answered as a failure), and every job, the
-  ones queued in Redis before it lost its data included, finishes.
+  ones queued in Redis before it lost its data included, finishes; a `jobUpdated` socket opened
+  before the outage resumes and its events carry a new epoch (the numbering restarted).
 
 PostgreSQL: ALPHINTRA_DRILL_POSTGRES (an administrative URL; default the local server as
 postgres), where the drill creates and drops its own database.
@@ -16,6 +17,7 @@ postgres), where the drill creates and drops its own database.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
@@ -41,7 +43,15 @@ from gateway.jobs.runner import job_topic
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.tenancy.models import User
-from tests.support import JWT_SECRET, GraphQLClient, TenantHandle, free_port, onboard, wait_for
+from tests.support import (
+    JWT_SECRET,
+    GraphQLClient,
+    TenantHandle,
+    TransportWS,
+    free_port,
+    onboard,
+    wait_for,
+)
 from tests.test_multiprocess import EventLog, Proc, await_condition, healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -266,7 +276,14 @@ def test_redis_killed_and_restarted_empty_under_load_loses_nothing(drill):
         queue_key = f"{drill.settings.redis_namespace}:jobs:americas"
         client = redis.Redis.from_url(drill.redis.url)
         assert client.llen(queue_key) == 5  # in Redis, and only there
+        watched_job = queued_before[0]
+        epoch_before = client.hget(f"{drill.settings.redis_namespace}:seq2:{job_topic(watched_job)}",
+                                   "epoch").decode()
         client.close()
+        # A subscriber on a socket opened before the outage, kept through it.
+        watcher = JobWatcher(f"ws://127.0.0.1:{port}/graphql", tenant.key, watched_job)
+        watcher.start()
+        await_condition(lambda: watcher.updates, 15, "the subscription's snapshot", drill.procs)
 
         answers: list[Answer] = []
         stop = threading.Event()
@@ -344,12 +361,45 @@ def test_redis_killed_and_restarted_empty_under_load_loses_nothing(drill):
         assert set(statuses) == {"SUCCEEDED"}
         assert len(statuses) == 5 + sum(a.op == "job" for a in answers)
         assert all(drill.job(tenant, job_id).status == "SUCCEEDED" for job_id in queued_before)
+        # The subscription opened before the outage resumed on the same socket and saw its job
+        # finish; its events carry the new epoch, so a client can tell the numbering restarted.
+        await_condition(lambda: watcher.done.is_set(), 30, "the watched job's last update",
+                        drill.procs)
+        snapshot, *live = watcher.updates
+        assert snapshot["sequence"] is None and snapshot["job"]["status"] == "QUEUED"
+        assert live and live[-1]["job"]["status"] == "SUCCEEDED", watcher.updates
+        assert {u["epoch"] for u in live} != {epoch_before} and None not in {u["epoch"] for u in live}
         # Events and messages committed during the outage were all delivered in the end.
         await_condition(lambda: drill.rt.outbox.pending() == 0, 30, "the outbox drained",
                         drill.procs)
         assert gateway.alive()
     finally:
         gql.http.close()
+
+
+class JobWatcher(threading.Thread):
+    """`jobUpdated` for one job over graphql-transport-ws, on one socket for its whole life."""
+
+    QUERY = ("subscription($id: ID!) { jobUpdated(id: $id) { sequence epoch job { status } } }")
+
+    def __init__(self, url: str, key: str, job_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.key, self.job_id = url, key, job_id
+        self.updates: list[dict[str, Any]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._watch())
+
+    async def _watch(self) -> None:
+        async with TransportWS(self.url, self.key) as ws:
+            await ws.subscribe("1", self.QUERY, {"id": self.job_id})
+            while True:
+                message = await ws.next(timeout=120, op_id="1")
+                if message["type"] != "next":
+                    break
+                self.updates.append(message["payload"]["data"]["jobUpdated"])
+        self.done.set()
 
 
 def _codes(body: dict[str, Any]) -> list[str]:

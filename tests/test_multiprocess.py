@@ -298,7 +298,7 @@ def test_job_of_killed_worker_is_redelivered_and_finishes_once(own_database):
         assert sequences == list(range(2, sequences[-1] + 1)), sequences
         client = redis.Redis.from_url(settings.redis_url)
         try:
-            assert int(client.get(f"{namespace}:seq:{job_topic(job.id)}")) == sequences[-1]
+            assert int(client.hget(f"{namespace}:seq2:{job_topic(job.id)}", "seq")) == sequences[-1]
         finally:
             client.close()
 

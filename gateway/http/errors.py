@@ -8,7 +8,8 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from gateway.errors import CLIENT_ERRORS, GRAPHQL_VALIDATION_FAILED, INTERNAL_ERROR
+from gateway.db import is_unavailable
+from gateway.errors import CLIENT_ERRORS, GRAPHQL_VALIDATION_FAILED, INTERNAL_ERROR, ServiceUnavailable
 
 log = logging.getLogger("gateway.errors")
 
@@ -31,6 +32,13 @@ def format_error(error: GraphQLError, request_id: str, default_code: str = GRAPH
     if isinstance(original, CLIENT_ERRORS):
         formatted = {"message": original.message,
                      "extensions": {"code": original.code, **original.details}}
+    elif is_unavailable(original):
+        log.warning("database unavailable: %s", original.__class__.__name__,
+                    extra={"request_id": request_id, "path": error.path})
+        unavailable = ServiceUnavailable()
+        formatted = {"message": unavailable.message,
+                     "extensions": {"code": unavailable.code, **unavailable.details,
+                                    "requestId": request_id}}
     else:
         log.error("unexpected error in resolver", exc_info=original,
                   extra={"request_id": request_id, "path": error.path})

@@ -4,8 +4,10 @@ belongs to the app, not to the process-global API.
 One trace per request: the OpenTelemetry ASGI middleware (`tracing_middleware`) opens the HTTP
 server span, as a child of the caller's W3C `traceparent` when it sends one, and makes it the
 current span, so the GraphQL spans the endpoint opens (`graphql.prepare`, `graphql.execute`, in
-the worker thread: the context travels with it) are its children. WebSocket connections are not
-wrapped: one span per connection would stay open for hours and reach the exporter only at close.
+the worker thread: the context travels with it) are its children. A WebSocket is one trace
+too, under its handshake's `traceparent` (gateway/http/websocket.py): a `graphql.ws.connect`
+server span for the authentication and a `graphql.subscribe` child per operation started,
+rather than one span for the socket's whole life (hours, exported only at close).
 """
 
 from __future__ import annotations
