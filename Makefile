@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-host browser-host frontend frontend-test lint bench bench-strategies bench-defi bench-plugins clean
+.PHONY: run test install sandbox-host browser-host lb-host frontend frontend-test lint bench bench-strategies bench-defi bench-plugins clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,14 @@ browser-host:
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }; }; } || \
 	  echo "chromium is not installed: the console's browser tests will be skipped"
 
+# HAProxy from Debian's packages, the load balancer of the slow topology drill
+# (tests/test_topology.py: two replicas behind it, rendered from deploy/haproxy.cfg).
+lb-host:
+	@command -v haproxy >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq haproxy >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq haproxy >/dev/null; }; }; } || \
+	  echo "haproxy is not installed: the topology drill will be skipped (it fails under CI=true)"
+
 # The web console: rebuilt from frontend/ with npm from its lockfile into the Python package
 # (gateway/http/console_dist, committed: `make run` needs no node). docs/console.md.
 frontend:
@@ -47,7 +55,7 @@ run: install
 	$(BIN)/alphintra seed-demo
 	ALPHINTRA_PLUGIN_SANDBOX=$${ALPHINTRA_PLUGIN_SANDBOX:-best-effort} $(BIN)/alphintra serve
 
-test: install browser-host  # `make run` needs no browser
+test: install browser-host lb-host  # `make run` needs no browser nor load balancer
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory frontend-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider

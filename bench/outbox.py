@@ -17,6 +17,11 @@ Per job, interleaved so both see the same machine:
 
 Prints the p50/p90/p99 of each in ms, the difference at p50 (the outbox's added latency per
 job), and the dispatcher's delivery lag (commit to message on the broker) at p50/p90.
+
+Per order (`--orders N`, interleaved the same way): an IOC market order submitted and filled
+through `OrderService.submit` on a clock inside New York's session, "direct" publishing its
+updates on the bus as orders did before, "outbox" through the outbox's committed bus as now (a
+publish that fails is kept and delivered later instead of failing the committed order).
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--orders", type=int, default=1000)
     args = parser.parse_args()
 
     drop = None
@@ -118,6 +124,7 @@ def main() -> None:
     rt = build_runtime(settings)
     try:
         run(rt, args.jobs, url, args.redis_url)
+        run_orders(rt, args.orders)
     finally:
         rt.close()
         if args.redis_url:
@@ -190,6 +197,51 @@ def run(rt: Runtime, jobs: int, url: str, redis_url: str | None) -> None:
     if lag:
         print(f"  dispatcher delivery lag (commit to broker): p50 {pct(lag, 0.5):.3f} ms, "
               f"p90 {pct(lag, 0.9):.3f} ms, {len(lag)}/{len(committed)} delivered")
+
+
+def run_orders(rt: Runtime, orders: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.markets.clock import ManualClock
+    from gateway.markets.service import MarketsService
+    from gateway.trading.intake import OrderInput
+    from gateway.trading.service import OrderService
+
+    tenant, admin, _ = rt.tenancy.onboard(f"bench-{uuid.uuid4().hex[:8]}", "Bench", "o@bench.test")
+    clock = ManualClock(datetime(2025, 3, 12, 14, 30, tzinfo=UTC))  # New York open
+    markets = MarketsService(rt.markets.directory, clock)
+
+    def service(bus: Any) -> OrderService:
+        return OrderService(rt.db, bus, markets, rt.market_data, rt.plugins, rt.audit,
+                            max_page_size=rt.settings.max_page_size, market_state=rt.market_state)
+
+    paths = {"direct (bus)": service(rt.bus), "outbox": service(rt.outbox.committed_bus())}
+    rt.orders.upsert_account(tenant.id, admin.id, code="BENCH", currency="USD", domicile="US",
+                             credit_limit="1000000000000", equity="1000000000000")
+    times: dict[str, list[float]] = {name: [] for name in paths}
+
+    def submit(svc: OrderService) -> float:
+        order = OrderInput(client_order_id=uuid.uuid4().hex, account="BENCH", symbol="AAPL",
+                           side="BUY", quantity="1", ord_type="MARKET", time_in_force="IOC",
+                           mic="XNAS")
+        started = time.perf_counter()
+        svc.submit(tenant.id, admin.id, order)
+        return (time.perf_counter() - started) * 1e3
+
+    names = list(paths)
+    for i in range(50 + orders):
+        for name in (names if i % 2 else names[::-1]):
+            took = submit(paths[name])
+            if i >= 50:  # the first 50 warm both paths
+                times[name].append(took)
+        if i % 100 == 99:
+            clock.advance(timedelta(seconds=60))  # fresh simulated liquidity
+    print(f"orders: {orders} per path (IOC market, filled at the simulated venue)")
+    for name, values in times.items():
+        print(f"  {name:20} p50 {pct(values, 0.5):6.3f} ms  p90 {pct(values, 0.9):6.3f} ms  "
+              f"p99 {pct(values, 0.99):6.3f} ms")
+    added = pct(times["outbox"], 0.5) - pct(times["direct (bus)"], 0.5)
+    print(f"  outbox added latency per order at p50: {added:+.3f} ms (target: under 1 ms)")
 
 
 if __name__ == "__main__":

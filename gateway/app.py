@@ -18,11 +18,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from gateway.auth.policy import CREDENTIALS_TOPIC, POLICY_TOPIC
 from gateway.http.console import console_routes, graphiql_page
+from gateway.http.encoding import JSONResponse
 from gateway.http.graphql import GraphQLEndpoint
 from gateway.http.health import WarmUp, healthz, metrics_route, readiness
 from gateway.http.middleware import RequestMiddleware, cors_middleware
@@ -31,6 +32,7 @@ from gateway.http.websocket import SubscriptionEndpoint
 from gateway.jobs.broker import start_worker
 from gateway.marketplace.inspection import CoreNames
 from gateway.marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
+from gateway.observability import logs
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import make_tracer, tracing_middleware
 from gateway.runtime import Runtime, build_runtime
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # installed plugins, each tenant on its own thread: a slow import delays only that tenant
         await asyncio.to_thread(runtime.marketplace.restore)
         # a revoked key or deactivated user closes its sockets on every replica
+        await runtime.bus.listen(CREDENTIALS_TOPIC, runtime.authenticator.on_credentials_revoked)
         await runtime.bus.listen(CREDENTIALS_TOPIC, subscriptions.on_credentials_revoked)
         if settings.redis_url:  # in one process the policy object is already up to date
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
@@ -193,3 +196,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.federated = federated
     app.state.metrics = metrics
     return app
+
+
+def app_from_env() -> Starlette:
+    """The app of one worker process of `alphintra serve --workers N` (uvicorn's factory). Uvicorn
+    spawns each worker, so nothing of the serving process's memory is inherited: each worker
+    reads its settings from the environment and builds its own runtime, bus and pools."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_json)
+    return create_app(settings)

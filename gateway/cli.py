@@ -1,12 +1,18 @@
 """`alphintra`: serve, worker, migrate, config, tenant create, apikey create, role grant,
-seed-demo."""
+seed-demo, chain serve."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
+import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from sqlmodel import select
@@ -74,16 +80,58 @@ def _runtime(settings: Settings):  # noqa: ANN202 - imported lazily to keep the 
 @main.command()
 @click.option("--host", default=None, help="defaults to ALPHINTRA_HOST (127.0.0.1)")
 @click.option("--port", default=None, type=int, help="defaults to ALPHINTRA_PORT (8000)")
+@click.option("--workers", default=None, type=click.IntRange(min=1), envvar="ALPHINTRA_WORKERS",
+              show_envvar=True, help="worker processes; default: one per core in production "
+              "with ALPHINTRA_REDIS_URL, else one")
 @click.pass_obj
-def serve(settings: Settings, host: str | None, port: int | None) -> None:
+def serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve GraphQL at /graphql (worker threads inside unless ALPHINTRA_REDIS_URL is set)."""
     import uvicorn
 
-    from gateway.app import create_app
-
     _require_secret_key(settings)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                log_config=None, ws="websockets-sansio")
+    _require_shared_chain(settings)
+    count = workers or default_workers(settings)
+    if count > 1 and not settings.redis_url:
+        raise SettingsError(
+            f"--workers {count} needs ALPHINTRA_REDIS_URL: the in-process bus cannot carry events, "
+            f"revoked credentials or cache invalidations between worker processes (set it, or "
+            f"serve one worker)")
+    options: dict[str, Any] = {"host": host or settings.host, "port": port or settings.port,
+                               "log_config": None, "ws": "websockets-sansio"}
+    if count == 1:
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    with _metrics_directory():
+        # Spawned (never forked) workers, each building its own app from the environment.
+        uvicorn.run("gateway.app:app_from_env", factory=True, workers=count, **options)
+
+
+def default_workers(settings: Settings) -> int:
+    """One per core in production beside Redis (workers share state only through it), else one."""
+    if settings.environment == "production" and settings.redis_url:
+        return os.cpu_count() or 1
+    return 1
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """A fresh private directory for the workers' metric files (prometheus_client's
+    multi-process mode), set before they start and removed when they have stopped."""
+    from gateway.observability.metrics import MULTIPROC_DIR_ENV
+
+    path = tempfile.mkdtemp(prefix="alphintra-metrics-")  # mode 0700
+    previous = os.environ.get(MULTIPROC_DIR_ENV)
+    os.environ[MULTIPROC_DIR_ENV] = path
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROC_DIR_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @main.command()
@@ -98,6 +146,7 @@ def worker(settings: Settings, regions: tuple[str, ...], threads: int | None) ->
         raise click.UsageError("a separate worker needs ALPHINTRA_REDIS_URL; without it the "
                                "gateway runs its own worker threads")
     _require_secret_key(settings)
+    _require_shared_chain(settings)
     unknown = set(regions) - set(settings.regions)
     if unknown:
         raise click.BadParameter(f"unknown region(s) {sorted(unknown)}; one of {settings.regions}")
@@ -120,6 +169,12 @@ def worker(settings: Settings, regions: tuple[str, ...], threads: int | None) ->
 def _require_secret_key(settings: Settings) -> None:
     # Refuse before anything starts (the runtime would refuse too, later and less plainly).
     problem = settings.secret_key_problem()
+    if problem:
+        raise SettingsError(problem)
+
+
+def _require_shared_chain(settings: Settings) -> None:
+    problem = settings.chain_problem()
     if problem:
         raise SettingsError(problem)
 
@@ -428,6 +483,55 @@ def audit_export_checkpoints(settings: Settings, out: str, slug: str | None, pla
     count = write_export(document, out)
     if out != "-":
         click.echo(f"{count} checkpoints written to {out}")
+
+
+@main.group()
+def secrets() -> None:
+    """Secrets sealed at rest (plugin secrets, signing keys)."""
+
+
+@secrets.command("reseal")
+@click.pass_obj
+def secrets_reseal(settings: Settings) -> None:
+    """Seal every secret again with the current ALPHINTRA_SECRET_KEY (after a rotation, with the
+    old key in ALPHINTRA_SECRET_KEYS_PREVIOUS); exit 1 if a value opens with no configured key."""
+    from gateway.db import Database
+    from gateway.secrets import SecretBox
+    from gateway.secrets_reseal import reseal
+
+    box = SecretBox.from_settings(settings)
+    db = Database(settings.database_url)
+    try:
+        report = reseal(db, box)
+    finally:
+        db.engine.dispose()
+    click.echo(f"resealed {report.resealed}, already current {report.current}, "
+               f"changed meanwhile {report.changed}, unreadable {len(report.unreadable)} "
+               f"(current key id {box.key_id})")
+    for where in report.unreadable:
+        click.echo(f"unreadable: {where}", err=True)
+    if report.unreadable:
+        raise SystemExit(1)
+
+
+@main.group("chain")
+def chain_group() -> None:
+    """The shared DeFi chain: one EVM for every gateway replica and worker (scale-out)."""
+
+
+@chain_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="listen address (no authentication: keep it on loopback or a private network)")
+@click.option("--port", default=8545, show_default=True, type=int)
+@click.option("--state", default="alphintra-chain.state", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="the chain's state file (blocks, balances, contracts; created at first start)")
+def chain_serve(host: str, port: int, state: Path) -> None:
+    """Run the embedded EVM as its own process, answering Ethereum JSON-RPC; replicas and
+    workers reach it with ALPHINTRA_DEFI_CHAIN_URL. Deploys the demo world at first start."""
+    from gateway.defi.chain_server import serve as serve_chain
+
+    serve_chain(host, port, state, lambda line: click.echo(line, err=True))
 
 
 # `alphintra plugin …` (marketplace/cli.py); `plugin dev` runs a gateway, so it is added here and

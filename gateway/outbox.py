@@ -36,7 +36,7 @@ from sqlmodel import Field, SQLModel
 
 from gateway.background import SharedThread
 from gateway.db import Database, UTCDateTime, utcnow
-from gateway.events import Bus
+from gateway.events import Bus, Event, Listener, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,13 @@ class Outbox:
         self._pending(session).append((row, inline))
         return row
 
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        """For a write already committed: publish now, or keep the event for the dispatcher.
-        Never raises: the write happened, and a client must not be told otherwise."""
+    def publish(self, topic: str, payload: dict[str, Any]) -> Event | None:
+        """For a write already committed: publish now (the event), or keep the event for the
+        dispatcher (None). Never raises: the write happened, and a client must not be told
+        otherwise."""
         if not self._inline_paused():
             try:
-                self.bus.publish(topic, payload)
-                return
+                return self.bus.publish(topic, payload)
             except Exception:
                 self._bus_failed(topic)
         try:
@@ -154,6 +154,10 @@ class Outbox:
         except Exception:
             log.exception("event could not be published nor kept; it is lost",
                           extra={"topic": topic})
+        return None
+
+    def committed_bus(self) -> CommittedBus:
+        return CommittedBus(self)
 
     def _inline_paused(self) -> bool:
         return self._backlog or time.monotonic() < self._bus_down_until
@@ -323,3 +327,34 @@ class Outbox:
             if kind is not None:
                 stmt = stmt.where(OutboxRow.kind == kind)
             return int(session.execute(stmt).scalar_one())
+
+
+class CommittedBus:
+    """The bus as a service that publishes what it has just committed sees it: `publish` goes
+    through the outbox, so a bus that is down keeps the event (delivered later, in order)
+    instead of raising and turning a committed write into an error answer. Subscribing and
+    listening are the bus's own."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> Event | None:
+        return self._outbox.publish(topic, payload)
+
+    async def subscribe(self, topic: str) -> Subscription:
+        return await self._outbox.bus.subscribe(topic)
+
+    async def listen(self, topic: str, listener: Listener) -> None:
+        await self._outbox.bus.listen(topic, listener)
+
+    async def start(self) -> None:
+        await self._outbox.bus.start()
+
+    async def stop(self) -> None:
+        await self._outbox.bus.stop()
+
+    def ping(self) -> None:
+        self._outbox.bus.ping()
+
+    def subscribers(self, topic: str) -> int:
+        return self._outbox.bus.subscribers(topic)

@@ -19,10 +19,10 @@ from gateway.auth.authenticate import Authenticator
 from gateway.auth.policy import AccessPolicy
 from gateway.db import Database
 from gateway.defi.chain import Chains
+from gateway.defi.demo_world import build_demo_world
 from gateway.defi.events import DefiEventPoller, world_sources
 from gateway.defi.keys import DefiKeys
 from gateway.defi.lending import LendingService
-from gateway.defi.lending_deploy import extend_world
 from gateway.defi.pools import PoolBook
 from gateway.defi.service import DefiMarkets
 from gateway.defi.swaps import DefiSwaps
@@ -137,7 +137,8 @@ class Runtime:
 def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     db = db or Database(settings.database_url)
     bus = make_bus(settings.redis_url, settings.redis_namespace)
-    policy = AccessPolicy(db)
+    policy = AccessPolicy(db, cache_size=settings.policy_cache_size)
+    authenticator = Authenticator(db, policy, settings)
     kinds = JobKinds()
     kinds.register(DIAGNOSTICS)
     kinds.register(FEDERATED_TRAIN)  # imports flwr and ray only when a job runs
@@ -178,10 +179,9 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     for ai_kind in strategy_ai.synthesis.kinds():
         kinds.register(ai_kind)
     chains = Chains.from_settings(settings)  # cheap: no web3 until a chain is first used
-    defi_world = DemoWorld()
+    defi_world = build_demo_world()  # with the lending market, as `alphintra chain serve` deploys it
     defi_keys = DefiKeys(db, secrets, funder=defi_world.fund)
     defi = DefiMarkets(chains, PoolBook(plugins, defi_world), defi_keys)
-    defi_world.add_extension("lending", extend_world)  # the lending market joins the demo world
     defi_lending = LendingService(db, chains, defi_world, defi_keys, audit,
                                   floor=Decimal(settings.defi_health_factor_floor),
                                   controls=load_controls, max_page_size=settings.max_page_size)
@@ -192,11 +192,16 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     tenancy = TenancyService(db, policy, bus, settings.regions, settings.max_page_size, audit,
                              approval_window=timedelta(hours=settings.approval_window_hours),
                              outbox=outbox)
-    marketplace = build_installations(settings, db, bus, secrets, audit, markets.directory, chains)
+    # this process forgets a revoked credential at once; other replicas by the bus event
+    tenancy.credentials_changed = authenticator.forget
+    # Services that publish after their commits: through the outbox, never raising.
+    committed = outbox.committed_bus()
+    marketplace = build_installations(settings, db, committed, secrets, audit, markets.directory,
+                                      chains)
     builtin_plugins = BuiltinSwitches(db, plugins, audit)
-    market_state = MarketStateService(db, bus, market_data, markets.directory, audit)
-    orders = OrderService(db, bus, markets, market_data, plugins, audit, max_page_size=settings.max_page_size,
-                          market_state=market_state)
+    market_state = MarketStateService(db, committed, market_data, markets.directory, audit)
+    orders = OrderService(db, committed, markets, market_data, plugins, audit,
+                          max_page_size=settings.max_page_size, market_state=market_state)
     tenant_files = TenantFiles(settings.marketdata_tenant_dir, markets.directory, settings.marketdata_adjust)
     market_data_files = TenantUploads(db, audit, markets.directory, settings.marketdata_adjust)
     _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio,
@@ -206,7 +211,7 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         db=db,
         bus=bus,
         policy=policy,
-        authenticator=Authenticator(db, policy, settings),
+        authenticator=authenticator,
         broker=broker,
         job_kinds=kinds,
         jobs=JobService(db, bus, kinds, actor, settings.regions, settings.max_page_size,
@@ -238,7 +243,7 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
         marketplace=marketplace,
         builtin_plugins=builtin_plugins,
         marketplace_catalogue=Catalogue(db, settings.max_page_size),
-        marketplace_publishing=MarketplacePublishing(db, bus, audit, marketplace.sandbox,
+        marketplace_publishing=MarketplacePublishing(db, committed, audit, marketplace.sandbox,
                                                      max_page_size=settings.max_page_size),
         strategies=strategies,
         strategy_ai=strategy_ai,

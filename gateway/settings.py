@@ -70,6 +70,21 @@ class Settings:
         "Required `aud` claim of JWTs (unset: not checked)."))
     jwt_leeway_seconds: int = field(default=30, metadata=_help(
         "Clock skew allowed on JWT `exp` and `nbf`, in seconds."))
+    # Credential and decision caches (gateway/auth/cache.py). Changes made through the gateway
+    # invalidate at once on every replica (the bus); the TTL bounds only changes made behind its
+    # back (SQL, the CLI without Redis) or a lost event. 5 s: a miss costs one ~0.6 ms look-up,
+    # so a busy key pays it on well under 1 % of its requests, and a change made outside shows
+    # within the 5 s that revocation of open WebSockets is held to.
+    auth_cache_seconds: float = field(default=5.0, metadata=_help(
+        "How long a credential look-up (an API key's row, a JWT's user and tenant) is reused; "
+        "the key's secret and expiry are still checked on every request. Revocations and "
+        "deactivations made through the gateway apply at once on every replica; this bounds "
+        "changes made directly in the database. 0: off."))
+    auth_cache_size: int = field(default=10_000, metadata=_help(
+        "Most credential look-ups kept per process (the oldest go first)."))
+    policy_cache_size: int = field(default=50_000, metadata=_help(
+        "Most authorisation decisions kept per process, per (user, tenant, object, action); "
+        "emptied whenever the policy changes. 0: off."))
     demo_api_key: str | None = field(default=None, repr=False, metadata=_help(
         "The API key `alphintra seed-demo` gives the demo tenant's admin (unset: generated).",
         secret=True))
@@ -92,6 +107,10 @@ class Settings:
     max_page_size: int = field(default=200, metadata=_help("Largest `first`/`last` of a list field."))
     max_body_bytes: int = field(default=1_000_000, metadata=_help(
         "Largest HTTP request body, in bytes (413 above)."))
+    request_threads: int = field(default=4, metadata=_help(
+        "Threads a process runs GraphQL requests' synchronous work on at once (more wait their "
+        "turn on the event loop): few, as on a GIL more threads only contend; enough that a "
+        "slow request does not hold up the others."))
     parse_cache_size: int = field(default=512, metadata=_help("Parsed documents kept per process."))
     validation_cache_size: int = field(default=512, metadata=_help(
         "Validation results kept per process."))
@@ -171,6 +190,10 @@ class Settings:
         "File holding the secret key (base64). With SQLite and no Redis a relative path is made on "
         "first use (fine for `make run`); with PostgreSQL or Redis it must be an absolute path to "
         "an existing file."))
+    secret_keys_previous: str = field(default="", repr=False, metadata=_help(
+        "Earlier secret keys (base64, comma-separated), accepted for opening only: set while "
+        "rotating, until `alphintra secrets reseal` has moved everything to the current key "
+        "(docs/operations.md, Rotate keys).", secret=True))
 
     # Language models. No key: the offline provider answers (templates and a lexicon).
     anthropic_api_key: str | None = field(default=None, repr=False, metadata=_help(  # never logged
@@ -188,6 +211,10 @@ class Settings:
     defi_embedded: bool = field(default=True, metadata=_help(
         "Run the in-process EVM chain `embedded`, built and populated with the demo world on "
         "first use."))
+    defi_chain_url: str | None = field(default=None, metadata=_help(
+        "JSON-RPC URL of `alphintra chain serve` (e.g. http://127.0.0.1:8545): the embedded chain "
+        "(same name and id) is that shared process instead of one in this process. Required with "
+        "Redis while defi_embedded is on, so every replica and worker sees one chain."))
     defi_chains: str = field(default="", metadata=_help(
         "JSON-RPC chains: JSON, or `id:name:url[:explorer]` comma-separated "
         "(gateway/defi/chain.py)."))
@@ -283,8 +310,12 @@ class Settings:
         for origin in (*self.cors_origins, *self.websocket_origins):
             if origin != "*" and not _ORIGIN.match(origin):
                 raise SettingsError(f"origin {origin!r} is not scheme://host[:port] (or *)")
+        if self.request_threads < 1:
+            raise SettingsError("request_threads must be >= 1")
         if self.max_response_bytes < 0 or self.apq_cache_size < 1:
             raise SettingsError("max_response_bytes must be >= 0 and apq_cache_size >= 1")
+        if not min(self.auth_cache_seconds, self.auth_cache_size, self.policy_cache_size) >= 0:
+            raise SettingsError("auth_cache_seconds, auth_cache_size and policy_cache_size must be >= 0")
         if self.websocket_recheck_seconds <= 0:
             raise SettingsError("websocket_recheck_seconds must be positive")
         if not 0 <= self.llm_max_repairs <= 10:
@@ -298,6 +329,12 @@ class Settings:
                                 "job_heartbeat_ms")
         if self.secret_key:
             decode_key(self.secret_key, env_name("secret_key"))
+        self.previous_secret_keys()
+
+    def previous_secret_keys(self) -> list[bytes]:
+        name = env_name("secret_keys_previous")
+        return [decode_key(part, f"{name} (key {i + 1})")
+                for i, part in enumerate(p for p in self.secret_keys_previous.split(",") if p.strip())]
 
     def secret_key_problem(self) -> str | None:
         """Why these settings may not locate the secret key, or None. With a shared database or
@@ -313,6 +350,16 @@ class Settings:
         if not Path(self.secret_key_file).is_file():
             return (f"{name}: {self.secret_key_file} does not exist (make it once with "
                     f"`head -c 32 /dev/urandom | base64 > {self.secret_key_file}`, then share it)")
+        return None
+
+    def chain_problem(self) -> str | None:
+        """Why `serve`/`worker` must not start with these settings' chain, or None: beside Redis
+        (several processes) an in-process chain would differ per process."""
+        if self.redis_url and self.defi_embedded and not self.defi_chain_url:
+            return (f"{env_name('redis_url')} is set but the DeFi chain would run inside this "
+                    f"process (each replica its own): run `alphintra chain serve` and set "
+                    f"{env_name('defi_chain_url')}=http://127.0.0.1:8545, or set "
+                    f"{env_name('defi_embedded')}=false")
         return None
 
     def startup_warnings(self) -> list[str]:

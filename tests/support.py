@@ -39,7 +39,8 @@ def with_clock(runtime: Runtime, clock: ManualClock) -> Runtime:
     from gateway.trading.service import OrderService
 
     markets = MarketsService(runtime.markets.directory, clock)
-    orders = OrderService(runtime.db, runtime.bus, markets, runtime.market_data, runtime.plugins,
+    orders = OrderService(runtime.db, runtime.outbox.committed_bus(), markets, runtime.market_data,
+                          runtime.plugins,
                           runtime.audit, max_page_size=runtime.settings.max_page_size,
                           market_state=runtime.market_state)
     return Runtime(**{**runtime.__dict__, "markets": markets, "orders": orders,

@@ -240,11 +240,17 @@ def test_checkpoint_tables_are_append_only(runtime, gql, tenant):
     for statement in ("UPDATE audit_checkpoint SET head_hash = 'x' WHERE chain = :c",
                       "DELETE FROM audit_checkpoint WHERE chain = :c",
                       "UPDATE audit_signing_key SET public_key = 'x' WHERE id = :c",
+                      "UPDATE audit_signing_key SET created_at = '2000-01-01 00:00:00' WHERE id = :c",
+                      "UPDATE audit_signing_key SET id = 'y' WHERE id = :c",
                       "DELETE FROM audit_signing_key WHERE id = :c"):
         chain = "platform" if "signing" in statement else tenant.id
         with pytest.raises(DBAPIError) as refused, runtime.db.engine.begin() as conn:
             conn.execute(text(statement), {"c": chain})
         assert "append-only" in str(refused.value)
+    # Only the private key's sealed form may be rewritten (a secret key rotation reseals it).
+    with runtime.db.engine.begin() as conn:
+        assert conn.execute(text("UPDATE audit_signing_key SET sealed_key = sealed_key "
+                                 "WHERE id = 'platform'")).rowcount == 1
 
 
 # The attack of issue 17.

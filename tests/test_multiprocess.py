@@ -47,6 +47,9 @@ def gateway_env(settings, namespace: str, **extra: str) -> dict[str, str]:
         "ALPHINTRA_JOB_MAX_BACKOFF_MS": str(settings.job_max_backoff_ms),
         "ALPHINTRA_LOG_JSON": "false",
         "ALPHINTRA_OTEL_EXPORTER": "none",
+        # Beside Redis an in-process chain is refused; these processes use no DeFi
+        # (tests/test_chain_server.py runs them on `alphintra chain serve`).
+        "ALPHINTRA_DEFI_EMBEDDED": "false",
     }
     env.update({f"ALPHINTRA_{k.upper()}": v for k, v in extra.items()})
     return env

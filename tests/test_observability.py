@@ -138,3 +138,39 @@ def test_one_trace_per_request_under_the_callers_traceparent(runtime, tenant):
     assert {s.context.trace_id for s in alone} == {int(unparented.headers["traceresponse"][3:35], 16)}
     roots = [s for s in alone if s.parent is None]
     assert len(alone) == 3 and len(roots) == 1 and roots[0].kind == SpanKind.SERVER
+
+
+def test_a_websocket_is_one_trace_under_its_handshakes_traceparent(runtime, tenant):
+    import json
+
+    import websockets
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    quiet = Runtime(**{**runtime.__dict__, "settings": runtime.settings.with_(embedded_worker="off")})
+    app = create_app(runtime=quiet, tracer=provider.get_tracer("test"))
+    trace_id, parent_id = "5bf92f3577b34da6a3ce929d0e0e4736", "10f067aa0ba902b7"
+
+    async def session(url: str) -> None:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
+                                      additional_headers={"traceparent":
+                                                          f"00-{trace_id}-{parent_id}-01"}) as ws:
+            await ws.send(json.dumps({"type": "connection_init",
+                                      "payload": {"Authorization": f"Bearer {tenant.key}"}}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            for op in ("1", "2"):
+                await ws.send(json.dumps({"id": op, "type": "subscribe", "payload": {
+                    "query": "subscription { complianceAlerts { orderId } }"}}))
+            await asyncio.sleep(0.3)
+
+    with LiveServer(app) as live:
+        asyncio.run(session(live.ws_url))
+        spans = wait_for(lambda: (s := [x for x in exporter.get_finished_spans()
+                                        if x.context.trace_id == int(trace_id, 16)])
+                         and len(s) >= 3 and s)
+    connect = next(s for s in spans if s.name == "graphql.ws.connect")
+    assert connect.kind == SpanKind.SERVER and connect.parent.span_id == int(parent_id, 16)
+    subscribes = [s for s in spans if s.name == "graphql.subscribe"]
+    assert len(subscribes) == 2
+    assert {s.parent.span_id for s in subscribes} == {connect.context.span_id}

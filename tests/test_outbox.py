@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -30,7 +30,7 @@ from gateway.outbox import EVENT, OutboxRow
 from gateway.runtime import Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.tenancy.models import User
-from tests.support import GraphQLClient, LiveServer, TenantHandle, onboard, unique, wait_for
+from tests.support import GraphQLClient, LiveServer, TenantHandle, onboard, unique, wait_for, with_clock
 
 RUN = "mutation($i: RunDiagnosticsInput) { runDiagnostics(input: $i) { id status } }"
 CREATE_USER = "mutation($i: CreateUserInput!) { createUser(input: $i) { id email } }"
@@ -209,6 +209,43 @@ def test_jobs_and_users_committed_while_broker_and_bus_are_down_answer_success(
             created["data"]["createUser"]["id"]
     assert len(pending(rt, "job", job["id"])) == 1  # its message waits in the outbox
     assert pending(rt, EVENT, job_topic(job["id"]))  # and so does its QUEUED event
+
+
+def test_orders_committed_while_the_bus_is_down_answer_success_and_their_events_follow(rt, bus, tenant):
+    """Orders, compliance alerts: every service that publishes after its commit goes through the
+    outbox, so a bus that is down never turns a committed order into an error answer."""
+    from gateway.markets.clock import ManualClock
+    from gateway.trading.common import alerts_topic, orders_topic
+
+    clocked = with_clock(rt, ManualClock(datetime(2025, 3, 12, 14, 30, tzinfo=UTC)))
+    bus.down = True
+    with LiveServer(create_app(runtime=clocked)) as live:
+        gql = GraphQLClient(live.url)
+        try:
+            gql.data("""mutation($i: TradingAccountInput!) { upsertTradingAccount(input: $i) { code } }""",
+                     {"i": {"code": "ACC1", "currency": "USD", "domicile": "US",
+                            "creditLimit": "1000000", "equity": "1000000"}}, key=tenant.key)
+            submit = """mutation($i: SubmitOrderInput!) { submitOrder(input: $i) { id status } }"""
+            order = {"clientOrderId": unique("o"), "account": "ACC1", "symbol": "AAPL",
+                     "mic": "XNAS", "side": "BUY", "ordType": "MARKET", "timeInForce": "IOC",
+                     "quantity": "10"}
+            filled = gql(submit, {"i": order}, key=tenant.key)
+            denied = gql(submit, {"i": {**order, "clientOrderId": unique("o"),
+                                        "quantity": "100000000"}}, key=tenant.key)
+        finally:
+            gql.http.close()
+    assert "errors" not in filled and "errors" not in denied, (filled, denied)
+    assert filled["data"]["submitOrder"]["status"] == "FILLED"
+    assert denied["data"]["submitOrder"]["status"] == "DENIED"
+    kept = pending(rt, EVENT, orders_topic(tenant.id))
+    assert kept and pending(rt, EVENT, alerts_topic(tenant.id))  # nothing lost, nothing sent yet
+    assert bus.on(orders_topic(tenant.id)) == []
+    bus.down = False
+    drain(rt)
+    delivered = bus.on(orders_topic(tenant.id))
+    positions = [t["position"] for p in delivered for t in p["transitions"]]
+    assert positions == sorted(positions) and len(delivered) == len(kept)  # in commit order
+    assert pending(rt, EVENT, orders_topic(tenant.id)) == []
 
 
 def test_a_job_message_is_delivered_once_the_broker_is_back(rt, bus, tenant, monkeypatch):

@@ -1,10 +1,17 @@
 """Authorisation with casbin: the model file sits beside this module, the policy lines in the
 `casbin_rule` table. A change made through `AccessPolicy` is written to the database and
 applied at once in this process; other processes reload when the bus tells them
-(`policy.changed`), so no restart is ever needed."""
+(`policy.changed`), so no restart is ever needed.
+
+Decisions (`allowed`) and role look-ups (`roles`) are cached per argument tuple. The cache is
+one dict per policy generation: every change to the enforcer's policy (a reload, the fingerprint
+moving, `grant`/`revoke`) installs a new, empty dict *after* the enforcer holds the new policy,
+so a decision computed against the old policy can only land in the discarded dict and no answer
+is older than the policy the enforcer holds."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable
@@ -29,7 +36,9 @@ ROUTER = "router"
 PLATFORM_GRANTED_ROLES: frozenset[str] = frozenset({VENDOR, ROUTER})
 POLICY_TOPIC = "policy.changed"
 # Credentials that stopped being valid (a key revoked, a user deactivated): every replica closes
-# the WebSockets they opened. Payload: tenantId and apiKeyId or userId, and the reason's code.
+# the WebSockets they opened. Payload: tenantId and apiKeyId or userId, and the reason's code;
+# with neither, the tenant's own state changed (its trusted-documents mode): every replica forgets
+# its cached credential look-ups for that tenant (gateway/auth/cache.py), no socket closes.
 CREDENTIALS_TOPIC = "credentials.revoked"
 # Roles granted only with a second person: a platform administrator, or a tenant admin's request
 # that another, independent, tenant admin approves (gateway/tenancy/service.py).
@@ -99,6 +108,15 @@ def _row(ptype: str, rule: list[str]) -> CasbinRule:
     return CasbinRule(ptype=ptype, **values)
 
 
+def _remember(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """Bounded insert: the oldest entry goes first (dicts keep insertion order)."""
+    if len(cache) >= size:
+        # Another thread may insert meanwhile; losing this eviction race only overshoots by one.
+        with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+            del cache[next(iter(cache))]
+    cache[key] = value
+
+
 class AccessPolicy:
     """Who may do what, where. `allowed` is on every request's path, so it stays in memory.
 
@@ -108,7 +126,8 @@ class AccessPolicy:
     `refresh_seconds` and the policy reloaded when it moved.
     """
 
-    def __init__(self, db: Database, refresh_seconds: float = 1.0) -> None:
+    def __init__(self, db: Database, refresh_seconds: float = 1.0, cache_size: int = 50_000
+                 ) -> None:
         model_path = resources.files("gateway.auth").joinpath("rbac_with_domains.conf")
         self._db = db
         self._lock = threading.Lock()
@@ -116,6 +135,16 @@ class AccessPolicy:
         self._checked_at = time.monotonic()
         self._fingerprint = self._read_fingerprint()
         self._enforcer = casbin.SyncedEnforcer(str(model_path), SQLModelAdapter(db))
+        self._cache_size = cache_size  # 0: no cache (every call asks casbin)
+        # Bumped with each new policy: holders of values derived from it (a cached Principal's
+        # roles) compare it to know when to derive them again.
+        self.generation = 0
+        self._decisions: dict[tuple[str, ...], Any] = {}
+
+    def _policy_moved(self) -> None:
+        """The enforcer holds a new policy: answers from here on come from a fresh cache."""
+        self.generation += 1
+        self._decisions = {}
 
     def _read_fingerprint(self) -> tuple[int, int]:
         with self._db.system_session() as session:
@@ -127,6 +156,13 @@ class AccessPolicy:
             self._fingerprint = self._read_fingerprint()
             self._checked_at = time.monotonic()
             self._enforcer.load_policy()
+            self._policy_moved()
+
+    def current_generation(self) -> int:
+        """The policy generation, after the periodic fingerprint check (a change made by
+        another process without a bus)."""
+        self._refresh()
+        return self.generation
 
     def _refresh(self) -> None:
         if time.monotonic() - self._checked_at < self._refresh_seconds:
@@ -140,19 +176,35 @@ class AccessPolicy:
                 return
             self._fingerprint = fingerprint
             self._enforcer.load_policy()
+            self._policy_moved()
 
     def allowed(self, user_id: str, tenant_id: str, obj: str, act: str) -> bool:
         self._refresh()
-        return bool(self._enforcer.enforce(subject(user_id), tenant_id, obj, act))
+        decisions = self._decisions  # taken before asking casbin: see the module's docstring
+        key = ("allowed", user_id, tenant_id, obj, act)
+        found = decisions.get(key)
+        if found is not None:
+            return bool(found)
+        allowed = bool(self._enforcer.enforce(subject(user_id), tenant_id, obj, act))
+        if self._cache_size:
+            _remember(decisions, key, allowed, self._cache_size)
+        return allowed
 
     def is_platform_admin(self, user_id: str) -> bool:
         return self.allowed(user_id, ALL_TENANTS, "platform", "admin")
 
     def roles(self, user_id: str, tenant_id: str) -> list[str]:
         self._refresh()
-        found = set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), tenant_id))
-        found |= set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), ALL_TENANTS))
-        return sorted(r.removeprefix("role:") for r in found)
+        decisions = self._decisions
+        key = ("roles", user_id, tenant_id)
+        found = decisions.get(key)
+        if found is None:
+            held = set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), tenant_id))
+            held |= set(self._enforcer.get_roles_for_user_in_domain(subject(user_id), ALL_TENANTS))
+            found = tuple(sorted(r.removeprefix("role:") for r in held))
+            if self._cache_size:
+                _remember(decisions, key, found, self._cache_size)
+        return list(found)
 
     def grant_rows(self, user_id: str, roles: list[str] | tuple[str, ...], tenant_id: str
                    ) -> list[CasbinRule]:
@@ -163,17 +215,19 @@ class AccessPolicy:
 
     def grant(self, user_id: str, role: str, tenant_id: str) -> bool:
         self.check_role(role, tenant_id)
-        return bool(
-            self._enforcer.add_role_for_user_in_domain(subject(user_id), role_subject(role), tenant_id)
-        )
+        with self._lock:
+            added = self._enforcer.add_role_for_user_in_domain(
+                subject(user_id), role_subject(role), tenant_id)
+            self._policy_moved()
+        return bool(added)
 
     def revoke(self, user_id: str, role: str, tenant_id: str) -> bool:
         self.check_role(role, tenant_id)
-        return bool(
-            self._enforcer.delete_roles_for_user_in_domain(
-                subject(user_id), role_subject(role), tenant_id
-            )
-        )
+        with self._lock:
+            removed = self._enforcer.delete_roles_for_user_in_domain(
+                subject(user_id), role_subject(role), tenant_id)
+            self._policy_moved()
+        return bool(removed)
 
     @staticmethod
     def check_role(role: str, tenant_id: str) -> None:

@@ -8,7 +8,9 @@ Configuration (`ALPHINTRA_DEFI_CHAINS`): a JSON list of objects {"id", "name", "
 "explorerUrl"} or a comma-separated list of `id:name:url[:explorer]`, e.g.
 `1:mainnet:https://eth.example/rpc:https://etherscan.io,10:optimism:http://127.0.0.1:9545`.
 `rpcUrl` "embedded" names the in-process EVM. With `defi_embedded` on (the default) the
-embedded chain is listed first as "embedded".
+embedded chain is listed first as "embedded". With `defi_chain_url` set, that same chain (same
+name, same id) is the one `alphintra chain serve` runs for every replica and worker, reached
+over JSON-RPC at that URL (gateway/defi/chain_server.py): `Chain.served`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class ChainSpec:
     # Where signed transactions go instead of the public mempool (a private relay such as
     # Flashbots Protect), for chains that offer one; JSON key "privateRpcUrl".
     private_rpc_url: str | None = None
+    # The embedded chain only: the URL of `alphintra chain serve` when the chain runs there
+    # (shared by every process) instead of in this process.
+    served_url: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -77,19 +82,40 @@ class Chain:
         return self.spec.embedded
 
     @property
+    def served(self) -> bool:
+        """The embedded chain, run by `alphintra chain serve` rather than in this process."""
+        return self.embedded and self.spec.served_url is not None
+
+    @property
     def web3(self) -> Any:
         """The web3.Web3 for this chain; the embedded EVM is created on the first call."""
         with self._lock:
             if self._web3 is None:
-                self._web3 = _embedded_web3() if self.embedded else _rpc_web3(self.rpc_url)
+                if self.served:
+                    self._web3 = _rpc_web3(str(self.spec.served_url))
+                else:
+                    self._web3 = _embedded_web3() if self.embedded else _rpc_web3(self.rpc_url)
             return self._web3
 
     @property
     def tester(self) -> Any:
-        """The eth-tester instance behind the embedded chain (faucet accounts, time travel)."""
-        if not self.embedded:
-            raise ChainUnknown(f"chain {self.name} is not the embedded chain")
+        """The eth-tester instance behind the in-process embedded chain (faucet accounts, time
+        travel); a served chain has none here."""
+        if not self.embedded or self.served:
+            raise ChainUnknown(f"chain {self.name} has no in-process tester")
         return self.web3.provider.ethereum_tester
+
+    def served_request(self, method: str, params: list[Any]) -> Any:
+        """One of the chain process's own methods (`alphintra_world`, `alphintra_fund`); an
+        error answer is DEFI_CHAIN_UNAVAILABLE (nothing this process can fix)."""
+        with self.guard():
+            answer = self.web3.provider.make_request(method, params)
+        if "error" in answer:
+            error = answer["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise ChainUnavailable(f"chain {self.name}: {method} failed: {message}",
+                                   details={"chain": self.name, "method": method})
+        return answer["result"]
 
     def explorer_link(self, tx_hash: str) -> str | None:
         return f"{self.explorer_url.rstrip('/')}/tx/{tx_hash}" if self.explorer_url else None
@@ -184,7 +210,8 @@ class Chains:
     def from_settings(cls, settings: Any) -> Chains:
         specs = []
         if getattr(settings, "defi_embedded", True):
-            specs.append(ChainSpec(EMBEDDED_CHAIN_ID, EMBEDDED, EMBEDDED, None))
+            specs.append(ChainSpec(EMBEDDED_CHAIN_ID, EMBEDDED, EMBEDDED, None,
+                                   served_url=getattr(settings, "defi_chain_url", None) or None))
         specs.extend(parse_chain_specs(getattr(settings, "defi_chains", "") or ""))
         return cls(specs)
 

@@ -11,7 +11,11 @@ from gateway.defi.errors import TransactionReverted
 
 
 def faucet_account(chain: Chain) -> str:
-    """The embedded chain's first pre-funded, unlocked account: owner of the demo world."""
+    """The embedded chain's first pre-funded, unlocked account: owner of the demo world. A
+    served chain's accounts are the chain process's (eth_accounts), unlocked there."""
+    if chain.served:
+        with chain.guard():
+            return str(chain.web3.eth.accounts[0])
     return chain.tester.get_accounts()[0]
 
 

@@ -1,7 +1,10 @@
 """The demo world on the embedded chain: tokens, pools and the faucet.
 
 Deployed once per process on first use (`DemoWorld.ensure`, idempotent and locked), or at
-start-up when the app warms up (`warm_on_start`). Everything it deploys is owned by the
+start-up when the app warms up (`warm_on_start`). On a served chain (`alphintra chain serve`)
+the chain process deploys it once and keeps it in its state; every other process reads its
+directory (`alphintra_world`) and asks that process for faucet grants (`alphintra_fund`), so a
+tenant address is funded once across replicas. Everything it deploys is owned by the
 embedded chain's first pre-funded account, which is also the faucet: a tenant's new address
 gets ETH for gas and demo tokens minted to it.
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.defi.chain import Chain
 from gateway.defi.deploy import bind, deploy, faucet_account, transact
@@ -66,6 +70,21 @@ class WorldDeployment:
     def directory(self) -> dict[str, list[str]]:
         return {kind: list(addresses) for kind, addresses in self.pools.items()}
 
+    def document(self) -> dict[str, Any]:
+        """What the chain process serves as `alphintra_world` (and keeps in its state)."""
+        return {"chainId": self.chain_id,
+                "tokens": {s: {"address": t.address, "symbol": t.symbol, "decimals": t.decimals,
+                               "name": t.name} for s, t in self.tokens.items()},
+                "pools": self.directory(), "extras": dict(self.extras)}
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> WorldDeployment:
+        return cls(int(doc["chainId"]),
+                   {s: TokenInfo(str(t["address"]), str(t["symbol"]), int(t["decimals"]),
+                                 str(t.get("name", ""))) for s, t in doc["tokens"].items()},
+                   {kind: [str(a) for a in addresses] for kind, addresses in doc["pools"].items()},
+                   {role: str(a) for role, a in doc["extras"].items()})
+
 
 Extension = Callable[[Chain, WorldDeployment], None]
 
@@ -85,23 +104,34 @@ class DemoWorld:
         return self._deployed.get(chain.chain_id)
 
     def ensure(self, chain: Chain) -> WorldDeployment:
-        """The world on `chain` (embedded only), deploying it the first time."""
+        """The world on `chain` (embedded only), deploying it the first time (a served chain's
+        is read from the chain process, which deployed it)."""
         if not chain.embedded:
             raise ValueError("the demo world lives on the embedded chain only")
         with self._lock:
             found = self._deployed.get(chain.chain_id)
             if found is None:
-                found = self._deploy(chain)
+                found = (WorldDeployment.from_document(chain.served_request("alphintra_world", []))
+                         if chain.served else self._deploy(chain))
                 self._deployed[chain.chain_id] = found
             return found
 
+    def adopt(self, chain: Chain, deployment: WorldDeployment) -> None:
+        """Take a world deployed earlier on `chain` (the chain process, from its state)."""
+        with self._lock:
+            self._deployed[chain.chain_id] = deployment
+
     def fund(self, chain: Chain, address: str) -> None:
         """The faucet: ETH for gas and demo tokens, once per address on this chain. The
-        embedded chain lives in memory, so after a restart a tenant's stored key is funded
-        again on the new chain."""
+        in-process chain lives in memory, so after a restart a tenant's stored key is funded
+        again on the new chain; a served chain's process remembers whom it funded."""
         world = self.ensure(chain)
         with self._faucet_lock:  # one grant at a time, so an address is never served twice
             if address in world.funded:
+                return
+            if chain.served:  # the chain process grants, once across every replica
+                chain.served_request("alphintra_fund", [address])
+                world.funded.add(address)
                 return
             owner = faucet_account(chain)
             w3 = chain.web3

@@ -30,10 +30,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.errors import NotFound
+from gateway.http.encoding import JSONResponse
 from gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,9 @@
 """GraphQL over HTTP (POST and GET), after the GraphQL-over-HTTP specification.
 
 Queries and mutations run synchronously in a worker thread (one thread hop per request, no
-per-field coroutines: measured faster than async execution for our sync resolvers). Parsing
+per-field coroutines: measured faster than async execution for our sync resolvers), on the
+endpoint's own few threads (gateway/http/executor.py). Bodies are written by
+gateway/http/encoding.py. Parsing
 and validation are cached per document in bounded LRU caches. Subscriptions go over the
 WebSocket route instead (gateway/http/websocket.py).
 
@@ -46,17 +48,19 @@ from graphql import (
     visit,
 )
 from opentelemetry.trace import NoOpTracer, Tracer
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from gateway import errors as codes
 from gateway.auth.authenticate import bearer_token
 from gateway.auth.principal import Principal
-from gateway.errors import DomainError, InvalidInput, Unauthenticated
+from gateway.db import is_unavailable
+from gateway.errors import DomainError, InvalidInput, ServiceUnavailable, Unauthenticated
 from gateway.http.context import RequestContext
+from gateway.http.encoding import JSONResponse, dumps
 from gateway.http.errors import error_body, format_error
+from gateway.http.executor import RequestExecutor
 from gateway.http.limits import limits_rule
 from gateway.http.persisted import DocumentResolver
 from gateway.http.ratelimit import RateLimited, RateLimiter
@@ -171,6 +175,7 @@ class GraphQLEndpoint:
         self.documents = LRU(settings.parse_cache_size)
         self.resolver = DocumentResolver(runtime.tenancy.documents, settings.apq_cache_size)
         self.limiter = RateLimiter(settings)
+        self.executor = RequestExecutor(settings.request_threads)
 
     # Preparation: parse + validate, cached per (schema, query text): a document valid for one
     # tenant's schema (with its plugins' fields) is not valid for another's.
@@ -234,7 +239,7 @@ class GraphQLEndpoint:
         except Unauthenticated as exc:
             return self._problem(RequestProblem(401, exc.code, exc.message,
                                                 {"WWW-Authenticate": "Bearer"}), JSON)
-        status, body, headers = await run_in_threadpool(self.run, params, token, request.method,
+        status, body, headers = await self.executor.run(self.run, params, token, request.method,
                                                         request_id)
         self.metrics.count_errors(body.get("errors", ()), "http")
         if media == JSON and status == GRAPHQL_REQUEST_ERROR:
@@ -271,6 +276,13 @@ class GraphQLEndpoint:
         except DomainError as exc:
             status = GRAPHQL_REQUEST_ERROR if exc.http_status == 400 else exc.http_status
             return status, error_body(exc.code, exc.message), {}
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("database unavailable before execution", extra={"request_id": request_id})
+            down = ServiceUnavailable()
+            return down.http_status, error_body(down.code, down.message, **down.details), \
+                {"Retry-After": str(down.retry_after)}
         status, body = self._run(principal, query, params, method, request_id, started)
         return status, body, {}
 
@@ -341,7 +353,7 @@ class GraphQLEndpoint:
     def _capped(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body, serialised once here; over the cap, RESPONSE_TOO_LARGE instead (a query:
         asking again for less is safe)."""
-        encoded = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        encoded = dumps(body)
         if len(encoded) > self.max_response_bytes:
             log.warning("response over the size cap", extra={"bytes": len(encoded)})
             return {"data": None, **error_body(

@@ -8,8 +8,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from gateway.http.encoding import JSONResponse
 from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
 
@@ -73,7 +74,8 @@ def metrics_route(metrics: Metrics, token: str | None = None) -> Any:
                 request.headers.get("authorization", "").encode(), expected):
             return Response("unauthorized\n", status_code=401, media_type="text/plain",
                             headers={"WWW-Authenticate": "Bearer"})
-        body = await run_in_threadpool(generate_latest, metrics.registry)
+        # with several workers, every worker's values (gateway/observability/metrics.py)
+        body = await run_in_threadpool(generate_latest, metrics.scraped)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics_endpoint

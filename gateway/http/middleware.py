@@ -10,10 +10,10 @@ from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import REQUEST_TOO_LARGE
+from gateway.http.encoding import JSONResponse
 from gateway.http.errors import error_body
 from gateway.http.graphql import new_request_id
 from gateway.observability.logs import log_context

@@ -11,10 +11,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from gateway.auth.authenticate import bearer_token
 from gateway.errors import DomainError, Forbidden, Unauthenticated
+from gateway.http.encoding import JSONResponse
 from gateway.http.errors import error_body
 from gateway.runtime import Runtime
 

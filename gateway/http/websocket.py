@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from graphql import get_operation_ast
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.websockets import WebSocket
@@ -53,11 +55,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Bas
 
 from gateway.auth.authenticate import bearer_token
 from gateway.auth.principal import Principal
-from gateway.db import utcnow
-from gateway.errors import RESPONSE_TOO_LARGE, DomainError
+from gateway.db import is_unavailable, utcnow
+from gateway.errors import RESPONSE_TOO_LARGE, DomainError, ServiceUnavailable
 from gateway.events import Event
 from gateway.http.context import RequestContext
+from gateway.http.encoding import dumps
 from gateway.http.errors import error_body, format_error
+from gateway.http.executor import RequestExecutor
 from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.scope import enter_tenant
@@ -91,6 +95,7 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
     closed_for: str | None = None
     cancel_on_disconnect = False  # opted in at connection_init (gateway/trading/mass_cancel.py)
     _watch: asyncio.Task[None] | None = None
+    trace_context: Any = None  # the connection's trace (the handshake's traceparent)
     # Operations not yet answered: id -> (name, type, start) for the latency histogram.
     _started: dict[str, tuple[str | None, str, float]]
 
@@ -151,7 +156,23 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
         if isinstance(payload, dict) and not isinstance(payload.get(CANCEL_ON_DISCONNECT, False), bool):
             await self.websocket.close(code=4400, reason="CANCEL_ON_DISCONNECT_INVALID")
             return
-        await super().handle_connection_init(message)
+        # One trace per connection, under the handshake's `traceparent`: this span covers the
+        # authentication; each subscribe's span is its child (operations run for hours, so a
+        # span for the socket's whole life would reach the exporter only at close).
+        headers = getattr(getattr(self.websocket, "ws", None), "headers", {})
+        span = self.view.tracer.start_span("graphql.ws.connect", context=extract(dict(headers)),
+                                           kind=SpanKind.SERVER)
+        self.trace_context = trace.set_span_in_context(span)
+        try:
+            with trace.use_span(span, end_on_exit=True):
+                await super().handle_connection_init(message)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # 1013 Try Again Later: not 4403, which a client takes as "your credentials".
+            log.warning("websocket connect: database unavailable")
+            await self.websocket.close(code=1013, reason=ServiceUnavailable.code)
+            return
         if self.connection_acknowledged and self.principal is not None:
             self.loop = asyncio.get_running_loop()
             self.view.sockets.add(self)
@@ -173,14 +194,28 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
             return
         if self.closed_for is not None:
             return  # closing: nothing new starts
+        with self.view.tracer.start_as_current_span("graphql.subscribe", context=self.trace_context):
+            await self._subscribe(message)
+
+    async def _subscribe(self, message: Any) -> None:
         started = time.perf_counter()
         try:
-            principal = await run_in_threadpool(self.view.runtime.authenticator.authenticate,
-                                                _token(self.context) or "")
+            principal = await self.view.executor.run(self.view.runtime.authenticator.recheck,
+                                                     _token(self.context) or "")
         except DomainError as exc:
             await self.close_for(exc.code)
             return
-        refusal, operation = await run_in_threadpool(self._gate, message, principal)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            principal = None
+        try:
+            refusal, operation = (await self.view.executor.run(self._gate, message, principal)
+                                  if principal is not None else (_unavailable(), None))
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            refusal, operation = _unavailable(), None
         if refusal is not None:
             await self.send_message({"id": message.get("id"), "type": "error",  # type: ignore[typeddict-item]
                                      "payload": refusal})
@@ -249,7 +284,7 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
                                      else "AUTH_KEY_EXPIRED")
                 return
             try:
-                await run_in_threadpool(self.view.runtime.authenticator.authenticate,
+                await run_in_threadpool(self.view.runtime.authenticator.recheck,
                                         _token(self.context) or "")
             except DomainError as exc:
                 await self.close_for(exc.code)
@@ -271,7 +306,12 @@ class SubscriptionEndpoint(GraphQL):
         self.gate = gate
         self.metrics: Metrics | None = gate.metrics if gate is not None else None
         self.sockets: set[TenantSchemaHandler] = set()
+        # request work (authentication, the gate) on the HTTP endpoint's threads; background
+        # work (credential re-checks, cancel-on-disconnect) stays on the shared pool
+        self.executor = gate.executor if gate is not None else RequestExecutor(
+            runtime.settings.request_threads)
         self.max_response_bytes = runtime.settings.max_response_bytes
+        self.tracer: Tracer = gate.tracer if gate is not None else NoOpTracer()
         # strawberry executes (and coerces variables) itself here: with introspection off its
         # "Did you mean …?" would spell the schema out, so they are cut from what is sent.
         self.hide_suggestions = not runtime.settings.introspection
@@ -284,7 +324,7 @@ class SubscriptionEndpoint(GraphQL):
             token = _token(context)
             if token is None:
                 raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
-            context.principal = await run_in_threadpool(self.runtime.authenticator.authenticate, token)
+            context.principal = await self.executor.run(self.runtime.authenticator.authenticate, token)
             enter_tenant(context.principal.tenant_id)  # this connection's operations run for it
         except DomainError as exc:
             log.info("websocket authentication refused", extra={"code": exc.code})
@@ -293,7 +333,7 @@ class SubscriptionEndpoint(GraphQL):
         if not _cancel_on_disconnect(context):
             return {"tenant": context.principal.tenant_slug}
         p = context.principal  # cancelling orders on close needs the right to cancel them
-        if not await run_in_threadpool(self.runtime.policy.allowed, p.user_id, p.tenant_id,
+        if not await self.executor.run(self.runtime.policy.allowed, p.user_id, p.tenant_id,
                                        "order", "write"):
             log.info("websocket cancel-on-disconnect refused", extra={"code": "FORBIDDEN"})
             self._count_error("FORBIDDEN")
@@ -326,7 +366,7 @@ class SubscriptionEndpoint(GraphQL):
     def encode_json(self, data: object) -> str:
         if self.hide_suggestions and isinstance(data, dict):
             data = _without_suggestions(data)
-        encoded = json.dumps(data, separators=(",", ":"))
+        encoded = dumps(data)  # a text frame's UTF-8, so the cap counts the bytes sent
         if (self.max_response_bytes and len(encoded) > self.max_response_bytes
                 and isinstance(data, dict) and data.get("type") == "next"):
             log.warning("websocket message over the size cap", extra={"bytes": len(encoded)})
@@ -334,14 +374,14 @@ class SubscriptionEndpoint(GraphQL):
                 RESPONSE_TOO_LARGE, f"the answer is {len(encoded)} bytes, over the limit of "
                 f"{self.max_response_bytes}", size=len(encoded), maximum=self.max_response_bytes)}
             data = {**data, "payload": body}
-            encoded = json.dumps(data, separators=(",", ":"))
+            encoded = dumps(data)
         if self.metrics is not None and isinstance(data, dict):
             # every error a client is sent, as sent (the size cap's included)
             if data.get("type") == "error" and isinstance(data.get("payload"), list):
                 self.metrics.count_errors(data["payload"], "ws")
             elif data.get("type") == "next" and isinstance(data.get("payload"), dict):
                 self.metrics.count_errors(data["payload"].get("errors") or (), "ws")
-        return encoded
+        return encoded.decode()  # str: graphql-transport-ws messages are text frames
 
     def _count_error(self, code: str) -> None:
         if self.metrics is not None:
@@ -365,3 +405,9 @@ def _cut(error: Any) -> Any:
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return {**error, "message": _SUGGESTION.sub("", error["message"])}
     return error
+
+
+def _unavailable() -> list[dict[str, Any]]:
+    """A subscribe refused because the database is unavailable: retryable, the socket stays."""
+    down = ServiceUnavailable()
+    return [{"message": down.message, "extensions": {"code": down.code, **down.details}}]

@@ -623,7 +623,7 @@ class Installations:
         config = dict(row.config)
         if row.sealed_secrets:
             _merge_secrets(config, json.loads(self.secrets.open(
-                row.sealed_secrets, _secret_context(tenant_id, ref.plugin_id))))
+                row.sealed_secrets, secret_context(tenant_id, ref.plugin_id))))
         manifest = parse_manifest(ref.manifest)
         capabilities = frozenset(manifest.capabilities)
         declared = tuple(manifest.hooks)
@@ -785,7 +785,7 @@ class Installations:
         secret_paths = list(manifest.secret_fields)
         if existing is not None and existing.sealed_secrets:
             kept = json.loads(self.secrets.open(existing.sealed_secrets,
-                                                _secret_context(tenant_id, ref.plugin_id)))
+                                                secret_context(tenant_id, ref.plugin_id)))
             for path, value in kept.items():
                 if path in secret_paths and _get(config, path) is _MISSING:
                     _put(config, path, value)
@@ -802,7 +802,7 @@ class Installations:
             value = _pop(plain, path)
             if value is not _MISSING:
                 secrets[path] = value
-        sealed = (self.secrets.seal(json.dumps(secrets).encode(), _secret_context(tenant_id, ref.plugin_id))
+        sealed = (self.secrets.seal(json.dumps(secrets).encode(), secret_context(tenant_id, ref.plugin_id))
                   if secrets else None)
         return plain, sealed, sorted(secrets)
 
@@ -810,7 +810,7 @@ class Installations:
         config = copy.deepcopy(dict(row.config))
         if row.sealed_secrets:
             _merge_secrets(config, json.loads(self.secrets.open(
-                row.sealed_secrets, _secret_context(tenant_id, row.plugin_id))))
+                row.sealed_secrets, secret_context(tenant_id, row.plugin_id))))
         return config
 
     def _current(self, tenant_id: str, plugin_id: str) -> ActivePlugin | None:
@@ -937,7 +937,7 @@ def _copy_row(row: PluginInstallation, **changes: Any) -> PluginInstallation:
     return PluginInstallation(**data)
 
 
-def _secret_context(tenant_id: str, plugin_id: str) -> str:
+def secret_context(tenant_id: str, plugin_id: str) -> str:
     return f"plugin-config:{tenant_id}:{plugin_id}"
 
 

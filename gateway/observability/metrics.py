@@ -3,10 +3,17 @@
 Label cardinality is bounded: an operation's name is a label only for the first
 `OPERATION_NAMES` names seen (a client choosing names cannot grow the series without bound);
 later names count as `other`, unnamed operations as `anonymous`.
+
+Several worker processes (`alphintra serve --workers N`): `serve` sets PROMETHEUS_MULTIPROC_DIR
+before they start, prometheus_client then keeps every value in a file per process there, and
+/metrics (whichever worker answers) sums every worker's files. The process_* and python_*
+collectors are left out then: they would describe only the worker that answered the scrape.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from threading import Lock
 from typing import Any
@@ -21,6 +28,7 @@ from prometheus_client import (
     Histogram,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import select
@@ -46,6 +54,42 @@ class JobsByStatus(Collector):
         yield family
 
 
+# prometheus_client's own switch to multi-process mode, read when it is imported: Metrics reads
+# the same variable so that its exposition agrees with where the values are kept.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    try:  # a worker that died stays a zombie until uvicorn reaps it: dead already (Linux)
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Workers(Collector):
+    """Every worker process's values, summed from the multi-process directory. The live gauges
+    of a worker that died (and was replaced) are dropped first, so its open connections stop
+    counting; its counters and histograms stay, as totals must."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._files = MultiProcessCollector(None, path)
+
+    def collect(self) -> Iterator[Any]:
+        for file in glob.glob(os.path.join(self._path, "gauge_live*_*.db")):
+            pid = os.path.basename(file).rsplit("_", 1)[-1].removesuffix(".db")
+            if pid.isdigit() and not _alive(int(pid)):
+                mark_process_dead(int(pid), self._path)
+        yield from self._files.collect()
+
+
 OPERATION_NAMES = 200  # distinct operation names kept as labels; the rest are "other"
 OPERATION_NAME_MAX = 64  # characters; a longer name is labelled "other"
 ANONYMOUS = "anonymous"
@@ -56,6 +100,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     def __init__(self, db: Database) -> None:
         self.registry = CollectorRegistry()
+        multiproc_dir = os.environ.get(MULTIPROC_DIR_ENV)
         self.requests = Counter(
             "alphintra_http_requests", "HTTP requests", ["route", "method", "status"],
             registry=self.registry)
@@ -72,11 +117,22 @@ class Metrics:
             "GraphQL operation latency, from its start to its first result (a subscription's "
             "first event), by operation name and type", ["operation", "type", "transport"],
             buckets=LATENCY_BUCKETS, registry=self.registry)
+        # livesum: across workers the open ones of the live processes (ignored in one process)
         self.ws_connections = Gauge(
-            "alphintra_websocket_connections", "Open WebSocket connections", registry=self.registry)
+            "alphintra_websocket_connections", "Open WebSocket connections",
+            multiprocess_mode="livesum", registry=self.registry)
         self.subscriptions = Gauge(
-            "alphintra_graphql_subscriptions", "Active GraphQL subscriptions", registry=self.registry)
-        self.registry.register(JobsByStatus(db))
+            "alphintra_graphql_subscriptions", "Active GraphQL subscriptions",
+            multiprocess_mode="livesum", registry=self.registry)
+        jobs = JobsByStatus(db)
+        self.registry.register(jobs)
+        # What /metrics exposes: this registry, or with several workers every worker's files
+        # and the jobs (read at scrape time, already the whole database's).
+        self.scraped = self.registry
+        if multiproc_dir:
+            self.scraped = CollectorRegistry()
+            self.scraped.register(Workers(multiproc_dir))
+            self.scraped.register(jobs)
         # prometheus_client's process_*, python_info and python_gc_* live in its global registry
         # only; this registry gets the same collectors (they hold no state of their own).
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):

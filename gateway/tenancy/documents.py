@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 
 from graphql import GraphQLError, parse
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +42,9 @@ class TrustedDocuments:
         self.audit = audit
         self.max_page_size = max_page_size
         self.max_tokens = max_tokens
+        # Called with the tenant id after its mode changed: cached principals carry the mode
+        # (TenancyService binds it to a tenant-wide credentials event).
+        self.mode_changed: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
 
@@ -99,6 +103,8 @@ class TrustedDocuments:
                          .values(trusted_documents_only=only_trusted))
             self.audit.append(session, tenant_id, [AuditEntry(
                 "tenant.trusted_documents_only", tenant_id, {"enabled": only_trusted}, actor)])
+        if self.mode_changed is not None:
+            self.mode_changed(tenant_id)
         return only_trusted
 
     def mode(self, tenant_id: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,11 +61,16 @@ class TenancyService:
         self.outbox = outbox
         self.approval_window = approval_window
         self.documents = TrustedDocuments(db, audit, max_page_size)  # trusted-documents mode
+        self.documents.mode_changed = lambda tenant_id: self.credentials_revoked(
+            tenant_id, "TENANT_CHANGED")  # no key nor user: no socket closes, caches forget
         self.audit = audit  # permission and configuration changes are recorded with them
         self.policy = policy
         self.bus = bus
         self.regions = regions
         self.max_page_size = max_page_size
+        # Called with CREDENTIALS_TOPIC's payload before it is published: this process's
+        # credential cache forgets at once (gateway/runtime.py binds it).
+        self.credentials_changed: Callable[[dict[str, Any]], None] | None = None
 
     # Tenants (platform scope: creating one spans tenants by definition).
     def create_tenant(self, slug: str, name: str, *, base_currency: str = "USD",
@@ -365,9 +371,14 @@ class TenancyService:
 
     def credentials_revoked(self, tenant_id: str, reason: str, *, api_key_id: str | None = None,
                             user_id: str | None = None) -> None:
-        """Tell every replica (after commit) to close the WebSockets these credentials opened."""
-        self._publish(CREDENTIALS_TOPIC, {"tenantId": tenant_id, "apiKeyId": api_key_id,
-                                          "userId": user_id, "reason": reason})
+        """Tell every replica (after commit) to close the WebSockets these credentials opened
+        and forget their cached look-ups; with neither key nor user, the tenant's state changed:
+        look-ups are forgotten, sockets stay."""
+        payload = {"tenantId": tenant_id, "apiKeyId": api_key_id, "userId": user_id,
+                   "reason": reason}
+        if self.credentials_changed is not None:
+            self.credentials_changed(payload)
+        self._publish(CREDENTIALS_TOPIC, payload)
 
     def set_user_active(self, tenant_id: str, user_id: str, active: bool, *,
                         actor: str | None = None) -> User:
