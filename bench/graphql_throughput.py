@@ -1,21 +1,42 @@
-"""GraphQL throughput: the gateway against a bare Starlette route doing the same domain work.
+"""GraphQL throughput: the same query against the gateway, plain strawberry, graphql-yoga and
+Starlette, in one run and one load loop (issue 14).
 
-    .venv/bin/python bench/graphql_throughput.py [--requests N] [--concurrency C] [--rounds R]
-                                                 [--warmup W] [--database-url URL]
+    .venv/bin/python bench/graphql_throughput.py [--duration S] [--rounds R] [--warmup S]
+        [--concurrency C] [--gateway-workers 1,2] [--targets gateway,bare,strawberry,yoga,raw]
+        [--client wrk|httpx] [--requests N] [--database-url URL]
 
 What it does, in one run:
 
 1. Creates a SQLite database in a temporary directory (or uses --database-url), migrates it,
-   onboards one tenant and inserts 60 jobs created by the tenant's admin.
-2. Serves, each in its own uvicorn process (1 worker, httptools, log level warning), the
-   gateway (`gateway.app.create_app`) and a bare Starlette route (bench/_servers.py) that
-   authenticates the same API key, checks the same permission, loads the same 50-job page and
-   its creators through the same services, in a worker thread, and answers the same JSON.
-3. Checks once that both answer identical data, then loads both with the same httpx client
-   (one process, C concurrent keep-alive connections): a warm-up, then R alternating rounds of
-   N requests each. Every answer must be 200 with the verified body size. Prints requests/s
-   (median of rounds), p50/p99 latency (all rounds pooled), each server's CPU time per request
-   (from /proc, median of rounds) and the gateway/bare ratios.
+   onboards one tenant and inserts 60 jobs created by the tenant's admin; dumps the first page
+   (50 jobs and their creator) to a JSON file for the in-memory servers.
+2. Serves, each in its own process (log level warning, no access log), the targets:
+   - `gateway`: the real gateway (`gateway.app.create_app`), one uvicorn process per
+     --gateway-workers entry: `gateway` with 1 worker, `gateway-wN` with uvicorn's own
+     `--workers N` over the app factory, with the in-process bus (`alphintra serve --workers N`
+     refuses N > 1 without Redis and a separate chain process; for this read-only query the
+     workers need nothing from each other);
+   - `bare`: a Starlette route doing the same domain work (bench/_servers.py: same API-key
+     authentication, permission check, page and creators queries, in a worker thread);
+   - `strawberry`: plain strawberry, a minimal schema of the same shape over the dumped data,
+     in memory (bench/_servers.py);
+   - `yoga`: graphql-yoga on Node, the same schema shape over the same data file
+     (bench/yoga/server.mjs; `npm ci` there first if node_modules is missing);
+   - `raw`: a Starlette route answering the same JSON, encoded once at start.
+   The Python servers run uvicorn with httptools and uvloop where installed.
+3. Checks once per server that it answers 200 with exactly the gateway's `data`, then loads
+   every target with the same generator and settings: a warm-up, then R rounds, the targets in
+   turn (their order reversed every other round). Every answer must be 200 with that server's
+   verified body size. Prints requests/s, p50/p99 latency (medians of the rounds), the server
+   processes' CPU time per request (from /proc, all threads and worker processes), the cores
+   used by server and load generator, and the ratios gateway/yoga, gateway/raw, strawberry/yoga
+   (and the others in RATIOS) against the issue's targets.
+
+The load generator is `wrk` (Debian's package: apt-get install wrk) with one thread and C
+keep-alive connections, POSTing through bench/wrk_graphql.lua; it runs each round for
+--duration seconds. `--client httpx` is the earlier pure-Python loop (C connections in this
+process, --requests per round), kept to show its own ceiling: against `raw` it saturates a core
+at a fraction of wrk's rate, so it cannot measure the fast servers.
 
 Subprocesses and temporary files are removed on exit, error or Ctrl-C. With --database-url the
 tenant it created is deleted again (the migrations it applied stay).
@@ -32,6 +53,8 @@ import json
 import math
 import os
 import platform
+import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -40,12 +63,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
-from _servers import PAGE_SIZE, QUERY
+from _servers import PAGE_SIZE, QUERY, bench_data
 from sqlalchemy.engine import make_url
 from sqlmodel import delete
 
@@ -58,8 +83,20 @@ from gateway.settings import Settings
 from gateway.tenancy.models import ApiKey, Tenant, User
 
 HERE = Path(__file__).resolve().parent
+YOGA_DIR = HERE / "yoga"
+WRK_SCRIPT = HERE / "wrk_graphql.lua"
 JOB_ROWS = 60  # more than one page, so the gateway's has-next look-ahead row is real
-TARGETS = ("bare", "gateway")
+KINDS = ("gateway", "bare", "strawberry", "yoga", "raw")
+# (numerator, denominator, the issue's target for the ratio of requests/s, if any)
+RATIOS: tuple[tuple[str, str, str], ...] = (
+    ("gateway", "yoga", ">= 0.5 (issue 14)"),
+    ("gateway-w2", "yoga", ">= 1.0 (issue 14)"),
+    ("gateway", "raw", ""),
+    ("gateway-w2", "raw", ""),
+    ("gateway", "bare", ""),
+    ("strawberry", "yoga", ""),
+    ("yoga", "raw", ""),
+)
 
 
 @dataclass
@@ -73,9 +110,10 @@ class Seeded:
 class Round:
     requests: int
     seconds: float
-    latencies: list[float]
-    server_cpu: float | None  # seconds of CPU the server process used (all its threads)
-    client_cpu: float  # seconds of CPU this (client) process used
+    p50: float  # seconds
+    p99: float
+    server_cpu: float | None  # seconds of CPU the server's processes used (all threads)
+    client_cpu: float  # seconds of CPU the load generator used
 
     @property
     def rps(self) -> float:
@@ -84,10 +122,17 @@ class Round:
 
 @dataclass
 class Results:
-    rounds: dict[str, list[Round]] = field(default_factory=lambda: {t: [] for t in TARGETS})
+    targets: list[str]
+    rounds: dict[str, list[Round]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rounds = {t: [] for t in self.targets}
 
     def rps(self, target: str) -> float:
         return statistics.median(r.rps for r in self.rounds[target])
+
+    def latency_ms(self, target: str, which: str) -> float:
+        return statistics.median(getattr(r, which) for r in self.rounds[target]) * 1000
 
     def server_cpu_ms(self, target: str) -> float | None:
         """Server CPU per request, median of rounds (None where /proc is missing)."""
@@ -103,21 +148,25 @@ class Results:
             return None
         return sum(cpu) / sum(r.seconds for r in rounds)  # type: ignore[arg-type]
 
-    def latency_ms(self, target: str, q: float) -> float:
-        pooled = sorted(x for r in self.rounds[target] for x in r.latencies)
-        return pooled[max(0, math.ceil(q * len(pooled)) - 1)] * 1000  # nearest rank
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 # Setup -----------------------------------------------------------------------------------------
 
 def settings_env(database_url: str) -> dict[str, str]:
-    """The gateway settings, as the ALPHINTRA_* variables both servers read."""
-    # one key for the run's scratch database, shared by the seeding process and both servers
+    """The gateway settings, as the ALPHINTRA_* variables the Python servers read."""
+    # one key for the run's scratch database, shared by the seeding process and the servers
     os.environ.setdefault("ALPHINTRA_SECRET_KEY", base64.b64encode(os.urandom(32)).decode())
     return {
         "ALPHINTRA_DATABASE_URL": database_url,
         "ALPHINTRA_SECRET_KEY": os.environ["ALPHINTRA_SECRET_KEY"],
         "ALPHINTRA_EMBEDDED_WORKER": "off",
+        # the start-up warm-up (calendars, pattern model, chain demo) has nothing to do with this
+        # query and would take CPU from the first rounds (issue 14: 12-14 s after /healthz)
+        "ALPHINTRA_WARM_ON_START": "false",
         # the bench measures the pipeline, not the rate limiter (docs/security.md)
         "ALPHINTRA_RATE_LIMIT_KEY_PER_SECOND": "0",
         "ALPHINTRA_RATE_LIMIT_TENANT_PER_SECOND": "0",
@@ -187,6 +236,28 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process under it (uvicorn --workers forks its workers under its own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, ()))
+    return found
+
+
+def tree_cpu_seconds(pids: list[int]) -> float | None:
+    values = [cpu_seconds(pid) for pid in pids]
+    return None if not values or values[0] is None else sum(v for v in values if v is not None)
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if the benchmark dies without cleaning up."""
     with contextlib.suppress(Exception):
@@ -194,19 +265,15 @@ def _die_with_parent() -> None:
 
 
 class Server:
-    """One uvicorn process serving one factory of bench/_servers.py."""
+    """One server process (and, for uvicorn --workers, the workers it forks)."""
 
-    def __init__(self, name: str, factory: str, env: dict[str, str], log_dir: Path) -> None:
-        self.name, self.factory, self.env = name, factory, env
+    def __init__(self, name: str, command: Callable[[int], list[str]], env: dict[str, str],
+                 log_dir: Path, describe: str) -> None:
+        self.name, self.command, self.env, self.describe = name, command, env, describe
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pids: list[int] = []
         self.url = ""
-
-    def uvicorn_args(self, port: int) -> list[str]:
-        return ["-m", "uvicorn", f"_servers:{self.factory}", "--factory", "--app-dir", str(HERE),
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                "--http", http_impl(), "--loop", loop_impl(), "--lifespan", "on",
-                "--log-level", "warning", "--no-access-log"]
 
     def start(self) -> None:
         port = free_port()
@@ -215,22 +282,26 @@ class Server:
         env.update(self.env)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.uvicorn_args(port)], env=env, cwd=HERE.parent,
+                self.command(port), env=env, cwd=HERE.parent,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} server exited:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} server not ready in {timeout}s:\n"
                                    f"{self.log_tail()}")
             time.sleep(0.1)
+        self.pids = descendants(self.proc.pid)
+
+    def cpu(self) -> float | None:
+        return tree_cpu_seconds(self.pids)
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -242,10 +313,76 @@ class Server:
             return
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            for pid in descendants(self.proc.pid)[::-1]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+def uvicorn_server(name: str, factory: str, workers: int, env: dict[str, str],
+                   log_dir: Path) -> Server:
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", f"_servers:{factory}", "--factory",
+                "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--http", http_impl(), "--loop", loop_impl(),
+                "--lifespan", "on", "--log-level", "warning", "--no-access-log"]
+
+    note = (" (uvicorn's own workers over the factory, in-process bus: not `alphintra serve`)"
+            if workers > 1 else "")
+    return Server(name, command, env, log_dir,
+                  f"uvicorn --workers {workers}, _servers:{factory}{note}")
+
+
+def node_version() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("the yoga target needs Node.js 20 or later on PATH "
+                           "(or leave yoga out of --targets)")
+    return subprocess.run([node, "--version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def yoga_server(env: dict[str, str], log_dir: Path) -> Server:
+    node = node_version()
+    if not (YOGA_DIR / "node_modules").is_dir():
+        print(f"yoga:      npm ci in {YOGA_DIR.relative_to(HERE.parent)} (node_modules missing)",
+              flush=True)
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=YOGA_DIR, check=True)
+    lock = json.loads((YOGA_DIR / "package-lock.json").read_text())["packages"]
+    versions = ", ".join(f"{p} {lock[f'node_modules/{p}']['version']}"
+                         for p in ("graphql-yoga", "graphql"))
+
+    def command(port: int) -> list[str]:
+        return ["node", str(YOGA_DIR / "server.mjs"), str(port), env["BENCH_DATA_FILE"]]
+
+    return Server("yoga", command, env, log_dir, f"node {node}, {versions}, one process")
+
+
+def target_names(args: argparse.Namespace) -> list[str]:
+    names = []
+    for kind in args.targets:
+        if kind == "gateway":
+            names += ["gateway" if w == 1 else f"gateway-w{w}" for w in args.gateway_workers]
+        else:
+            names.append(kind)
+    return names
+
+
+def make_servers(args: argparse.Namespace, env: dict[str, str], log_dir: Path
+                 ) -> dict[str, Server]:
+    servers = {}
+    for name in target_names(args):
+        if name.startswith("gateway"):
+            workers = 1 if name == "gateway" else int(name.removeprefix("gateway-w"))
+            servers[name] = uvicorn_server(name, "gateway_app", workers, env, log_dir)
+        elif name == "yoga":
+            servers[name] = yoga_server(env, log_dir)
+        else:
+            servers[name] = uvicorn_server(name, f"{name}_app", 1, env, log_dir)
+    return servers
 
 
 # Load ------------------------------------------------------------------------------------------
@@ -259,34 +396,58 @@ def request_headers(key: str) -> dict[str, str]:
             "accept": "application/json"}
 
 
-def verify(servers: dict[str, Server], key: str) -> int:
-    """One request to each: both must answer 200 with identical `data`. Returns body size."""
-    answers = {}
+def verify(servers: dict[str, Server], key: str) -> dict[str, int]:
+    """One request to each: all must answer 200 with `data` identical to the gateway's (or the
+    first server's). Returns each server's body size, which every answer under load must have."""
+    bodies, sizes = {}, {}
     for name, server in servers.items():
         response = httpx.post(f"{server.url}/graphql", content=request_body(),
                               headers=request_headers(key), timeout=30)
         if response.status_code != 200:
             raise RuntimeError(f"{name} answered {response.status_code}: {response.text[:500]}")
-        answers[name] = response
-    bodies = {name: r.json() for name, r in answers.items()}
+        bodies[name], sizes[name] = response.json(), len(response.content)
+        if set(bodies[name]) != {"data"}:
+            raise RuntimeError(f"{name} answered more than data: {response.text[:500]}")
+    reference = next((n for n in servers if n.startswith("gateway")), next(iter(servers)))
     for name, body in bodies.items():
-        if set(body) != {"data"}:
-            raise RuntimeError(f"{name} answered more than data: {json.dumps(body)[:500]}")
-    if bodies["bare"]["data"] != bodies["gateway"]["data"]:
-        raise RuntimeError("the bare route and the gateway answer different data:\n"
-                           f"bare:    {json.dumps(bodies['bare'])[:400]}\n"
-                           f"gateway: {json.dumps(bodies['gateway'])[:400]}")
-    edges = bodies["gateway"]["data"]["jobs"]["edges"]
+        if body["data"] != bodies[reference]["data"]:
+            raise RuntimeError(f"{name} and {reference} answer different data:\n"
+                               f"{name}: {json.dumps(body)[:400]}\n"
+                               f"{reference}: {json.dumps(bodies[reference])[:400]}")
+    edges = bodies[reference]["data"]["jobs"]["edges"]
     if len(edges) != PAGE_SIZE or any(e["node"]["createdBy"] is None for e in edges):
         raise RuntimeError(f"expected {PAGE_SIZE} jobs with creators, got {len(edges)}")
-    sizes = {len(r.content) for r in answers.values()}
-    if len(sizes) != 1:
-        raise RuntimeError(f"same data but different body sizes: {sizes}")
-    return sizes.pop()
+    return sizes
 
 
-async def load(client: httpx.AsyncClient, key: str, total: int, concurrency: int,
-               body_size: int, server_pid: int) -> Round:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk_round(server: Server, key: str, seconds: int, args: argparse.Namespace,
+              body_size: int) -> Round:
+    """One wrk run of `seconds` against one server; every answer must be 200 and full-size."""
+    cpu_before, client_before = server.cpu(), children_cpu()
+    out = subprocess.run(
+        ["wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency), "-d", f"{seconds}s",
+         "--timeout", "30s", "-s", str(WRK_SCRIPT), f"{server.url}/graphql", "--",
+         key, request_body().decode(), str(body_size)],
+        capture_output=True, text=True, timeout=seconds + 60)
+    cpu_after, client_cpu = server.cpu(), children_cpu() - client_before
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr[-500:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["bad"] or result["errors"] or not result["requests"]:
+        raise RuntimeError(f"bad answers from {server.name} under load: {result}\n{out.stdout}")
+    server_cpu = (cpu_after - cpu_before
+                  if cpu_before is not None and cpu_after is not None else None)
+    return Round(result["requests"], result["duration_us"] / 1e6, result["p50_us"] / 1e6,
+                 result["p99_us"] / 1e6, server_cpu, client_cpu)
+
+
+async def httpx_round(client: httpx.AsyncClient, server: Server, key: str, total: int,
+                      concurrency: int, body_size: int) -> Round:
     """`total` POSTs over `concurrency` connections; every answer must be 200 and full-size."""
     body, headers = request_body(), request_headers(key)
     latencies: list[float] = []
@@ -303,45 +464,73 @@ async def load(client: httpx.AsyncClient, key: str, total: int, concurrency: int
             if response.status_code != 200 or len(response.content) != body_size:
                 failures.append(f"{response.status_code}: {response.text[:300]}")
 
-    server_before, client_before = cpu_seconds(server_pid), time.process_time()
+    server_before, client_before = server.cpu(), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - started
-    server_after, client_cpu = cpu_seconds(server_pid), time.process_time() - client_before
+    server_after, client_cpu = server.cpu(), time.process_time() - client_before
     if failures:
-        raise RuntimeError(f"bad answer under load: {failures[0]}")
+        raise RuntimeError(f"bad answer from {server.name} under load: {failures[0]}")
     server_cpu = (server_after - server_before
                   if server_before is not None and server_after is not None else None)
-    return Round(total, seconds, latencies, server_cpu, client_cpu)
+    return Round(total, seconds, nearest_rank(latencies, 0.5), nearest_rank(latencies, 0.99),
+                 server_cpu, client_cpu)
 
 
-async def run_load(servers: dict[str, Server], key: str, args: argparse.Namespace,
-                   body_size: int) -> Results:
+async def run_httpx(servers: dict[str, Server], key: str, args: argparse.Namespace,
+                    sizes: dict[str, int], results: Results) -> None:
     limits = httpx.Limits(max_connections=args.concurrency,
                           max_keepalive_connections=args.concurrency)
     clients = {name: httpx.AsyncClient(base_url=s.url, limits=limits, timeout=60)
                for name, s in servers.items()}
-    pids = {name: s.proc.pid for name, s in servers.items() if s.proc is not None}
     task = asyncio.current_task()
     if task is not None:  # SIGTERM: cancel the load cleanly (main() turns it into an interrupt)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    results = Results()
+    warmup = max(1, int(args.requests * args.warmup / args.duration))
     try:
-        for name in TARGETS:
-            await load(clients[name], key, args.warmup, args.concurrency, body_size, pids[name])
-            print(f"  warm-up {name}: {args.warmup} requests", flush=True)
+        for name in results.targets:
+            await httpx_round(clients[name], servers[name], key, warmup, args.concurrency,
+                              sizes[name])
+            print(f"  warm-up {name}: {warmup} requests", flush=True)
         for i in range(args.rounds):
-            order = TARGETS if i % 2 == 0 else TARGETS[::-1]  # alternate who goes first
             line = []
-            for name in order:
-                result = await load(clients[name], key, args.requests, args.concurrency,
-                                    body_size, pids[name])
+            for name in results.targets if i % 2 == 0 else results.targets[::-1]:
+                result = await httpx_round(clients[name], servers[name], key, args.requests,
+                                           args.concurrency, sizes[name])
                 results.rounds[name].append(result)
-                line.append(f"{name} {result.rps:8.1f} req/s")
-            print(f"  round {i + 1}/{args.rounds}: " + "   ".join(line), flush=True)
+                line.append(f"{name} {result.rps:.1f}")
+            print(f"  round {i + 1}/{args.rounds} (req/s): " + ", ".join(line), flush=True)
     finally:
         for client in clients.values():
             await client.aclose()
+
+
+def run_wrk(servers: dict[str, Server], key: str, args: argparse.Namespace,
+            sizes: dict[str, int], results: Results) -> None:
+    for name in results.targets:
+        wrk_round(servers[name], key, args.warmup, args, sizes[name])
+        print(f"  warm-up {name}: {args.warmup} s", flush=True)
+    for i in range(args.rounds):
+        line = []
+        for name in results.targets if i % 2 == 0 else results.targets[::-1]:
+            result = wrk_round(servers[name], key, args.duration, args, sizes[name])
+            results.rounds[name].append(result)
+            line.append(f"{name} {result.rps:.1f}")
+        print(f"  round {i + 1}/{args.rounds} (req/s): " + ", ".join(line), flush=True)
+
+
+def run_load(servers: dict[str, Server], key: str, args: argparse.Namespace,
+             sizes: dict[str, int]) -> Results:
+    results = Results(list(servers))
+    if args.client == "wrk":
+        run_wrk(servers, key, args, sizes, results)
+        return results
+    try:
+        asyncio.run(run_httpx(servers, key, args, sizes, results))
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        signal.signal(signal.SIGTERM, _interrupt)  # the closed loop reset it
     return results
 
 
@@ -358,31 +547,34 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def report(results: Results, args: argparse.Namespace) -> None:
+def report(results: Results, args: argparse.Namespace, sizes: dict[str, int]) -> None:
     print()
-    print(f"{'':<14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'srv CPU':>10}{'srv':>7}{'client':>8}"
-          "   req/s per round")
-    print(f"{'':<14}{'median':>9}{'':>9}{'':>9}{'ms/req':>10}{'cores':>7}{'cores':>8}")
-    for name in TARGETS:
-        per_round = ", ".join(f"{r.rps:.1f}" for r in results.rounds[name])
-        print(f"{name:<14}{results.rps(name):>9.1f}{results.latency_ms(name, 0.5):>9.2f}"
-              f"{results.latency_ms(name, 0.99):>9.2f}"
-              f"{_fmt(results.server_cpu_ms(name), '.2f'):>10}"
-              f"{_fmt(results.utilisation(name, 'server'), '.2f'):>7}"
-              f"{_fmt(results.utilisation(name, 'client'), '.2f'):>8}   {per_round}")
-    ratio = {
-        "rps": results.rps("gateway") / results.rps("bare"),
-        "p50": results.latency_ms("gateway", 0.5) / results.latency_ms("bare", 0.5),
-        "p99": results.latency_ms("gateway", 0.99) / results.latency_ms("bare", 0.99),
-    }
-    cpu = (results.server_cpu_ms("gateway"), results.server_cpu_ms("bare"))
-    cpu_ratio = cpu[0] / cpu[1] if cpu[0] and cpu[1] else None
-    print(f"{'gateway/bare':<14}{ratio['rps']:>8.2f}x{ratio['p50']:>8.2f}x{ratio['p99']:>8.2f}x"
-          f"{_fmt(cpu_ratio, '.2f'):>9}x")
-    print(f"\nthroughput ratio gateway/bare: {ratio['rps']:.2f} (the bare route is "
-          f"{1 / ratio['rps']:.2f}x faster). Latency percentiles pool all {args.rounds} rounds "
-          f"({args.rounds * args.requests} requests per target); srv CPU is the server process's "
-          "CPU time per request; cores = CPU time / wall time during the rounds.")
+    print(f"{'':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'srv CPU':>9}{'srv':>6}{'client':>8}"
+          f"{'bytes':>7}   req/s per round")
+    print(f"{'':<12}{'':>9}{'':>9}{'':>9}{'ms/req':>9}{'cores':>6}{'cores':>8}")
+    for name in results.targets:
+        per_round = ", ".join(f"{r.rps:.0f}" for r in results.rounds[name])
+        print(f"{name:<12}{results.rps(name):>9.1f}{results.latency_ms(name, 'p50'):>9.2f}"
+              f"{results.latency_ms(name, 'p99'):>9.2f}"
+              f"{_fmt(results.server_cpu_ms(name), '.3f'):>9}"
+              f"{_fmt(results.utilisation(name, 'server'), '.2f'):>6}"
+              f"{_fmt(results.utilisation(name, 'client'), '.2f'):>8}{sizes[name]:>7}"
+              f"   {per_round}")
+    print(f"\n{'ratio':<20}{'req/s':>8}{'p50':>8}{'p99':>8}{'CPU/req':>9}   target")
+    for top, bottom, target in RATIOS:
+        if top not in results.rounds or bottom not in results.rounds:
+            continue
+        cpu = (results.server_cpu_ms(top), results.server_cpu_ms(bottom))
+        cpu_ratio = cpu[0] / cpu[1] if cpu[0] and cpu[1] else None
+        rps = results.rps(top) / results.rps(bottom)
+        p50 = results.latency_ms(top, "p50") / results.latency_ms(bottom, "p50")
+        p99 = results.latency_ms(top, "p99") / results.latency_ms(bottom, "p99")
+        print(f"{top + '/' + bottom:<20}{rps:>7.3f}x{p50:>7.2f}x{p99:>7.2f}x"
+              f"{_fmt(cpu_ratio, '.2f'):>8}x   {target}")
+    print(f"\nreq/s, p50 and p99 are medians of {args.rounds} rounds; srv CPU is the server's "
+          "CPU time per request (all its processes and threads); cores = CPU time / wall time "
+          "during the rounds (client: the load generator). A ratio of req/s above 1 means the "
+          "first is faster.")
 
 
 def code_version() -> str:
@@ -394,7 +586,18 @@ def code_version() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def print_setup(args: argparse.Namespace, database_url: str, settings: Settings) -> None:
+def load_generator(args: argparse.Namespace) -> str:
+    if args.client == "httpx":
+        return (f"httpx {httpx.__version__} AsyncClient in this process, {args.concurrency} "
+                f"keep-alive connections, {args.rounds} rounds x {args.requests} requests")
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return (f"{(out.stdout or out.stderr).split(' [')[0]}, {args.wrk_threads} thread(s), "
+            f"{args.concurrency} keep-alive connections, {args.warmup} s warm-up + "
+            f"{args.rounds} rounds x {args.duration} s per target")
+
+
+def print_setup(args: argparse.Namespace, database_url: str, settings: Settings,
+                servers: dict[str, Server]) -> None:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     import uvicorn
 
@@ -402,15 +605,15 @@ def print_setup(args: argparse.Namespace, database_url: str, settings: Settings)
     print(f"machine:   {os.cpu_count()} cores (usable: {affinity or '?'}), "
           f"{platform.system()} {platform.machine()}, Python {platform.python_version()}")
     print(f"database:  {describe_database(database_url)}, {JOB_ROWS} jobs in one tenant")
-    print(f"servers:   uvicorn {uvicorn.__version__}, one process each, --workers 1, "
-          f"--http {http_impl()}, --loop {loop_impl()}, --log-level warning, no access log")
-    print(f"settings:  embedded_worker={settings.embedded_worker}, log_json={settings.log_json}, "
-          f"log_level={settings.log_level}, otel_exporter={settings.otel_exporter}, "
-          f"redis_url={settings.redis_url} (in-process bus), introspection="
-          f"{settings.introspection}, max_page_size={settings.max_page_size}")
-    print(f"load:      httpx {httpx.__version__} AsyncClient in 1 process, concurrency "
-          f"{args.concurrency} (keep-alive), {args.warmup} warm-up + {args.rounds} rounds x "
-          f"{args.requests} requests per target, rounds alternate")
+    print(f"python:    uvicorn {uvicorn.__version__} --http {http_impl()} --loop {loop_impl()}, "
+          f"strawberry-graphql {version('strawberry-graphql')}, "
+          f"graphql-core {version('graphql-core')}")
+    for server in servers.values():
+        print(f"  {server.name + ':':<12}{server.describe}")
+    print(f"settings:  embedded_worker={settings.embedded_worker}, warm_on_start="
+          f"{settings.warm_on_start}, log_level={settings.log_level}, otel_exporter="
+          f"{settings.otel_exporter}, redis_url={settings.redis_url} (in-process bus)")
+    print(f"load:      {load_generator(args)}")
     print(f"query:     {QUERY}")
 
 
@@ -421,20 +624,46 @@ def positive(value: str) -> int:
     return number
 
 
+def workers_list(value: str) -> list[int]:
+    return [positive(v) for v in value.split(",") if v.strip()]
+
+
+def targets_list(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = set(names) - set(KINDS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(KINDS)}")
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=positive, default=2000,
-                        help="measured requests per round and target (default 2000)")
-    parser.add_argument("--warmup", type=positive, default=200,
-                        help="warm-up requests per target before the rounds (default 200)")
-    parser.add_argument("--concurrency", type=positive, default=8,
-                        help="concurrent connections (default 8)")
+    parser.add_argument("--targets", type=targets_list, default=list(KINDS),
+                        help=f"comma-separated, in this order (default {','.join(KINDS)})")
+    parser.add_argument("--gateway-workers", type=workers_list, default=[1, 2],
+                        help="one gateway per entry, with that many uvicorn workers "
+                             "(default 1,2)")
+    parser.add_argument("--client", choices=("wrk", "httpx"), default="wrk",
+                        help="load generator (default wrk)")
+    parser.add_argument("--duration", type=positive, default=10,
+                        help="seconds per round and target with wrk (default 10)")
+    parser.add_argument("--warmup", type=positive, default=5,
+                        help="warm-up seconds per target before the rounds (default 5)")
     parser.add_argument("--rounds", type=positive, default=3,
-                        help="rounds per target, alternating (default 3)")
+                        help="rounds per target, order reversed every other round (default 3)")
+    parser.add_argument("--concurrency", type=positive, default=8,
+                        help="concurrent keep-alive connections (default 8)")
+    parser.add_argument("--wrk-threads", type=positive, default=1,
+                        help="wrk threads (default 1: the other core serves)")
+    parser.add_argument("--requests", type=positive, default=2000,
+                        help="requests per round and target with --client httpx (default 2000)")
     parser.add_argument("--database-url", default=None,
                         help="e.g. postgresql+psycopg://user@127.0.0.1:5432/db (default: a "
                              "SQLite file in a temporary directory); gets migrated")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk), or use --client httpx")
+    return args
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -448,31 +677,28 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="alphintra-bench-") as tmp:
         database_url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        env = settings_env(database_url)
+        data_file = Path(tmp) / "page.json"
+        env = {**settings_env(database_url), "BENCH_DATA_FILE": str(data_file)}
         settings = Settings.from_env(env)
-        print_setup(args, database_url, settings)
         migrate_database(settings)
         runtime = build_runtime(settings)
         seeded: Seeded | None = None
-        servers = {"bare": Server("bare", "bare_app", env, Path(tmp)),
-                   "gateway": Server("gateway", "gateway_app", env, Path(tmp))}
+        servers: dict[str, Server] = {}
         try:
+            servers = make_servers(args, env, Path(tmp))
+            print_setup(args, database_url, settings, servers)
             seeded = seed(runtime)
+            data_file.write_text(json.dumps(bench_data(runtime, seeded.key)))
             for server in servers.values():
                 server.start()
             for server in servers.values():
                 server.wait_ready()
-            body_size = verify(servers, seeded.key)
-            print(f"verified:  both answer identical data ({PAGE_SIZE} jobs with creators, "
-                  f"{body_size} bytes)", flush=True)
-            try:
-                results = asyncio.run(run_load(servers, seeded.key, args, body_size))
-            except asyncio.CancelledError:
-                raise KeyboardInterrupt from None
-            finally:
-                signal.signal(signal.SIGTERM, _interrupt)  # the closed loop reset it
-            report(results, args)
-        except (httpx.HTTPError, RuntimeError) as exc:
+            sizes = verify(servers, seeded.key)
+            print(f"verified:  all answer identical data ({PAGE_SIZE} jobs with creators); "
+                  "bytes: " + ", ".join(f"{n} {s}" for n, s in sizes.items()), flush=True)
+            results = run_load(servers, seeded.key, args, sizes)
+            report(results, args, sizes)
+        except (httpx.HTTPError, RuntimeError, subprocess.SubprocessError) as exc:
             print(f"\nbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             for server in servers.values():
                 if server.proc is not None and server.proc.poll() is not None:

@@ -136,6 +136,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # a revoked key or deactivated user closes its sockets on every replica
         await runtime.bus.listen(CREDENTIALS_TOPIC, runtime.authenticator.on_credentials_revoked)
         await runtime.bus.listen(CREDENTIALS_TOPIC, subscriptions.on_credentials_revoked)
+        if graphql.cache is not None:  # the response cache hears the events that invalidate it
+            await graphql.cache.start(runtime.bus)
         if settings.redis_url:  # in one process the policy object is already up to date
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         warming = None

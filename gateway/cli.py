@@ -97,7 +97,8 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
             f"revoked credentials or cache invalidations between worker processes (set it, or "
             f"serve one worker)")
     options: dict[str, Any] = {"host": host or settings.host, "port": port or settings.port,
-                               "log_config": None, "ws": "websockets-sansio"}
+                               "log_config": None, "ws": "websockets-sansio",
+                               "ws_per_message_deflate": settings.websocket_compression}
     if count == 1:
         from gateway.app import create_app
 
@@ -530,8 +531,12 @@ def chain_serve(host: str, port: int, state: Path) -> None:
     """Run the embedded EVM as its own process, answering Ethereum JSON-RPC; replicas and
     workers reach it with ALPHINTRA_DEFI_CHAIN_URL. Deploys the demo world at first start."""
     from gateway.defi.chain_server import serve as serve_chain
+    from gateway.defi.chain_store import ChainStoreBusy, ChainStoreCorrupt
 
-    serve_chain(host, port, state, lambda line: click.echo(line, err=True))
+    try:
+        serve_chain(host, port, state, lambda line: click.echo(line, err=True))
+    except (ChainStoreBusy, ChainStoreCorrupt) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # `alphintra plugin …` (marketplace/cli.py); `plugin dev` runs a gateway, so it is added here and

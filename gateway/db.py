@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,30 +152,91 @@ def make_engine(url: str) -> Engine:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` says the database could not be used right now (down, restarting, the
-    connection lost, the pool exhausted, SQLite busy) rather than that the statement was wrong.
-    The transaction did not commit (or, lost during COMMIT itself, its outcome is unknown)."""
+    """Whether `exc` (or what caused it) says the database could not be used right now (down,
+    restarting, failing over, read-only on a standby, the connection lost, the pool exhausted,
+    SQLite busy) rather than that the statement was wrong. The transaction did not commit (or,
+    lost during COMMIT itself, its outcome is unknown)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _unavailable(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# SQLSTATEs that say "not now" rather than "not this": connection exceptions (class 08),
+# operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
+# now), too many connections (53300), read-only transaction (25006: a standby after failover).
+_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "53300", "25006")
+
+
+def _unavailable(exc: BaseException) -> bool:
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, sa_exc.TimeoutError):  # no connection free in the pool in time
         return True
-    if not isinstance(exc, sa_exc.DBAPIError):
-        return False
-    if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
-        return True
-    orig = exc.orig
-    module = type(orig).__module__ if orig is not None else ""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    module = type(exc).__module__
     if module.startswith("psycopg"):
         import psycopg
 
-        # Connection-level failures; a statement PostgreSQL refused is a DatabaseError
-        # subclass (IntegrityError, ProgrammingError ...), never one of these.
-        return type(orig) in (psycopg.OperationalError, psycopg.InterfaceError) or isinstance(
-            orig, (psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow))
+        state = getattr(exc, "sqlstate", None) or ""
+        if state.startswith("08") or state in _UNAVAILABLE_STATES:
+            return True
+        # No SQLSTATE: a failure of the connection itself (refused, reset, closed).
+        return not state and type(exc) in (psycopg.OperationalError, psycopg.InterfaceError)
     if module == "sqlite3":
-        text = str(orig).lower()
+        text = str(exc).lower()
         return "locked" in text or "busy" in text
     return False
+
+
+# Whether the request being served has committed a write: an error after that point must not
+# tell the client the operation failed (gateway/http/errors.py).
+_WROTE = "alphintra.wrote"
+_request_commits: ContextVar[list[int] | None] = ContextVar("alphintra_request_commits",
+                                                            default=None)
+
+
+@contextmanager
+def counting_commits() -> Iterator[None]:
+    """Count, for `committed_a_write`, the commits with writes made inside (this thread and
+    what it calls)."""
+    token = _request_commits.set([0])
+    try:
+        yield
+    finally:
+        _request_commits.reset(token)
+
+
+def committed_a_write() -> bool:
+    counted = _request_commits.get()
+    return bool(counted and counted[0])
+
+
+def _note_write(session: Session, flush_context: Any) -> None:
+    session.info[_WROTE] = True
+
+
+def _note_statement_write(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[_WROTE] = True
+
+
+def _forget_write(session: Session) -> None:
+    session.info.pop(_WROTE, None)
+
+
+def _count_commit(session: Session) -> None:
+    if session.info.pop(_WROTE, False):
+        counted = _request_commits.get()
+        if counted is not None:
+            counted[0] += 1
 
 
 class Database:
@@ -188,6 +250,10 @@ class Database:
         )
         event.listen(self._sessions, "do_orm_execute", _add_tenant_criteria)
         event.listen(self._sessions, "before_flush", _stamp_tenant)
+        event.listen(self._sessions, "after_flush", _note_write)
+        event.listen(self._sessions, "do_orm_execute", _note_statement_write)
+        event.listen(self._sessions, "after_commit", _count_commit)
+        event.listen(self._sessions, "after_rollback", _forget_write)
 
     def tenant_session(self, tenant_id: str) -> SQLModelSession:
         if not tenant_id or tenant_id == ALL_TENANTS:

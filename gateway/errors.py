@@ -85,3 +85,6 @@ UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
 NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
 PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
 RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+# An operation committed its write, then failed to read its answer back (the database went
+# away after the commit): the client must not take it for a failure.
+COMMITTED_ANSWER_UNAVAILABLE = "COMMITTED_ANSWER_UNAVAILABLE"

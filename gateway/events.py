@@ -5,11 +5,12 @@ threads can all call it. Each topic numbers its events 1, 2, 3 … within an epo
 that sees a jump knows it missed something (a slow subscriber's queue overflowing drops events
 rather than stalling the publisher) and can re-read the state it follows.
 
-The epoch names the numbering: it changes whenever the numbers could restart (a new process
-for the in-process bus; Redis losing the topic's counter, by a restart without persistence, a
-flush or the counter's expiry). A subscriber that sees a new epoch knows it may have missed
-events even if the sequence looks continuous, and catches up from stored state (every
-subscription starts from stored state; `orderUpdates(after:)` replays the stored stream).
+The epoch names the numbering: it changes whenever the numbers could restart: a new process
+for the in-process bus; on Redis, a topic counter lost (a restart without persistence, a
+flush, its expiry) or possibly stale (any server restart, even from a snapshot, or a failover).
+A subscriber that sees a new epoch knows it may have missed events even if the sequence looks
+continuous, and catches up from stored state (every subscription starts from stored state;
+`orderUpdates(after:)` replays the stored stream).
 
 Two implementations: `InProcessBus` for one process, `RedisBus` across processes (epoch,
 sequence and PUBLISH in one Lua script, so numbers and delivery order agree).
@@ -199,14 +200,20 @@ class InProcessBus:
         return self._fanout.count(topic)
 
 
-# The topic's counter is a hash {epoch, seq}: when it is missing (Redis lost it, or it expired
-# after a week without events) the numbering starts again at 1 under the caller's fresh epoch,
-# so a subscriber can tell a restart from a continuous stream.
+# The topic's counter is a hash {epoch, seq, run}: when it is missing (Redis lost it, or it
+# expired after a week without events) the numbering starts again at 1 under the caller's fresh
+# epoch, so a subscriber can tell a restart from a continuous stream. `run` is the Redis
+# server's run id: a server restarted from a snapshot (or a replica promoted) may hold an older
+# counter that would hand out numbers already used, so a counter from another run starts over
+# under a new epoch too.
 _PUBLISH = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+local state = redis.call('HMGET', KEYS[1], 'epoch', 'run')
+local epoch = state[1]
+if (not epoch) or state[2] ~= run then
   epoch = ARGV[4]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'run', run)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('EXPIRE', KEYS[1], 604800)

@@ -119,6 +119,16 @@ class Settings:
         "delivered whatever their size: their effects are committed). 0: no cap."))
     apq_cache_size: int = field(default=2_000, metadata=_help(
         "Automatic persisted queries: documents remembered by hash, per tenant, in each process."))
+    # The response cache (gateway/http/response_cache.py; docs/operations.md, "Response cache").
+    response_cache: str = field(default="off", metadata=_help(
+        "on: answers of allow-listed queries (jobs, orders) are kept per tenant, roles, document "
+        "and variables, and dropped by the domain events that change them; off: never cached."))
+    response_cache_ttl_s: float = field(default=30.0, metadata=_help(
+        "Longest a cached answer is served, in seconds: bounds an invalidation the bus lost."))
+    response_cache_entries: int = field(default=10_000, metadata=_help(
+        "Most answers the response cache keeps per process (the least recently used go first)."))
+    response_cache_bytes: int = field(default=64_000_000, metadata=_help(
+        "Most bytes of answers the response cache keeps per process; a larger answer is not kept."))
     # Token buckets per API key (or JWT user) and per tenant; in Redis when redis_url is set.
     rate_limit_key_per_second: float = field(default=100.0, metadata=_help(
         "Requests a second per API key or JWT user (HTTP and WebSocket subscribes). 0: off."))
@@ -137,6 +147,16 @@ class Settings:
     websocket_recheck_seconds: float = field(default=30.0, metadata=_help(
         "Open WebSockets re-authenticate their credentials this often (revocations also arrive at "
         "once by the bus); a JWT or key expiring closes its socket when it expires."))
+    subscription_fanout: bool = field(default=True, metadata=_help(
+        "Identical subscriptions (same schema, document, variables, tenant and roles) share one "
+        "execution, and each event is encoded once for all of them (docs/operations.md, "
+        "\"Subscriptions at scale\"). Off: each subscription executes on its own."))
+    websocket_send_queue: int = field(default=256, metadata=_help(
+        "Shared-subscription frames a socket may have waiting once its connection's buffers are "
+        "full; a socket that falls further behind is closed with 4413 SLOW_CONSUMER."))
+    websocket_compression: bool = field(default=False, metadata=_help(
+        "Offer per-message compression (permessage-deflate) on WebSockets (`alphintra serve`): "
+        "smaller frames for 40-60 % more CPU per frame sent."))
     environment: str = field(default="development", metadata=_help(
         "development or production. Production logs start-up warnings for insecure settings "
         "(GraphiQL, introspection, an unauthenticated /metrics, a wildcard CORS origin)."))
@@ -316,8 +336,15 @@ class Settings:
             raise SettingsError("max_response_bytes must be >= 0 and apq_cache_size >= 1")
         if not min(self.auth_cache_seconds, self.auth_cache_size, self.policy_cache_size) >= 0:
             raise SettingsError("auth_cache_seconds, auth_cache_size and policy_cache_size must be >= 0")
+        if self.response_cache not in {"on", "off"}:
+            raise SettingsError("response_cache must be on or off")
+        if not self.response_cache_ttl_s > 0 or min(self.response_cache_entries,
+                                                     self.response_cache_bytes) < 1:
+            raise SettingsError("response_cache_ttl_s, _entries and _bytes must be positive")
         if self.websocket_recheck_seconds <= 0:
             raise SettingsError("websocket_recheck_seconds must be positive")
+        if self.websocket_send_queue < 1:
+            raise SettingsError("websocket_send_queue must be at least 1")
         if not 0 <= self.llm_max_repairs <= 10:
             raise SettingsError("llm_max_repairs must be 0 to 10")
         if min(self.job_heartbeat_ms, self.job_reaper_interval_ms, self.job_redeliver_after_ms,

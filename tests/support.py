@@ -78,9 +78,11 @@ class LiveServer:
     """The app on a real socket, served by uvicorn in a thread."""
 
     def __init__(self, app: Any) -> None:
+        runtime = getattr(getattr(app, "state", None), "runtime", None)
+        compression = runtime.settings.websocket_compression if runtime is not None else False
         self.server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio",
-            lifespan="on"))
+            ws_per_message_deflate=compression, lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -20,7 +20,7 @@ from web3.exceptions import ContractLogicError
 
 from gateway.app import create_app
 from gateway.defi.chain import EMBEDDED_CHAIN_ID, Chains
-from gateway.defi.chain_store import LogDB
+from gateway.defi.chain_store import ChainStoreBusy, LogDB
 from gateway.defi.deploy import bind
 from gateway.defi.lending_deploy import EXTRA_KEY
 from gateway.defi.world import TOKENS, WorldDeployment
@@ -38,9 +38,9 @@ SWAP = """mutation($i: DefiSwapInput!) { defiSwap(input: $i) { status amountOut 
 class ChainProcess:
     """`alphintra chain serve` on a free port over `state`."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, port: int | None = None) -> None:
         self.state = state
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = Proc("chain", ["chain", "serve", "--port", str(self.port), "--state",
                                    str(state)], {"ALPHINTRA_LOG_JSON": "false"})
@@ -147,6 +147,30 @@ def test_two_gateways_on_one_chain_answer_the_same_balances(chain_process: Chain
 
 
 @pytest.mark.slow
+def test_a_chain_started_afresh_funds_stored_addresses_again(tmp_path: Path,
+                                                             migrated: Settings) -> None:
+    """The chain's state lost: a new chain at the same address knows nobody, and a running
+    gateway must not trust its own memory of whom it funded."""
+    first = ChainProcess(tmp_path / "first.state")
+    rt = runtime_on(migrated, first.url)
+    try:
+        tenant = onboard(rt)
+        with LiveServer(create_app(runtime=rt)) as server:
+            gql = GraphQLClient(server.url)
+            gql.data(OPEN, key=tenant.key)
+            first.kill()
+            fresh = ChainProcess(tmp_path / "fresh.state", port=first.port)
+            try:
+                account = gql.data(ACCOUNT, key=tenant.key)["defiAccount"]
+                weth = {x["token"]["symbol"]: int(x["raw"]) for x in account["balances"]}["WETH"]
+                assert weth == 100 * 10**18  # funded again, on the new chain
+            finally:
+                fresh.proc.stop()
+    finally:
+        rt.close()
+
+
+@pytest.mark.slow
 def test_a_restart_even_a_kill_keeps_the_chain(tmp_path: Path) -> None:
     state = tmp_path / "chain.state"
     first = ChainProcess(state)
@@ -203,6 +227,32 @@ def test_the_state_file_drops_a_torn_write(tmp_path: Path) -> None:
     reopened[b"d"] = b"4"  # appends after the last good frame
     reopened.close()
     assert LogDB(path, fsync=False)[b"d"] == b"4"
+
+
+def test_one_process_at_a_time_holds_a_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "chain.state"
+    first = LogDB(path, fsync=False)
+    with pytest.raises(ChainStoreBusy):
+        LogDB(path, fsync=False)  # a second writer would fork the chain
+    first.close()
+    LogDB(path, fsync=False).close()  # released on close
+
+
+def test_the_test_controls_are_not_served(chain_process: ChainProcess) -> None:
+    for method in ("evm_snapshot", "evm_mine", "testing_timeTravel", "personal_listAccounts"):
+        answer = httpx.post(chain_process.url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                     "params": []}, timeout=10).json()
+        assert answer["error"]["code"] == -32601, answer
+    assert chain_process.rpc("net_version") == str(EMBEDDED_CHAIN_ID)
+
+
+@pytest.mark.slow
+def test_a_second_chain_process_on_the_same_state_is_refused(chain_process: ChainProcess) -> None:
+    second = run_cli("chain", "serve", "--port", str(free_port()), "--state",
+                     str(chain_process.state), env={"ALPHINTRA_LOG_JSON": "false"})
+    assert second.returncode == 1, second.stderr
+    assert "in use by another chain process" in second.stderr
+    assert chain_process.healthy()
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -47,6 +47,8 @@ FUNDED_PREFIX = b"alphintra:funded:"
 
 # JSON-RPC 2.0 error codes (3 is what geth answers for a revert, with the revert data).
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+# What web3 and the gateway need; eth-tester's evm_*/testing_* controls are not served.
+SERVED_PREFIXES = ("eth_", "net_", "web3_")
 SERVER_ERROR, REVERTED = -32000, 3
 
 
@@ -161,6 +163,12 @@ class ChainNode:
             if len(params) != 1 or not isinstance(params[0], str) or not Web3.is_address(params[0]):
                 raise RpcError(INVALID_PARAMS, "alphintra_fund takes one address")
             return self.fund(params[0])
+        if not method.startswith(SERVED_PREFIXES):
+            # eth-tester's test controls (evm_revert, evm_mine, testing_timeTravel …) would let
+            # anyone who reaches the port rewind or reshape the chain every replica shares.
+            raise RpcError(METHOD_NOT_FOUND, f"method {method} is not served")
+        if method == "net_version":  # eth-tester answers "1"; the network is this chain
+            return str(EMBEDDED_CHAIN_ID)
         from eth_tester.exceptions import TransactionFailed, ValidationError
 
         try:

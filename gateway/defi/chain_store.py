@@ -16,6 +16,7 @@ key (lengths `>I`).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import zlib
@@ -38,6 +39,11 @@ class ChainStoreCorrupt(RuntimeError):
     """The file is not a chain log (wrong magic): refuse rather than overwrite it."""
 
 
+class ChainStoreBusy(RuntimeError):
+    """Another process has the state open: two writers would fork the chain and overwrite
+    each other's frames."""
+
+
 class LogDB(BaseDB):
     """A dict in memory, its changes appended to `path` on `commit`."""
 
@@ -47,7 +53,12 @@ class LogDB(BaseDB):
         self._kv: dict[bytes, bytes] = {}
         self._pending: list[bytes] = []
         self.torn_bytes = 0  # cut from the end at load (a frame a crash left half-written)
-        self._file = self._open()
+        self._lock = self._take_lock()
+        try:
+            self._file = self._open()
+        except BaseException:
+            self._lock.close()
+            raise
 
     # ---- BaseDB ----
     def __getitem__(self, key: bytes) -> bytes:
@@ -89,6 +100,19 @@ class LogDB(BaseDB):
     def close(self) -> None:
         self.commit()
         self._file.close()
+        self._lock.close()  # releases the flock
+
+    def _take_lock(self) -> BinaryIO:
+        # A lock file beside the state, not the state itself: compaction replaces the state's
+        # inode, and a lock on the old one would let a second process in.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.with_name(self.path.name + ".lock").open("a+b")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ChainStoreBusy(f"{self.path} is in use by another chain process") from None
+        return handle
 
     def _open(self) -> BinaryIO:
         self.path.parent.mkdir(parents=True, exist_ok=True)

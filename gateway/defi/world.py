@@ -126,12 +126,14 @@ class DemoWorld:
         in-process chain lives in memory, so after a restart a tenant's stored key is funded
         again on the new chain; a served chain's process remembers whom it funded."""
         world = self.ensure(chain)
+        if chain.served:
+            # The chain process grants once per address across every replica, and only it
+            # knows whether its state is the one that granted: a chain started afresh (its
+            # state lost) must fund the address again, so there is no local short-cut here.
+            chain.served_request("alphintra_fund", [address])
+            return
         with self._faucet_lock:  # one grant at a time, so an address is never served twice
             if address in world.funded:
-                return
-            if chain.served:  # the chain process grants, once across every replica
-                chain.served_request("alphintra_fund", [address])
-                world.funded.add(address)
                 return
             owner = faucet_account(chain)
             w3 = chain.web3

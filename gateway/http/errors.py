@@ -9,7 +9,13 @@ from typing import Any
 from graphql import GraphQLError
 
 from gateway.db import is_unavailable
-from gateway.errors import CLIENT_ERRORS, GRAPHQL_VALIDATION_FAILED, INTERNAL_ERROR, ServiceUnavailable
+from gateway.errors import (
+    CLIENT_ERRORS,
+    COMMITTED_ANSWER_UNAVAILABLE,
+    GRAPHQL_VALIDATION_FAILED,
+    INTERNAL_ERROR,
+    ServiceUnavailable,
+)
 
 log = logging.getLogger("gateway.errors")
 
@@ -18,8 +24,10 @@ def error_body(code: str, message: str, **extensions: Any) -> dict[str, Any]:
     return {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
 
 
-def format_error(error: GraphQLError, request_id: str, default_code: str = GRAPHQL_VALIDATION_FAILED
-                 ) -> dict[str, Any]:
+def format_error(error: GraphQLError, request_id: str, default_code: str = GRAPHQL_VALIDATION_FAILED,
+                 *, committed: bool = False) -> dict[str, Any]:
+    """`committed`: the operation committed its write before this error (reading its answer
+    back failed): the client is told so, never that it failed or should retry blindly."""
     original = error.original_error
     while isinstance(original, GraphQLError) and original.original_error is not None:
         original = original.original_error
@@ -32,6 +40,14 @@ def format_error(error: GraphQLError, request_id: str, default_code: str = GRAPH
     if isinstance(original, CLIENT_ERRORS):
         formatted = {"message": original.message,
                      "extensions": {"code": original.code, **original.details}}
+    elif committed:
+        log.error("error after the operation committed its write", exc_info=original,
+                  extra={"request_id": request_id, "path": error.path})
+        formatted = {"message": "the change was committed, but its answer could not be read back; "
+                                "read it again (a repeat with the same idempotency key answers "
+                                "the first result)",
+                     "extensions": {"code": COMMITTED_ANSWER_UNAVAILABLE, "committed": True,
+                                    "retryable": False, "requestId": request_id}}
     elif is_unavailable(original):
         log.warning("database unavailable: %s", original.__class__.__name__,
                     extra={"request_id": request_id, "path": error.path})

@@ -55,7 +55,7 @@ from strawberry.execution.is_awaitable import optimized_is_awaitable
 from gateway import errors as codes
 from gateway.auth.authenticate import bearer_token
 from gateway.auth.principal import Principal
-from gateway.db import is_unavailable
+from gateway.db import committed_a_write, counting_commits, is_unavailable
 from gateway.errors import DomainError, InvalidInput, ServiceUnavailable, Unauthenticated
 from gateway.http.context import RequestContext
 from gateway.http.encoding import JSONResponse, dumps
@@ -64,6 +64,7 @@ from gateway.http.executor import RequestExecutor
 from gateway.http.limits import limits_rule
 from gateway.http.persisted import DocumentResolver
 from gateway.http.ratelimit import RateLimited, RateLimiter
+from gateway.http.response_cache import HIT, MISS, ResponseCache, cache_key, cacheable_tags, etag_of, matches
 from gateway.marketplace.tenant_plugins import ComposedSchema
 from gateway.observability.logs import log_context
 from gateway.observability.metrics import Metrics
@@ -176,6 +177,10 @@ class GraphQLEndpoint:
         self.resolver = DocumentResolver(runtime.tenancy.documents, settings.apq_cache_size)
         self.limiter = RateLimiter(settings)
         self.executor = RequestExecutor(settings.request_threads)
+        # ALPHINTRA_RESPONSE_CACHE=on: answers of allow-listed queries (gateway/http/response_cache.py)
+        self.cache = ResponseCache(settings.response_cache_ttl_s, settings.response_cache_entries,
+                                   settings.response_cache_bytes) if settings.response_cache == "on" else None
+        self.cacheable = LRU(settings.parse_cache_size)  # verdicts per (schema, document, operation)
 
     # Preparation: parse + validate, cached per (schema, query text): a document valid for one
     # tenant's schema (with its plugins' fields) is not valid for another's.
@@ -240,7 +245,7 @@ class GraphQLEndpoint:
             return self._problem(RequestProblem(401, exc.code, exc.message,
                                                 {"WWW-Authenticate": "Bearer"}), JSON)
         status, body, headers = await self.executor.run(self.run, params, token, request.method,
-                                                        request_id)
+                                                        request_id, request.headers.get("if-none-match"))
         self.metrics.count_errors(body.get("errors", ()), "http")
         if media == JSON and status == GRAPHQL_REQUEST_ERROR:
             status = 200  # legacy media type: a well-formed request is 200 whatever its errors
@@ -258,8 +263,8 @@ class GraphQLEndpoint:
         return JSONResponse(error_body(problem.code, problem.message), status_code=problem.status,
                             media_type=media, headers=problem.headers)
 
-    def run(self, params: dict[str, Any], token: str | None, method: str, request_id: str
-            ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def run(self, params: dict[str, Any], token: str | None, method: str, request_id: str,
+            if_none_match: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Authenticate, rate-limit, pick the document, prepare, execute: the whole operation
         in this one thread. (status, body, headers)"""
         started = time.perf_counter()  # the operation's latency counts from here
@@ -278,13 +283,57 @@ class GraphQLEndpoint:
             return status, error_body(exc.code, exc.message), {}
         except Exception as exc:
             if not is_unavailable(exc):
-                raise
+                # Masked like a resolver's, as a GraphQL body with the id to quote.
+                log.exception("unexpected error before execution", extra={"request_id": request_id})
+                return 500, error_body(codes.INTERNAL_ERROR, "Internal server error",
+                                       requestId=request_id), {}
             log.warning("database unavailable before execution", extra={"request_id": request_id})
             down = ServiceUnavailable()
             return down.http_status, error_body(down.code, down.message, **down.details), \
                 {"Retry-After": str(down.retry_after)}
+        if self.cache is not None:  # after the rate limit and the document's checks, as for any request
+            return self._through_cache(self.cache, principal, query, params, method, request_id,
+                                       started, if_none_match)
         status, body = self._run(principal, query, params, method, request_id, started)
         return status, body, {}
+
+    def _through_cache(self, cache: ResponseCache, principal: Principal, query: str,
+                       params: dict[str, Any], method: str, request_id: str, started: float,
+                       if_none_match: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """A cached answer (304 when the client holds it), or `_run` and, for an allow-listed
+        query answered without errors, its bytes kept for the next caller with the same key."""
+        view = self.runtime.marketplace.view(principal.tenant_id)
+        tenant_schema = view.schema if view is not None else None
+        key = cache_key(principal, tenant_schema.key if tenant_schema is not None else "core",
+                        self.runtime.policy.current_generation(), query, params)
+        entry = cache.lookup(key)
+        if entry is not None:
+            return _validated(entry.body, entry.etag, HIT, if_none_match)
+        kinds = self._cacheable_tags(query, params.get("operationName"), tenant_schema)
+        # Nothing is stored for a tenant whose invalidations this process does not hear yet; the
+        # generations are read before execution, so a change during it voids the store.
+        ticket = cache.ticket(key, principal.tenant_id, kinds) \
+            if kinds is not None and cache.watching(principal.tenant_id) else None
+        status, body = self._run(principal, query, params, method, request_id, started)
+        if ticket is None or status != 200 or "errors" in body or body.get("data") is None:
+            return status, body, {"Cache-Control": "no-store"}
+        encoded = body.get(_ENCODED) or dumps(body)
+        stored = cache.store(ticket, encoded)
+        return _validated(encoded, stored.etag if stored is not None else etag_of(encoded), MISS,
+                          if_none_match)
+
+    def _cacheable_tags(self, query: str, operation_name: str | None, schema: ComposedSchema | None
+                        ) -> frozenset[str] | None:
+        prepared = self.prepare(query, schema)
+        if prepared.document is None or prepared.missing:
+            return None
+        operation = get_operation_ast(prepared.document, operation_name)
+        if operation is None:
+            return None
+        gql = schema.gql if schema is not None else self.gql
+        document = prepared.document
+        key = (schema.key if schema is not None else "core", query, operation_name)
+        return self.cacheable.get_or_make(key, lambda: cacheable_tags(gql, document, operation))
 
     def _run(self, principal: Principal, query: str, params: dict[str, Any], method: str,
              request_id: str, started: float) -> tuple[int, dict[str, Any]]:
@@ -325,12 +374,17 @@ class GraphQLEndpoint:
                 # graphql-core coerces the variables once, here (a batch of 500 orders costs
                 # milliseconds to coerce), and answers variables that do not coerce with a
                 # request error before any resolver runs.
-                with tenant_scope(principal.tenant_id):
+                with tenant_scope(principal.tenant_id), counting_commits():
                     result = execute(gql, prepared.document, context_value=context,
                                      variable_values=params.get("variables"),
                                      operation_name=params.get("operationName"),
                                      max_coercion_errors=MAX_VARIABLE_ERRORS,
                                      hide_suggestions=self.hide_suggestions, **kwargs)
+                    # Errors after a committed write must say it was committed: known for an
+                    # operation of one root field (mutation fields run in turn; with several,
+                    # which one committed is not tracked).
+                    committed = (committed_a_write()
+                                 and len(operation.selection_set.selections) == 1)
             self.metrics.observe_operation(operation.name.value if operation.name else None,
                                            operation.operation.value, "http",
                                            time.perf_counter() - started)
@@ -340,7 +394,8 @@ class GraphQLEndpoint:
             self.metrics.operations.labels(operation.operation.value).inc()
             body: dict[str, Any] = {"data": result.data}
             if result.errors:
-                body["errors"] = [format_error(e, request_id) for e in result.errors]
+                body["errors"] = [format_error(e, request_id, committed=committed)
+                                  for e in result.errors]
                 if tenant_schema is not None and tenant_schema.root_fields:
                     _blame_plugins(body["errors"], result.errors, operation, tenant_schema)
             missing = prepared.missing.get(operation.name.value if operation.name else None)
@@ -361,6 +416,16 @@ class GraphQLEndpoint:
                 f"{self.max_response_bytes}; ask for fewer fields or smaller pages",
                 size=len(encoded), maximum=self.max_response_bytes)}
         return {**body, _ENCODED: encoded}
+
+
+def _validated(encoded: bytes, etag: str, state: str, if_none_match: str | None
+               ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A cacheable answer: clients may keep it but revalidate (ETag), and one that holds it
+    already is answered 304 with no body."""
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Alphintra-Cache": state}
+    if matches(if_none_match, etag):
+        return 304, {_ENCODED: b""}, headers
+    return 200, {_ENCODED: encoded}, headers
 
 
 def _blame_plugins(formatted: list[dict[str, Any]], errors: list[GraphQLError],

@@ -116,7 +116,7 @@ return {worst, wait}
 
 class RedisBuckets:
     def __init__(self, url: str, namespace: str) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=1.0)
+        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._script = self._redis.register_script(_TAKE)
         self._prefix = f"{namespace}:rate:"
         self._warned_at = 0.0

@@ -36,6 +36,12 @@ def job_topic(job_id: str) -> str:
     return f"job.{job_id}"
 
 
+def tenant_jobs_topic(tenant_id: str) -> str:
+    """Every job change of a tenant, in one small event (whoever follows all of a tenant's
+    jobs, as the response cache does, cannot listen to each `job.<id>`)."""
+    return f"jobs.{tenant_id}"
+
+
 def snapshot(job: Job) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
@@ -91,8 +97,11 @@ class JobRows:
         self.lease = timedelta(seconds=lease_s)
 
     def event(self, session: Session, job: Job) -> None:
-        """The job's snapshot on its topic, committed with the session's write."""
+        """The job's snapshot on its topic, and the tenant-level signal, committed with the
+        session's write (both through the outbox: neither is lost)."""
         self.outbox.event(session, job_topic(job.id), snapshot(job))
+        self.outbox.event(session, tenant_jobs_topic(job.tenant_id),
+                          {"tenant_id": job.tenant_id, "id": job.id, "status": job.status})
 
     def claim(self, job_id: str, tenant_id: str) -> Claim | None:
         token = str(uuid.uuid4())

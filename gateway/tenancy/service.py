@@ -300,8 +300,10 @@ class TenancyService:
                                         CasbinRule.v2 == tenant_id)
 
     def policy_changed(self) -> None:
-        self.policy.reload()
+        # Announced first: the change is committed, so other replicas must hear of it even if
+        # this process cannot reload right now (its fingerprint refresh catches up).
         self._publish(POLICY_TOPIC, {"at": utcnow().isoformat()})
+        self.policy.reload()
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self.outbox is not None:
