@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install sandbox-host browser-host lb-host frontend frontend-test lint bench bench-strategies bench-defi bench-plugins clean
+.PHONY: run test install sandbox-host browser-host lb-host bench-host frontend frontend-test lint bench bench-strategies bench-defi bench-plugins clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,7 +63,14 @@ test: install browser-host lb-host  # `make run` needs no browser nor load balan
 lint: install
 	$(BIN)/ruff check .
 
-bench: install
+# wrk from Debian's packages: the load generator of bench/graphql_throughput.py and friends.
+bench-host:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq wrk >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null; }; }; } || \
+	  echo "wrk is not installed: run the throughput benches with --client httpx"
+
+bench: install bench-host
 	$(BIN)/python bench/graphql_throughput.py
 	$(BIN)/python bench/marketplace_publish.py
 	$(BIN)/python bench/audit_trail.py

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             app = create_app(settings, runtime=runtime)
             endpoint = app.state.graphql
             params = {"query": QUERY, "operationName": "Page"}
-            status, body = endpoint.run(params, seeded.key, "POST", "profile")
+            status, body, _ = endpoint.run(params, seeded.key, "POST", "profile")
             assert status == 200 and "errors" not in body, body
             assert body == jobs_page(runtime, seeded.key), "gateway and bare differ"
             principal = runtime.authenticator.authenticate(seeded.key)
