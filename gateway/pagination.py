@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, or_
+from sqlalchemy import Row, Select, Table, and_, bindparam, or_
 from sqlmodel import col
 
 from gateway.db import Database
@@ -60,4 +60,33 @@ def keyset_page(db: Database, tenant_id: str | None, stmt: Any, model: Any, *, f
     stmt = stmt.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(first + 1)
     with db.tenant_session(tenant_id) if tenant_id is not None else db.system_session() as session:
         rows = list(session.exec(stmt).all())
+    return Page(rows[:first], len(rows) > first)
+
+
+def keyset_select(stmt: Select[Any], table: Table, *, after: bool) -> Select[Any]:
+    """`stmt` over `table` (its columns picked, filters and joins applied; created_at and id,
+    the cursor's, among the columns) as one page newest first, built once per shape and run by
+    `keyset_rows`. Bind parameters: `tenant`, `limit`, and with `after` the cursor's
+    `after_created_at` and `after_id`. The tenant filter on `table` is added here, explicitly:
+    Core statements do not go through the session's tenant hook (gateway/db.py), so a table
+    joined in needs its own, in the join's condition, on the same `tenant` parameter."""
+    stmt = stmt.where(table.c.tenant_id == bindparam("tenant"))
+    if after:
+        at, row_id = bindparam("after_created_at"), bindparam("after_id")
+        stmt = stmt.where(or_(table.c.created_at < at,
+                              and_(table.c.created_at == at, table.c.id < row_id)))
+    return stmt.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(bindparam("limit"))
+
+
+def keyset_rows(db: Database, stmt: Select[Any], tenant_id: str, *, first: int,
+                after: str | None, max_page_size: int,
+                params: dict[str, Any] | None = None) -> Page[Row[Any]]:
+    """One page, as rows, of a `keyset_select` statement (built with `after` set exactly when
+    `after` is given here) for one tenant; `params` binds the statement's own filters."""
+    check_page_size(first, max_page_size)
+    values = {"tenant": tenant_id, "limit": first + 1, **(params or {})}
+    if after is not None:
+        values["after_created_at"], values["after_id"] = decode_cursor(after)
+    with db.engine.connect() as conn:
+        rows = list(conn.execute(stmt, values).all())
     return Page(rows[:first], len(rows) > first)

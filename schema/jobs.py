@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +14,12 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from gateway.errors import NotFound
+from gateway.http.context import RequestContext
 from gateway.jobs import models
 from gateway.jobs.runner import job_topic
+from gateway.jobs.service import CREATOR
 from schema.common import DEFAULT_PAGE, Connection, ctx, epoch_field
+from schema.selection import Fields, children, connection_node_fields, node_fields, partial
 from schema.tenancy import Tenant, User
 
 
@@ -58,6 +62,9 @@ class Job:
     updated_at: datetime
     tenant_id: strawberry.Private[str]
     created_by_id: strawberry.Private[str | None]
+    # The creator read in the job's own statement (a selected read, below), when it was.
+    creator_joined: strawberry.Private[bool] = False
+    creator: strawberry.Private[User | None] = None
 
     @strawberry.field
     def tenant(self, info: Info) -> Tenant:
@@ -66,6 +73,8 @@ class Job:
 
     @strawberry.field
     def created_by(self, info: Info) -> User | None:
+        if self.creator_joined:
+            return self.creator
         if self.created_by_id is None:
             return None
         c = ctx(info)
@@ -132,18 +141,30 @@ class Query:
     def job(self, info: Info, id: strawberry.ID) -> Job:
         c = ctx(info)
         c.require("job", "read")
-        return Job.from_row(c.runtime.jobs.get(c.tenant_id, str(id)))
+        read = JobRead.of(node_fields(info, "Job"))
+        if read is None:
+            return Job.from_row(c.runtime.jobs.get(c.tenant_id, str(id)))
+        row = c.runtime.jobs.get_columns(c.tenant_id, str(id), read.columns,
+                                         creator_columns=read.creator_columns)
+        return read.builder(c.tenant_id)(row)
 
     @strawberry.field
     def jobs(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None,
              status: JobStatus | None = None, kind: str | None = None) -> Connection[Job]:
         c = ctx(info)
         c.require("job", "read")
-        page = c.runtime.jobs.list(c.tenant_id, first=first, after=after,
-                                   status=status.value if status else None, kind=kind)
-        c.loader("users", lambda ids: c.runtime.tenancy.users_by_id(c.tenant_id, ids)).want(
-            j.created_by for j in page.items)
-        return Connection.of(page, Job.from_row)
+        read = JobRead.of(connection_node_fields(info, "Job"))
+        if read is None:
+            page = c.runtime.jobs.list(c.tenant_id, first=first, after=after,
+                                       status=status.value if status else None, kind=kind)
+            _want_creators(c, (j.created_by for j in page.items))
+            return Connection.of(page, Job.from_row)
+        rows = c.runtime.jobs.page_columns(
+            c.tenant_id, read.columns, creator_columns=read.creator_columns, first=first,
+            after=after, status=status.value if status else None, kind=kind)
+        if "created_by" in read.columns:
+            _want_creators(c, (row.created_by for row in rows.items))
+        return Connection.of(rows, read.builder(c.tenant_id))
 
     @strawberry.field
     def job_kinds(self, info: Info) -> list[str]:
@@ -194,3 +215,87 @@ class Subscription:
 
 
 _TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}
+
+
+def _want_creators(c: RequestContext, ids: Any) -> None:
+    c.loader("users", lambda ids: c.runtime.tenancy.users_by_id(c.tenant_id, ids)).want(ids)
+
+
+# A selected read: which columns each field of Job (and of its creator, when read in the same
+# statement) needs. A field missing here (a new one, a plugin's) makes the read whole rows.
+_JOB_COLUMNS: dict[str, tuple[str, ...]] = {
+    "__typename": (), "tenant": (), "id": ("id",), "kind": ("kind",), "status": ("status",),
+    "region": ("region",), "progress": ("progress",), "message": ("message",),
+    "params": ("params",), "result": ("result",), "error": ("error_code", "error_message"),
+    "attempts": ("attempts",), "cancelRequested": ("cancel_requested",),
+    "idempotencyKey": ("idempotency_key",), "createdAt": ("created_at",),
+    "startedAt": ("started_at",), "finishedAt": ("finished_at",), "updatedAt": ("updated_at",),
+}
+# Plain user columns only: anything else asked of the creator goes through the loader.
+_USER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "__typename": (), "id": ("id",), "email": ("email",), "displayName": ("display_name",),
+    "active": ("active",), "createdAt": ("created_at",), "roles": ("id",),
+}
+
+
+@dataclass(frozen=True)
+class JobRead:
+    """The job columns a selection needs, and the creator's when they come by a join (None:
+    the creator, if asked for, comes from the users loader by `created_by`)."""
+
+    columns: tuple[str, ...]
+    creator_columns: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, fields: Fields | None) -> JobRead | None:
+        """None when the selection is not one this can map to columns."""
+        if fields is None:
+            return None
+        columns: list[str] = []
+        creator_columns: tuple[str, ...] | None = None
+        for name, occurrences in fields.items():
+            if name == "createdBy":
+                creator_columns = _user_columns(children(occurrences, "User"))
+                if creator_columns is None:
+                    columns.append("created_by")
+            elif name in _JOB_COLUMNS:
+                columns.extend(_JOB_COLUMNS[name])
+            else:
+                return None
+        return cls(tuple(dict.fromkeys(columns)), creator_columns)
+
+    def builder(self, tenant_id: str) -> Callable[[Any], Job]:
+        """Row -> Job carrying only what was read (schema.selection.partial)."""
+        creator_keys: tuple[str, ...] = ()
+        if self.creator_columns is not None:
+            creator_keys = tuple(dict.fromkeys(("id", *self.creator_columns)))
+        status, error = "status" in self.columns, "error_code" in self.columns
+        created_by = "created_by" in self.columns
+        keys: tuple[str, ...] = ()  # the rows' column names: the same for every row of a read
+
+        def build(row: Any) -> Job:
+            nonlocal keys
+            keys = keys or row._fields
+            values = dict(zip(keys, row, strict=True))
+            values["tenant_id"] = tenant_id
+            if status:
+                values["status"] = JobStatus(values["status"])
+            if error:
+                code, message = values.pop("error_code"), values.pop("error_message")
+                values["error"] = JobError(code=code, message=message or "") if code else None
+            if created_by:
+                values["created_by_id"] = values.pop("created_by")
+            if creator_keys:
+                user = {key: values.pop(CREATOR + key) for key in creator_keys}
+                user["tenant_id"] = tenant_id
+                values["creator_joined"] = True
+                values["creator"] = partial(User, user) if user["id"] is not None else None
+            return partial(Job, values)
+
+        return build
+
+
+def _user_columns(fields: Fields | None) -> tuple[str, ...] | None:
+    if fields is None or not set(fields) <= set(_USER_COLUMNS):
+        return None
+    return tuple(dict.fromkeys(c for name in fields for c in _USER_COLUMNS[name]))
