@@ -147,6 +147,8 @@ class Gateway:
                 [sys.executable, "-m", "uvicorn", "_servers:published_gateway_app", "--factory",
                  "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(self.port),
                  "--workers", "1", "--lifespan", "on", "--log-level", "warning",
+                 # what `alphintra serve` runs: sans-I/O websockets, no per-message deflate
+                 "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
                  "--no-access-log", "--backlog", "4096"],
                 env=child_env, cwd=HERE.parent, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
@@ -442,6 +444,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="client processes the sockets are spread over (default 2)")
     parser.add_argument("--connect-timeout", type=float, default=300.0,
                         help="seconds for one client's handshake and ack (default 300)")
+    parser.add_argument("--fanout", choices=("on", "off"), default="on",
+                        help="ALPHINTRA_SUBSCRIPTION_FANOUT for the gateway (default on): off "
+                             "executes and encodes per subscriber, as before issue 14")
     parser.add_argument("--selection", default=SELECTION,
                         help="the subscription's selection (default: the transition's fields; "
                              "adding `order { … }` adds a database read per subscriber)")
@@ -465,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="alphintra-fanout-") as tmp:
         database_url = f"sqlite:///{Path(tmp) / 'fanout.db'}"
         env = settings_env(database_url)
+        env["ALPHINTRA_SUBSCRIPTION_FANOUT"] = "true" if args.fanout == "on" else "false"
         settings = Settings.from_env(env)
         migrate_database(settings)
         runtime = build_runtime(settings)

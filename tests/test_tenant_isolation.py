@@ -295,6 +295,25 @@ def test_subscription_to_another_tenants_job_finds_nothing(server, tenant, b):
     assert [e["extensions"]["code"] for e in errors] == ["JOB_NOT_FOUND"]
 
 
+def test_identical_subscriptions_of_two_tenants_never_share(server, tenant, b):
+    """Fan-out (gateway/http/fanout.py) groups identical subscriptions: the same document and
+    variables from two tenants at once are two groups, so A never gets B's job."""
+    query = "subscription($id: ID!) { jobUpdated(id: $id) { job { id status } } }"
+
+    async def scenario():
+        async with TransportWS(server.ws_url, b["tenant"].key) as owner, \
+                TransportWS(server.ws_url, tenant.key) as other:
+            await owner.subscribe("1", query, {"id": b["job_id"]})
+            await other.subscribe("1", query, {"id": b["job_id"]})
+            return await owner.next(op_id="1"), await other.next(op_id="1")
+
+    owned, other = asyncio.run(scenario())
+    assert owned["payload"]["data"]["jobUpdated"]["job"]["id"] == b["job_id"]
+    errors = other["payload"]["errors"] if other["type"] == "next" else other["payload"]
+    assert [e["extensions"]["code"] for e in errors] == ["JOB_NOT_FOUND"]
+    assert other["type"] == "error" or other["payload"]["data"] is None
+
+
 def test_tenant_sessions_filter_and_refuse_cross_tenant_writes(runtime, tenant, other_tenant):
     db: Database = runtime.db
     with db.tenant_session(tenant.id) as session:

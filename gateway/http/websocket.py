@@ -51,7 +51,10 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 
 from gateway.auth.authenticate import bearer_token
 from gateway.auth.principal import Principal
@@ -62,6 +65,16 @@ from gateway.http.context import RequestContext
 from gateway.http.encoding import dumps
 from gateway.http.errors import error_body, format_error
 from gateway.http.executor import RequestExecutor
+from gateway.http.fanout import (
+    SLOW_CONSUMER,
+    SLOW_CONSUMER_CLOSE_CODE,
+    Group,
+    Hub,
+    Member,
+    Outlet,
+    group_key,
+    transport_of,
+)
 from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.scope import enter_tenant
@@ -73,6 +86,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CREDENTIALS_CLOSE_CODE = 4403
+# A slow consumer's close frame waits behind its backlog; a peer that still has not read it by
+# then is disconnected outright.
+SLOW_CONSUMER_GRACE_S = 10.0
 # connection_init's opt-in: on close, cancel the user's open orders (mass_cancel.py).
 CANCEL_ON_DISCONNECT = "cancelOnDisconnect"
 
@@ -87,6 +103,14 @@ def _token(context: RequestContext) -> str | None:
     return bearer_token(header if isinstance(header, str) else None)
 
 
+class FanoutOperation(Operation):
+    """A subscribe served by a shared group (gateway/http/fanout.py): its task attends the group."""
+
+    __slots__ = ("group", "member")
+    group: Group
+    member: Member
+
+
 class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
     """strawberry's protocol handler, reading `schema` per operation from the tenant, gating
     each `subscribe` and watching the connection's credentials."""
@@ -96,6 +120,8 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
     cancel_on_disconnect = False  # opted in at connection_init (gateway/trading/mass_cancel.py)
     _watch: asyncio.Task[None] | None = None
     trace_context: Any = None  # the connection's trace (the handshake's traceparent)
+    _outlet: Outlet | None = None  # fanned-out frames to this socket, made at the first
+    _closing: asyncio.Task[None] | None = None  # a slow consumer's close
     # Operations not yet answered: id -> (name, type, start) for the latency histogram.
     _started: dict[str, tuple[str | None, str, float]]
 
@@ -119,7 +145,10 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
         if gauge is not None:
             gauge.inc()
         try:
-            await super().run_operation(operation)
+            if isinstance(operation, FanoutOperation):
+                await operation.group.attend(operation.member)
+            else:
+                await super().run_operation(operation)
         finally:
             if gauge is not None:
                 gauge.dec()
@@ -127,12 +156,15 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
                 del self._started[operation.id]  # ended unanswered (cancelled); not a reused id
 
     async def send_message(self, message: Any) -> None:
-        if message.get("type") in ("next", "error", "complete") and self.view.metrics is not None:
-            entry = self._started.pop(message.get("id"), None)
-            if entry is not None:  # the operation's first answer: its latency
-                name, kind, started = entry
-                self.view.metrics.observe_operation(name, kind, "ws", time.perf_counter() - started)
+        if message.get("type") in ("next", "error", "complete"):
+            self._answered(message.get("id"))
         await super().send_message(message)
+
+    def _answered(self, operation_id: Any) -> None:
+        entry = self._started.pop(operation_id, None)
+        if entry is not None and self.view.metrics is not None:  # the first answer: its latency
+            name, kind, started = entry
+            self.view.metrics.observe_operation(name, kind, "ws", time.perf_counter() - started)
 
     @property  # type: ignore[override]
     def schema(self) -> Any:
@@ -184,6 +216,8 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
         if self._watch is not None:
             self._watch.cancel()
         await super().shutdown()
+        if self._outlet is not None:
+            self._outlet.close()
         if self.cancel_on_disconnect and self.principal is not None:
             # Any close (the client's, a revocation, the server's): the user's open orders go.
             await run_in_threadpool(self.view.cancel_orders_of, self.principal)
@@ -222,7 +256,53 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
             return
         if operation is not None and isinstance(message.get("id"), str):
             self._started[message["id"]] = (*operation, started)
+            if operation[1] == "subscription" and self._fan_out(message, principal):
+                return
         await super().handle_subscribe(message)
+
+    def _fan_out(self, message: Any, principal: Principal) -> bool:
+        """Serve this subscription from a shared group (gateway/http/fanout.py); False when it
+        is left to strawberry (fan-out off, an id in use, the per-connection limit reached)."""
+        hub = self.view.fanout
+        op_id, payload = message["id"], message["payload"]
+        limit = self.max_subscriptions_per_connection
+        if (hub is None or op_id in self.operations
+                or (limit is not None and len(self.operations) >= limit)):
+            return False
+        schema, query = self.schema, payload["query"]
+        variables, name = payload.get("variables"), payload.get("operationName")
+        key = group_key(schema, query, variables, name, principal.tenant_id, principal.roles)
+        if key is None:
+            return False
+        operation = FanoutOperation(self, op_id, query, variables, name)
+        operation.member = Member(op_id, self._socket_outlet(), self._answered, self._forget)
+        # The member's task before the group's: it counts in the gauge before any answer.
+        operation.task = asyncio.create_task(self.run_operation(operation))
+        operation.task.add_done_callback(self._task_done)
+        self.operations[op_id] = operation
+        context, root_value = self.context, self.root_value
+        operation.group = hub.join(key, operation.member, lambda: schema.stream(
+            query, variable_values=variables, context_value=context, root_value=root_value,
+            operation_name=name))
+        return True
+
+    def _socket_outlet(self) -> Outlet:
+        if self._outlet is None:
+            ws = self.websocket.ws  # type: ignore[attr-defined]  # strawberry's ASGI adapter
+            self._outlet = Outlet(ws.send_text, transport_of(getattr(ws, "_send", None)),
+                                  self.view.send_queue, self._slow_consumer)
+        return self._outlet
+
+    def _forget(self, operation_id: str) -> None:
+        """A shared operation answered its last message: its id may be used again."""
+        operation = self.operations.get(operation_id)
+        if isinstance(operation, FanoutOperation):
+            del self.operations[operation_id]
+
+    def _slow_consumer(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close(
+                SLOW_CONSUMER_CLOSE_CODE, SLOW_CONSUMER, "websocket closed: slow consumer"))
 
     def _gate(self, message: Any, principal: Principal
               ) -> tuple[list[dict[str, Any]] | None, tuple[str | None, str] | None]:
@@ -254,16 +334,23 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
 
     async def close_for(self, reason: str) -> None:
         """Cancel every operation, then close with 4403 and `reason` (a code)."""
+        await self._close(CREDENTIALS_CLOSE_CODE, reason, "websocket closed: credentials no longer valid")
+
+    async def _close(self, code: int, reason: str, message: str) -> None:
         if self.closed_for is not None:
             return
         self.closed_for = reason
-        log.info("websocket closed: credentials no longer valid", extra={"code": reason})
+        log.info(message, extra={"code": reason})
         if self.view.metrics is not None:
             self.view.metrics.errors.labels(reason, "ws").inc()
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
+        if self._outlet is not None:
+            self._outlet.close()  # nothing queued goes out after the operations ended
+            if code == SLOW_CONSUMER_CLOSE_CODE:
+                self._outlet.abort_later(SLOW_CONSUMER_GRACE_S)
         with contextlib.suppress(Exception):  # the peer may be gone already
-            await self.websocket.close(code=CREDENTIALS_CLOSE_CODE, reason=reason)
+            await self.websocket.close(code=code, reason=reason)
 
     def revoke_threadsafe(self, reason: str) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed
@@ -311,6 +398,10 @@ class SubscriptionEndpoint(GraphQL):
         self.executor = gate.executor if gate is not None else RequestExecutor(
             runtime.settings.request_threads)
         self.max_response_bytes = runtime.settings.max_response_bytes
+        # identical subscriptions share one execution (gateway/http/fanout.py)
+        self.fanout = (Hub(self.encode_json, self.max_response_bytes)
+                       if runtime.settings.subscription_fanout else None)
+        self.send_queue = runtime.settings.websocket_send_queue
         self.tracer: Tracer = gate.tracer if gate is not None else NoOpTracer()
         # strawberry executes (and coerces variables) itself here: with introspection off its
         # "Did you mean …?" would spell the schema out, so they are cut from what is sent.
