@@ -142,9 +142,11 @@ class AccessPolicy:
         self._decisions: dict[tuple[str, ...], Any] = {}
 
     def _policy_moved(self) -> None:
-        """The enforcer holds a new policy: answers from here on come from a fresh cache."""
-        self.generation += 1
+        """The enforcer holds a new policy: answers from here on come from a fresh cache. The
+        cache is swapped before the generation moves: a reader that sees the new generation
+        reads the new cache (the other order let a Principal carry old roles under it)."""
         self._decisions = {}
+        self.generation += 1
 
     def _read_fingerprint(self) -> tuple[int, int]:
         with self._db.system_session() as session:

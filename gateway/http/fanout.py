@@ -41,6 +41,7 @@ import orjson
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from gateway.errors import INTERNAL_ERROR
 from gateway.http.encoding import dumps
 
 log = logging.getLogger(__name__)
@@ -261,13 +262,16 @@ class Group:
                     # the outlets' writers run before the next event: a burst of queued events
                     # is not mistaken for a slow consumer
                     await asyncio.sleep(0)
+            self._close_entry()  # closed before the last awaits: nobody joins a finished stream
             await self._final(lambda m: f'{{"id":{m.id_json},"type":"complete"}}')
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("shared subscription failed")
+            self._close_entry()
             with contextlib.suppress(Exception):
-                await self._final(lambda m: f'{{"id":{m.id_json},"type":"complete"}}')
+                await self._final_error([{"message": "Internal server error",
+                                          "extensions": {"code": INTERNAL_ERROR}}])
         finally:
             self._close_entry()
             self.hub.running.discard(self)
