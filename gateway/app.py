@@ -140,6 +140,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await graphql.cache.start(runtime.bus)
         if settings.redis_url:  # in one process the policy object is already up to date
             await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
+        # after the reload above: sockets whose user lost a role close
+        await runtime.bus.listen(POLICY_TOPIC, subscriptions.on_policy_changed)
         warming = None
         stopping = threading.Event()
         if warm_up is not None:

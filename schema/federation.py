@@ -277,20 +277,31 @@ def _digest(sdl: str | None) -> str | None:
 
 # The app binds its runtime's federated schema; `_service` finds it through the request's
 # context (the same for the core schema and every tenant's, which share the core's fields).
-_BOUND: weakref.WeakValueDictionary[int, FederatedSchema] = weakref.WeakValueDictionary()
+# Several apps may share one runtime (a second app for a while): each binding is held weakly,
+# and the newest still alive answers, so an app gone does not unbind the one still serving.
+_BOUND: dict[int, list[weakref.ref[FederatedSchema]]] = {}
+_BOUND_LOCK = threading.Lock()
 
 
 def bind(runtime: Runtime, core: Any, composer: Composer) -> FederatedSchema:
     """The federated schema of `runtime`, served by `_service` for every request of it."""
     federated = FederatedSchema(runtime, core, composer)
-    _BOUND[id(runtime)] = federated
+    with _BOUND_LOCK:
+        for key in [k for k, refs in _BOUND.items() if all(r() is None for r in refs)]:
+            del _BOUND[key]  # runtimes whose apps are all gone
+        _BOUND.setdefault(id(runtime), []).append(weakref.ref(federated))
     return federated
 
 
 def bound(runtime: Runtime) -> FederatedSchema | None:
-    """The federated schema the app bound for `runtime`, if any."""
-    federated = _BOUND.get(id(runtime))
-    return federated if federated is not None and federated.runtime is runtime else None
+    """The federated schema the newest live app bound for `runtime`, if any."""
+    with _BOUND_LOCK:
+        refs = list(_BOUND.get(id(runtime), ()))
+    for ref in reversed(refs):
+        federated = ref()
+        if federated is not None and federated.runtime is runtime:
+            return federated
+    return None
 
 
 def service_sdl(context: Any, fallback: Callable[[], str]) -> str:

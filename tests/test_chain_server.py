@@ -26,7 +26,7 @@ from gateway.defi.lending_deploy import EXTRA_KEY
 from gateway.defi.world import TOKENS, WorldDeployment
 from gateway.runtime import build_runtime
 from gateway.settings import Settings
-from tests.support import GraphQLClient, LiveServer, error_codes, free_port, onboard, unique
+from tests.support import GraphQLClient, LiveServer, error_codes, free_port, onboard, unique, wait_for
 from tests.test_multiprocess import Proc, await_condition, gateway_env, healthy
 from tests.test_multiprocess import own_database as own_database  # a fixture, used by name
 
@@ -120,6 +120,9 @@ def test_two_gateways_on_one_chain_answer_the_same_balances(chain_process: Chain
     a, b = runtime_on(migrated, chain_process.url), runtime_on(migrated, chain_process.url)
     try:
         tenant = onboard(a)
+        # Two runtimes without a shared bus: B learns of A's grants by its policy's periodic
+        # fingerprint check (replicas on Redis hear them at once).
+        wait_for(lambda: "admin" in b.policy.roles(tenant.admin_id, tenant.id), timeout=5)
         with LiveServer(create_app(runtime=a)) as server_a, \
                 LiveServer(create_app(runtime=b)) as server_b:
             gql_a, gql_b = GraphQLClient(server_a.url), GraphQLClient(server_b.url)

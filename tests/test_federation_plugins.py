@@ -89,6 +89,23 @@ def plugins(runtime: Any, gql: Any) -> dict[str, Any]:
     return {"a": a, "b": b, "c": c, "vendor": vendor, "news": news, "copy": copy, "probe": probe}
 
 
+def test_a_second_app_on_the_runtime_gone_does_not_unbind_the_first(runtime, gql, plugins):
+    """A test (or a tool) may build another app on the same runtime for a while: when it is
+    gone, `_service` of the app still serving must keep its federated schema."""
+    import gc
+
+    from gateway.app import create_app
+
+    before = gql.data(SERVICE, key=plugins["a"].key)["_service"]["sdl"]
+    second = create_app(runtime=runtime)
+    assert federation.bound(runtime) is not None
+    del second
+    gc.collect()
+    assert federation.bound(runtime) is not None
+    assert gql.data(SERVICE, key=plugins["a"].key)["_service"]["sdl"] == before
+    assert "acmeNewsSentiment(" in before
+
+
 def owner(runtime: Any, root: str, name: str) -> str | None:
     """Which plugin the federated schema routes a root field to (in a whole-suite run another
     module's plugin with the same field may have been approved first, and owns it)."""

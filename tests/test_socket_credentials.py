@@ -121,6 +121,24 @@ def test_a_deactivated_users_socket_closes(runtime, live):
         ["USER_SELF_DEACTIVATION"]
 
 
+def test_a_role_revoked_closes_the_sockets_it_authorised(runtime, live):
+    """Subscriptions were authorised with the roles the socket opened with: losing one closes
+    the socket (the client reconnects with what it holds now); gaining one changes nothing."""
+    tenant = onboard(runtime)
+    gql = GraphQLClient(live.url)
+    user_id, key = user_key(runtime, tenant, "trader")
+    grant = "mutation($u: ID!, $r: String!) { grantRole(userId: $u, role: $r) { roles } }"
+    revoke = "mutation($u: ID!, $r: String!) { revokeRole(userId: $u, role: $r) { roles } }"
+
+    def regrant_then_revoke() -> None:
+        gql.data(grant, {"u": user_id, "r": "viewer"}, key=tenant.key)  # a gain: stays open
+        time.sleep(0.3)
+        gql.data(revoke, {"u": user_id, "r": "trader"}, key=tenant.key)
+
+    _, code, reason, elapsed, _ = _watch_then(runtime, live, tenant, key, regrant_then_revoke)
+    assert (code, reason) == (4403, "AUTH_ROLES_CHANGED") and elapsed < 5
+
+
 def test_set_user_active_with_another_tenants_user_finds_nothing(runtime, live):
     a, b = onboard(runtime), onboard(runtime)
     gql = GraphQLClient(live.url)

@@ -86,6 +86,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CREDENTIALS_CLOSE_CODE = 4403
+# A role the socket was opened with was revoked: its subscriptions were authorised with it.
+ROLES_CHANGED = "AUTH_ROLES_CHANGED"
 # A slow consumer's close frame waits behind its backlog; a peer that still has not read it by
 # then is disconnected outright.
 SLOW_CONSUMER_GRACE_S = 10.0
@@ -371,13 +373,17 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
                                      else "AUTH_KEY_EXPIRED")
                 return
             try:
-                await run_in_threadpool(self.view.runtime.authenticator.recheck,
-                                        _token(self.context) or "")
+                current = await run_in_threadpool(self.view.runtime.authenticator.recheck,
+                                                  _token(self.context) or "")
             except DomainError as exc:
                 await self.close_for(exc.code)
                 return
             except Exception:  # the database is away: the bus and the next check still count
                 log.warning("websocket credential re-check failed", exc_info=True)
+                continue
+            if set(principal.roles) - set(current.roles):
+                await self.close_for(ROLES_CHANGED)
+                return
 
 
 class SubscriptionEndpoint(GraphQL):
@@ -453,6 +459,16 @@ class SubscriptionEndpoint(GraphQL):
                 continue
             if (key is not None and p.api_key_id == key) or (user is not None and p.user_id == user):
                 socket.revoke_threadsafe(reason)
+
+    def on_policy_changed(self, event: Event) -> None:
+        """A bus listener (any thread), after this process's policy reloaded: a socket whose
+        user lost a role it was opened with closes (its running subscriptions were authorised
+        with that role); the client reconnects with what it holds now."""
+        policy = self.runtime.policy
+        for socket in list(self.sockets):
+            p = socket.principal
+            if p is not None and set(p.roles) - set(policy.roles(p.user_id, p.tenant_id)):
+                socket.revoke_threadsafe(ROLES_CHANGED)
 
     def encode_json(self, data: object) -> str:
         if self.hide_suggestions and isinstance(data, dict):

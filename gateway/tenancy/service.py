@@ -300,10 +300,13 @@ class TenancyService:
                                         CasbinRule.v2 == tenant_id)
 
     def policy_changed(self) -> None:
-        # Announced first: the change is committed, so other replicas must hear of it even if
-        # this process cannot reload right now (its fingerprint refresh catches up).
-        self._publish(POLICY_TOPIC, {"at": utcnow().isoformat()})
-        self.policy.reload()
+        # Announced even if this process cannot reload right now (its fingerprint refresh
+        # catches up): the change is committed, and other replicas must hear of it. Reloaded
+        # first, so this process's listeners (open sockets' roles) see the new policy.
+        try:
+            self.policy.reload()
+        finally:
+            self._publish(POLICY_TOPIC, {"at": utcnow().isoformat()})
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self.outbox is not None:
