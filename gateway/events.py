@@ -266,7 +266,12 @@ class RedisBus:
 
     async def _ensure_reading(self) -> None:
         if self._reader is not None:
-            return
+            if not self._reader.done() and self._reader.get_loop().is_running():
+                return
+            # The loop the reader ran on has stopped (an app that started it is gone while
+            # another still serves): its task and connection went with it, so read again from
+            # this loop, or no event would reach this process's subscribers any more.
+            self._reader, self._pubsub, self._async = None, None, None
         self._async = aredis.Redis.from_url(self._url)
         self._pubsub = self._async.pubsub(ignore_subscribe_messages=True)
         # A pubsub connection needs one channel before it can be read; after a restart, the

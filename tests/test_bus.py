@@ -233,3 +233,31 @@ def _publish(bus: RedisBus):
         return bus.publish("t", {})
     except Exception:
         return None
+
+
+@pytest.mark.redis
+def test_a_reader_whose_loop_stopped_is_replaced_by_the_next_subscribe():
+    """Two apps share a bus: the one that started the reader (its event loop) is gone while
+    the other still holds it. The next subscription must read from a live loop, or no event
+    would reach this process again."""
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    bus, publisher = RedisBus(url, namespace), RedisBus(url, namespace)
+
+    async def first_app():
+        await bus.start()
+        await bus.start()  # a second owner: the first's loop ends without stopping the bus
+
+    asyncio.run(first_app())  # that loop is closed now, with the reader task it ran
+
+    async def second_app():
+        sub = await bus.subscribe("orders")
+        await asyncio.to_thread(publisher.publish, "orders", {"n": 1})
+        got = await collect(sub, 1)
+        await sub.close()
+        return got
+
+    try:
+        assert [e.payload for e in asyncio.run(second_app())] == [{"n": 1}]
+    finally:
+        publisher._sync.close()
