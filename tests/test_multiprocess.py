@@ -58,9 +58,10 @@ def gateway_env(settings, namespace: str, **extra: str) -> dict[str, str]:
 class Proc:
     """`python -m gateway …` with its output drained in a thread (a full pipe would stall it)."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str],
+                 popen: subprocess.Popen[bytes] | None = None) -> None:
         self.name = name
-        self.popen = spawn(args, env)
+        self.popen = popen or spawn(args, env)  # `popen`: another program, started by the caller
         self.lines: list[str] = []
         self._drain = threading.Thread(target=self._read, daemon=True)
         self._drain.start()

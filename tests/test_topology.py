@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -72,43 +71,13 @@ def haproxy_binary() -> str:
     return found
 
 
-class HAProxy:
+def haproxy(binary: str, bind: str, gateways: list[str]) -> Proc:
     """haproxy in the foreground on deploy/haproxy.cfg, its addresses given as the file expects."""
-
-    def __init__(self, binary: str, bind: str, gateways: list[str]) -> None:
-        env = {**os.environ, "ALPHINTRA_LB_BIND": bind,
-               **{f"ALPHINTRA_LB_GATEWAY_{i}": g for i, g in enumerate(gateways, 1)}}
-        self.name = "haproxy"
-        self.popen = subprocess.Popen([binary, "-db", "-f", str(HAPROXY_CFG)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.lines: list[str] = []
-        self._drain = threading.Thread(target=self._read, daemon=True)
-        self._drain.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for raw in self.popen.stdout:
-            self.lines.append(raw.decode(errors="replace").rstrip())
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        return f"--- haproxy (pid {self.pid}, rc {self.popen.poll()}) ---\n" + "\n".join(self.lines[-40:])
-
-    def stop(self) -> None:
-        if self.alive():
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        self._drain.join(5)
+    env = {**os.environ, "ALPHINTRA_LB_BIND": bind,
+           **{f"ALPHINTRA_LB_GATEWAY_{i}": g for i, g in enumerate(gateways, 1)}}
+    return Proc("haproxy", [], {}, popen=subprocess.Popen(
+        [binary, "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT))
 
 
 @dataclass
@@ -193,7 +162,7 @@ def topology(postgres_url: str, own_redis: OwnRedis, tmp_path_factory: pytest.Te
         replicas = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         await_condition(lambda: all(ready(url) for url in replicas.values()), 90,
                         "both replicas ready", procs)
-        lb = HAProxy(binary, f"127.0.0.1:{lb_port}", [f"127.0.0.1:{p}" for p in ports.values()])
+        lb = haproxy(binary, f"127.0.0.1:{lb_port}", [f"127.0.0.1:{p}" for p in ports.values()])
         procs.append(lb)
         lb_url = f"http://127.0.0.1:{lb_port}"
         # Both servers up in HAProxy (two good checks each): answers come from both names.
