@@ -85,6 +85,19 @@ def established_on(pid: int, port: int) -> int:
     return count
 
 
+def settled_count(pid: int, pids: list[int], port: int, total: int) -> int:
+    """established_on(pid), read until every worker's counts add up to `total`: /proc/net/tcp is
+    read a page at a time, so a table that changes meanwhile (other tests' connections) can skip
+    a line."""
+    deadline = time.monotonic() + 5
+    while True:
+        held = {p: established_on(p, port) for p in pids}
+        if sum(held.values()) == total or time.monotonic() > deadline:
+            assert sum(held.values()) == total, (held, total)
+            return held[pid]
+        time.sleep(0.05)
+
+
 # -- /metrics -----------------------------------------------------------------------------------
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -294,7 +307,7 @@ def test_two_workers_share_subscriptions_revocations_and_metrics(own_database):
             sockets = await _open_spread(ws_url, tenant.key, pids, port)
             try:
                 victim = pids[0]
-                survivors = len(sockets) - established_on(victim, port)
+                survivors = len(sockets) - settled_count(victim, pids, port, len(sockets))
                 os.kill(victim, signal.SIGKILL)
                 await asyncio.to_thread(await_condition, lambda: victim not in worker_pids(serve.pid),
                                         10, "the killed worker gone", [serve])
