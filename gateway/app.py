@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from gateway.auth.policy import CREDENTIALS_TOPIC, POLICY_TOPIC
+from gateway.events import Listeners
 from gateway.http.console import console_routes, graphiql_page
 from gateway.http.encoding import JSONResponse
 from gateway.http.graphql import GraphQLEndpoint
@@ -120,10 +121,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.bus.start()
-        await runtime.bus.listen(DELISTED_TOPIC, runtime.marketplace.on_delisted)
-        await runtime.bus.listen(CHANGED_TOPIC, runtime.marketplace.on_changed)
+        # The runtime may outlive this app (the bus allows several owners; the test suite
+        # serves many apps on one runtime): what this app listens to goes when it does.
+        listening = Listeners(runtime.bus)
+        await listening.listen(DELISTED_TOPIC, runtime.marketplace.on_delisted)
+        await listening.listen(CHANGED_TOPIC, runtime.marketplace.on_changed)
         for topic in federated.topics:
-            await runtime.bus.listen(topic, federated.on_event)
+            await listening.listen(topic, federated.on_event)
         sandbox = runtime.marketplace.sandbox
         layers = await asyncio.to_thread(sandbox.describe_layers)
         if sandbox.layers.missing_minimum():
@@ -134,14 +138,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # installed plugins, each tenant on its own thread: a slow import delays only that tenant
         await asyncio.to_thread(runtime.marketplace.restore)
         # a revoked key or deactivated user closes its sockets on every replica
-        await runtime.bus.listen(CREDENTIALS_TOPIC, runtime.authenticator.on_credentials_revoked)
-        await runtime.bus.listen(CREDENTIALS_TOPIC, subscriptions.on_credentials_revoked)
+        await listening.listen(CREDENTIALS_TOPIC, runtime.authenticator.on_credentials_revoked)
+        await listening.listen(CREDENTIALS_TOPIC, subscriptions.on_credentials_revoked)
         if graphql.cache is not None:  # the response cache hears the events that invalidate it
             await graphql.cache.start(runtime.bus)
         if settings.redis_url:  # in one process the policy object is already up to date
-            await runtime.bus.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
+            await listening.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
         # after the reload above: sockets whose user lost a role close
-        await runtime.bus.listen(POLICY_TOPIC, subscriptions.on_policy_changed)
+        await listening.listen(POLICY_TOPIC, subscriptions.on_policy_changed)
         warming = None
         stopping = threading.Event()
         if warm_up is not None:
@@ -162,6 +166,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             yield
         finally:
             gc.unfreeze()
+            # First: no event reaches what is about to stop (plugin reloads, closed sockets).
+            await listening.close()
+            if graphql.cache is not None:
+                await graphql.cache.stop()
             venue_clock.cancel()
             if warming is not None:
                 stopping.set()

@@ -37,6 +37,7 @@ from gateway.db import utcnow
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1000
+_REMOTE_LOOP_TIMEOUT_S = 10.0  # a (un)subscribe handed to the reader's loop, at most
 Listener = Callable[["Event"], None]
 
 
@@ -150,11 +151,28 @@ class _Fanout:
             self._listeners[topic].append(listener)
             return first
 
+    def unlisten(self, topic: str, listener: Listener) -> bool:
+        """Remove one registration of `listener` (by equality: a bound method registered again
+        is equal, not identical); True when the topic has nobody local left."""
+        with self._lock:
+            listeners = self._listeners.get(topic)
+            if not listeners or listener not in listeners:
+                return False
+            listeners.remove(listener)
+            if listeners:
+                return False
+            del self._listeners[topic]
+            return not self._subs.get(topic)
+
 
 class Bus(Protocol):
     def publish(self, topic: str, payload: dict[str, Any]) -> Event: ...
     async def subscribe(self, topic: str) -> Subscription: ...
     async def listen(self, topic: str, listener: Listener) -> None: ...
+    async def unlisten(self, topic: str, listener: Listener) -> None:
+        """Undo one `listen`: whoever registers a listener for a lifetime shorter than the
+        bus's (an app on a runtime that outlives it) removes it when that lifetime ends."""
+        ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def ping(self) -> None: ...
@@ -162,6 +180,33 @@ class Bus(Protocol):
         """How many subscribers the topic has now (across processes on Redis): lets a publisher
         that must not lose its first event wait for a subscription to be in place."""
         ...
+
+
+class Listeners:
+    """Listeners held for a lifetime shorter than the bus's, removed together when it ends: an
+    app's, on a runtime (and so a bus) that outlives it, as the test suite's servers do (and
+    the bus allows: several owners). Left behind, they piled up, every event running every
+    gone app's listeners (a full policy reload each) on the reader's loop, minutes behind."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._held: list[tuple[str, Listener]] = []
+        self._closed = False
+
+    async def listen(self, topic: str, listener: Listener) -> None:
+        if self._closed:  # a late registration would outlive its owner
+            raise RuntimeError("these listeners are closed")
+        await self._bus.listen(topic, listener)
+        self._held.append((topic, listener))
+
+    async def close(self) -> None:
+        self._closed = True
+        held, self._held = self._held, []
+        for topic, listener in reversed(held):
+            try:
+                await self._bus.unlisten(topic, listener)
+            except Exception:  # the rest are still removed; the bus may be down
+                log.exception("could not remove an event listener", extra={"topic": topic})
 
 
 class InProcessBus:
@@ -186,6 +231,9 @@ class InProcessBus:
 
     async def listen(self, topic: str, listener: Listener) -> None:
         self._fanout.listen(topic, listener)
+
+    async def unlisten(self, topic: str, listener: Listener) -> None:
+        self._fanout.unlisten(topic, listener)
 
     async def start(self) -> None:
         return None
@@ -236,7 +284,7 @@ class RedisBus:
         self._sync = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
         self._publish_script = self._sync.register_script(_PUBLISH)
         self._fanout = _Fanout()
-        self._fanout.on_last = self._unsubscribe
+        self._fanout.on_last = self._sync_channel
         self._async: aredis.Redis | None = None
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -324,17 +372,55 @@ class RedisBus:
         await self._ensure_reading()
         sub = Subscription(self._fanout, topic)
         if self._fanout.add(sub):
-            await self._pubsub.subscribe(self._channel(topic))
+            await self._sync_channel(topic)
         return sub
 
     async def listen(self, topic: str, listener: Listener) -> None:
         await self._ensure_reading()
         if self._fanout.listen(topic, listener):
-            await self._pubsub.subscribe(self._channel(topic))
+            await self._sync_channel(topic)
 
-    async def _unsubscribe(self, topic: str) -> None:
-        if self._pubsub is not None:
-            await self._pubsub.unsubscribe(self._channel(topic))
+    async def unlisten(self, topic: str, listener: Listener) -> None:
+        if self._fanout.unlisten(topic, listener):
+            await self._sync_channel(topic)
+
+    async def _sync_channel(self, topic: str) -> None:
+        """Subscribe the pub/sub connection to the topic's channel if anyone here still wants
+        it, else unsubscribe: decided when the command runs, so a subscribe and an unsubscribe
+        racing from two loops end as the local state says. Run on the loop that reads the
+        connection: its streams belong to that loop, and a second app on the runtime serves
+        from a loop of its own (writing from there is not thread-safe, and a reconnect from
+        there would bind the connection to the wrong loop)."""
+
+        async def apply() -> None:
+            if self._pubsub is None:
+                return
+            channel = self._channel(topic)
+            if self._fanout.count(topic):
+                await self._pubsub.subscribe(channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
+
+        reader = self._reader
+        if reader is None:
+            if self._pubsub is not None:  # being started, on this loop: as before the reader
+                await apply()
+            return  # stopped: a start subscribes every topic wanted then
+        loop = reader.get_loop()
+        if reader.done() or not loop.is_running():
+            return  # nobody reads that connection: the next subscribe replaces it (as above)
+        if loop is asyncio.get_running_loop():
+            await apply()
+            return
+        command = apply()
+        try:
+            future = asyncio.run_coroutine_threadsafe(command, loop)
+        except RuntimeError:  # that loop has closed: the next subscribe reads from a new one
+            command.close()
+            return
+        # Bounded: a loop that stops with the command queued would never run it; the reader
+        # is then replaced at the next subscribe, which subscribes every local topic again.
+        await asyncio.wait_for(asyncio.wrap_future(future), _REMOTE_LOOP_TIMEOUT_S)
 
     def ping(self) -> None:
         self._sync.ping()

@@ -347,6 +347,9 @@ class CommittedBus:
     async def listen(self, topic: str, listener: Listener) -> None:
         await self._outbox.bus.listen(topic, listener)
 
+    async def unlisten(self, topic: str, listener: Listener) -> None:
+        await self._outbox.bus.unlisten(topic, listener)
+
     async def start(self) -> None:
         await self._outbox.bus.start()
 

@@ -3,12 +3,19 @@
 import asyncio
 import os
 import shutil
+import threading
 import uuid
 
 import pytest
 
-from gateway.events import InProcessBus, RedisBus
-from tests.support import wait_for
+from gateway.app import create_app
+from gateway.auth.policy import CREDENTIALS_TOPIC, POLICY_TOPIC
+from gateway.events import InProcessBus, Listeners, RedisBus
+from gateway.jobs.runner import tenant_jobs_topic
+from gateway.marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
+from gateway.runtime import Runtime
+from gateway.trading.common import orders_topic
+from tests.support import LiveServer, onboard, wait_for
 
 
 async def collect(sub, n, timeout=5):
@@ -261,3 +268,119 @@ def test_a_reader_whose_loop_stopped_is_replaced_by_the_next_subscribe():
         assert [e.payload for e in asyncio.run(second_app())] == [{"n": 1}]
     finally:
         publisher._sync.close()
+
+
+@pytest.mark.parametrize("kind", ["in-process", pytest.param("redis", marks=pytest.mark.redis)])
+def test_unlisten_removes_one_registration_and_the_channel_with_the_last(kind):
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    url = os.environ.get("ALPHINTRA_REDIS_URL", "")
+    bus = InProcessBus() if kind == "in-process" else RedisBus(url, namespace)
+    publisher = bus if kind == "in-process" else RedisBus(url, namespace)
+    first: list[int] = []
+    second: list[int] = []
+
+    async def scenario():
+        await bus.start()
+        await bus.listen("plugins", first.append)
+        await bus.listen("plugins", second.append)
+        await bus.unlisten("plugins", first.append)  # an equal bound method: that registration
+        await bus.unlisten("plugins", first.append)  # gone already: nothing else goes
+        await asyncio.to_thread(publisher.publish, "plugins", {"n": 1})
+        await asyncio.to_thread(wait_for, lambda: len(second) == 1, 5)
+        await bus.unlisten("plugins", second.append)
+        # the last one: nobody here wants the topic, so the channel goes too
+        await asyncio.to_thread(wait_for, lambda: bus.subscribers("plugins") == 0, 5)
+        await asyncio.to_thread(publisher.publish, "plugins", {"n": 2})
+        await asyncio.sleep(0.3)
+        await bus.stop()
+        if publisher is not bus:
+            await publisher.stop()
+
+    asyncio.run(scenario())
+    assert first == []
+    assert [e.payload["n"] for e in second] == [1]
+
+
+@pytest.mark.redis
+def test_a_second_loops_subscribe_runs_on_the_readers_loop():
+    """Two apps on one runtime serve from two event loops; the pub/sub connection belongs to
+    the loop that reads it, so the other app's SUBSCRIBE/UNSUBSCRIBE are run there."""
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    bus, publisher = RedisBus(url, namespace), RedisBus(url, namespace)
+    first = asyncio.new_event_loop()
+    thread = threading.Thread(target=first.run_forever, daemon=True)
+    thread.start()
+    ran_on: list[asyncio.AbstractEventLoop] = []
+    try:
+        asyncio.run_coroutine_threadsafe(bus.start(), first).result(5)  # the first app
+        pubsub = bus._pubsub
+        for command in ("subscribe", "unsubscribe"):
+            original = getattr(pubsub, command)
+
+            async def recording(*channels, _original=original):
+                ran_on.append(asyncio.get_running_loop())
+                return await _original(*channels)
+            setattr(pubsub, command, recording)
+
+        async def second_app():
+            await bus.start()
+            sub = await bus.subscribe("orders")
+            await asyncio.to_thread(publisher.publish, "orders", {"n": 1})
+            got = await collect(sub, 1)
+            await sub.close()
+            await bus.stop()
+            return got, asyncio.get_running_loop()
+
+        got, second = asyncio.run(second_app())
+        assert [e.payload for e in got] == [{"n": 1}]
+        assert len(ran_on) == 2 and all(loop is first for loop in ran_on) and second is not first
+        wait_for(lambda: bus.subscribers("orders") == 0, 5)
+    finally:
+        asyncio.run_coroutine_threadsafe(bus.stop(), first).result(5)
+        asyncio.run(publisher.stop())
+        first.call_soon_threadsafe(first.stop)
+        thread.join(5)
+        first.close()
+
+
+def test_listeners_closed_refuse_late_registrations():
+    async def scenario():
+        bus = InProcessBus()
+        listening = Listeners(bus)
+        await listening.listen("t", print)
+        await listening.close()
+        assert bus.subscribers("t") == 0
+        with pytest.raises(RuntimeError):
+            await listening.listen("t", print)
+        assert bus.subscribers("t") == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_app_leaves_its_runtimes_bus_as_it_found_it(runtime: Runtime, server: LiveServer):
+    """The suite serves many apps on one runtime (one bus). Each app's listeners (the policy
+    reload, sockets' revocation, the response cache's) must go with it: before, they piled up
+    until every policy.changed ran ~80 reloads on the reader's loop and order updates reached
+    their sockets more than 10 s late."""
+    tenant = onboard(runtime)
+    topics = (POLICY_TOPIC, CREDENTIALS_TOPIC, CHANGED_TOPIC, DELISTED_TOPIC,
+              orders_topic(tenant.id), tenant_jobs_topic(tenant.id))
+    fanout = runtime.bus._fanout  # type: ignore[attr-defined]  # either bus's local delivery
+
+    def counts() -> dict[str, int]:
+        return {topic: fanout.count(topic) for topic in topics}
+
+    before = counts()
+    rt = Runtime(**{**runtime.__dict__, "settings": runtime.settings.with_(
+        response_cache="on", embedded_worker="off")})
+    for _ in range(2):
+        app = create_app(runtime=rt)
+        with LiveServer(app):
+            during = counts()
+            assert app.state.graphql.cache.watching(tenant.id)  # follows the tenant's topics
+            assert fanout.count(orders_topic(tenant.id)) == before[orders_topic(tenant.id)] + 1
+        assert all(during[t] > before[t] for t in (POLICY_TOPIC, CREDENTIALS_TOPIC, CHANGED_TOPIC))
+        assert counts() == before
+        if isinstance(runtime.bus, RedisBus):  # nobody here wants the tenant's channel now
+            wait_for(lambda: runtime.bus.subscribers(orders_topic(tenant.id)) == 0, 5)

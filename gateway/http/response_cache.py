@@ -50,7 +50,7 @@ from graphql import (
 
 from gateway.auth.policy import CREDENTIALS_TOPIC, POLICY_TOPIC
 from gateway.auth.principal import Principal
-from gateway.events import Bus, Event
+from gateway.events import Bus, Event, Listeners
 from gateway.jobs.runner import tenant_jobs_topic
 from gateway.marketplace.install import CHANGED_TOPIC
 from gateway.trading.common import orders_topic
@@ -184,6 +184,7 @@ class ResponseCache:
         # Its own lock: subscribing waits on the event loop, whose listeners take `_lock`.
         self._watch_lock = threading.Lock()
         self._bus: Bus | None = None
+        self._listening: Listeners | None = None  # removed by `stop`: the bus may outlive the app
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # Lookups and stores (request threads).
@@ -282,15 +283,29 @@ class ResponseCache:
     # Listening: the process-wide topics at start-up, a tenant's own when it is first cached.
     async def start(self, bus: Bus) -> None:
         self._bus = bus
+        self._listening = listening = Listeners(bus)
         self._loop = asyncio.get_running_loop()
-        await bus.listen(POLICY_TOPIC, self.on_policy_changed)
-        await bus.listen(CREDENTIALS_TOPIC, self.on_tenant_changed)
-        await bus.listen(CHANGED_TOPIC, self.on_tenant_changed)
+        await listening.listen(POLICY_TOPIC, self.on_policy_changed)
+        await listening.listen(CREDENTIALS_TOPIC, self.on_tenant_changed)
+        await listening.listen(CHANGED_TOPIC, self.on_tenant_changed)
+
+    async def stop(self) -> None:
+        """Stop hearing the bus (the app is going, its runtime's bus perhaps not): from here on
+        nothing is stored, as no invalidation would arrive."""
+        listening = self._listening
+        self._loop, self._bus, self._listening = None, None, None
+        # Not under `_watch_lock`: a request thread holding it waits on this loop.
+        self._watched = set()
+        self.clear()
+        if listening is not None:
+            await listening.close()
 
     async def _watch(self, tenant_id: str) -> None:
-        assert self._bus is not None
-        await self._bus.listen(tenant_jobs_topic(tenant_id), self.on_tenant_event("jobs", tenant_id))
-        await self._bus.listen(orders_topic(tenant_id), self.on_tenant_event("orders", tenant_id))
+        listening = self._listening
+        if listening is None:
+            raise RuntimeError("the response cache has stopped")
+        await listening.listen(tenant_jobs_topic(tenant_id), self.on_tenant_event("jobs", tenant_id))
+        await listening.listen(orders_topic(tenant_id), self.on_tenant_event("orders", tenant_id))
 
     def watching(self, tenant_id: str, timeout_s: float = 5.0) -> bool:
         """Whether this process hears the tenant's invalidations (subscribing on first use, from
