@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Row, Select, Table, and_, bindparam, or_
@@ -24,9 +24,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
         stamp, row_id = text.split("|", 1)
-        return datetime.fromisoformat(stamp), row_id
-    except (ValueError, UnicodeDecodeError):
+        return cursor_instant(stamp), row_id
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidInput("cursor is not one this API returned", code="CURSOR_INVALID") from None
+
+
+def cursor_instant(text: str) -> datetime:
+    """A cursor's instant, in UTC. Every stamp a cursor is made of is aware (UTCDateTime): a
+    naive one, or one outside the years 1-9999 in UTC, was forged, and would otherwise fail
+    only when bound, as an internal error (ValueError, OverflowError)."""
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise ValueError("a cursor's instant has an offset")
+    return at.astimezone(UTC)
 
 
 def check_page_size(first: int, maximum: int) -> None:

@@ -8,8 +8,9 @@ only its own chain; the platform chain is checked with `alphintra audit verify -
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -18,8 +19,11 @@ from strawberry.types import Info
 from gateway.audit import AuditPage, AuditRecord, AuditVerification
 from gateway.audit.chain import CheckpointFinding, Mismatch
 from gateway.audit.checkpoints import Checkpoint
+from gateway.audit.reads import record_columns
 from gateway.audit.trail import CheckpointPage
 from schema.common import DEFAULT_PAGE, Edge, PageInfo, ctx
+from schema.selected_rows import RowShape
+from schema.selection import connection_node_fields
 
 
 @strawberry.type(description="A checkpoint that disagrees with the chain, or is not a valid "
@@ -161,14 +165,26 @@ class AuditTrailRecord:
                    payload=row.payload, prev_hash=row.prev_hash, hash=row.hash)
 
 
+# Selected reads (issue 14): the column each field of an audit record reads; a page that does
+# not ask for the payload does not read it (gateway/audit/reads.py).
+RECORD_ROWS: RowShape[AuditTrailRecord] = RowShape(
+    AuditTrailRecord,
+    fields={"__typename": (), "seq": ("seq",), "at": ("at",), "kind": ("kind",),
+            "subject": ("subject",), "actor": ("actor",), "payload": ("payload",),
+            "prevHash": ("prev_hash",), "hash": ("hash",)},
+    always=("seq",),
+)
+
+
 @strawberry.type
 class AuditRecordConnection:
     edges: list[Edge[AuditTrailRecord]]
     page_info: PageInfo
 
     @classmethod
-    def of(cls, page: AuditPage) -> AuditRecordConnection:
-        edges = [Edge(cursor=page.cursor(r), node=AuditTrailRecord.of(r)) for r in page.items]
+    def of(cls, page: AuditPage, convert: Callable[[Any], AuditTrailRecord] = AuditTrailRecord.of
+           ) -> AuditRecordConnection:
+        edges = [Edge(cursor=page.cursor(r), node=convert(r)) for r in page.items]
         return cls(edges=edges, page_info=PageInfo(
             has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None))
 
@@ -207,8 +223,14 @@ class Query:
                       first: int = DEFAULT_PAGE, after: str | None = None) -> AuditRecordConnection:
         c = ctx(info)
         c.require("audit", "read")
-        return AuditRecordConnection.of(c.runtime.audit.records(
-            c.tenant_id, kind=kind, subject=subject, first=first, after=after))
+        columns = RECORD_ROWS.columns(connection_node_fields(
+            info, "AuditTrailRecord", connection_type="AuditRecordConnection"))
+        if columns is None:
+            return AuditRecordConnection.of(c.runtime.audit.records(
+                c.tenant_id, kind=kind, subject=subject, first=first, after=after))
+        page = record_columns(c.runtime.audit, c.tenant_id, columns, kind=kind, subject=subject,
+                              first=first, after=after)
+        return AuditRecordConnection.of(page, RECORD_ROWS.builder(columns))
 
 
 @strawberry.type

@@ -23,6 +23,8 @@ from gateway.trading import desk
 from gateway.trading.queries import OrderCriteria, TradeCriteria
 from schema.common import DEFAULT_PAGE, Connection, Edge, PageInfo
 from schema.orders import (
+    EXECUTION_ROWS,
+    ORDER_ROWS,
     Execution,
     Locate,
     Order,
@@ -32,6 +34,11 @@ from schema.orders import (
     _plain,
     _svc,
 )
+from schema.selected_rows import RowShape
+from schema.selection import connection_node_fields, node_fields
+
+# The connections' own field besides edges and pageInfo: it reads no node column.
+_COUNTED = frozenset({"totalCount"})
 
 From = Annotated[datetime | None, strawberry.argument(
     name="from", description="From this instant (inclusive, with its offset).")]
@@ -158,6 +165,19 @@ class AccountPositionType:
                    in_base_currency=PnlAmounts.of(v.base), updated_at=p.updated_at)
 
 
+# Selected reads (issue 14): a positions query asking for stored fields only reads just those
+# columns (desk.holdings) and values nothing; any valued amount (mark, unrealised or net P&L,
+# fees, the amounts in a currency) is not in this map, so it takes the valuation.
+POSITION_ROWS: RowShape[AccountPositionType] = RowShape(
+    AccountPositionType,
+    fields={"__typename": (), "account": ("account",), "instrumentKey": ("instrument_key",),
+            "symbol": ("symbol",), "mic": ("mic",), "currency": ("currency",),
+            "accountCurrency": (), "quantity": ("quantity",), "avgPrice": ("avg_price",),
+            "realizedPnl": ("realized_pnl",), "updatedAt": ("updated_at",)},
+    convert=dict.fromkeys(("quantity", "avg_price", "realized_pnl"), _plain),
+)
+
+
 @strawberry.type(description="One account's positions added up.")
 class AccountPnl:
     account: str
@@ -187,9 +207,18 @@ class Query:
                after: str | None = None) -> OrderConnection:
         c, svc = _svc(info, "order", "read")
         criteria = (filter or OrderFilter()).criteria()
-        page = svc.list(c.tenant_id, criteria, first=first, after=after)
-        _page_orders(c, svc, [o.id for o in page.items])
-        edges, page_info = _edges(page, Order.of)  # type: ignore[arg-type]
+        fields = connection_node_fields(info, "Order", extra=_COUNTED)
+        columns = ORDER_ROWS.columns(fields)
+        if fields is None or columns is None:
+            page = svc.list(c.tenant_id, criteria, first=first, after=after)
+            _page_orders(c, svc, [o.id for o in page.items])
+            edges, page_info = _edges(page, Order.of)  # type: ignore[arg-type]
+        else:
+            rows = svc.queries.page_columns(c.tenant_id, columns, criteria, first=first,
+                                            after=after)
+            _page_orders(c, svc, [row.id for row in rows.items],
+                         executions="executions" in fields, events="events" in fields)
+            edges, page_info = _edges(rows, ORDER_ROWS.builder(columns))  # type: ignore[arg-type]
         return OrderConnection(edges=edges, page_info=page_info,
                                counter=lambda: svc.count(c.tenant_id, criteria))
 
@@ -204,8 +233,15 @@ class Query:
                                     order_id=str(order_id) if order_id else None, symbol=symbol,
                                     mic=mic, side=side.value if side else None, since=from_,
                                     until=to)
-        page = svc.trades(c.tenant_id, criteria, first=first, after=after)
-        edges, page_info = _edges(page, Execution.of)  # type: ignore[arg-type]
+        columns = EXECUTION_ROWS.columns(connection_node_fields(info, "Execution",
+                                                                extra=_COUNTED))
+        if columns is None:
+            page = svc.trades(c.tenant_id, criteria, first=first, after=after)
+            edges, page_info = _edges(page, Execution.of)  # type: ignore[arg-type]
+        else:
+            rows = svc.queries.trade_columns(c.tenant_id, columns, criteria, first=first,
+                                             after=after)
+            edges, page_info = _edges(rows, EXECUTION_ROWS.builder(columns))  # type: ignore[arg-type]
         return ExecutionConnection(edges=edges, page_info=page_info,
                                    counter=lambda: svc.count_trades(c.tenant_id, criteria))
 
@@ -214,6 +250,11 @@ class Query:
     def positions(self, info: Info, account: str | None = None, accounts: list[str] | None = None,
                   instrument: str | None = None) -> list[AccountPositionType]:
         c, svc = _svc(info, "order", "read")
+        columns = POSITION_ROWS.columns(node_fields(info, "AccountPosition"))
+        if columns is not None:
+            build = POSITION_ROWS.values_builder(columns)
+            return [build(values) for values in desk.holdings(
+                svc, c.tenant_id, columns, _accounts(account, accounts), instrument)]
         valuation = svc.valuate(c.tenant_id, _accounts(account, accounts), instrument)
         return [AccountPositionType.of(v) for v in valuation.positions]
 

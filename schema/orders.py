@@ -37,6 +37,8 @@ from plugins.sdk import TenantControls
 from schema.common import DEFAULT_PAGE, Connection, ctx, epoch_field
 from schema.marketdata import Instrument
 from schema.markets import Venue
+from schema.selected_rows import RowShape
+from schema.selection import node_fields
 
 
 def _svc(info: Info, obj: str, act: str) -> tuple[RequestContext, OrderService]:
@@ -282,9 +284,52 @@ class Order:
                    updated_at=o.updated_at, version=o.version)
 
 
-def _page_orders(c: RequestContext, svc: OrderService, ids: list[str]) -> None:
-    c.loader("orders.executions", lambda keys: svc.executions(c.tenant_id, keys)).want(ids)
-    c.loader("orders.events", lambda keys: svc.events(c.tenant_id, keys)).want(ids)
+def _page_orders(c: RequestContext, svc: OrderService, ids: list[str], *,
+                 executions: bool = True, events: bool = True) -> None:
+    # A selected read primes only the loaders its selection will use.
+    if executions:
+        c.loader("orders.executions", lambda keys: svc.executions(c.tenant_id, keys)).want(ids)
+    if events:
+        c.loader("orders.events", lambda keys: svc.events(c.tenant_id, keys)).want(ids)
+
+
+# Selected reads (issue 14; schema/selected_rows.py): the columns each field of Order and of
+# Execution reads, and how a column becomes the attribute `Order.of`/`Execution.of` set.
+_ORDER_DECIMALS = ("quantity", "limit_price", "stop_price", "cum_qty", "leaves_qty", "avg_px",
+                   "fees")
+ORDER_ROWS: RowShape[Order] = RowShape(
+    Order,
+    fields={
+        "__typename": (), "id": ("id",), "clientOrderId": ("client_order_id",),
+        "account": ("account",), "symbol": ("symbol",), "isin": ("isin",), "mic": ("mic",),
+        "requestedMic": ("requested_mic",), "side": ("side",), "ordType": ("ord_type",),
+        "timeInForce": ("time_in_force",), "quantity": ("quantity",),
+        "limitPrice": ("limit_price",), "stopPrice": ("stop_price",), "currency": ("currency",),
+        "expireAt": ("expire_at",), "status": ("status",), "fixStatus": ("status",),
+        "cumQty": ("cum_qty",), "leavesQty": ("leaves_qty",), "avgPx": ("avg_px",),
+        "fees": ("fees",), "venueOrderId": ("venue_order_id",), "rejectCode": ("reject_code",),
+        "rejectText": ("reject_text",), "routing": ("routing",), "createdAt": ("created_at",),
+        "updatedAt": ("updated_at",), "version": ("version",),
+        # Resolved fields: the attributes their resolvers read off the order.
+        "instrument": ("symbol", "mic"), "venue": ("mic",), "executions": ("id",),
+        "events": ("id",),
+    },
+    always=("id", "created_at"),
+    convert={"side": OrderSide, "ord_type": OrderType, "time_in_force": TimeInForce,
+             "status": OrderStatus, **dict.fromkeys(_ORDER_DECIMALS, _plain)},
+    derived={"fix_status": ("status", lambda v: Status(v["status"].value).fix)},
+)
+EXECUTION_ROWS: RowShape[Execution] = RowShape(
+    Execution,
+    fields={
+        "__typename": (), "id": ("id",), "orderId": ("order_id",), "execId": ("exec_id",),
+        "matchId": ("match_id",), "account": ("account",), "symbol": ("symbol",),
+        "side": ("side",), "lastQty": ("last_qty",), "lastPx": ("last_px",), "fee": ("fee",),
+        "currency": ("currency",), "liquidity": ("liquidity",), "mic": ("mic",), "at": ("at",),
+    },
+    always=("id", "created_at", "stream_seq"),
+    convert={"side": OrderSide, **dict.fromkeys(("last_qty", "last_px", "fee"), _plain)},
+)
 
 
 @strawberry.type
@@ -599,7 +644,10 @@ class Query:
     @strawberry.field
     def order(self, info: Info, id: strawberry.ID) -> Order:
         c, svc = _svc(info, "order", "read")
-        return Order.of(svc.get(c.tenant_id, str(id)))
+        columns = ORDER_ROWS.columns(node_fields(info, "Order"))
+        if columns is None:
+            return Order.of(svc.get(c.tenant_id, str(id)))
+        return ORDER_ROWS.builder(columns)(svc.queries.get_columns(c.tenant_id, str(id), columns))
 
     @strawberry.field(description="The tenant's order transitions in the order they happened "
                                   "(oldest first), after `after` (an edge's or a transition's "

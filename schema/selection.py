@@ -49,12 +49,14 @@ def node_fields(info: Info, node_type: str) -> Fields | None:
     return children(_current(info), node_type)
 
 
-def connection_node_fields(info: Info, node_type: str) -> Fields | None:
+def connection_node_fields(info: Info, node_type: str, *, connection_type: str | None = None,
+                           extra: frozenset[str] = frozenset()) -> Fields | None:
     """The fields asked of each node of a `Connection[node_type]` (schema/common.py) field,
     under edges -> node; {} if only cursors or page info were asked; None if the selection is
-    not one this can read."""
-    connection = children(_current(info), f"{node_type}Connection")
-    if connection is None or not set(connection) <= {"edges", "pageInfo", "__typename"}:
+    not one this can read. A connection type of another name (`connection_type`) may carry
+    fields of its own that need no node column (`extra`, such as a total count)."""
+    connection = children(_current(info), connection_type or f"{node_type}Connection")
+    if connection is None or not set(connection) <= {"edges", "pageInfo", "__typename", *extra}:
         return None
     edges = children(connection.get("edges", []), f"{node_type}Edge")
     if edges is None or not set(edges) <= {"cursor", "node", "__typename"}:

@@ -188,7 +188,7 @@ def columns_of(statement: str) -> set[str]:
             for c in listed.group(1).split(",")}
 
 
-def test_one_statement_selects_only_the_requested_columns(gql, runtime, data):
+def test_one_statement_selects_only_the_requested_columns(gql, runtime, data, single_execution):
     query = ("{ jobs(first: 50) { edges { node { id kind status progress createdAt "
              "createdBy { email } } } } }")
     with Recorder(runtime.db.engine) as sql:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, or_
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 
 from gateway.errors import DomainError
@@ -240,3 +241,38 @@ def _sum(currency: str, parts: Iterable[Amounts]) -> Amounts:
     gaps = tuple(dict.fromkeys(g for p in parts for g in p.gaps))
     return Amounts(currency, None, total("realized"), total("unrealized"), total("fees"),
                    total("net"), total("market_value"), gaps)
+
+
+def holdings(service: OrderService, tenant_id: str, columns: Sequence[str],
+             accounts: Sequence[str] | None = None, instrument: str | None = None
+             ) -> list[dict[str, object]]:
+    """The positions `valuate` values, as stored, reading only `columns` of each (issue 14: a
+    query that asks for no valued amount needs no quote, rate or fee sum), each with its
+    account's currency as `account_currency`: the same positions in the same order, the same
+    errors (FILTER_INVALID, ACCOUNT_NOT_FOUND). Core statements carrying the tenant filter
+    themselves (the session's tenant hook does not see them)."""
+    if accounts is not None and not accounts:
+        raise FilterInvalid("accounts names at least one")
+    wanted = None if accounts is None else list(dict.fromkeys(a.strip() for a in accounts))
+    account_table, position_table = TradingAccount.__table__, AccountPosition.__table__  # type: ignore[attr-defined]
+    stmt = core_select(account_table.c.code, account_table.c.currency).where(
+        account_table.c.tenant_id == tenant_id)
+    if wanted is not None:
+        stmt = stmt.where(account_table.c.code.in_(wanted))
+    with service.db.engine.connect() as conn:
+        currencies = {code: currency for code, currency in conn.execute(stmt)}
+        missing = [a for a in wanted or [] if a not in currencies]
+        if missing:
+            raise AccountNotFound(f"no trading account {missing[0]!r}",
+                                  details={"accounts": missing})
+        if not currencies:
+            return []
+        picked = dict.fromkeys(("account", "instrument_key", *columns))
+        pstmt = core_select(*(position_table.c[name] for name in picked)).where(
+            position_table.c.tenant_id == tenant_id,
+            position_table.c.account.in_(list(currencies)))
+        if instrument is not None:
+            pstmt = pstmt.where(_instrument_clause(service, instrument))
+        rows = conn.execute(pstmt.order_by(position_table.c.account,
+                                           position_table.c.instrument_key)).all()
+    return [{**row._mapping, "account_currency": currencies[row.account]} for row in rows]

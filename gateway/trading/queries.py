@@ -1,6 +1,8 @@
 """The order reads: one order, pages of orders, trades, locates and compliance decisions (each
 page with a COUNT of every page under the same filters), an order's executions and events,
-an account's positions. Tenant-scoped sessions only; no writes."""
+an account's positions. Tenant-scoped sessions only; no writes. The selected reads (orders
+and trades reading only the columns a query asked for, issue 14) are Core statements on the
+engine that carry `tenant_id = :tenant` themselves."""
 
 from __future__ import annotations
 
@@ -8,15 +10,24 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import Row, Select, Table, and_, bindparam, func, or_
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 
 from gateway.db import Database
 from gateway.errors import InvalidInput
-from gateway.pagination import Page, check_page_size, keyset_page
+from gateway.pagination import (
+    Page,
+    check_page_size,
+    cursor_instant,
+    keyset_page,
+    keyset_rows,
+    keyset_select,
+)
 from gateway.trading.common import ORDERS, AccountNotFound, OrderNotFound
 from gateway.trading.models import (
     AccountPosition,
@@ -111,6 +122,13 @@ class OrderCriteria:
             out.append(col(Order.created_at) < self.until)
         return out
 
+    def bound(self) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The criteria given, by name, and their values as bind parameters (`f_<name>`) of
+        the statements `_filtered` builds: the same filters as `clauses`."""
+        return _bound({"side": self.side, "symbol": self.symbol, "mic": self.mic,
+                       "client_order_id": self.client_order_id, "accounts": self.accounts,
+                       "statuses": self.statuses, "since": self.since, "until": self.until})
+
 
 @dataclass(frozen=True)
 class TradeCriteria:
@@ -149,6 +167,12 @@ class TradeCriteria:
             out.append(col(Execution.at) < self.until)
         return out
 
+    def bound(self) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """As OrderCriteria.bound: the same filters as `clauses`."""
+        return _bound({"order_id": self.order_id, "side": self.side, "symbol": self.symbol,
+                       "mic": self.mic, "accounts": self.accounts, "since": self.since,
+                       "until": self.until})
+
 
 @dataclass(frozen=True)
 class TradePage(Page[Execution]):
@@ -160,8 +184,11 @@ class TradePage(Page[Execution]):
 def _decode_trade_cursor(cursor: str) -> tuple[datetime, int, str]:
     try:
         at, position, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 2)
-        return datetime.fromisoformat(at), int(position), row_id
-    except (ValueError, UnicodeDecodeError):
+        seq = int(position)
+        if not -(2 ** 63) <= seq < 2 ** 63:  # stream_seq is a BIGINT: a forged position
+            raise ValueError(position)
+        return cursor_instant(at), seq, row_id
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidInput("cursor is not one this API returned", code="CURSOR_INVALID") from None
 
 
@@ -287,3 +314,103 @@ class OrderQueries:
         return keyset_page(self.db, tenant_id, stmt, ComplianceDecisionRow, first=first, after=after,
                            max_page_size=self.max_page_size)
 
+
+    # -- selected reads (issue 14): only the columns a query asked for, one Core statement ------
+
+    def page_columns(self, tenant_id: str, columns: Sequence[str],
+                     criteria: OrderCriteria = OrderCriteria(), *, first: int = 20,
+                     after: str | None = None) -> Page[Row[Any]]:
+        """`list`, reading only `columns` of each order (and always id and created_at, the
+        cursor's): the same rows in the same order under the same cursors."""
+        names, params = criteria.bound()
+        stmt = _order_page_statement(tuple(columns), names, after is not None)
+        return keyset_rows(self.db, stmt, tenant_id, first=first, after=after,
+                           max_page_size=self.max_page_size, params=params)
+
+    def get_columns(self, tenant_id: str, order_id: str, columns: Sequence[str]) -> Row[Any]:
+        """`get`, reading only `columns` (and id and created_at)."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(_order_get_statement(tuple(columns)),
+                               {"tenant": tenant_id, "id": order_id}).first()
+        if row is None:
+            raise OrderNotFound(f"no order {order_id}")
+        return row
+
+    def trade_columns(self, tenant_id: str, columns: Sequence[str],
+                      criteria: TradeCriteria = TradeCriteria(), *, first: int = 20,
+                      after: str | None = None) -> TradePage:
+        """`trades`, reading only `columns` of each fill (and always id, created_at and
+        stream_seq, the cursor's): the same rows in the same order under the same cursors."""
+        check_page_size(first, self.max_page_size)
+        names, params = criteria.bound()
+        values: dict[str, Any] = {"tenant": tenant_id, "limit": first + 1, **params}
+        if after is not None:
+            values["after_at"], values["after_seq"], values["after_id"] = \
+                _decode_trade_cursor(after)
+        stmt = _trade_page_statement(tuple(columns), names, after is not None)
+        with self.db.engine.connect() as conn:
+            rows = list(conn.execute(stmt, values).all())
+        return TradePage(rows[:first], len(rows) > first)  # type: ignore[arg-type]
+
+
+_EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
+
+
+def _bound(values: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    given = {name: value for name, value in values.items() if value is not None}
+    return tuple(given), {f"f_{name}": list(value) if isinstance(value, tuple) else value
+                          for name, value in given.items()}
+
+
+# Filter name -> the column it is on; `accounts`/`statuses` match any of a list; `since`/
+# `until` are the range (inclusive, exclusive) on `at_column`.
+_LISTS = {"accounts": "account", "statuses": "status"}
+
+
+def _filtered(stmt: Select[Any], table: Table, names: tuple[str, ...], at_column: str
+              ) -> Select[Any]:
+    for name in names:
+        param = bindparam(f"f_{name}", expanding=name in _LISTS)
+        if name in _LISTS:
+            stmt = stmt.where(table.c[_LISTS[name]].in_(param))
+        elif name == "since":
+            stmt = stmt.where(table.c[at_column] >= param)
+        elif name == "until":
+            stmt = stmt.where(table.c[at_column] < param)
+        else:
+            stmt = stmt.where(table.c[name] == param)
+    return stmt
+
+
+def _picked(table: Table, always: tuple[str, ...], columns: tuple[str, ...]) -> Select[Any]:
+    return core_select(*(table.c[name] for name in dict.fromkeys((*always, *columns))))
+
+
+# Built once per shape (columns, filters given, first page or not) and bound per call; the
+# tenant filter is in the statement itself: a Core statement does not go through the session's
+# tenant hook (gateway/db.py).
+@lru_cache(maxsize=512)
+def _order_page_statement(columns: tuple[str, ...], names: tuple[str, ...], after: bool
+                          ) -> Select[Any]:
+    stmt = _filtered(_picked(ORDERS, ("id", "created_at"), columns), ORDERS, names, "created_at")
+    return keyset_select(stmt, ORDERS, after=after)
+
+
+@lru_cache(maxsize=512)
+def _order_get_statement(columns: tuple[str, ...]) -> Select[Any]:
+    return _picked(ORDERS, ("id", "created_at"), columns).where(
+        ORDERS.c.id == bindparam("id"), ORDERS.c.tenant_id == bindparam("tenant"))
+
+
+@lru_cache(maxsize=512)
+def _trade_page_statement(columns: tuple[str, ...], names: tuple[str, ...], after: bool
+                          ) -> Select[Any]:
+    e = _EXECUTIONS
+    stmt = _filtered(_picked(e, ("id", "created_at", "stream_seq"), columns), e, names, "at")
+    stmt = stmt.where(e.c.tenant_id == bindparam("tenant"))
+    if after:
+        at, position, row_id = bindparam("after_at"), bindparam("after_seq"), bindparam("after_id")
+        stmt = stmt.where(or_(e.c.created_at < at, and_(e.c.created_at == at, or_(
+            e.c.stream_seq < position, and_(e.c.stream_seq == position, e.c.id < row_id)))))
+    return stmt.order_by(e.c.created_at.desc(), e.c.stream_seq.desc(), e.c.id.desc()) \
+        .limit(bindparam("limit"))

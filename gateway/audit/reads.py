@@ -1,0 +1,52 @@
+"""Selected reads of the audit trail (issue 14): a page of a tenant's records reading only the
+columns a query asked for, in one Core statement, with the same rows, order and cursors as
+`AuditTrail.records`. A record's payload is its widest column: a page that does not ask for
+it does not read it.
+
+The statement names the tenant twice, on purpose: `chain = :tenant` as `records` does, and
+`tenant_id = :tenant`, which the ORM's tenant hook adds to `records` but never sees here (Core
+statements do not go through it, gateway/db.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, Table, bindparam
+from sqlalchemy import select as core_select
+
+from gateway.audit.models import AuditRecord
+from gateway.audit.trail import AuditPage, AuditTrail, _decode_cursor
+from gateway.pagination import check_page_size
+
+_RECORDS: Table = AuditRecord.__table__  # type: ignore[attr-defined]
+
+
+def record_columns(trail: AuditTrail, tenant_id: str, columns: Sequence[str], *,
+                   kind: str | None = None, subject: str | None = None, first: int,
+                   after: str | None = None) -> AuditPage:
+    """`trail.records`, reading only `columns` of each record (and always seq, the cursor's)."""
+    check_page_size(first, trail.max_page_size)
+    values: dict[str, Any] = {"tenant": tenant_id, "kind": kind, "subject": subject,
+                              "limit": first + 1}
+    if after is not None:
+        values["after_seq"] = _decode_cursor(after)
+    stmt = _statement(tuple(columns), kind is not None, subject is not None, after is not None)
+    with trail.db.engine.connect() as conn:
+        rows = list(conn.execute(stmt, values).all())
+    return AuditPage(rows[:first], len(rows) > first)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=256)
+def _statement(columns: tuple[str, ...], kind: bool, subject: bool, after: bool) -> Select[Any]:
+    r = _RECORDS
+    stmt = core_select(*(r.c[name] for name in dict.fromkeys(("seq", *columns)))).where(
+        r.c.chain == bindparam("tenant"), r.c.tenant_id == bindparam("tenant"))
+    if kind:
+        stmt = stmt.where(r.c.kind == bindparam("kind"))
+    if subject:
+        stmt = stmt.where(r.c.subject == bindparam("subject"))
+    if after:
+        stmt = stmt.where(r.c.seq < bindparam("after_seq"))
+    return stmt.order_by(r.c.seq.desc()).limit(bindparam("limit"))
