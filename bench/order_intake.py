@@ -17,9 +17,12 @@ What it does (it ends by itself; a few minutes for the default 50,000 orders):
    the quote and on tick. Every order goes through validation, idempotency, routing, the US
    rule pack, the venue's matching engine and the database (orders, events, decisions,
    executions, positions, audit records).
-4. Prints orders/s over the whole run (first request to last answer), the per-order outcome
-   counts, and p50/p99 of the compliance check per order, read back from the recorded
-   decisions (`compliance_decision.elapsed_ns`: the engine's own time for the whole decision).
+4. Prints orders/s over the whole run (first request to last answer), the gateway process's
+   CPU time per order over that time (the steadier figure when other work shares the cores),
+   the per-order outcome counts, the audit records per order and the stored bytes of the
+   order.submitted payload and of the compliance record, and p50/p99 of the compliance check
+   per order, read back from the recorded decisions (`compliance_decision.elapsed_ns`: the
+   engine's own time for the whole decision).
 """
 
 from __future__ import annotations
@@ -74,6 +77,13 @@ def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("the gateway did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system, Linux /proc): the gateway's CPU per order
+    is the figure that holds when other work shares the machine's cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def orders(n: int, mid: Decimal, seed: int) -> list[dict[str, str]]:
@@ -161,13 +171,14 @@ def main() -> None:
         httpx.post(f"http://127.0.0.1:{port}/graphql", timeout=300,
                    headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
                    content=json.dumps({"query": SUBMIT, "variables": {"inputs": warm}}))
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), cpu_seconds(proc.pid)
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - began
+        gateway_cpu = cpu_seconds(proc.pid) - cpu_began
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -181,6 +192,14 @@ def main() -> None:
             "SELECT (SELECT count(*) FROM trade_order WHERE tenant_id = :t), "
             "(SELECT count(*) FROM execution WHERE tenant_id = :t), "
             "(SELECT count(*) FROM order_event WHERE tenant_id = :t)"), {"t": tenant.id}).one()
+        # What each order costs in stored records: audit records and their payload bytes,
+        # and the compliance decision's.
+        sizes = conn.execute(text(
+            "SELECT (SELECT count(*) FROM audit_record WHERE chain = :t), "
+            "(SELECT coalesce(avg(pg_column_size(payload)), 0) FROM audit_record "
+            " WHERE chain = :t AND kind = 'order.submitted'), "
+            "(SELECT coalesce(avg(pg_column_size(record)), 0) FROM compliance_decision "
+            " WHERE tenant_id = :t)"), {"t": tenant.id}).one()
     runtime.close()
     micros = sorted(ns / 1000 for ns in rows)
 
@@ -191,8 +210,12 @@ def main() -> None:
     print(f"orders: {done} in {elapsed:.1f} s from {args.clients} clients, batches of {args.batch}")
     print(f"throughput: {done / elapsed:,.0f} orders/s "
           f"(batch p50 {statistics.median(latencies) * 1000:.0f} ms)")
+    print(f"gateway CPU: {gateway_cpu / done * 1e6:.0f} µs per order "
+          f"({gateway_cpu / elapsed:.2f} of a core over the run)")
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
     print(f"rows: {counts[0]} orders, {counts[1]} executions, {counts[2]} order events (warm-up included)")
+    print(f"records: {sizes[0] / max(counts[0], 1):.2f} audit records per order, order.submitted "
+          f"payload {float(sizes[1]):.0f} B, compliance record {float(sizes[2]):.0f} B (stored)")
     print(f"compliance check per order: p50 {statistics.median(micros):.1f} µs, p99 {pct(0.99):.1f} µs "
           f"({len(micros)} decisions)")
 

@@ -1,9 +1,10 @@
 """Appending to and reading the audit trail, always inside a caller's session.
 
 `append` joins the caller's transaction, so a record commits or rolls back with the change it
-describes. It first writes the chain's head row (an insert that does nothing if the head exists:
-a write, so SQLite takes its write lock here), then reads the head FOR UPDATE (PostgreSQL locks
-the row): concurrent appenders of one chain take turns, and the chain stays gapless. A batch is
+describes. It reads the chain's head FOR UPDATE (PostgreSQL locks the row; the head is inserted
+first for a chain's first record), on SQLite after writing the head row (an insert that does
+nothing if the head exists: a write, so SQLite takes its write lock there): concurrent
+appenders of one chain take turns, and the chain stays gapless. A batch is
 hashed in Python and written with COPY on PostgreSQL (one executemany elsewhere), no ORM
 flush per record.
 
@@ -128,9 +129,11 @@ def _decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
         prefix, seq = text.split(":", 1)
-        if prefix != "seq":
+        number = int(seq)
+        # seq is an INTEGER: a forged one past it would fail only when bound (internal error).
+        if prefix != "seq" or not -(2 ** 31) <= number < 2 ** 31:
             raise ValueError
-        return int(seq)
+        return number
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("cursor is not one this API returned", code="CURSOR_INVALID") from None
 
@@ -212,17 +215,25 @@ class AuditTrail:
 
     @staticmethod
     def _lock_head(session: Session, chain: str) -> tuple[int, str]:
+        """The chain's head, locked to the end of the transaction. SQLite locks nothing per
+        row: a write comes first there (the database's write lock), so two appenders cannot
+        both read the same head. On PostgreSQL the FOR UPDATE read is the lock, and the head
+        is made only for a chain's first record (one statement per append, not two)."""
         table = AuditHead.__table__  # type: ignore[attr-defined]
         dialect = session.get_bind().dialect.name
         values = {"chain": chain, "last_seq": 0, "last_hash": GENESIS}
+        locked = (core_select(table.c.last_seq, table.c.last_hash)
+                  .where(table.c.chain == chain).with_for_update())
         if dialect == "postgresql":
-            session.execute(postgresql.insert(table).values(values).on_conflict_do_nothing())
+            row = session.execute(locked).first()
+            if row is None:  # the chain's first record (another appender may race us)
+                session.execute(postgresql.insert(table).values(values).on_conflict_do_nothing())
+                row = session.execute(locked).one()
         elif dialect == "sqlite":
             session.execute(sqlite.insert(table).values(values).on_conflict_do_nothing())
+            row = session.execute(locked).one()
         else:  # pragma: no cover - the gateway runs on PostgreSQL or SQLite
             raise RuntimeError(f"audit trail has no head lock for {dialect}")
-        row = session.execute(core_select(table.c.last_seq, table.c.last_hash)
-                              .where(table.c.chain == chain).with_for_update()).one()
         return int(row.last_seq), str(row.last_hash)
 
     # Reading: a tenant reads its own chain in its tenant session; the platform chain is read
