@@ -66,6 +66,14 @@ def gateway_app() -> Starlette:
     return create_app(_settings())
 
 
+def threaded_hits_gateway_app() -> Starlette:
+    """The gateway whose response-cache hits go through a request thread, as before they were
+    answered on the event loop (bench/response_cache.py's `gateway-cache-thread`)."""
+    app = gateway_app()
+    app.state.graphql.hits_on_loop = False
+    return app
+
+
 def published_gateway_app() -> Starlette:
     from gateway.app import create_app
 
@@ -82,6 +90,10 @@ def published_gateway_app() -> Starlette:
         return event
 
     runtime.bus.publish = noting  # type: ignore[method-assign]  (this instance only)
+    if os.environ.get("BENCH_DIRECT_WRITES") == "off":  # every frame through uvicorn's `send`
+        from gateway.http import websocket
+
+        websocket.direct_connection = lambda send: None  # type: ignore[assignment]
 
     async def times(request: Request) -> Response:
         return JSONResponse(published)

@@ -172,6 +172,8 @@ def settings_env(database_url: str) -> dict[str, str]:
         "ALPHINTRA_RATE_LIMIT_TENANT_PER_SECOND": "0",
         "ALPHINTRA_LOG_JSON": "false",
         "ALPHINTRA_LOG_LEVEL": "WARNING",
+        # compiled plans or graphql-core (issue 14): ALPHINTRA_EXECUTION=graphql-core for "before"
+        "ALPHINTRA_EXECUTION": os.environ.get("ALPHINTRA_EXECUTION", "compiled"),
     }
 
 

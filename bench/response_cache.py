@@ -7,13 +7,16 @@
 The issue's query (`jobs(first: 50)` with each job's creator, a 10.5 KB answer) served by:
 - `gateway`: the gateway with ALPHINTRA_RESPONSE_CACHE=off (every request executes);
 - `gateway-cache`: the same with ALPHINTRA_RESPONSE_CACHE=on: after the first request every
-  answer is a hit (authentication, rate limiting off as in graphql_throughput.py, the key and
-  the lookup still run per request);
+  answer is a hit, answered on the event loop (authentication from the credential cache with
+  its HMAC, rate limiting off as in graphql_throughput.py, the key and the lookup per request);
+- `gateway-cache-thread`: the same, its hits sent through a request thread as before the loop
+  path (`hits_on_loop = False`): the before of that change, in the same run;
 - `raw`: a Starlette route answering the same JSON encoded once (bench/_servers.py).
 Each in its own uvicorn process, one worker. Setup, servers and the wrk load loop are
 bench/graphql_throughput.py's (same seeding, same check that every server answers the same
 data, every answer under load 200 and full-size). Prints req/s, p50/p99 and server CPU per
-request (medians of the rounds) and the ratios hit/raw (target >= 0.5) and hit/uncached.
+request (medians of the rounds) and the ratios hit/raw (target >= 0.5), threaded hit/raw and
+hit/uncached.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ def report(results: dict[str, list[Round]]) -> None:
     hit_raw = rps["gateway-cache"] / rps["raw"]
     print(f"\nhits / raw route:  {hit_raw:.2f}x  (target >= {TARGET}x: "
           f"{'met' if hit_raw >= TARGET else 'not met'})")
+    print(f"threaded hits / raw route: {rps['gateway-cache-thread'] / rps['raw']:.2f}x  (before the "
+          "event-loop path)")
+    print(f"hits / threaded hits: {rps['gateway-cache'] / rps['gateway-cache-thread']:.2f}x")
     print(f"hits / uncached:   {rps['gateway-cache'] / rps['gateway']:.1f}x")
 
 
@@ -107,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                                       {**env, "ALPHINTRA_RESPONSE_CACHE": "off"}, Path(tmp)),
             "gateway-cache": uvicorn_server("gateway-cache", "gateway_app", 1,
                                             {**env, "ALPHINTRA_RESPONSE_CACHE": "on"}, Path(tmp)),
+            "gateway-cache-thread": uvicorn_server(
+                "gateway-cache-thread", "threaded_hits_gateway_app", 1,
+                {**env, "ALPHINTRA_RESPONSE_CACHE": "on"}, Path(tmp)),
             "raw": uvicorn_server("raw", "raw_app", 1, env, Path(tmp)),
         }
         try:
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.wait_ready()
             sizes = verify(servers, seeded.key)
-            check_hits(servers["gateway-cache"], seeded.key)
+            for name in ("gateway-cache", "gateway-cache-thread"):
+                check_hits(servers[name], seeded.key)
             print(f"verified: identical data; bytes {sizes}; the cached server answers HIT",
                   flush=True)
             results: dict[str, list[Round]] = {name: [] for name in servers}

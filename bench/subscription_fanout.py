@@ -447,6 +447,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fanout", choices=("on", "off"), default="on",
                         help="ALPHINTRA_SUBSCRIPTION_FANOUT for the gateway (default on): off "
                              "executes and encodes per subscriber, as before issue 14")
+    parser.add_argument("--direct", choices=("on", "off"), default="on",
+                        help="fanned-out frames written straight to the transport (default on); "
+                             "off sends each through uvicorn's `send`, as before")
     parser.add_argument("--selection", default=SELECTION,
                         help="the subscription's selection (default: the transition's fields; "
                              "adding `order { … }` adds a database read per subscriber)")
@@ -471,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         database_url = f"sqlite:///{Path(tmp) / 'fanout.db'}"
         env = settings_env(database_url)
         env["ALPHINTRA_SUBSCRIPTION_FANOUT"] = "true" if args.fanout == "on" else "false"
+        env["BENCH_DIRECT_WRITES"] = args.direct
         settings = Settings.from_env(env)
         migrate_database(settings)
         runtime = build_runtime(settings)

@@ -129,6 +129,11 @@ class Settings:
         "Most answers the response cache keeps per process (the least recently used go first)."))
     response_cache_bytes: int = field(default=64_000_000, metadata=_help(
         "Most bytes of answers the response cache keeps per process; a larger answer is not kept."))
+    # How an HTTP operation executes (gateway/http/plan/; docs/performance.md, "Issue 14").
+    execution: str = field(default="compiled", metadata=_help(
+        "compiled: a plan compiled once per schema and document runs queries and mutations, and "
+        "graphql-core runs what the compiler does not support; graphql-core: always graphql-core; "
+        "verify: every query runs on both and any difference answers INTERNAL_ERROR (tests)."))
     # Token buckets per API key (or JWT user) and per tenant; in Redis when redis_url is set.
     rate_limit_key_per_second: float = field(default=100.0, metadata=_help(
         "Requests a second per API key or JWT user (HTTP and WebSocket subscribes). 0: off."))
@@ -336,6 +341,8 @@ class Settings:
             raise SettingsError("max_response_bytes must be >= 0 and apq_cache_size >= 1")
         if not min(self.auth_cache_seconds, self.auth_cache_size, self.policy_cache_size) >= 0:
             raise SettingsError("auth_cache_seconds, auth_cache_size and policy_cache_size must be >= 0")
+        if self.execution not in {"compiled", "graphql-core", "verify"}:
+            raise SettingsError("execution must be compiled, graphql-core or verify")
         if self.response_cache not in {"on", "off"}:
             raise SettingsError("response_cache must be on or off")
         if not self.response_cache_ttl_s > 0 or min(self.response_cache_entries,

@@ -9,6 +9,7 @@ from typing import Any
 import strawberry
 from graphql import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.federation.schema import FederationAny
 from strawberry.printer import print_schema
 from strawberry.tools import merge_types
 
@@ -71,6 +72,18 @@ def _service_query(core_sdl: Callable[[], str], introspection: bool) -> type:
     return ServiceQuery
 
 
+class FederatedSchema(strawberry.federation.Schema):
+    """strawberry's federation schema, its `_entities` given copies of the representations:
+    strawberry pops `__typename` out of each one in place, so a second `_entities` field on the
+    same variable would find it gone."""
+
+    # strawberry reads this signature to build the `_entities` field: its own types, not Any
+    def entities_resolver(self, info: strawberry.Info, representations: list[FederationAny]
+                          ) -> list[FederationAny]:
+        return super().entities_resolver(info, [dict(r) if isinstance(r, dict) else r
+                                                for r in representations])
+
+
 def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
                  ) -> strawberry.federation.Schema:
     """The core schema, or with `extensions` a tenant's (core + its installed plugins'
@@ -99,7 +112,7 @@ def build_schema(settings: Settings, extensions: Sequence[SchemaExtension] = ()
         partial(AddValidationRules, rules),
         DomainErrorCodes,
     ]
-    schema = strawberry.federation.Schema(
+    schema = FederatedSchema(
         query=merged("Query"),
         mutation=merged("Mutation"),
         subscription=merged("Subscription"),

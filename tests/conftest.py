@@ -20,6 +20,9 @@ from gateway.settings import Settings
 from tests.support import JWT_SECRET, GraphQLClient, LiveServer, TenantHandle, onboard
 
 REDIS_URL = os.environ.get("ALPHINTRA_REDIS_URL")
+# Every query the suite sends runs on the compiled plan and on graphql-core, and any difference
+# fails it (gateway/http/plan/); child processes (servers, workers) read it from here.
+os.environ.setdefault("ALPHINTRA_EXECUTION", "verify")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -57,6 +60,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         log_json=False,
         warm_on_start=False,  # each test server would spend seconds loading calendars
         secret_key=base64.b64encode(os.urandom(32)).decode(),
+        execution=os.environ["ALPHINTRA_EXECUTION"],
     )
 
 
@@ -83,6 +87,14 @@ def server(runtime: Runtime) -> Iterator[LiveServer]:
 @pytest.fixture(scope="session")
 def gql(server: LiveServer) -> GraphQLClient:
     return GraphQLClient(server.url)
+
+
+@pytest.fixture
+def single_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test that counts what one request does (SQL statements, plugin calls): each query
+    runs once, on its compiled plan, not again on graphql-core as verify would."""
+    from gateway.http import plan
+    monkeypatch.setattr(plan.verification, "enabled", False)
 
 
 @pytest.fixture

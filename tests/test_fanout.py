@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import websockets
 from starlette.routing import WebSocketRoute
+from websockets.frames import Frame, Opcode
 
 from gateway.app import create_app
-from gateway.http.fanout import SLOW_CONSUMER, SLOW_CONSUMER_CLOSE_CODE, Hub
+from gateway.http.fanout import SLOW_CONSUMER, SLOW_CONSUMER_CLOSE_CODE, Hub, Outlet, text_frame
 from gateway.jobs.models import Job
 from gateway.jobs.runner import job_topic, snapshot
 from gateway.runtime import Runtime
@@ -296,3 +297,151 @@ def test_over_the_size_cap_every_member_gets_the_error(runtime):
         assert too_large["payload"]["data"] is None
         assert too_large["payload"]["errors"][0]["extensions"]["code"] == "RESPONSE_TOO_LARGE"
         assert fine["payload"]["data"]["complianceAlerts"]["clientOrderId"] == "c2"
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 70_000])
+def test_a_prebuilt_frame_is_the_frame_websockets_writes(size):
+    """`text_frame` writes what the websockets library would (header and length forms)."""
+    payload = ("é" * size).encode()[:size]
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert text_frame(payload) == expected
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_frames_go_straight_to_the_transport_unless_compressed(runtime, monkeypatch, compression):
+    """Without compression the fanned-out frames are written to the transport directly, the
+    frames of events ready together in one write (the clients parse them as usual, each under
+    its own id, in order); with per-message deflate negotiated, the library frames (and
+    compresses) each instead."""
+    written: list[bool] = []
+    write = Outlet.write
+
+    def spy(self: Outlet, member: Any, wire: bytes) -> bool:
+        done = write(self, member, wire)
+        written.append(done)
+        return done
+
+    monkeypatch.setattr(Outlet, "write", spy)
+    app = _app(runtime, websocket_compression=compression)
+    tenant = onboard(runtime)
+    topic = alerts_topic(tenant.id)
+    with LiveServer(app) as server:
+        hub = _hub(app)
+
+        async def scenario():
+            async with TransportWS(server.ws_url, tenant.key) as one, \
+                    TransportWS(server.ws_url, tenant.key) as two:
+                deflate = [bool(ws.ws.protocol.extensions) for ws in (one, two)]
+                await one.subscribe("same", ALERTS)
+                await two.subscribe("an id of its own", ALERTS)
+                await asyncio.to_thread(wait_for, lambda: _members(hub) == 2)
+                for n in range(3):
+                    runtime.bus.publish(topic, _alert(tenant.id, n, ["z" * 100 * n]))
+                return deflate, [[await ws.next(op_id=op) for _ in range(3)]
+                                 for ws, op in ((one, "same"), (two, "an id of its own"))]
+
+        deflate, got = asyncio.run(scenario())
+    assert deflate == [compression, compression]
+    for frames, op in zip(got, ("same", "an id of its own"), strict=True):
+        assert [f["id"] for f in frames] == [op] * 3
+        assert [f["payload"]["data"]["complianceAlerts"]["denials"] for f in frames] == \
+            [["z" * 100 * n] for n in range(3)]
+    # one write per socket and batch: the three events, published together, are one to six
+    assert 2 <= len(written) <= 6 and set(written) == {not compression}
+
+
+class _Transport:
+    """A connection's transport that records what is written to it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        pass
+
+
+def _frames(data: bytes) -> list[dict[str, Any]]:
+    """The text frames in `data` (unmasked, as a server writes them), decoded."""
+    frames = []
+    while data:
+        assert data[0] == 0x81
+        n, at = data[1], 2
+        if n == 126:
+            n, at = int.from_bytes(data[2:4], "big"), 4
+        elif n == 127:
+            n, at = int.from_bytes(data[2:10], "big"), 10
+        frames.append(json.loads(data[at:at + n]))
+        data = data[at + n:]
+    return frames
+
+
+def test_a_batch_is_one_write_per_socket_and_keeps_its_order():
+    """Results ready together go to a direct connection as one write of all their frames, in
+    order, under each member's id; a batch with a result that must be encoded per member (its
+    errors) goes frame by frame through `send`, still in order."""
+    from graphql import GraphQLError
+    from strawberry.types.execution import ExecutionResult
+    from websockets.protocol import State
+
+    from gateway.http.fanout import Member, group_key
+
+    def ok(n: int) -> ExecutionResult:
+        return ExecutionResult({"n": n}, None)
+
+    async def scenario(results: list[ExecutionResult]) -> list[tuple[list[bytes], list[str]]]:
+        writable = asyncio.Event()
+        writable.set()
+        hub = Hub(lambda message: json.dumps(message), 0)
+        sockets, members = [], []
+        for op_id in ("a", "b"):
+            transport, texts = _Transport(), []
+
+            async def send_text(text: str, texts: list[str] = texts) -> None:
+                texts.append(text)
+
+            connection = type("Conn", (), {})()
+            connection.conn = type("WS", (), {"extensions": [], "state": State.OPEN})()
+            connection.close_sent, connection.handshake_complete = False, True
+            connection.initial_response, connection.writable = None, writable
+            outlet = Outlet(send_text, transport, 8, lambda: None, connection)
+            members.append(Member(op_id, outlet, lambda _: None, lambda _: None))
+            sockets.append((transport.written, texts))
+
+        async def stream() -> Any:
+            for result in results:
+                yield result
+
+        async def opened() -> Any:
+            return stream()
+
+        key = group_key(object(), "subscription { n }", {}, None, "t", ())
+        group = None
+        for member in members:
+            group = hub.join(key, member, opened)
+        assert group is not None and group.task is not None
+        await asyncio.wait_for(group.task, 5)
+        return sockets
+
+    plain = asyncio.run(scenario([ok(1), ok(2), ok(3)]))
+    for (written, texts), op_id in zip(plain, ("a", "b"), strict=True):
+        assert len(written) == 1 and texts[-1:] == [f'{{"id":"{op_id}","type":"complete"}}']
+        assert _frames(written[0]) == [{"id": op_id, "type": "next", "payload": {"data": {"n": n}}}
+                                       for n in (1, 2, 3)]
+    failing = ExecutionResult(None, [GraphQLError("boom")])
+    mixed = asyncio.run(scenario([ok(1), failing, ok(3)]))
+    for (written, texts), op_id in zip(mixed, ("a", "b"), strict=True):
+        assert written == []
+        sent = [json.loads(t) for t in texts]
+        assert [m["type"] for m in sent] == ["next", "next", "next", "complete"]
+        assert [m["id"] for m in sent] == [op_id] * 4
+        assert sent[0]["payload"] == {"data": {"n": 1}} and sent[2]["payload"] == {"data": {"n": 3}}
+        assert sent[1]["payload"]["errors"][0]["message"] == "boom"

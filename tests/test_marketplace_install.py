@@ -472,7 +472,8 @@ def test_two_plugins_defining_one_type_are_refused(gql, runtime, published, tena
     assert rows == [{"pluginId": "acme.news-sentiment"}]
 
 
-def test_a_plugin_that_raises_hangs_or_answers_the_wrong_shape_fails_alone(gql, runtime, published, tenant):
+def test_a_plugin_that_raises_hangs_or_answers_the_wrong_shape_fails_alone(gql, runtime, published, tenant,
+                                                                           single_execution):
     assert "errors" not in install(gql, tenant.key, "acme.flaky", "1.0.0", {"label": "fine", "hang_s": 2})
     sandbox = runtime.marketplace.sandbox
     saved = sandbox.limits
@@ -547,7 +548,7 @@ def test_catalogue_search_and_ratings(gql, published, tenant):
                            key=tenant.key)) == ["RATING_INVALID"]
 
 
-def test_vendor_statement_bills_metered_calls(gql, runtime, published, tenant):
+def test_vendor_statement_bills_metered_calls(gql, runtime, published, tenant, single_execution):
     install(gql, tenant.key, "acme.news-sentiment", "1.0.0", NEWS_CONFIG)
     for _ in range(3):
         gql.data('{ acmeNewsSentiment(ticker: "AAPL.XNAS") { index } }', key=tenant.key)

@@ -341,7 +341,8 @@ def test_a_type_conflict_at_install_names_the_other_plugin(gql, market, tenant):
 
 # Billing and metering.
 
-def test_billing_follows_use_and_metering_survives_a_crash(gql, runtime, market, tenant, other_tenant):
+def test_billing_follows_use_and_metering_survives_a_crash(gql, runtime, market, tenant, other_tenant,
+                                                          single_execution):
     """Tenant A installs the flat and the per-call plugin and calls them; tenant B installs the
     flat one and never calls it. Calls recorded by meters that never flush (one dropped, one in a
     process killed outright) still count."""

@@ -59,6 +59,50 @@ class Authenticator:
         claims = tokens.decode(token, self._settings)
         return self._from_claims(claims, fresh=fresh)
 
+    def cached(self, token: str) -> Principal | None:
+        """The Principal from what this process holds alone, never blocking (for the event
+        loop): an API key's secret is still checked by HMAC and its expiry against the clock, a
+        JWT's signature and claims are still verified. None whenever anything would need the
+        database or a file: a miss, a secret that does not match what is kept, an expired key,
+        the key's last-used write due, the policy's freshness check due, roles not derived yet,
+        an RS256 key read from a file; a refused token too. The caller then takes
+        `authenticate`, which answers or refuses exactly as it does without this path."""
+        parsed = apikeys.parse(token)
+        if parsed is not None:
+            return self._cached_key(*parsed)
+        settings = self._settings
+        if token.startswith(apikeys.PREFIX) or (
+                settings.jwt_algorithm != "HS256"
+                and not (settings.jwt_public_key or "").lstrip().startswith("-----BEGIN")):
+            return None
+        try:
+            claims = tokens.decode(token, settings)
+        except Unauthenticated:
+            return None  # refused on the normal path, with its own code
+        entry = self.accounts.get((claims.tenant_id, claims.user_id))
+        if entry is None:
+            return None
+        roles = self._policy.cached_roles(entry.user_id, entry.tenant_id)
+        if roles is None:
+            return None
+        return self._jwt_principal(entry, claims, roles)
+
+    def _cached_key(self, key_id: str, secret: str) -> Principal | None:
+        entry = self.keys.get(key_id)
+        if entry is None or not apikeys.matches(secret, entry.salt, entry.secret_hash):
+            return None
+        now = utcnow()
+        if entry.expires_at is not None and entry.expires_at <= now:
+            return None
+        last = entry.last_used_at
+        if last is None or now - last >= TOUCH_INTERVAL:
+            return None  # `_touch` would write
+        generation = self._policy.generation_nowait()
+        built = entry.principal
+        if generation is None or built is None or built[0] != generation:
+            return None
+        return built[1]
+
     def recheck(self, token: str) -> Principal:
         """`authenticate` from the database, whatever is cached: for re-checks of credentials
         already accepted (an open WebSocket's), whose point is to see changes made behind the
@@ -132,9 +176,13 @@ class Authenticator:
         entry = None if fresh else self.accounts.get((claims.tenant_id, claims.user_id))
         if entry is None:
             entry = self._load_account(claims)
+        return self._jwt_principal(entry, claims, tuple(self._policy.roles(entry.user_id, entry.tenant_id)))
+
+    def _jwt_principal(self, entry: AccountEntry, claims: tokens.TokenClaims, roles: tuple[str, ...]
+                       ) -> Principal:
         return Principal(
             tenant_id=entry.tenant_id, tenant_slug=entry.tenant_slug, user_id=entry.user_id,
-            via="jwt", roles=tuple(self._policy.roles(entry.user_id, entry.tenant_id)),
+            via="jwt", roles=roles,
             # the socket closes when the token would no longer be accepted (exp + leeway)
             expires_at=(claims.expires_at + timedelta(seconds=self._settings.jwt_leeway_seconds)
                         if claims.expires_at else None),

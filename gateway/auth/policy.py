@@ -166,6 +166,21 @@ class AccessPolicy:
         self._refresh()
         return self.generation
 
+    def generation_nowait(self) -> int | None:
+        """The policy generation when it is known without the database: None when the periodic
+        fingerprint check is due (the caller then takes a path that may block, which runs it)."""
+        if time.monotonic() - self._checked_at >= self._refresh_seconds:
+            return None
+        return self.generation
+
+    def cached_roles(self, user_id: str, tenant_id: str) -> tuple[str, ...] | None:
+        """`roles` from the decision cache alone, never asking casbin or the database (for the
+        event loop); None when not cached or the freshness check is due."""
+        if self.generation_nowait() is None:
+            return None
+        found = self._decisions.get(("roles", user_id, tenant_id))
+        return tuple(found) if found is not None else None
+
     def _refresh(self) -> None:
         if time.monotonic() - self._checked_at < self._refresh_seconds:
             return

@@ -33,7 +33,15 @@ def _verification_key(settings: Settings) -> str:
     return key if key.lstrip().startswith("-----BEGIN") else Path(key).read_text()
 
 
+# A JWT is a few hundred characters. A longer one is refused before PyJWT reads its JSON: with
+# the recursion limit py-evm sets (100,000, gateway/http/encoding.py) a deeply nested header
+# overflows the C stack and the whole process dies.
+MAX_TOKEN_CHARS = 8_192
+
+
 def decode(token: str, settings: Settings) -> TokenClaims:
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthenticated("invalid token: too long", code="AUTH_TOKEN_INVALID")
     options: dict[str, Any] = {"require": ["exp", "sub", "tid"]}
     try:
         claims = jwt.decode(

@@ -43,3 +43,24 @@ class JSONResponse(responses.JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return dumps(content)
+
+
+_TOO_DEEP = "depth limit exceeded"  # orjson's message for nesting past its 1,024 levels
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON read as `json.loads` reads it (request bodies, GET parameters, WebSocket messages):
+    orjson first (6 µs less for a typical request), the standard library for what orjson
+    refuses but it accepts (NaN, integers over 64 bits, lone surrogates, UTF-16); except
+    nesting over orjson's 1,024 levels, refused (json.JSONDecodeError, a ValueError). py-evm and
+    py_ecc raise the recursion limit to 100,000 at import, so `json.loads` on some 50,000 `[`
+    (450,000 in a thread) overflows the C stack: the process dies (SIGSEGV) on one request."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith(_TOO_DEEP):
+            raise
+        try:
+            return json.loads(data)
+        except RecursionError:  # deeper than the recursion limit allows: not JSON to us
+            raise json.JSONDecodeError("JSON nested too deep", "", 0) from None

@@ -18,14 +18,24 @@ a live-only stream (complianceAlerts) from no later than its own subscribe.
 The group runs the operation once, with its first member's context (the tenant's scope), in a
 task that lives while the group has members: the last member leaving cancels it. Each `next`
 payload is encoded once and spliced into each member's frame with the member's own id; `error`
-and `complete` reach every member. A result with errors, or a frame over the size cap, is
-encoded per member by the endpoint as before (suggestions cut, RESPONSE_TOO_LARGE, error
-metrics).
+and `complete` reach every member. Results already executed when the group sends (an order's
+transitions are published together) are sent as one batch: each socket gets their frames, in
+order, in one write (a send costs 8 µs of system time however many frames it carries). A
+result with errors, or a frame over the size cap, is encoded per member by the endpoint as
+before (suggestions cut, RESPONSE_TOO_LARGE, error metrics).
 
 Sending: each socket has an `Outlet`. A frame is written at once when the connection has room
 (nothing queued, nothing in the transport's buffer); otherwise it waits in
 the outlet, in order. A socket whose outlet holds `limit` frames is a slow consumer: it is
 closed with SLOW_CONSUMER_CLOSE_CODE rather than slowing the others.
+
+Written at once, on uvicorn's websockets-sansio connection (what `alphintra serve` runs) with
+no extension negotiated (per-message compression off, the default), a frame's bytes go
+straight to the transport: a server's text frame is unmasked, so header and payload are the
+same bytes for every member with the same operation id, built once per event (`text_frame`),
+instead of a trip through Starlette's and uvicorn's `send` and the websockets library's
+framing per socket (about 20 µs each, most of the time 10,000 subscribers took). Anything else
+(compression negotiated, the connection closing, another server) takes `send_text` as before.
 """
 
 from __future__ import annotations
@@ -44,6 +54,13 @@ from strawberry.utils.aio import aclosing
 from gateway.errors import INTERNAL_ERROR
 from gateway.http.encoding import dumps
 
+try:  # the connection state a direct write needs (websockets is what uvicorn's sansio runs on)
+    from websockets.protocol import State
+
+    _OPEN: Any = State.OPEN
+except ImportError:  # no websockets: no connection is direct (`direct_connection` finds none)
+    _OPEN = object()
+
 log = logging.getLogger(__name__)
 
 # graphql-ws's own codes are 4400-4499 client faults it does not reconnect after (4400, 4401,
@@ -58,6 +75,10 @@ _HIGH_WATER = 64 * 1024
 # A group hands the event loop back every this many members, so one event to 10,000 sockets
 # does not hold up every other connection's messages until it is done.
 _YIELD_EVERY = 1000
+
+_FIN_TEXT = 0x81  # FIN + opcode 1 (text); a server's frames carry no mask
+
+_END = object()  # the stream ended (in a group's queue of results)
 
 GroupKey = tuple[Hashable, ...]
 StreamOpener = Callable[[], Awaitable[AsyncIterator[Any]]]
@@ -82,18 +103,28 @@ class Transport(Protocol):
     def get_write_buffer_size(self) -> int: ...
     def is_closing(self) -> bool: ...
     def abort(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
 
 
-def transport_of(send: Any, depth: int = 8) -> Transport | None:
-    """The connection's transport behind an ASGI `send` (uvicorn's protocol's bound method,
-    under the closures Starlette wraps it in), to see how much the peer has not yet read. None
-    when there is none to find (another server, a test client): the outlet then relies on the
-    server's `send` to wait when the peer does not read."""
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked WebSocket text frame (RFC 6455 5.2) carrying `payload` (UTF-8)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((_FIN_TEXT, n))
+    elif n < 1 << 16:
+        head = bytes((_FIN_TEXT, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((_FIN_TEXT, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def _server_protocol(send: Any, depth: int = 8) -> Any:
+    """The server's connection object behind an ASGI `send` (uvicorn's protocol, whose bound
+    method Starlette wraps in closures), or None."""
     for _ in range(depth):
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
-        if all(callable(getattr(transport, name, None)) for name in (
-                "get_write_buffer_size", "is_closing", "abort")):
-            return transport  # type: ignore[no-any-return]
+        owner = getattr(send, "__self__", None)
+        if owner is not None and getattr(owner, "transport", None) is not None:
+            return owner
         code, cells = getattr(send, "__code__", None), getattr(send, "__closure__", None)
         if code is None or not cells or "send" not in code.co_freevars:
             return None
@@ -101,16 +132,41 @@ def transport_of(send: Any, depth: int = 8) -> Transport | None:
     return None
 
 
+def transport_of(send: Any, depth: int = 8) -> Transport | None:
+    """The connection's transport behind an ASGI `send` (uvicorn's protocol's bound method,
+    under the closures Starlette wraps it in), to see how much the peer has not yet read. None
+    when there is none to find (another server, a test client): the outlet then relies on the
+    server's `send` to wait when the peer does not read."""
+    transport = getattr(_server_protocol(send, depth), "transport", None)
+    if all(callable(getattr(transport, name, None)) for name in (
+            "get_write_buffer_size", "is_closing", "abort", "write")):
+        return transport  # type: ignore[no-any-return]
+    return None
+
+
+def direct_connection(send: Any) -> Any:
+    """uvicorn's websockets-sansio connection behind `send`, when frames may be written to its
+    transport directly (see the module's docstring); None for any other server."""
+    protocol = _server_protocol(send)
+    conn = getattr(protocol, "conn", None)
+    if conn is None or not all(hasattr(protocol, a) for a in (
+            "handshake_complete", "close_sent", "initial_response", "writable")) \
+            or not hasattr(conn, "extensions") or not hasattr(conn, "state"):
+        return None
+    return protocol
+
+
 class Member:
     """One subscribe (a socket's operation id) in a group."""
 
-    __slots__ = ("answered", "finished", "id", "id_bytes", "id_json", "left", "on_final", "on_first",
-                 "outlet")
+    __slots__ = ("answered", "finished", "id", "id_bytes", "id_json", "id_wire", "left", "on_final",
+                 "on_first", "outlet")
 
     def __init__(self, operation_id: str, outlet: Outlet, on_first: Callable[[str], None],
                  on_final: Callable[[str], None]) -> None:
         self.id = operation_id
         self.id_json = dumps(operation_id).decode()
+        self.id_wire = b'{"id":' + self.id_json.encode()  # a frame's first bytes
         self.id_bytes = len(self.id_json.encode())
         self.outlet = outlet
         self.on_first = on_first  # the operation's first answer (its latency)
@@ -126,9 +182,12 @@ class Outlet:
 
     def __init__(self, send_text: Callable[[str], Awaitable[None]],
                  transport: Transport | None, limit: int,
-                 on_overflow: Callable[[], None]) -> None:
+                 on_overflow: Callable[[], None], connection: Any = None) -> None:
         self._send_text = send_text
         self._transport = transport
+        # uvicorn's websockets-sansio protocol (`direct_connection`): frames' bytes may go
+        # straight to the transport while it is open with no extension negotiated
+        self._connection = connection if transport is not None else None
         # frames are handed to the transport while it buffers at most its high-water mark (what
         # asyncio's own flow control allows), so a burst of large frames is not taken for a slow peer
         limits = getattr(transport, "get_write_limits", None)  # uvloop's has none
@@ -145,6 +204,23 @@ class Outlet:
         transport = self._transport
         return (transport is not None and self._writer is None and not self._frames
                 and not transport.is_closing() and not transport.get_write_buffer_size())
+
+    def write(self, member: Member, wire: bytes) -> bool:
+        """Write a complete frame's bytes to the transport now, when the connection has room
+        and is a plain open websockets-sansio connection (what its `send` would write for this
+        frame, without the trip); False: nothing written, `send` the text instead."""
+        conn = self._connection
+        if conn is None or self.closed or member.left or not self._has_room():
+            return False
+        ws = conn.conn
+        if (ws.extensions or ws.state is not _OPEN or conn.close_sent or not conn.handshake_complete
+                or conn.initial_response is not None or not conn.writable.is_set()):
+            return False
+        try:
+            self._transport.write(wire)  # type: ignore[union-attr]  (`_has_room` saw it)
+        except Exception:  # the peer is gone: its handler's receive loop ends its operations
+            self.closed = True
+        return True
 
     async def send(self, member: Member, frame: str) -> None:
         """Write `frame` now if the connection has room, else queue it behind the others."""
@@ -243,25 +319,29 @@ class Group:
         self.joinable = False
         self.hub.close_entry(self)
 
+    async def _pump(self, source: AsyncIterator[Any], results: asyncio.Queue[Any]) -> None:
+        """Moves the stream's results to `results` as they come, so `_run` can take every
+        result already executed as one batch (an order's transitions arrive together)."""
+        try:
+            async for result in source:
+                self._close_entry()  # latecomers start their own: see the module's docstring
+                results.put_nowait(result)
+            results.put_nowait(_END)
+        except Exception as exc:  # handled in `_run`, as a failure of the stream
+            results.put_nowait(exc)
+
     async def _run(self) -> None:
         try:
             source = await self._open_stream()
             async with aclosing(source):  # type: ignore[type-var]
-                first = True
-                async for result in source:
-                    self._close_entry()  # latecomers start their own: see the module's docstring
-                    if first and isinstance(result, PreExecutionError):
-                        await self._final_error([e.formatted for e in result.errors or ()])
+                results: asyncio.Queue[Any] = asyncio.Queue()
+                pump = asyncio.create_task(self._pump(source, results))
+                try:
+                    if not await self._serve(results):
                         return
-                    if not isinstance(result, ExecutionResult):  # @defer/@stream: as strawberry
-                        await self._final_error([{"message": "Incremental delivery is not "
-                                                  "supported over graphql-transport-ws"}])
-                        return
-                    first = False
-                    await self._next(result)
-                    # the outlets' writers run before the next event: a burst of queued events
-                    # is not mistaken for a slow consumer
-                    await asyncio.sleep(0)
+                finally:  # the pump leaves the stream before it is closed
+                    pump.cancel()
+                    await asyncio.gather(pump, return_exceptions=True)
             self._close_entry()  # closed before the last awaits: nobody joins a finished stream
             await self._final(lambda m: f'{{"id":{m.id_json},"type":"complete"}}')
         except asyncio.CancelledError:
@@ -278,33 +358,92 @@ class Group:
             for member in list(self.members):
                 member.finished.set()
 
-    async def _next(self, result: ExecutionResult) -> None:
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [e.formatted for e in result.errors]
-        if result.extensions:
-            payload["extensions"] = result.extensions
-        tail, size = "", 0
-        if not result.errors:  # the common case: one encoding for every member
-            encoded = dumps(payload)
-            tail = f',"type":"next","payload":{encoded.decode()}}}'
-            size = len(encoded) + len(',"type":"next","payload":}') + len('{"id":')
+    async def _serve(self, results: asyncio.Queue[Any]) -> bool:
+        """Sends the stream's results, in batches of what is ready; True when it ended (then
+        `complete`), False when it was answered with an `error` already."""
+        first = True
+        while True:
+            batch = [await results.get()]
+            # One turn of the loop: results on their way (the other transitions of an order,
+            # published together) join this batch, and each socket gets one write for them all.
+            await asyncio.sleep(0)
+            while not results.empty():
+                batch.append(results.get_nowait())
+            ready: list[ExecutionResult] = []
+            for result in batch:
+                if isinstance(result, Exception):
+                    await self._next(ready)
+                    raise result
+                if result is _END:
+                    await self._next(ready)
+                    return True
+                if first and isinstance(result, PreExecutionError):
+                    await self._final_error([e.formatted for e in result.errors or ()])
+                    return False
+                if not isinstance(result, ExecutionResult):  # @defer/@stream: as strawberry
+                    await self._next(ready)
+                    await self._final_error([{"message": "Incremental delivery is not "
+                                              "supported over graphql-transport-ws"}])
+                    return False
+                first = False
+                ready.append(result)
+            await self._next(ready)
+            # the outlets' writers run before the next batch: a burst of queued events is not
+            # mistaken for a slow consumer
+            await asyncio.sleep(0)
+
+    async def _next(self, results: list[ExecutionResult]) -> None:
+        """`next` frames for `results`, in order, to every member: each result encoded once;
+        on a direct connection one write per socket carrying every frame of the batch."""
+        if not results:
+            return
+        encoded: list[tuple[dict[str, Any], str, bytes, int]] = []  # payload, tail, its bytes, size
+        for result in results:
+            payload: dict[str, Any] = {"data": result.data}
+            if result.errors:
+                payload["errors"] = [e.formatted for e in result.errors]
+            if result.extensions:
+                payload["extensions"] = result.extensions
+            tail, size, wire_tail = "", 0, b""
+            if not result.errors:  # the common case: one encoding for every member
+                body = dumps(payload)
+                wire_tail = b',"type":"next","payload":' + body + b"}"
+                tail = wire_tail.decode()
+                size = len(body) + len(',"type":"next","payload":}') + len('{"id":')
+            encoded.append((payload, tail, wire_tail, size))
+        wires: dict[bytes, bytes] = {}  # the batch's frames' bytes per operation id, built once
         sent = 0
         for member in list(self.members):
             if member.left:
                 continue
-            if tail and not (self._max_bytes and size + member.id_bytes > self._max_bytes):
-                frame = '{"id":' + member.id_json + tail
-            else:
-                # errors (suggestions cut, counted) or over the cap: as the endpoint sends it
-                frame = self._encode_message({"id": member.id, "type": "next", "payload": payload})
             if not member.answered:
                 member.answered = True
                 member.on_first(member.id)
-            await member.outlet.send(member, frame)
+            wire = wires.get(member.id_wire)
+            if wire is None:
+                wire = wires[member.id_wire] = self._wire(member, encoded)
+            if not (wire and member.outlet.write(member, wire)):
+                for payload, tail, _, size in encoded:
+                    if self._shared(member, tail, size):
+                        await member.outlet.send(member, '{"id":' + member.id_json + tail)
+                    else:
+                        # errors (suggestions cut, counted) or over the cap: as the endpoint sends it
+                        await member.outlet.send(member, self._encode_message(
+                            {"id": member.id, "type": "next", "payload": payload}))
             sent += 1
             if sent % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+
+    def _shared(self, member: Member, tail: str, size: int) -> bool:
+        """Whether the member's frame is the shared encoding (no errors, under the size cap)."""
+        return bool(tail) and not (self._max_bytes and size + member.id_bytes > self._max_bytes)
+
+    def _wire(self, member: Member, encoded: list[tuple[dict[str, Any], str, bytes, int]]) -> bytes:
+        """Every frame of the batch for this member's id, as bytes on the wire; empty when one
+        of them must be encoded for the member (`send` then takes each in turn)."""
+        if not all(self._shared(member, tail, size) for _, tail, _, size in encoded):
+            return b""
+        return b"".join(text_frame(member.id_wire + wire_tail) for _, _, wire_tail, _ in encoded)
 
     async def _final_error(self, errors: list[Any]) -> None:
         await self._final(lambda m: self._encode_message(

@@ -59,6 +59,31 @@ class DocumentResolver:
         self.check_trusted(text, principal)
         return text
 
+    def query_nowait(self, params: dict[str, Any], principal: Principal) -> str | None:
+        """`query` when it answers from memory alone (for the event loop): None when it would
+        read the database (a hash not remembered here, a trusted-documents check not cached) or
+        refuse; the caller then asks `query`, which answers or refuses as it always does."""
+        text = params.get("query")
+        try:
+            persisted = _persisted(params.get("extensions"))
+        except DocumentRefused:
+            return None
+        sent = isinstance(text, str) and bool(text.strip())
+        if persisted is not None:
+            if sent:
+                if document_hash(text) != persisted:
+                    return None
+            else:
+                text = self._tenant(principal).peek(persisted)
+        if not isinstance(text, str) or not text.strip():
+            return None
+        if principal.trusted_documents_only and ADMIN not in principal.roles and \
+                not self.documents.known_cached(principal.tenant_id, document_hash(text)):
+            return None
+        if persisted is not None and sent:
+            self._tenant(principal).get_or_make(persisted, lambda: text)  # as `query` remembers it
+        return text
+
     def _tenant(self, principal: Principal) -> Any:
         return self.remembered.get_or_make(principal.tenant_id, self._make_cache)
 

@@ -7,11 +7,13 @@ Buckets refill continuously at `rate` tokens a second up to `burst`.
 In memory for one process (the embedded default); with Redis, one Lua script takes from all of
 a request's buckets atomically on Redis's own clock, so every replica shares them. Should Redis
 fail, requests are let through (and logged once a minute): a limiter must not turn a Redis
-outage into a full one.
+outage into a full one. A response-cache hit answered on the event loop takes its tokens with
+`acheck`: the same buckets, Redis's script awaited through redis.asyncio.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -19,9 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+import redis.asyncio
 
 from gateway.auth.principal import Principal
 from gateway.errors import DomainError
@@ -121,21 +124,52 @@ class RedisBuckets:
         self._prefix = f"{namespace}:rate:"
         self._warned_at = 0.0
 
+        self._url = url
+        # The same script on redis.asyncio, for the event loop (`atake`): made in the loop that
+        # first uses it (its connections belong to that loop).
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
+
     def take(self, buckets: list[Bucket]) -> tuple[str, float] | None:
-        args: list[float | int] = []
-        for b in buckets:
-            args += [b.rate, b.burst]
         try:
-            result = self._script(keys=[self._prefix + b.key for b in buckets], args=args)
+            result = self._script(keys=[self._prefix + b.key for b in buckets], args=_args(buckets))
         except redis.RedisError:
-            if time.monotonic() - self._warned_at > 60:
-                self._warned_at = time.monotonic()
-                log.warning("rate limits unavailable (Redis); requests pass unlimited", exc_info=True)
+            self._unavailable()
             return None
-        if not result:
+        return _refusal(buckets, result)
+
+    async def atake(self, buckets: list[Bucket]) -> tuple[str, float] | None:
+        """`take` without blocking the event loop (a response-cache hit answered there)."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            client = redis.asyncio.Redis.from_url(self._url, socket_timeout=1.0,
+                                                  socket_connect_timeout=1.0)
+            self._async = (loop, client.register_script(_TAKE))
+        try:
+            result = await self._async[1](keys=[self._prefix + b.key for b in buckets],
+                                          args=_args(buckets))
+        except redis.RedisError:
+            self._unavailable()
             return None
-        index, wait_ms = int(result[0]), int(result[1])
-        return buckets[index - 1].scope, wait_ms / 1000
+        return _refusal(buckets, result)
+
+    def _unavailable(self) -> None:
+        if time.monotonic() - self._warned_at > 60:
+            self._warned_at = time.monotonic()
+            log.warning("rate limits unavailable (Redis); requests pass unlimited", exc_info=True)
+
+
+def _args(buckets: list[Bucket]) -> list[float | int]:
+    args: list[float | int] = []
+    for b in buckets:
+        args += [b.rate, b.burst]
+    return args
+
+
+def _refusal(buckets: list[Bucket], result: Any) -> tuple[str, float] | None:
+    if not result:
+        return None
+    index, wait_ms = int(result[0]), int(result[1])
+    return buckets[index - 1].scope, wait_ms / 1000
 
 
 class RateLimiter:
@@ -148,8 +182,35 @@ class RateLimiter:
                        if settings.redis_url else MemoryBuckets())
         self.buckets = buckets
 
+    @property
+    def blocks(self) -> bool:
+        """Whether `acheck` could stop the event loop: buckets other than these two (in memory,
+        or Redis awaited through redis.asyncio) with a limit on."""
+        s = self.settings
+        limited = s.rate_limit_key_per_second > 0 or s.rate_limit_tenant_per_second > 0
+        return limited and not isinstance(self.buckets, MemoryBuckets | RedisBuckets)
+
     def check(self, principal: Principal) -> None:
         """RateLimited when the caller's key or tenant has no token left."""
+        wanted = self._wanted(principal)
+        if not wanted:
+            return
+        refused = self.buckets.take(wanted)
+        if refused is not None:
+            raise RateLimited(*refused)
+
+    async def acheck(self, principal: Principal) -> None:
+        """`check` on the event loop: in memory at once, on Redis awaited (see `blocks`)."""
+        wanted = self._wanted(principal)
+        if not wanted:
+            return
+        buckets = self.buckets
+        refused = (await buckets.atake(wanted) if isinstance(buckets, RedisBuckets)
+                   else buckets.take(wanted))
+        if refused is not None:
+            raise RateLimited(*refused)
+
+    def _wanted(self, principal: Principal) -> list[Bucket]:
         s = self.settings
         wanted = []
         if s.rate_limit_key_per_second > 0:
@@ -158,8 +219,4 @@ class RateLimiter:
         if s.rate_limit_tenant_per_second > 0:
             wanted.append(Bucket(f"tenant:{principal.tenant_id}", "tenant",
                                  s.rate_limit_tenant_per_second, s.rate_limit_tenant_burst))
-        if not wanted:
-            return
-        refused = self.buckets.take(wanted)
-        if refused is not None:
-            raise RateLimited(*refused)
+        return wanted

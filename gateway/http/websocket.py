@@ -62,7 +62,7 @@ from gateway.db import is_unavailable, utcnow
 from gateway.errors import RESPONSE_TOO_LARGE, DomainError, ServiceUnavailable
 from gateway.events import Event
 from gateway.http.context import RequestContext
-from gateway.http.encoding import dumps
+from gateway.http.encoding import dumps, loads
 from gateway.http.errors import error_body, format_error
 from gateway.http.executor import RequestExecutor
 from gateway.http.fanout import (
@@ -72,6 +72,7 @@ from gateway.http.fanout import (
     Hub,
     Member,
     Outlet,
+    direct_connection,
     group_key,
     transport_of,
 )
@@ -291,8 +292,9 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
     def _socket_outlet(self) -> Outlet:
         if self._outlet is None:
             ws = self.websocket.ws  # type: ignore[attr-defined]  # strawberry's ASGI adapter
-            self._outlet = Outlet(ws.send_text, transport_of(getattr(ws, "_send", None)),
-                                  self.view.send_queue, self._slow_consumer)
+            send = getattr(ws, "_send", None)
+            self._outlet = Outlet(ws.send_text, transport_of(send), self.view.send_queue,
+                                  self._slow_consumer, direct_connection(send))
         return self._outlet
 
     def _forget(self, operation_id: str) -> None:
@@ -415,6 +417,11 @@ class SubscriptionEndpoint(GraphQL):
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> RequestContext:
         return RequestContext(runtime=self.runtime, request_id=request.state.request_id)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # not strawberry's `json.loads`: a deeply nested message would crash the process
+        # (gateway/http/encoding.py `loads`); refused, it is "message must be valid JSON" (4400)
+        return loads(data)
 
     async def on_ws_connect(self, context: RequestContext) -> dict[str, object] | None:
         try:

@@ -134,6 +134,13 @@ class TrustedDocuments:
             self._cache[tenant_id] = (now, hashes)
         return digest in hashes
 
+    def known_cached(self, tenant_id: str, digest: str) -> bool:
+        """`known` from the cached set alone, never reading the database (for the event loop):
+        False also when the set is stale or absent (the caller asks `known`)."""
+        with self._lock:
+            cached = self._cache.get(tenant_id)
+        return cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS and digest in cached[1]
+
     def _by_hash(self, tenant_id: str, digest: str) -> TrustedDocument | None:
         with self.db.tenant_session(tenant_id) as session:
             return session.exec(select(TrustedDocument).where(TrustedDocument.sha256 == digest)).first()
