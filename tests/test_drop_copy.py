@@ -305,8 +305,7 @@ def test_a_transition_the_bus_loses_is_read_from_the_store(desk, monkeypatch):
     dropped: list[dict[str, Any]] = []
 
     def lossy(topic: str, payload: dict[str, Any]) -> Any:
-        # The first order's message (its transitions of the batch: the order is written once,
-        # after the venue answered) never arrives; the next order's shows the gap.
+        # The claim's message (the order's first transition) never arrives.
         if topic == orders_topic(tenant.id) and not dropped:
             dropped.append(payload)
             return None
@@ -317,16 +316,11 @@ def test_a_transition_the_bus_loses_is_read_from_the_store(desk, monkeypatch):
             await ws.subscribe("u", UPDATES)
             await subscribed(rt, orders_topic(tenant.id))
             monkeypatch.setattr(rt.bus, "publish", lossy)
-            await asyncio.to_thread(gql.data, SUBMIT, {"input": order()}, key=tenant.key)
-            o = (await asyncio.to_thread(gql.data, SUBMIT, {"input": order(quantity="11")},
-                                         key=tenant.key))["submitOrder"]
+            o = (await asyncio.to_thread(gql.data, SUBMIT, {"input": order()}, key=tenant.key))["submitOrder"]
             return await collect(ws, "u", ended(o["id"], "FILLED"))
 
     updates = asyncio.run(scenario())
-    assert dropped[0]["transitions"][0]["event"] == "COMPLIANCE_PASS"
+    assert [t["event"] for t in dropped[0]["transitions"]] == ["COMPLIANCE_PASS"]
     _check_stream(updates)
-    lost = len(dropped[0]["transitions"])
-    assert [u["transition"]["orderId"] for u in updates[:lost]] == [dropped[0]["id"]] * lost
     assert updates[0]["transition"]["event"] == "COMPLIANCE_PASS" and updates[0]["sequence"] is None
-    assert updates[lost - 1]["transition"]["statusTo"] == "FILLED"
     assert updates[-1]["transition"]["statusTo"] == "FILLED"

@@ -662,10 +662,8 @@ def test_two_processes_racing_one_client_order_id_meet_at_the_unique_constraint(
     for t in threads:
         t.join()
     assert len({a for a, _ in answers}) == 1 and sum(not r for _, r in answers) == 1
-    # Deterministically: B read before A committed (its pre-check saw nothing). On PostgreSQL
-    # the ClOrdID lock's re-check finds A's order before B's venue sees anything; on SQLite
-    # B's write meets the constraint (twice: the report application tries once more, as for
-    # any collision) and B withdraws its order from its venue. Either way B answers A's order.
+    # Deterministically: B read before A committed (its pre-check saw nothing), so B's claim
+    # meets the constraint and B answers A's order, sending nothing to its venue.
     real = services[1]._existing
     calls: list[int] = []
 
@@ -676,8 +674,7 @@ def test_two_processes_racing_one_client_order_id_meet_at_the_unique_constraint(
     services[1]._existing = stale  # type: ignore[method-assign]
     collisions.clear()
     late = services[1].submit(tenant.id, None, raw)
-    expected = [] if rt.db.engine.dialect.name == "postgresql" else ["unique", "unique"]
-    assert late.replayed and late.order.id == answers[0][0] and collisions == expected
+    assert late.replayed and late.order.id == answers[0][0] and collisions == ["unique", "unique"]
     with rt.db.tenant_session(tenant.id) as session:
         assert len(session.exec(select(Order).where(Order.client_order_id == "two-procs")).all()) == 1
         assert session.exec(select(func.count()).select_from(ComplianceDecisionRow)

@@ -455,8 +455,10 @@ class GraphQLEndpoint:
                     try:
                         result = self._execute(on_graphql_core, gql, prepared.document, operation,
                                                tenant_schema, execution_context_class, context, params)
-                    except PlanMismatch as exc:
-                        return 500, error_body(codes.INTERNAL_ERROR, str(exc), requestId=request_id)
+                    except PlanMismatch:  # verify mode: the difference is logged, never shown
+                        log.exception("compiled plan mismatch", extra={"request_id": request_id})
+                        return 500, error_body(codes.INTERNAL_ERROR, "Internal server error",
+                                               requestId=request_id)
                     # Errors after a committed write must say it was committed: known for an
                     # operation of one root field (mutation fields run in turn; with several,
                     # which one committed is not tracked).

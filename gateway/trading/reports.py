@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +18,6 @@ from sqlmodel import Session, select
 
 from gateway.audit import AuditEntry
 from gateway.bulk import bulk_insert
-from gateway.db import counting_commits
 from gateway.events import Bus
 from gateway.tenancy.models import new_id
 from gateway.trading import states, stream
@@ -60,78 +59,33 @@ class _Amendment:
     written: bool = False
 
 
-@dataclass
-class _Claim:
-    """A batch's new orders (claims.py), written once in the transaction that applies the
-    reports their sending caused: each order row is inserted with its final state, not
-    inserted and then updated. `orders` are the rows as compliance left them (PENDING or
-    DENIED, each with its first event under TRANSITIONS), `events` those first events, `audit`
-    their order.submitted records (ahead of the reports' in the tenant's chain), `write`
-    inserts the final order rows it is given and the rest of the claim (decisions, locates),
-    before any event, execution or update."""
-
-    tenant_id: str
-    orders: dict[str, dict[str, Any]]
-    events: list[dict[str, Any]]
-    audit: list[AuditEntry]
-    write: Callable[[Session, list[dict[str, Any]]], None]
-
-
-def _apply_unclaimed(service: OrderService, reports: Sequence[ExecutionReport],
-                     claimed: Collection[str]) -> list[dict[str, Any]]:
-    """After a claim's write failed (nothing of it stored): the reports of orders already
-    stored, applied on their own, so the database keeps what the venue did to them (resting
-    orders of other clients the batch traded with, the venue's timed expiries). The batch's
-    own reports are dropped: claims.py withdraws its orders. Failing too (the database is
-    gone), the reports are logged for an operator to reconcile; the caller's error stands."""
-    others = [r for r in reports if r.client_order_id not in claimed]
-    if not others:
-        return []
-    try:
-        # Counted apart: this commit is not the request's write (its batch failed), so the
-        # client must not be told its batch was committed (gateway/http/errors.py).
-        with counting_commits():
-            return _apply_reports(service, others)
-    except Exception:
-        log.exception("execution reports of stored orders lost with a failed batch write",
-                      extra={"reports": [(r.client_order_id, r.exec_id, str(r.exec_type),
-                                          str(r.last_qty), str(r.last_px)) for r in others]})
-        return []
-
-
 def _apply_reports(service: OrderService, reports: Sequence[ExecutionReport],
-                   amendment: _Amendment | None = None, claim: _Claim | None = None
-                   ) -> list[dict[str, Any]]:
+                   amendment: _Amendment | None = None) -> list[dict[str, Any]]:
     try:
-        return _apply_reports_once(service, reports, amendment, claim)
+        return _apply_reports_once(service, reports, amendment)
     except IntegrityError:
         # Another writer changed one of these orders between this read and its write (the
         # stuck-order sweep, another process): an event number or a new position collided.
-        # Nothing was written; read again and apply what is still legal from there. (A
-        # claim's ClOrdID another process took fails again: claims.py settles that.)
+        # Nothing was written; read again and apply what is still legal from there.
         log.warning("execution reports collided with another writer; applying them again",
                     extra={"reports": len(reports)})
         if amendment is not None:
             amendment.written = False
-        return _apply_reports_once(service, reports, amendment, claim)
+        return _apply_reports_once(service, reports, amendment)
 
 
 def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport],
-                        amendment: _Amendment | None = None, claim: _Claim | None = None
-                        ) -> list[dict[str, Any]]:
+                        amendment: _Amendment | None = None) -> list[dict[str, Any]]:
     """Apply reports in order, in one transaction across every tenant they concern. Rows
     are read and written with Core statements (executemany), not ORM objects per row. An
     `amendment` (the request whose replace caused them) is written with its REPLACED
     report: the new limit price and its audit record commit with the new quantity."""
-    # A claim's orders are not stored yet: copies (a retry starts again from the claim).
-    fresh = {} if claim is None else {k: {**o, TRANSITIONS: list(o[TRANSITIONS])}
-                                      for k, o in claim.orders.items()}
-    ids = [i for i in dict.fromkeys(r.client_order_id for r in reports) if i not in fresh]
-    if not ids and not fresh:
+    ids = list(dict.fromkeys(r.client_order_id for r in reports))
+    if not ids:
         return []
     table = ORDERS
     with service.db.system_transaction() as session:
-        orders: dict[str, dict[str, Any]] = dict(fresh)
+        orders: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), 500):
             for row in session.execute(select(table).where(table.c.id.in_(ids[start:start + 500]))):
                 orders[row.id] = dict(row._mapping)
@@ -212,18 +166,10 @@ def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport
                  "cum_qty": _plain(report.cum_qty), "leaves_qty": _plain(report.leaves_qty),
                  "fee": _plain(report.fee), "code": report.reject_code}))
             changed[order["id"]] = order
-        if claim is not None:  # its order rows as the reports left them, inserted once
-            claim.write(session, [{k: v for k, v in o.items() if k != TRANSITIONS}
-                                  for o in fresh.values()])
-            audit[claim.tenant_id][:0] = claim.audit  # order.submitted before what followed
-        stored = [o for k, o in changed.items() if k not in fresh]
-        if stored:
-            session.execute(ORDER_UPDATE, [{"b_" + k: o[k] for k in _UPDATED} for o in stored])
+        if changed:
+            session.execute(ORDER_UPDATE, [{"b_" + k: o[k] for k in _UPDATED} for o in changed.values()])
         # Stream positions (after the order and locate writes, before the audit heads: the
         # lock order of every writer, stream.py); a fill's is its place in execution order.
-        # A claim's first events come before the events of its orders' reports.
-        if claim is not None:
-            events[:0] = claim.events
         stream.number(session, events)
         for execution, fill in fills:
             execution["stream_seq"] = fill["stream_seq"]
@@ -235,8 +181,6 @@ def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport
         # Chains in one order, so two transactions never wait on each other's heads.
         for tenant_id, entries in sorted(audit.items()):
             service.audit.append(session, tenant_id, entries)
-    if claim is not None:  # every order of the claim is published, reports or none
-        return list(changed.values()) + [o for k, o in fresh.items() if k not in changed]
     return list(changed.values())
 
 

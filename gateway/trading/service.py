@@ -3,7 +3,7 @@
 It holds the wiring and the shared state (locks, connectors, the compliance engine) and hands
 each call to the module that does it; read those one at a time:
 
-- claims.py      intake: validate, prepare (route and check), send, write once (the steps)
+- claims.py      intake: validate, prepare (route and check), claim, send (the intake steps)
 - books.py       what an order is checked against: account books, reference price, FX, lot
 - venues.py      the connectors, the venue lock, time (advance, the unsent sweep)
 - reports.py     execution reports applied (state machine, fills, positions), then published
@@ -58,7 +58,7 @@ from gateway.trading.models import (
     TradingAccount,
 )
 from gateway.trading.queries import OrderCriteria, OrderQueries, TradeCriteria
-from gateway.trading.reports import _Amendment, _Claim
+from gateway.trading.reports import _Amendment
 from gateway.trading.routing import SmartOrderRouter
 from gateway.trading.venues import InstalledConnectors, _Serialized
 from plugins.host import PluginHost
@@ -152,9 +152,9 @@ class OrderService:
     def _scoped_connectors(self) -> tuple[dict[str, _Serialized], SmartOrderRouter]:
         return venues._scoped_connectors(self)
 
-    def _at_venue(self, call: Callable[[], list[ExecutionReport]], amendment: _Amendment | None = None,
-                  claim: _Claim | None = None) -> tuple[list[ExecutionReport], list[dict[str, Any]]]:
-        return venues._at_venue(self, call, amendment, claim)
+    def _at_venue(self, call: Callable[[], list[ExecutionReport]], amendment: _Amendment | None = None
+                  ) -> tuple[list[ExecutionReport], list[dict[str, Any]]]:
+        return venues._at_venue(self, call, amendment)
 
     def _publish(self, changed: Sequence[dict[str, Any]]) -> None:
         reports._publish(self.bus, changed)
@@ -176,11 +176,11 @@ class OrderService:
         return claims._existing(session, cids)
 
     def _write_claims(self, session: Session, tenant_id: str, user_id: str | None,
-                      prepared: list[claims._Prepared], orders: list[dict[str, Any]]) -> None:
-        claims._write_claims(self, session, tenant_id, user_id, prepared, orders)
+                      prepared: list[claims._Prepared]) -> None:
+        claims._write_claims(self, session, tenant_id, user_id, prepared)
 
-    def _send(self, prepared: list[claims._Prepared]) -> list[ExecutionReport]:
-        return claims._send(self, prepared)
+    def _send(self, prepared: list[claims._Prepared]) -> None:
+        claims._send(self, prepared)
 
     def _fx(self, base: str, quote: str, at: datetime) -> Decimal:
         return books._fx(self, base, quote, at)

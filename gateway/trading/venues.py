@@ -22,7 +22,6 @@ from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from gateway.db import Database
@@ -31,7 +30,7 @@ from gateway.scope import current_tenant, tenant_scope
 from gateway.tenancy.models import new_id
 from gateway.trading import recovery
 from gateway.trading.common import EXECUTIONS, ORDERS, UNSENT_AFTER, ZERO
-from gateway.trading.reports import _Amendment, _apply_reports, _apply_unclaimed, _Claim, _publish
+from gateway.trading.reports import _Amendment, _apply_reports, _publish
 from gateway.trading.routing import ConnectorEntry, SmartOrderRouter, collect_connectors
 from gateway.trading.states import OrderStatus
 from gateway.trading.vetting import OrderState, VettedConnector
@@ -252,13 +251,12 @@ def sweep_unsent(service: OrderService, older_than: timedelta = UNSENT_AFTER,
 
 
 def _at_venue(service: OrderService, call: Callable[[], list[ExecutionReport]],
-              amendment: _Amendment | None = None, claim: _Claim | None = None
+              amendment: _Amendment | None = None
               ) -> tuple[list[ExecutionReport], list[dict[str, Any]]]:
     """Run `call` at the venues (one caller at a time), then apply its reports. The apply
     lock is taken before the venue lock is let go, so reports are applied in the order the
     venues produced them, while the next caller's venue work already runs (a pipeline:
-    one request's matching overlaps the previous one's database writes). A `claim` (a batch's
-    new orders, claims.py) is written in the same transaction as the reports."""
+    one request's matching overlaps the previous one's database writes)."""
     service._venue_lock.acquire()
     try:
         reports = call()
@@ -266,14 +264,7 @@ def _at_venue(service: OrderService, call: Callable[[], list[ExecutionReport]],
     finally:
         service._venue_lock.release()
     try:
-        changed = _apply_reports(service, reports, amendment, claim) \
-            if reports or claim is not None else []
-    except Exception as exc:
-        # A claim not written: the stored orders its sending traded with still get their
-        # reports, in venue order (under this lock). A ClOrdID collision is claims.py's.
-        if claim is not None and not isinstance(exc, IntegrityError):
-            _publish(service.bus, _apply_unclaimed(service, reports, claim.orders))
-        raise
+        changed = _apply_reports(service, reports, amendment) if reports else []
     finally:
         service._apply_lock.release()
     return reports, changed
