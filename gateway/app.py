@@ -124,28 +124,38 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # The runtime may outlive this app (the bus allows several owners; the test suite
         # serves many apps on one runtime): what this app listens to goes when it does.
         listening = Listeners(runtime.bus)
-        await listening.listen(DELISTED_TOPIC, runtime.marketplace.on_delisted)
-        await listening.listen(CHANGED_TOPIC, runtime.marketplace.on_changed)
-        for topic in federated.topics:
-            await listening.listen(topic, federated.on_event)
-        sandbox = runtime.marketplace.sandbox
-        layers = await asyncio.to_thread(sandbox.describe_layers)
-        if sandbox.layers.missing_minimum():
-            log.warning("%s: marketplace plugins %s", layers, "will not run (ALPHINTRA_PLUGIN_SANDBOX="
-                        "required)" if sandbox.limits.required else "run with less isolation (best-effort)")
-        else:
-            log.info(layers)
-        # installed plugins, each tenant on its own thread: a slow import delays only that tenant
-        await asyncio.to_thread(runtime.marketplace.restore)
-        # a revoked key or deactivated user closes its sockets on every replica
-        await listening.listen(CREDENTIALS_TOPIC, runtime.authenticator.on_credentials_revoked)
-        await listening.listen(CREDENTIALS_TOPIC, subscriptions.on_credentials_revoked)
-        if graphql.cache is not None:  # the response cache hears the events that invalidate it
-            await graphql.cache.start(runtime.bus)
-        if settings.redis_url:  # in one process the policy object is already up to date
-            await listening.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
-        # after the reload above: sockets whose user lost a role close
-        await listening.listen(POLICY_TOPIC, subscriptions.on_policy_changed)
+        try:
+            await listening.listen(DELISTED_TOPIC, runtime.marketplace.on_delisted)
+            await listening.listen(CHANGED_TOPIC, runtime.marketplace.on_changed)
+            for topic in federated.topics:
+                await listening.listen(topic, federated.on_event)
+            sandbox = runtime.marketplace.sandbox
+            layers = await asyncio.to_thread(sandbox.describe_layers)
+            if sandbox.layers.missing_minimum():
+                log.warning("%s: marketplace plugins %s", layers,
+                            "will not run (ALPHINTRA_PLUGIN_SANDBOX=required)" if sandbox.limits.required
+                            else "run with less isolation (best-effort)")
+            else:
+                log.info(layers)
+            # installed plugins, each tenant on its own thread: a slow import delays only that tenant
+            await asyncio.to_thread(runtime.marketplace.restore)
+            # a revoked key or deactivated user closes its sockets on every replica
+            await listening.listen(CREDENTIALS_TOPIC, runtime.authenticator.on_credentials_revoked)
+            await listening.listen(CREDENTIALS_TOPIC, subscriptions.on_credentials_revoked)
+            if graphql.cache is not None:  # the response cache hears the events that invalidate it
+                await graphql.cache.start(runtime.bus)
+            if settings.redis_url:  # in one process the policy object is already up to date
+                await listening.listen(POLICY_TOPIC, lambda event: runtime.policy.reload())
+            # after the reload above: sockets whose user lost a role close
+            await listening.listen(POLICY_TOPIC, subscriptions.on_policy_changed)
+        except BaseException:
+            # A start-up that fails leaves the runtime's bus as it found it: the runtime may
+            # outlive this app, and these listeners would run for every event after it.
+            await listening.close()
+            if graphql.cache is not None:
+                await graphql.cache.stop()
+            await runtime.bus.stop()
+            raise
         warming = None
         stopping = threading.Event()
         if warm_up is not None:

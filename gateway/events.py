@@ -19,11 +19,14 @@ sequence and PUBLISH in one Lua script, so numbers and delivery order agree).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import inspect
 import json
 import logging
 import secrets
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -288,8 +291,12 @@ class RedisBus:
         self._async: aredis.Redis | None = None
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
-        self._start_lock: asyncio.Lock | None = None
+        # Per loop: two first subscribes on one loop would each open a connection and start a
+        # reader, both then reading the second connection and the first left subscribed.
+        self._start_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())
         self._owners = 0
+        self._owner_loops: list[asyncio.AbstractEventLoop] = []  # one entry per `start`
 
     def _channel(self, topic: str) -> str:
         return f"{self._ns}:events:{topic}"
@@ -310,12 +317,23 @@ class RedisBus:
         # Several owners may share one bus (an app and a second app on the same runtime): the
         # connection closes when the last of them stops, not under the others' feet.
         self._owners += 1
+        self._owner_loops.append(asyncio.get_running_loop())
         await self._ensure_reading()
 
+    def _reading(self) -> bool:
+        reader = self._reader
+        return reader is not None and not reader.done() and reader.get_loop().is_running()
+
     async def _ensure_reading(self) -> None:
+        if self._reading():
+            return
+        lock = self._start_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            if not self._reading():
+                await self._start_reading()
+
+    async def _start_reading(self) -> None:
         if self._reader is not None:
-            if not self._reader.done() and self._reader.get_loop().is_running():
-                return
             # The loop the reader ran on has stopped (an app that started it is gone while
             # another still serves): its task and connection went with it, so read again from
             # this loop, or no event would reach this process's subscribers any more.
@@ -330,20 +348,73 @@ class RedisBus:
 
     async def stop(self) -> None:
         self._owners = max(self._owners - 1, 0)
+        here = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError):
+            self._owner_loops.remove(here)
         if self._owners:
+            # This owner's loop is about to end, and the reader with it: another owner still
+            # listens, so read from its loop now rather than leave it deaf until its next
+            # subscribe. Events published during the hand-over (one SUBSCRIBE) are lost, as on
+            # a reconnect; reading from both at once would deliver them twice instead.
+            heir = next((loop for loop in self._owner_loops
+                         if loop is not here and loop.is_running()), None)
+            reader = self._reader
+            if heir is not None and (reader is None or reader.get_loop() is here
+                                     or not self._reading()):  # or its loop already gone
+                await self._hand_over(heir)
             return
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
-            self._pubsub = None
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
+        await self._close_reading()
         self._sync.close()
+
+    async def _close_reading(self) -> None:
+        reader, pubsub, client = self._reader, self._pubsub, self._async
+        self._reader, self._pubsub, self._async = None, None, None
+
+        async def close() -> None:  # on the reader's loop: its task and streams belong there
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            if pubsub is not None:
+                await pubsub.aclose()
+            if client is not None:
+                await client.aclose()
+
+        loop = reader.get_loop() if reader is not None else asyncio.get_running_loop()
+        if loop is asyncio.get_running_loop():
+            await close()
+        elif loop.is_running():  # the last owner stops from a loop other than the reader's
+            await self._await_on(asyncio.run_coroutine_threadsafe(close(), loop), loop)
+        # else: started by an owner whose loop has ended without stopping the bus; its task
+        # and streams cannot be awaited or closed from here, only dropped.
+
+    async def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop reading on this loop and start reading on `loop` (another owner's)."""
+        await self._close_reading()
+        future = asyncio.run_coroutine_threadsafe(self._ensure_reading(), loop)
+        try:
+            await self._await_on(future, loop)
+        except Exception:  # that owner's next subscribe starts a reader (as when its loop dies)
+            log.exception("could not hand the redis bus reader over to another event loop")
+
+    @staticmethod
+    async def _await_on(future: concurrent.futures.Future[Any],
+                        loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for a coroutine run on another loop, at most _REMOTE_LOOP_TIMEOUT_S, and no
+        longer than that loop runs: a loop that stops with it queued never runs it."""
+        waiting = asyncio.wrap_future(future)
+        deadline = asyncio.get_running_loop().time() + _REMOTE_LOOP_TIMEOUT_S
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=0.1)
+            if done:
+                waiting.result()  # its exception, if any
+                return
+            if not loop.is_running():
+                future.cancel()
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                future.cancel()
+                raise TimeoutError("the event loop reading the redis bus did not answer")
 
     async def _read(self) -> None:
         prefix = f"{self._ns}:events:"
@@ -420,7 +491,14 @@ class RedisBus:
             return
         # Bounded: a loop that stops with the command queued would never run it; the reader
         # is then replaced at the next subscribe, which subscribes every local topic again.
-        await asyncio.wait_for(asyncio.wrap_future(future), _REMOTE_LOOP_TIMEOUT_S)
+        try:
+            await self._await_on(future, loop)
+        finally:
+            # Given up on a loop that stopped before starting it: it never will (no warning
+            # of a coroutine never awaited when that loop is closed).
+            if (future.cancelled() and not loop.is_running()
+                    and inspect.getcoroutinestate(command) == inspect.CORO_CREATED):
+                command.close()
 
     def ping(self) -> None:
         self._sync.ping()

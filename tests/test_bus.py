@@ -4,6 +4,7 @@ import asyncio
 import os
 import shutil
 import threading
+import time
 import uuid
 
 import pytest
@@ -384,3 +385,142 @@ def test_an_app_leaves_its_runtimes_bus_as_it_found_it(runtime: Runtime, server:
         assert counts() == before
         if isinstance(runtime.bus, RedisBus):  # nobody here wants the tenant's channel now
             wait_for(lambda: runtime.bus.subscribers(orders_topic(tenant.id)) == 0, 5)
+
+
+@pytest.mark.redis
+def test_the_app_left_keeps_hearing_when_the_one_holding_the_reader_stops():
+    """Two apps on one bus, each on its own event loop: the first (whose loop reads the pub/sub
+    connection) stops and its loop ends. The second, still listening, must keep hearing events
+    without a subscribe of its own first (before, it was deaf until its next listen)."""
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    bus, publisher = RedisBus(url, namespace), RedisBus(url, namespace)
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    threads = [threading.Thread(target=loop.run_forever, daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    first, second = loops
+    heard: list[int] = []
+
+    def on(loop, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(15)
+
+    try:
+        on(first, bus.start())
+        on(second, bus.start())
+        on(second, bus.listen("orders", lambda event: heard.append(event.payload["n"])))
+        on(first, bus.stop())  # the first app goes, and its loop with it
+        first.call_soon_threadsafe(first.stop)
+        threads[0].join(5)
+        first.close()
+        publisher.publish("orders", {"n": 1})
+        wait_for(lambda: heard == [1], 5)
+    finally:
+        if second.is_running():
+            on(second, bus.stop())
+        asyncio.run(publisher.stop())
+        second.call_soon_threadsafe(second.stop)
+        threads[1].join(5)
+        second.close()
+
+
+@pytest.mark.redis
+def test_a_subscribe_queued_on_a_reader_loop_that_stops_returns_at_once():
+    """The (un)subscribe handed to the reader's loop is queued when that loop stops: it never
+    runs. The caller must neither wait out the 10 s bound nor fail, and its own loop must keep
+    running meanwhile; its topic is subscribed again by the next reader."""
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    bus = RedisBus(url, namespace)
+    reader_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=reader_loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(bus.start(), reader_loop).result(5)
+
+        def busy_then_stop() -> None:  # the command lands behind this, then the loop stops
+            time.sleep(0.3)
+            reader_loop.stop()
+
+        async def second_app() -> tuple[float, int]:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            reader_loop.call_soon_threadsafe(busy_then_stop)
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            await bus.listen("orders", print)
+            took = time.monotonic() - started
+            ticker.cancel()
+            return took, ticks
+
+        took, ticks = asyncio.run(second_app())
+        assert took < 2, took
+        assert ticks >= 10  # this loop ran while it waited
+        thread.join(5)
+        assert bus._fanout.count("orders") == 1  # still wanted: the next reader subscribes it
+    finally:
+        if not reader_loop.is_running():  # its reader and connection, closed on their loop
+            reader_loop.run_until_complete(bus._close_reading())
+        reader_loop.close()
+        bus._sync.close()
+
+
+@pytest.mark.redis
+def test_first_subscribes_at_once_open_one_reader(caplog):
+    """Two first listens at once on one loop (no reader yet, or its loop gone): before, each
+    opened a connection and started a reader; both then read the second connection, failing
+    over and over, and the first stayed subscribed, leaked."""
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    bus, publisher = RedisBus(url, namespace), RedisBus(url, namespace)
+    heard: list[str] = []
+
+    async def scenario() -> int:
+        await asyncio.gather(*(bus.listen(topic, lambda e: heard.append(e.topic))
+                               for topic in ("a", "b", "c")))
+        readers = sum(t.get_name() == "redis-bus-reader" for t in asyncio.all_tasks())
+        for topic in ("a", "b", "c"):
+            await asyncio.to_thread(publisher.publish, topic, {})
+        await asyncio.to_thread(wait_for, lambda: len(heard) == 3, 5)
+        await asyncio.sleep(0.2)
+        await bus.stop()
+        await publisher.stop()
+        return readers
+
+    assert asyncio.run(scenario()) == 1
+    assert sorted(heard) == ["a", "b", "c"]
+    assert not [r for r in caplog.records if "read failed" in r.getMessage()]
+    wait_for(lambda: publisher._sync.pubsub_numsub(f"{namespace}:events:_bus.alive")[0][1] == 0, 5)
+
+
+def test_an_app_whose_start_up_fails_leaves_the_bus_as_it_found_it(runtime: Runtime, monkeypatch):
+    """A start-up that fails after registering listeners (here: restoring plugins) must take
+    them and its bus ownership back: the runtime outlives the app."""
+    fanout = runtime.bus._fanout  # type: ignore[attr-defined]  # either bus's local delivery
+    topics = (POLICY_TOPIC, CREDENTIALS_TOPIC, CHANGED_TOPIC, DELISTED_TOPIC)
+    before = {topic: fanout.count(topic) for topic in topics}
+    owners = getattr(runtime.bus, "_owners", None)
+    rt = Runtime(**{**runtime.__dict__, "settings": runtime.settings.with_(
+        response_cache="on", embedded_worker="off")})
+
+    def broken_restore() -> None:
+        raise OSError("the plugin store is unreadable")
+
+    monkeypatch.setattr(rt.marketplace, "restore", broken_restore)
+    app = create_app(runtime=rt)
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            raise AssertionError("started")
+
+    with pytest.raises(OSError, match="unreadable"):
+        asyncio.run(start())
+    assert {topic: fanout.count(topic) for topic in topics} == before
+    assert getattr(runtime.bus, "_owners", None) == owners

@@ -136,12 +136,14 @@ def test_redelivered_message_never_finishes_a_job_twice(gql, runtime, tenant):
 
 
 def test_a_superseded_run_cannot_write(runtime, tenant, server):
-    job = runtime.jobs.start(principal(tenant), "diagnostics", {"steps": 3, "step_seconds": 2})
+    # 6 steps: the reap below must land while the first run still sleeps, even on a loaded
+    # machine (with 3, a stall of 4 s let it finish first)
+    job = runtime.jobs.start(principal(tenant), "diagnostics", {"steps": 6, "step_seconds": 2})
     wait_for(lambda: runtime.jobs.get(tenant.id, job.id).progress > 0)  # in its sleeping step
     # As if its worker had died: the lease runs out, the job is re-queued and claimed again.
     later = utcnow() + timedelta(milliseconds=runtime.settings.job_lease_ms + 1000)
     assert runtime.job_reaper.reap(now=later).requeued == 1
-    done = finished(runtime, tenant, job.id, timeout=15)
+    done = finished(runtime, tenant, job.id, timeout=40)
     assert done.status == "SUCCEEDED" and done.attempts == 2 and done.result["attempt"] == 2
     time.sleep(2.5)  # the first run wakes from its step: its next write is refused
     assert runtime.jobs.get(tenant.id, job.id) == done
