@@ -408,6 +408,17 @@ class GraphQLEndpoint:
 
     def _run(self, principal: Principal, query: str, params: dict[str, Any], method: str,
              request_id: str, started: float) -> tuple[int, dict[str, Any]]:
+        return self.execute_operation(principal, query, params, request_id, "http", method, started)
+
+    def execute_operation(self, principal: Principal, query: str, params: dict[str, Any],
+                          request_id: str, transport: str = "http", method: str = "POST",
+                          started: float | None = None) -> tuple[int, dict[str, Any]]:
+        """One authenticated operation (a query or a mutation), for both transports: prepare,
+        choose the operation, execute (compiled plan or graphql-core), format the errors (plugin
+        blame, uninstalled plugins' fields, committed writes), cap the size, count it under
+        `transport` ("http", "ws"). (status, body); GRAPHQL_REQUEST_ERROR: nothing executed.
+        The latency is observed from `started` when given (the WebSocket times its operations
+        from the `subscribe` message to the first answer itself)."""
         # The tenant's schema (core + its installed plugins), read once: the whole request runs
         # on it even if an install swaps the tenant's schema meanwhile.
         view = self.runtime.marketplace.view(principal.tenant_id)
@@ -421,12 +432,9 @@ class GraphQLEndpoint:
             if prepared.document is None:
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, prepared.code or "")
                                                           for e in prepared.errors]}
-            operation = get_operation_ast(prepared.document, params.get("operationName"))
+            operation, unknown = choose_operation(prepared.document, params.get("operationName"))
             if operation is None:
-                name = params.get("operationName")
-                message = (f"no operation named {name!r} in the document" if name
-                           else "the document has several operations; name one in operationName")
-                return GRAPHQL_REQUEST_ERROR, error_body(codes.OPERATION_NOT_FOUND, message)
+                return GRAPHQL_REQUEST_ERROR, unknown
             if method == "GET" and operation.operation != OperationType.QUERY:
                 return 405, error_body(codes.METHOD_NOT_ALLOWED,
                                        f"{operation.operation.value} needs POST")
@@ -464,9 +472,10 @@ class GraphQLEndpoint:
                     # which one committed is not tracked).
                     committed = (committed_a_write()
                                  and len(operation.selection_set.selections) == 1)
-            self.metrics.observe_operation(operation.name.value if operation.name else None,
-                                           operation.operation.value, "http",
-                                           time.perf_counter() - started)
+            if started is not None:
+                self.metrics.observe_operation(operation.name.value if operation.name else None,
+                                               operation.operation.value, transport,
+                                               time.perf_counter() - started)
             if _is_request_error(result):
                 return GRAPHQL_REQUEST_ERROR, {"errors": [format_error(e, request_id, InvalidInput.code)
                                                           for e in result.errors or ()]}
@@ -530,6 +539,18 @@ class GraphQLEndpoint:
                 f"{self.max_response_bytes}; ask for fewer fields or smaller pages",
                 size=len(encoded), maximum=self.max_response_bytes)}
         return {**body, _ENCODED: encoded}
+
+
+def choose_operation(document: DocumentNode, name: Any
+                     ) -> tuple[OperationDefinitionNode | None, dict[str, Any]]:
+    """The operation `name` picks in `document` (the only one when None), or None and the
+    OPERATION_NOT_FOUND body: the same choice and answer over HTTP and WebSocket."""
+    operation = get_operation_ast(document, name if isinstance(name, str) else None)
+    if operation is not None:
+        return operation, {}
+    message = (f"no operation named {name!r} in the document" if name
+               else "the document has several operations; name one in operationName")
+    return None, error_body(codes.OPERATION_NOT_FOUND, message)
 
 
 def _schema_key(schema: ComposedSchema | None) -> str:

@@ -1,4 +1,4 @@
-"""Subscriptions over graphql-transport-ws, on strawberry's protocol implementation.
+"""GraphQL over graphql-transport-ws, on strawberry's protocol implementation.
 Authentication travels in the `connection_init` payload as {"Authorization": "Bearer …"};
 a connection that fails it is closed with 4403 before any operation runs.
 
@@ -10,7 +10,15 @@ running subscription does not move it; the next `subscribe` message gets the new
 The same gate as HTTP, before strawberry sees a `subscribe`: the credentials are checked again,
 the rate limits taken, the document chosen (persisted queries, trusted-documents mode) and
 prepared with the HTTP endpoint's rules and cache (depth, aliases, cost, introspection, no
-suggestions when introspection is off). A refusal answers an `error` message for that id.
+suggestions when introspection is off), the operation chosen as HTTP does. A refusal answers
+an `error` message for that id.
+
+A query or mutation then runs on the HTTP pipeline, not on strawberry: the HTTP endpoint's
+`execute_operation` (compiled plan, committed-write marking, plugin blame, uninstalled
+plugins' fields, size cap) on its request threads, answering `next` with the body HTTP would
+send, byte for byte, then `complete`; a request error (variables that do not coerce, say) is an
+`error` message instead. strawberry's id bookkeeping stays: a duplicate id closes 4409 and a
+client's `complete` cancels it. Subscriptions run on strawberry, or on a shared fan-out group.
 
 Credentials are checked for the life of the socket. It closes with code 4403 and the reason's
 code (AUTH_KEY_REVOKED, AUTH_USER_DEACTIVATED, AUTH_TOKEN_EXPIRED, …) as a reason when:
@@ -41,7 +49,6 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from graphql import get_operation_ast
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
@@ -59,7 +66,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from gateway.auth.authenticate import bearer_token
 from gateway.auth.principal import Principal
 from gateway.db import is_unavailable, utcnow
-from gateway.errors import RESPONSE_TOO_LARGE, DomainError, ServiceUnavailable
+from gateway.errors import INTERNAL_ERROR, RESPONSE_TOO_LARGE, DomainError, ServiceUnavailable
 from gateway.events import Event
 from gateway.http.context import RequestContext
 from gateway.http.encoding import dumps, loads
@@ -76,6 +83,7 @@ from gateway.http.fanout import (
     group_key,
     transport_of,
 )
+from gateway.http.graphql import _ENCODED, choose_operation
 from gateway.observability.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.scope import enter_tenant
@@ -114,6 +122,13 @@ class FanoutOperation(Operation):
     member: Member
 
 
+class SingleOperation(Operation):
+    """A query or mutation over the socket: run by the HTTP endpoint's `execute_operation`."""
+
+    __slots__ = ("principal",)
+    principal: Principal
+
+
 class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
     """strawberry's protocol handler, reading `schema` per operation from the tenant, gating
     each `subscribe` and watching the connection's credentials."""
@@ -150,6 +165,8 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
         try:
             if isinstance(operation, FanoutOperation):
                 await operation.group.attend(operation.member)
+            elif isinstance(operation, SingleOperation):
+                await self._run_single(operation)
             else:
                 await super().run_operation(operation)
         finally:
@@ -261,7 +278,68 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
             self._started[message["id"]] = (*operation, started)
             if operation[1] == "subscription" and self._fan_out(message, principal):
                 return
+            if (operation[1] != "subscription" and self.view.single_on_pipeline
+                    and _well_formed(message["payload"])):
+                await self._start_single(message, principal)
+                return
         await super().handle_subscribe(message)
+
+    async def _start_single(self, message: Any, principal: Principal) -> None:
+        """Register a query/mutation with strawberry's id bookkeeping (a duplicate id closes
+        4409, the per-connection limit, `complete` cancelling its task); it runs in
+        `_run_single`."""
+        op_id, payload = message["id"], message["payload"]
+        if op_id in self.operations:
+            await self.websocket.close(code=4409, reason=f"Subscriber for {op_id} already exists")
+            return
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and len(self.operations) >= limit:
+            await self.send_message({"id": op_id, "type": "error",
+                                     "payload": [{"message": "Subscription limit reached"}]})
+            return
+        operation = SingleOperation(self, op_id, payload["query"], payload.get("variables"),
+                                    payload.get("operationName"))
+        operation.principal = principal
+        # Created inside the subscribe span: the task's context carries it to the execution.
+        operation.task = asyncio.create_task(self.run_operation(operation))
+        operation.task.add_done_callback(self._task_done)
+        self.operations[op_id] = operation
+
+    async def _run_single(self, operation: SingleOperation) -> None:
+        """The operation on the HTTP pipeline (`GraphQLEndpoint.execute_operation`, on its
+        request threads): `next` with the body HTTP would answer, then `complete`; a request
+        error (validation, unknown operation, variables) answers `error` instead."""
+        gate = self.view.gate
+        assert gate is not None
+        params = {"query": operation.query, "variables": operation.variables,
+                  "operationName": operation.operation_name}
+        request_id = self.context.request_id
+        try:
+            status, body = await self.view.executor.run(
+                gate.execute_operation, operation.principal, operation.query, params, request_id, "ws")
+        except Exception as exc:
+            if is_unavailable(exc):
+                errors = _unavailable()
+            else:  # masked like HTTP's: the id to quote, the detail in the log
+                log.exception("unexpected error in a websocket operation",
+                              extra={"request_id": request_id})
+                errors = error_body(INTERNAL_ERROR, "Internal server error",
+                                    requestId=request_id)["errors"]
+            if self.operations.get(operation.id) is operation:
+                await operation.send_operation_message(
+                    {"id": operation.id, "type": "error", "payload": errors})  # type: ignore[typeddict-item]
+            return
+        if self.operations.get(operation.id) is not operation:
+            return  # the client completed it (or the socket closed) while it ran: nothing is sent
+        body.pop(_ENCODED, None)  # HTTP's bytes; the frame is encoded whole by encode_json
+        if status != 200:
+            # GRAPHQL_REQUEST_ERROR: nothing executed; any other (a plan mismatch's 500) has no
+            # result either. No `next`: an `error` ends the operation, as the protocol says.
+            await operation.send_operation_message(
+                {"id": operation.id, "type": "error", "payload": body["errors"]})  # type: ignore[typeddict-item]
+            return
+        await operation.send_operation_message({"id": operation.id, "type": "next", "payload": body})  # type: ignore[typeddict-item]
+        await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
     def _fan_out(self, message: Any, principal: Principal) -> bool:
         """Serve this subscription from a shared group (gateway/http/fanout.py); False when it
@@ -330,10 +408,9 @@ class TenantSchemaHandler(BaseGraphQLTransportWSHandler):
         prepared = gate.prepare(query, composed)
         if prepared.document is None:
             return [format_error(e, request_id, prepared.code or "") for e in prepared.errors], None
-        name = payload.get("operationName")
-        operation = get_operation_ast(prepared.document, name if isinstance(name, str) else None)
-        if operation is None:
-            return None, None  # strawberry answers the unknown operation
+        operation, unknown = choose_operation(prepared.document, payload.get("operationName"))
+        if operation is None:  # as over HTTP (strawberry would close the socket 4400)
+            return unknown["errors"], None
         return None, (operation.name.value if operation.name else None, operation.operation.value)
 
     async def close_for(self, reason: str) -> None:
@@ -411,6 +488,9 @@ class SubscriptionEndpoint(GraphQL):
                        if runtime.settings.subscription_fanout else None)
         self.send_queue = runtime.settings.websocket_send_queue
         self.tracer: Tracer = gate.tracer if gate is not None else NoOpTracer()
+        # Queries and mutations on the HTTP pipeline (`_run_single`); False leaves them to
+        # strawberry as before it (bench/ws_query.py compares the two in one run).
+        self.single_on_pipeline = gate is not None
         # strawberry executes (and coerces variables) itself here: with introspection off its
         # "Did you mean …?" would spell the schema out, so they are cut from what is sent.
         self.hide_suggestions = not runtime.settings.introspection
@@ -519,6 +599,14 @@ def _cut(error: Any) -> Any:
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return {**error, "message": _SUGGESTION.sub("", error["message"])}
     return error
+
+
+def _well_formed(payload: Any) -> bool:
+    """A subscribe payload the HTTP pipeline takes as is; anything else is left to strawberry,
+    which answers malformed messages as graphql-transport-ws says."""
+    return (isinstance(payload, dict) and isinstance(payload.get("query"), str)
+            and isinstance(payload.get("variables") or {}, dict)
+            and isinstance(payload.get("operationName") or "", str))
 
 
 def _unavailable() -> list[dict[str, Any]]:
