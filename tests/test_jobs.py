@@ -275,3 +275,47 @@ def test_subscription_limits_and_codes_on_websocket(server, tenant):
 
 def test_job_topic_is_per_job():
     assert job_topic("abc") == "job.abc"
+
+
+def test_a_worker_frozen_inside_its_write_does_not_keep_the_job_from_the_reaper(runtime, tenant,
+                                                                               monkeypatch):
+    """A worker stopped (SIGSTOP, a VM pause) between its UPDATE and its COMMIT holds the job's
+    row lock, which the reaper skips: PostgreSQL ends that session after half the lease."""
+    if runtime.db.engine.dialect.name != "postgresql":
+        pytest.skip("row locks held by an idle transaction are PostgreSQL's (CI's first pass)")
+    from gateway.jobs.runner import Claim, JobRows
+
+    # a long step: whichever worker runs it sleeps while this test writes as that run
+    job = runtime.jobs.start(principal(tenant), "diagnostics", {"steps": 2, "step_seconds": 10})
+    rows = JobRows(runtime.db, runtime.outbox, runtime.jobs.rows.messages, lease_s=1.0)
+    claim = rows.claim(job.id, tenant.id)
+    if claim is None:  # a worker claimed it first: write as its run
+        row = wait_for(lambda: (j := runtime.jobs.get(tenant.id, job.id)).status == "RUNNING" and j)
+        with runtime.db.tenant_session(tenant.id) as session:
+            token = session.exec(select(Job.run_token).where(Job.id == job.id)).one()
+        claim = Claim(job.id, tenant.id, token, row.attempts, row.kind, dict(row.params))
+    frozen = threading.Event()
+
+    def freeze(session, job_row):  # inside the write's transaction, after its UPDATE
+        frozen.set()
+        time.sleep(3.0)
+
+    monkeypatch.setattr(rows, "event", freeze)
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            rows.progress(claim, 0.5, "frozen")
+            outcome.append(None)
+        except BaseException as exc:  # the session was ended under it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert frozen.wait(5)
+    later = utcnow() + timedelta(seconds=5)  # the lease long gone
+    reaped = wait_for(lambda: runtime.job_reaper.reap(now=later).requeued, timeout=2.5, interval=0.1)
+    assert reaped == 1
+    thread.join(10)
+    assert outcome and outcome[0] is not None  # the frozen write never landed
+    assert runtime.jobs.get(tenant.id, job.id).status in ("QUEUED", "RUNNING", "SUCCEEDED")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlalchemy.orm import Session
 from sqlmodel import select, update
 
@@ -95,6 +95,15 @@ class JobRows:
         self.bus = outbox.bus
         self.messages = messages
         self.lease = timedelta(seconds=lease_s)
+        # A worker frozen inside one of these transactions (SIGSTOP, a VM pause) would hold the
+        # job's row lock, and the reaper skips locked rows: PostgreSQL ends such a session
+        # after half the lease, so the job is still re-queued within it.
+        self._idle_limit_ms = max(int(lease_s * 500), 100)
+
+    def _fenced(self, session: Session) -> None:
+        """Bound this transaction's idle time (PostgreSQL; SQLite has no row locks to hold)."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {self._idle_limit_ms}"))
 
     def event(self, session: Session, job: Job) -> None:
         """The job's snapshot on its topic, and the tenant-level signal, committed with the
@@ -107,6 +116,7 @@ class JobRows:
         token = str(uuid.uuid4())
         now = utcnow()
         with self.db.tenant_transaction(tenant_id) as session:
+            self._fenced(session)
             result = session.exec(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
@@ -129,6 +139,7 @@ class JobRows:
         else:
             values["lease_expires_at"] = None
         with self.db.tenant_transaction(claim.tenant_id) as session:
+            self._fenced(session)
             stmt = update(Job).where(Job.id == claim.job_id, Job.run_token == claim.token)
             if require_running:
                 stmt = stmt.where(Job.status == JobStatus.RUNNING.value)
@@ -160,6 +171,7 @@ class JobRows:
         run's token is void from here on."""
         now = utcnow()
         with self.db.tenant_transaction(claim.tenant_id) as session:
+            self._fenced(session)
             stmt = update(Job).where(Job.id == claim.job_id, Job.run_token == claim.token,
                                      Job.status == JobStatus.RUNNING.value)
             if session.exec(stmt.values(status=JobStatus.QUEUED.value, run_token=None,
@@ -178,6 +190,7 @@ class JobRows:
         now = utcnow()
         lost = []
         with self.db.system_transaction() as session:
+            self._fenced(session)
             for claim in claims:
                 stmt = update(Job).where(Job.id == claim.job_id, Job.run_token == claim.token,
                                          Job.status == JobStatus.RUNNING.value)
