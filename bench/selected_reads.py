@@ -68,6 +68,22 @@ def per_call_ms(fn: Callable[[], object], calls: int) -> float:
 
 
 @contextmanager
+def scratch_runtime(database_url: str | None) -> Iterator[tuple[Runtime, Settings, str]]:
+    """A migrated runtime on `database_url`, or on a SQLite file in a temporary directory; its
+    settings and URL (bench/selected_reads_trading.py uses it too)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = database_url or f"sqlite:///{tmp}/bench.db"
+        settings = Settings(database_url=url, embedded_worker="off", warm_on_start=False,
+                            log_json=False, secret_key=base64.b64encode(os.urandom(32)).decode())
+        migrate_database(settings)
+        rt = build_runtime(settings)
+        try:
+            yield rt, settings, url
+        finally:
+            rt.close()
+
+
+@contextmanager
 def whole_rows() -> Iterator[None]:
     """The path before selected reads: every selection reads whole rows."""
     original = job_schema.JobRead.__dict__["of"]
@@ -101,16 +117,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{tmp}/bench.db"
-        settings = Settings(database_url=url, embedded_worker="off", warm_on_start=False,
-                            log_json=False, secret_key=base64.b64encode(os.urandom(32)).decode())
-        migrate_database(settings)
-        rt = build_runtime(settings)
-        try:
-            samples = run(rt, settings, args.calls, args.rounds)
-        finally:
-            rt.close()
+    with scratch_runtime(args.database_url) as (rt, settings, url):
+        samples = run(rt, settings, args.calls, args.rounds)
 
     backend = url.split(":", 1)[0]
     print(f"selected reads bench: {backend}, {JOB_ROWS} jobs, page of 50, {args.rounds} rounds "

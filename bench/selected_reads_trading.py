@@ -33,12 +33,8 @@ paths answer the same data.
 from __future__ import annotations
 
 import argparse
-import base64
-import os
 import statistics
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,14 +46,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from graphql import ExecutionResult, execute, parse
+from selected_reads import per_call_ms, scratch_runtime  # the jobs bench's (bench/ is on the path)
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 
 from gateway.audit import AuditEntry
 from gateway.audit.reads import record_columns
-from gateway.cli import migrate_database
 from gateway.db import utcnow
 from gateway.http.context import RequestContext
-from gateway.runtime import Runtime, build_runtime
+from gateway.runtime import Runtime
 from gateway.scope import tenant_scope
 from gateway.settings import Settings
 from gateway.trading import desk
@@ -77,13 +73,6 @@ QUERIES = {
     "positions": "{ positions { account instrumentKey quantity avgPrice } }",
 }
 ROWS = 60
-
-
-def per_call_ms(fn: Callable[[], object], calls: int) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - started) / calls * 1e3
 
 
 @contextmanager
@@ -154,16 +143,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{tmp}/bench.db"
-        settings = Settings(database_url=url, embedded_worker="off", warm_on_start=False,
-                            log_json=False, secret_key=base64.b64encode(os.urandom(32)).decode())
-        migrate_database(settings)
-        rt = build_runtime(settings)
-        try:
-            samples = run(rt, settings, args.calls, args.rounds)
-        finally:
-            rt.close()
+    with scratch_runtime(args.database_url) as (rt, settings, url):
+        samples = run(rt, settings, args.calls, args.rounds)
 
     backend = url.split(":", 1)[0]
     print(f"selected reads bench (orders, audit, positions): {backend}, {ROWS} rows each, page of 50, "
