@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gateway.app import create_app
+from gateway.cli import migrate_database
 from gateway.marketdata import MarketDataService
 from gateway.markets.directory import CalendarVenueDirectory
 from gateway.runtime import Runtime, build_runtime
@@ -358,15 +359,20 @@ TREND: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def files_runtime(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    """A second runtime on the suite's database whose settings name the example dataset and a
-    file of the user's own AAPL bars (the shared runtime keeps the bundled sample)."""
+    """A second runtime whose settings name the example dataset and a file of the user's own
+    AAPL bars (the shared runtime keeps the bundled sample). It has a database and broker of its
+    own: on the suite's database the shared runtime's dispatcher or reaper may take its backtest's
+    job message and run it without these files (replicas of one deployment share settings)."""
     mine = write_csv(tmp_path_factory.mktemp("mine") / "aapl.csv", [
         ["AAPL", "XNAS", "2024-03-04", "1d", "170.00", "171.50", "169.00", "171.00", "50000000"]])
     env = Settings.from_env({"ALPHINTRA_MARKETDATA_FILES": f"{file_source.EXAMPLES}, {mine}",
                              "ALPHINTRA_MARKETDATA_ADJUST": "true"})
     assert env.marketdata_files == (str(file_source.EXAMPLES), str(mine)) and env.marketdata_adjust
-    rt = build_runtime(migrated.with_(marketdata_files=env.marketdata_files, marketdata_adjust=True,
-                                      redis_namespace=f"alphintra-files-{uuid.uuid4().hex[:8]}"))
+    own = migrated.with_(database_url=f"sqlite:///{tmp_path_factory.mktemp('files-db') / 'f.db'}",
+                         redis_url=None, marketdata_files=env.marketdata_files, marketdata_adjust=True,
+                         redis_namespace=f"alphintra-files-{uuid.uuid4().hex[:8]}")
+    migrate_database(own)
+    rt = build_runtime(own)
     yield rt
     rt.close()
 
