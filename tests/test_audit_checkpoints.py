@@ -22,6 +22,7 @@ from gateway.app import create_app
 from gateway.audit import AuditEntry, AuditRecord, AuditTrail
 from gateway.audit.chain import record_hash
 from gateway.audit.checkpoints import Checkpoint, sign
+from gateway.errors import Conflict
 from gateway.markets.clock import ManualClock
 from gateway.trading.models import Execution, Order
 from tests.support import GraphQLClient, LiveServer, error_codes, onboard, unique, user_key, with_clock
@@ -223,9 +224,9 @@ def test_checkpoints_are_signed_off_the_appending_transaction(runtime, monkeypat
     taken_on: list[str] = []
     real = AuditTrail._checkpoint
 
-    def spy(self, session, *args):
+    def spy(self, session, *args, **kwargs):
         taken_on.append(threading.current_thread().name)
-        return real(self, session, *args)
+        return real(self, session, *args, **kwargs)
 
     monkeypatch.setattr(AuditTrail, "_checkpoint", spy)
     with runtime.db.tenant_transaction(tenant.id) as session:
@@ -233,6 +234,111 @@ def test_checkpoints_are_signed_off_the_appending_transaction(runtime, monkeypat
         assert taken_on == []  # nothing while the change is still open
     trail.checkpointer.drain()
     assert taken_on == ["audit-checkpoints"]
+
+
+def _appended(runtime, trail, tenant_id: str, n: int) -> None:
+    with runtime.db.tenant_transaction(tenant_id) as session:
+        trail.append(session, tenant_id, [AuditEntry("test.event", f"e-{i}") for i in range(n)])
+
+
+def _rehashed(monkeypatch) -> list[tuple[int, int]]:
+    """The (after seq, up to seq) ranges checkpoints re-hash from their stored content."""
+    ranges: list[tuple[int, int]] = []
+    real = AuditTrail._verify_range
+
+    def spy(session, chain, prev_seq, prev_hash, seq, head_hash):
+        ranges.append((prev_seq, seq))
+        return real(session, chain, prev_seq, prev_hash, seq, head_hash)
+
+    monkeypatch.setattr(AuditTrail, "_verify_range", staticmethod(spy))
+    return ranges
+
+
+def _head(runtime, tenant_id: str) -> int:
+    with runtime.db.engine.connect() as conn:
+        return conn.execute(text("SELECT last_seq FROM audit_head WHERE chain = :c"),
+                            {"c": tenant_id}).scalar_one()
+
+
+def test_a_checkpoint_rehashes_only_the_records_this_gateway_did_not_append(runtime, gql,
+                                                                             monkeypatch):
+    """Records this trail appended are checked by their stored hashes against the ones it
+    computed; the onboarding's records (another trail's, as another process's would be) are
+    re-hashed from their content."""
+    tenant = onboard(runtime)
+    start = _head(runtime, tenant.id)
+    trail = AuditTrail(runtime.db, secrets=runtime.secrets, checkpoint_every=start + 10)
+    ranges = _rehashed(monkeypatch)
+    for batch in (4, 3, 5):  # crosses start + 10 with the last
+        _appended(runtime, trail, tenant.id, batch)
+    trail.checkpointer.drain()
+    assert ranges == [(0, start)]  # the onboarding's records only
+    _, found = exported(gql, tenant.key)
+    assert [c["seq"] for c in found] == [start + 12]
+    assert verify(gql, tenant.key)["ok"]
+    # The next checkpoint starts from this one: nothing of this trail's is re-hashed.
+    _appended(runtime, trail, tenant.id, start + 10)
+    trail.checkpointer.drain()
+    assert ranges == [(0, start)]
+    assert len(exported(gql, tenant.key)[1]) == 2 and verify(gql, tenant.key)["ok"]
+
+
+def test_segments_past_the_cap_are_rehashed(runtime, gql, monkeypatch):
+    from gateway.audit import checkpointer
+
+    monkeypatch.setattr(checkpointer, "MAX_SEGMENTS", 1)
+    tenant = onboard(runtime)
+    start = _head(runtime, tenant.id)
+    trail = AuditTrail(runtime.db, secrets=runtime.secrets, checkpoint_every=start + 10)
+    ranges = _rehashed(monkeypatch)
+    for batch in (4, 3, 5):
+        _appended(runtime, trail, tenant.id, batch)
+    trail.checkpointer.drain()
+    assert ranges == [(0, start), (start + 4, start + 12)]  # only the first batch was held
+    assert [c["seq"] for c in exported(gql, tenant.key)[1]] == [start + 12]
+    # Taken, the checkpoint lets go of what it covers: room for the next segment.
+    _appended(runtime, trail, tenant.id, 2)
+    assert trail.checkpointer.segments(tenant.id, start + 12, start + 14) != []
+
+
+def test_a_record_of_another_process_edited_before_the_checkpoint_is_refused(runtime, gql,
+                                                                               monkeypatch):
+    tenant = onboard(runtime)
+    start = _head(runtime, tenant.id)
+    trail = AuditTrail(runtime.db, secrets=runtime.secrets, checkpoint_every=start + 10)
+    other = AuditTrail(runtime.db)  # another process: nothing of its appends is known here
+    _appended(runtime, trail, tenant.id, 3)
+    _appended(runtime, other, tenant.id, 3)
+    with tampering(runtime, ("audit_record",)) as conn:  # content only, its hash left as it was
+        conn.execute(text("UPDATE audit_record SET subject = 'forged' WHERE chain = :c AND "
+                          "seq = :s"), {"c": tenant.id, "s": start + 5})
+    ranges = _rehashed(monkeypatch)
+    _appended(runtime, trail, tenant.id, 6)
+    trail.checkpointer.drain()
+    assert (start + 3, start + 6) in ranges and exported(gql, tenant.key)[1] == []
+    body = verify(gql, tenant.key)
+    assert not body["ok"] and body["firstBadSeq"] == start + 5
+
+
+def test_records_rewritten_after_this_gateway_appended_them_are_not_checkpointed(runtime, gql):
+    """Every hash recomputed and the head moved, between the commit and the checkpoint: the
+    chain re-hashes cleanly, but not to the hashes this trail computed, so nothing is signed,
+    on append or on demand (the re-hash alone would have signed the rewritten chain)."""
+    tenant = onboard(runtime)
+    start = _head(runtime, tenant.id)
+    trail = AuditTrail(runtime.db, secrets=runtime.secrets, checkpoint_every=start + 10)
+    _appended(runtime, trail, tenant.id, 5)
+    with tampering(runtime, ("audit_record",)) as conn:
+        rewrite_from(runtime, conn, tenant.id, start + 2, lambda p: {**p, "forged": True})
+    assert runtime.audit._verify_chain(tenant.id, None, None).ok  # the hash chain alone: fooled
+    _appended(runtime, trail, tenant.id, 6)
+    trail.checkpointer.drain()
+    assert exported(gql, tenant.key)[1] == []
+    with pytest.raises(Conflict) as refused:  # nor on demand
+        trail.create_checkpoint(tenant.id)
+    assert refused.value.code == "AUDIT_CHAIN_BROKEN"
+    assert refused.value.details == {"firstBadSeq": start + 1}
+    assert exported(gql, tenant.key)[1] == []
 
 
 def test_checkpoint_tables_are_append_only(runtime, gql, tenant):

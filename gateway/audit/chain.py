@@ -35,6 +35,9 @@ class ChainedRecord(Protocol):
     hash: str
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})  # exactly these types: kept as they are
+
+
 def plain(value: Any) -> Any:
     """The JSON form stored and hashed: Decimals, instants, dates, ids and enums as strings."""
     if value is None or isinstance(value, bool | int | str):
@@ -58,9 +61,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        # Values already plain (most of them) are kept without a call per value.
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else plain(v)
+                for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        items = [plain(v) for v in value]
+        items = [v if type(v) in _SCALARS else plain(v) for v in value]
         return sorted(items, key=canonical) if isinstance(value, set | frozenset) else items
     raise TypeError(f"{type(value).__name__} cannot go into an audit payload")
 

@@ -10,6 +10,16 @@ chain's head lock with it, never wait for a verification or a signature (they co
 A process that dies between the commit and the checkpoint loses only that checkpoint: the next
 crossing verifies from the previous checkpoint, so the chain stays covered. `drain()` waits for
 what is queued (tests, shutdown).
+
+Every committed append also leaves a `Segment` here: the seqs it wrote, the hash before them,
+the last one's hash, and SHA-256 over all their hashes. Re-hashing records this process has just
+hashed was 15-25 % of the intake's CPU; the checkpoint instead compares the stored hashes with
+these (`AuditTrail._checkpoint`) and re-hashes only the records no segment covers (other
+processes', or from before a restart). Any disagreement sends the checkpoint back to re-hashing
+everything since the last checkpoint, and a segment whose stored hashes changed refuses it even
+if that re-hash passes (a rewrite with every hash recomputed). Appends inside a savepoint leave
+no segment (one rolled back would name records that never were). At most MAX_SEGMENTS are held
+(records past it are re-hashed), and a chain's are dropped once a checkpoint covers them.
 """
 
 from __future__ import annotations
@@ -18,15 +28,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 log = logging.getLogger(__name__)
 
-_PENDING = "audit_checkpoints_due"
-_LISTENING = "audit_checkpoints_listening"
+_NOTED = "audit_checkpoints_noted"  # session.info: {Checkpointer: _Noted}
+MAX_SEGMENTS = 100_000  # held for all chains: about 25 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +47,71 @@ class Due:
     head_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Records `first_seq`..`last_seq` of one chain as this process appended and committed them:
+    `prev_hash` is the hash before the first, `digest` SHA-256 over their hashes in seq order."""
+
+    first_seq: int
+    prev_hash: str
+    last_seq: int
+    last_hash: str
+    digest: bytes
+
+
+@dataclass(slots=True)
+class _Noted:
+    """What one checkpointer noted on a session, for when its transaction commits."""
+
+    due: list[Due] = field(default_factory=list)
+    written: list[tuple[str, Segment]] = field(default_factory=list)
+
+
+# Listened to once per session class (a sessionmaker makes one of its own), not per session:
+# event.listen on each appending session cost about 20 µs. The listeners are these module
+# functions, never a checkpointer's method: class-level listeners are never removed, and a bound
+# method would keep every trail built on the class alive and called on each of its commits.
+# The mark is an attribute of the class itself (its own __dict__, not a subclass's): a set of
+# classes would keep every Database's session class alive.
+_LISTENING = "_audit_checkpoints_listening"
+_listening_lock = threading.Lock()
+
+
+def _noted(session: Session, checkpointer: Checkpointer) -> _Noted:
+    kind = type(session)
+    if _LISTENING not in kind.__dict__:
+        with _listening_lock:
+            if _LISTENING not in kind.__dict__:
+                event.listen(kind, "after_commit", _committed)
+                event.listen(kind, "after_rollback", _dropped)
+                event.listen(kind, "after_transaction_end", _ended)
+                setattr(kind, _LISTENING, True)
+    by_checkpointer = session.info.setdefault(_NOTED, {})
+    noted = by_checkpointer.get(checkpointer)
+    if noted is None:
+        noted = by_checkpointer[checkpointer] = _Noted()
+    return noted
+
+
+def _committed(session: Session) -> None:
+    # A released savepoint fires after_commit too: what was noted waits for the transaction.
+    if session.in_nested_transaction():
+        return
+    for checkpointer, noted in session.info.pop(_NOTED, {}).items():
+        checkpointer._committed(noted)
+
+
+def _dropped(session: Session) -> None:
+    session.info.pop(_NOTED, None)
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    # Session.close() ends a transaction without after_rollback: nothing noted in it may reach
+    # the session's next one.
+    if transaction.parent is None:
+        session.info.pop(_NOTED, None)
+
+
 class Checkpointer:
     """One daemon thread taking the checkpoints that committed appends made due."""
 
@@ -45,23 +120,56 @@ class Checkpointer:
         self._queue: queue.Queue[Due] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._segments: dict[str, list[Segment]] = {}
+        self._held = 0
 
     def note(self, session: Session, due: Due) -> None:
         """Take `due` once `session` commits; forget it if the session rolls back."""
-        if not session.info.get(_LISTENING):  # once per session, whatever its transactions
-            session.info[_LISTENING] = True
-            event.listen(session, "after_commit", self._committed)
-            event.listen(session, "after_rollback", self._rolled_back)
-        session.info.setdefault(_PENDING, []).append(due)
+        _noted(session, self).due.append(due)
 
-    def _committed(self, session: Session) -> None:
-        for due in session.info.pop(_PENDING, ()):
-            self._queue.put(due)
-        self._start()
+    def written(self, session: Session, chain: str, segment: Segment) -> None:
+        """Hold `segment` of `chain` once `session` commits; forget it if it rolls back."""
+        _noted(session, self).written.append((chain, segment))
 
-    @staticmethod
-    def _rolled_back(session: Session) -> None:
-        session.info.pop(_PENDING, None)
+    def _committed(self, noted: _Noted) -> None:
+        if noted.written:
+            with self._lock:
+                for chain, segment in noted.written:
+                    if self._held >= MAX_SEGMENTS:
+                        break
+                    self._segments.setdefault(chain, []).append(segment)
+                    self._held += 1
+        if noted.due:
+            for one in noted.due:
+                self._queue.put(one)
+            self._start()
+
+    def segments(self, chain: str, after_seq: int, upto_seq: int) -> list[Segment]:
+        """The held segments of `chain` lying wholly in (`after_seq`, `upto_seq`], in seq
+        order (one overlapping an earlier one, which committed appends cannot make, is
+        skipped)."""
+        with self._lock:
+            held = [s for s in self._segments.get(chain, ())
+                    if after_seq < s.first_seq and s.last_seq <= upto_seq]
+        held.sort(key=lambda s: s.first_seq)
+        kept: list[Segment] = []
+        for segment in held:
+            if not kept or segment.first_seq > kept[-1].last_seq:
+                kept.append(segment)
+        return kept
+
+    def forget(self, chain: str, upto_seq: int) -> None:
+        """Drop `chain`'s segments ending at or before `upto_seq` (a checkpoint covers them)."""
+        with self._lock:
+            held = self._segments.get(chain)
+            if held is None:
+                return
+            kept = [s for s in held if s.last_seq > upto_seq]
+            self._held -= len(held) - len(kept)
+            if kept:
+                self._segments[chain] = kept
+            else:
+                del self._segments[chain]
 
     def _start(self) -> None:
         with self._lock:

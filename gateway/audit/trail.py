@@ -11,7 +11,10 @@ flush per record.
 Checkpoints (gateway/audit/checkpoints.py): with the gateway's secret box at hand, a chain that
 crosses a multiple of `checkpoint_every` records on append gets a signed checkpoint of its new
 head once the appending transaction commits, taken off the append path by a background thread
-(gateway/audit/checkpointer.py), and `create_checkpoint` takes one on demand. `verify` checks the
+(gateway/audit/checkpointer.py), and `create_checkpoint` takes one on demand. Before signing,
+the records since the last checkpoint are verified: those this process appended and committed
+by their stored hashes against the ones it computed (a chain rewritten since, even
+consistently, is refused), the others re-hashed from their content. `verify` checks the
 chain's hashes and links, then every checkpoint (the stored ones and any the caller supplies
 from an export, which take precedence), then, for a tenant, its orders and executions against
 their audit records (gateway/audit/crosscheck.py).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,7 +49,7 @@ from gateway.audit.chain import (
     record_hash,
     verify_records,
 )
-from gateway.audit.checkpointer import Checkpointer, Due
+from gateway.audit.checkpointer import Checkpointer, Due, Segment
 from gateway.audit.checkpoints import Checkpoint, SigningKey, SigningKeyUnavailable
 from gateway.audit.crosscheck import cross_check
 from gateway.audit.models import PLATFORM_CHAIN, AuditCheckpoint, AuditHead, AuditRecord
@@ -112,6 +116,9 @@ class CheckpointPage:
 _COLUMNS = (AuditRecord.chain, AuditRecord.seq, AuditRecord.at, AuditRecord.kind,
             AuditRecord.subject, AuditRecord.actor, AuditRecord.payload, AuditRecord.prev_hash,
             AuditRecord.hash)
+_CHECKPOINT_COLUMNS = (AuditCheckpoint.chain, AuditCheckpoint.tenant_id, AuditCheckpoint.seq,
+                       AuditCheckpoint.head_hash, AuditCheckpoint.at, AuditCheckpoint.count,
+                       AuditCheckpoint.public_key, AuditCheckpoint.signature)
 
 
 def chain_of(tenant_id: str | None) -> str:
@@ -176,7 +183,7 @@ class AuditTrail:
         rows = [self._checked(entry) for entry in entries]
         chain = chain_of(tenant_id)
         last_seq, last_hash = self._lock_head(session, chain)
-        first_seq = last_seq
+        first_seq, first_prev = last_seq, last_hash
         at = utcnow()
         records: list[dict[str, Any]] = []
         for kind, subject, actor, payload in rows:
@@ -190,6 +197,12 @@ class AuditTrail:
         session.execute(update(AuditHead.__table__)  # type: ignore[attr-defined]
                         .where(AuditHead.__table__.c.chain == chain)  # type: ignore[attr-defined]
                         .values(last_seq=last_seq, last_hash=last_hash))
+        if self._key is not None and not session.in_nested_transaction():
+            # What this process hashed, so that the checkpoint need not hash it again (not in a
+            # savepoint: one rolled back would leave a segment of records that never were).
+            digest = hashlib.sha256("".join(r["hash"] for r in records).encode()).digest()
+            self.checkpointer.written(session, chain, Segment(first_seq + 1, first_prev, last_seq,
+                                                              last_hash, digest))
         if self._key is not None and \
                 last_seq // self.checkpoint_every > first_seq // self.checkpoint_every:
             # The chain crossed a multiple of `checkpoint_every`: checkpointed after commit.
@@ -359,7 +372,8 @@ class AuditTrail:
                           ) -> Checkpoint:
         """A signed checkpoint of the chain's head now (the one already taken at that seq, if
         any). The chain is verified from the last checkpoint first, so a chain rewritten since
-        is refused (AUDIT_CHAIN_BROKEN), not signed."""
+        is refused (AUDIT_CHAIN_BROKEN), not signed: broken, or (for records this process
+        appended) consistent again but not with the hashes computed when they were written."""
         key = self._signing_key(secrets)
         if key is None:
             raise SigningKeyUnavailable("no secret box to open the platform's signing key")
@@ -371,12 +385,17 @@ class AuditTrail:
                 raise InvalidInput("the chain has no records to checkpoint", code="AUDIT_CHAIN_EMPTY")
             existing = self._stored(session, chain, seq=head.last_seq)
             if existing:
-                return existing[0]
-            taken = self._checkpoint(session, key, tenant_id, chain, head.last_seq, head.last_hash)
-            if isinstance(taken, AuditVerification):
-                raise Conflict(f"the chain does not verify since its last checkpoint: "
-                               f"{taken.problem}", code=taken.code or CHAIN_BROKEN,
-                               details={"firstBadSeq": taken.first_bad_seq})
+                taken = existing[0]
+            else:
+                found = self._checkpoint(session, key, tenant_id, chain, head.last_seq,
+                                         head.last_hash, known=True)
+                if isinstance(found, AuditVerification):
+                    raise Conflict(f"the chain does not verify since its last checkpoint: "
+                                   f"{found.problem}", code=found.code or CHAIN_BROKEN,
+                                   details={"firstBadSeq": found.first_bad_seq})
+                taken = found
+        # Segments up to a checkpoint are never read again: held, they would fill the cap.
+        self.checkpointer.forget(chain, taken.seq)
         return taken
 
     def _take_due(self, due: Due) -> None:
@@ -388,9 +407,10 @@ class AuditTrail:
         try:
             with self._transaction(due.tenant_id) as session:
                 if self._stored(session, due.chain, seq=due.seq):
+                    self.checkpointer.forget(due.chain, due.seq)
                     return
                 taken = self._checkpoint(session, key, due.tenant_id, due.chain, due.seq,
-                                         due.head_hash)
+                                         due.head_hash, known=True)
         except SigningKeyUnavailable as exc:
             log.error("audit chain not checkpointed: %s", exc.message, extra={"chain": due.chain})
             return
@@ -398,18 +418,23 @@ class AuditTrail:
             log.error("audit chain not checkpointed: it does not verify since the last "
                       "checkpoint", extra={"chain": due.chain, "seq": taken.first_bad_seq,
                                            "problem": taken.problem})
+        else:
+            self.checkpointer.forget(due.chain, taken.seq)
 
     def _checkpoint(self, session: Session, key: SigningKey, tenant_id: str | None, chain: str,
-                    seq: int, head_hash: str) -> Checkpoint | AuditVerification:
+                    seq: int, head_hash: str, *, known: bool = False
+                    ) -> Checkpoint | AuditVerification:
         """Verify the records since the chain's last checkpoint (its signature too), then sign
-        and store a checkpoint of (seq, head_hash), in `session`'s transaction."""
+        and store a checkpoint of (seq, head_hash), in `session`'s transaction. With `known`,
+        records this process appended and committed are checked by their stored hashes against
+        the ones it computed instead of re-hashed (`_as_written`)."""
         private = key.private(session)
         assert private is not None
         public = cp.public_key_of(private)
         prev_seq, prev_hash = 0, GENESIS
-        last = session.execute(select(AuditCheckpoint).where(
+        last = session.execute(select(*_CHECKPOINT_COLUMNS).where(
             col(AuditCheckpoint.chain) == chain, col(AuditCheckpoint.seq) < seq)
-            .order_by(col(AuditCheckpoint.seq).desc()).limit(1)).scalars().first()
+            .order_by(col(AuditCheckpoint.seq).desc()).limit(1)).first()
         if last is not None:
             previous = Checkpoint.of(last)
             if previous.public_key != public or not cp.signature_valid(previous, public):
@@ -417,6 +442,28 @@ class AuditTrail:
                                          f"the stored checkpoint at record {previous.seq} is not "
                                          f"signed by the platform key", cp.SIGNATURE_INVALID)
             prev_seq, prev_hash = previous.seq, previous.head_hash
+        segments = self.checkpointer.segments(chain, prev_seq, seq) if known else []
+        ok, rewritten = (self._as_written(session, chain, prev_seq, prev_hash, seq, head_hash,
+                                          segments) if segments else (False, None))
+        if not ok:
+            result = self._verify_range(session, chain, prev_seq, prev_hash, seq, head_hash)
+            if not result.ok:
+                return result
+            if rewritten is not None:  # consistent again, but not as this process wrote it
+                return _broken(0, rewritten.first_seq,
+                               f"records {rewritten.first_seq} to {rewritten.last_seq} were "
+                               f"rewritten after they were appended: their hashes are not the "
+                               f"ones computed when they were written")
+        taken = cp.sign(private, chain, tenant_id, seq, head_hash, count=seq)
+        if not cp.insert_checkpoint(session, taken):
+            found = self._stored(session, chain, seq=seq)
+            return found[0] if found else taken
+        return taken
+
+    @staticmethod
+    def _verify_range(session: Session, chain: str, prev_seq: int, prev_hash: str, seq: int,
+                      head_hash: str) -> AuditVerification:
+        """Re-hash the records after (`prev_seq`, `prev_hash`) up to (`seq`, `head_hash`)."""
         checked = 0
         while True:
             chunk = list(session.execute(
@@ -429,13 +476,58 @@ class AuditTrail:
                 return dataclasses.replace(result, checked=checked + result.checked)
             checked += len(chunk)
             if len(chunk) < VERIFY_CHUNK:
-                break
+                return AuditVerification(True, checked)
             prev_seq, prev_hash = chunk[-1].seq, chunk[-1].hash
-        taken = cp.sign(private, chain, tenant_id, seq, head_hash, count=seq)
-        if not cp.insert_checkpoint(session, taken):
-            found = self._stored(session, chain, seq=seq)
-            return found[0] if found else taken
-        return taken
+
+    @classmethod
+    def _as_written(cls, session: Session, chain: str, prev_seq: int, prev_hash: str, seq: int,
+                    head_hash: str, segments: Sequence[Segment]) -> tuple[bool, Segment | None]:
+        """(True, None) if the records after `prev_seq` up to `seq` are all there in order, each
+        links to the one before, the last is `head_hash`, each of `segments` (what this process
+        appended and committed) still has exactly the hashes it computed, and every record no
+        segment covers re-hashes to its stored hash. Reads only seq and hashes for the covered
+        ones. (False, None) on any other doubt, (False, segment) for a segment whose hashes
+        changed: the caller then re-hashes everything (which names the problem).
+        Not re-checked here: that a covered record's content still hashes to its stored hash;
+        the checkpoint signs the hash computed from the content as written, so `verify` reports
+        a record edited since as altered."""
+        pending = iter(segments)
+        segment = next(pending, None)
+        digest: Any = None  # of the segment being read
+        uncovered: list[list[Any]] = []  # [first seq - 1, hash before it, last seq, its hash]
+        expected_seq, expected_prev = prev_seq + 1, prev_hash
+        while expected_seq <= seq:
+            rows = session.execute(
+                select(AuditRecord.seq, AuditRecord.prev_hash, AuditRecord.hash)
+                .where(col(AuditRecord.chain) == chain, col(AuditRecord.seq) >= expected_seq,
+                       col(AuditRecord.seq) <= seq)
+                .order_by(col(AuditRecord.seq)).limit(VERIFY_CHUNK)).all()
+            if not rows:
+                return False, None
+            for at_seq, linked, stored in rows:
+                if at_seq != expected_seq or linked != expected_prev:
+                    return False, None
+                if segment is not None and at_seq == segment.first_seq:
+                    if linked != segment.prev_hash:
+                        return False, segment
+                    digest = hashlib.sha256()
+                if digest is not None and segment is not None:
+                    # Full-length hashes only: a character moved across two keeps the digest.
+                    if len(stored) != len(GENESIS):
+                        return False, segment
+                    digest.update(stored.encode())
+                    if at_seq == segment.last_seq:
+                        if stored != segment.last_hash or digest.digest() != segment.digest:
+                            return False, segment
+                        digest, segment = None, next(pending, None)
+                elif uncovered and uncovered[-1][2] == at_seq - 1:
+                    uncovered[-1][2:] = [at_seq, stored]
+                else:
+                    uncovered.append([at_seq - 1, linked, at_seq, stored])
+                expected_seq, expected_prev = at_seq + 1, stored
+        if expected_prev != head_hash or segment is not None:
+            return False, None
+        return all(cls._verify_range(session, chain, *edge).ok for edge in uncovered), None
 
     def checkpoints(self, tenant_id: str | None, *, first: int, after: str | None = None,
                     secrets: SecretBox | None = None) -> CheckpointPage:
@@ -475,11 +567,11 @@ class AuditTrail:
 
     @staticmethod
     def _stored(session: Session, chain: str, *, seq: int | None = None) -> list[Checkpoint]:
-        query = select(AuditCheckpoint).where(col(AuditCheckpoint.chain) == chain)
+        query = select(*_CHECKPOINT_COLUMNS).where(col(AuditCheckpoint.chain) == chain)
         if seq is not None:
             query = query.where(col(AuditCheckpoint.seq) == seq)
         return [Checkpoint.of(r) for r in
-                session.execute(query.order_by(col(AuditCheckpoint.seq))).scalars()]
+                session.execute(query.order_by(col(AuditCheckpoint.seq))).all()]
 
     def _verify_checkpoints(self, tenant_id: str | None, supplied: list[Checkpoint],
                             secrets: SecretBox | None) -> tuple[int, CheckpointFinding | None]:

@@ -68,6 +68,8 @@ class Order(TenantOwned, table=True):
         Index("ix_trade_order_tenant_account_created", "tenant_id", "account", "created_at"),
     )
 
+    # No index of its own (migration 0025): the indexes above all lead with tenant_id.
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=36)
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     client_order_id: str = Field(max_length=64)
     account: str = Field(max_length=64)
