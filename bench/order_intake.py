@@ -23,6 +23,9 @@ What it does (it ends by itself; a few minutes for the default 50,000 orders):
    order.submitted payload and of the compliance record, and p50/p99 of the compliance check
    per order, read back from the recorded decisions (`compliance_decision.elapsed_ns`: the
    engine's own time for the whole decision).
+
+`--redis-url redis://127.0.0.1:6379/<a database of your own>` runs the gateway with Redis (its
+bus and broker), as every scaled-out deployment does.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--redis-url", help="the gateway's bus and broker on this Redis")
     args = parser.parse_args()
     url = os.environ.get("ALPHINTRA_DATABASE_URL", "")
     if not url.startswith("postgresql") or url.rstrip("/").endswith("/test"):
@@ -116,6 +120,9 @@ def main() -> None:
                          "(createdb bench_orders), never the shared `test` database")
     # the scratch database's own key, for this process and the gateway it starts
     os.environ.setdefault("ALPHINTRA_SECRET_KEY", base64.b64encode(os.urandom(32)).decode())
+    if args.redis_url:  # for this process and the gateway it starts
+        os.environ["ALPHINTRA_REDIS_URL"] = args.redis_url
+        os.environ["ALPHINTRA_REDIS_NAMESPACE"] = f"bench-intake-{int(time.time())}"
     settings = Settings.from_env().with_(warm_on_start=False, embedded_worker="off",
                                           rate_limit_key_per_second=0, rate_limit_tenant_per_second=0)
     migrate_database(settings)

@@ -14,6 +14,10 @@ continuous, and catches up from stored state (every subscription starts from sto
 
 Two implementations: `InProcessBus` for one process, `RedisBus` across processes (epoch,
 sequence and PUBLISH in one Lua script, so numbers and delivery order agree).
+
+`publish_many` publishes several events as that many `publish` calls would (the same numbers,
+the same delivery order), on Redis in one round trip; it stops at the first event that fails,
+so none overtakes it, and says which were published (`PublishInterrupted`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import secrets
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +50,15 @@ Listener = Callable[["Event"], None]
 
 def new_epoch() -> str:
     return secrets.token_hex(8)
+
+
+class PublishInterrupted(Exception):
+    """`publish_many` stopped at a failed event (the cause): `published` are those before it,
+    in order; neither it nor any after it was published."""
+
+    def __init__(self, published: list[Event]) -> None:
+        super().__init__(f"publishing stopped after {len(published)} events")
+        self.published = published
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,12 @@ class _Fanout:
 
 class Bus(Protocol):
     def publish(self, topic: str, payload: dict[str, Any]) -> Event: ...
+    def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+        """The (topic, payload) items published in order, as that many `publish` calls would,
+        in one round trip where the bus has round trips. Stops at the first that fails,
+        raising PublishInterrupted (those before it published); any other exception: none is
+        known to be published."""
+        ...
     async def subscribe(self, topic: str) -> Subscription: ...
     async def listen(self, topic: str, listener: Listener) -> None: ...
     async def unlisten(self, topic: str, listener: Listener) -> None:
@@ -212,6 +231,17 @@ class Listeners:
                 log.exception("could not remove an event listener", extra={"topic": topic})
 
 
+def publish_each(bus: Bus, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+    """`publish_many` as one `publish` per item (what a bus without round trips does)."""
+    published: list[Event] = []
+    for topic, payload in items:
+        try:
+            published.append(bus.publish(topic, payload))
+        except Exception as exc:
+            raise PublishInterrupted(published) from exc
+    return published
+
+
 class InProcessBus:
     def __init__(self) -> None:
         self._fanout = _Fanout()
@@ -226,6 +256,9 @@ class InProcessBus:
             event = Event(topic, self._seq[topic], payload, utcnow().isoformat(), self.epoch)
             self._fanout.deliver(event)
         return event
+
+    def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+        return publish_each(self, items)
 
     async def subscribe(self, topic: str) -> Subscription:
         sub = Subscription(self._fanout, topic)
@@ -257,23 +290,43 @@ class InProcessBus:
 # server's run id: a server restarted from a snapshot (or a replica promoted) may hold an older
 # counter that would hand out numbers already used, so a counter from another run starts over
 # under a new epoch too.
+# One call publishes a batch: KEYS are each event's counter and channel, ARGV each event's
+# topic, payload, time and fresh epoch. It stops at the first event that fails (so none
+# overtakes it) and returns {published, error, epoch1, seq1, epoch2, seq2, ...}.
 _PUBLISH = """
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-local state = redis.call('HMGET', KEYS[1], 'epoch', 'run')
-local epoch = state[1]
-if (not epoch) or state[2] ~= run then
-  epoch = ARGV[4]
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'run', run)
+local function publish(i)
+  local counter, channel = KEYS[2 * i - 1], KEYS[2 * i]
+  local state = redis.call('HMGET', counter, 'epoch', 'run')
+  local epoch = state[1]
+  if (not epoch) or state[2] ~= run then
+    epoch = ARGV[4 * i]
+    redis.call('DEL', counter)
+    redis.call('HSET', counter, 'epoch', epoch, 'run', run)
+  end
+  local seq = redis.call('HINCRBY', counter, 'seq', 1)
+  redis.call('EXPIRE', counter, 604800)
+  local msg = '{"topic":' .. cjson.encode(ARGV[4 * i - 3]) .. ',"epoch":' .. cjson.encode(epoch) ..
+    ',"sequence":' .. seq .. ',"published_at":' .. cjson.encode(ARGV[4 * i - 1]) ..
+    ',"payload":' .. ARGV[4 * i - 2] .. '}'
+  redis.call('PUBLISH', channel, msg)
+  return epoch, seq
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('EXPIRE', KEYS[1], 604800)
-local msg = '{"topic":' .. cjson.encode(ARGV[1]) .. ',"epoch":' .. cjson.encode(epoch) ..
-  ',"sequence":' .. seq .. ',"published_at":' .. cjson.encode(ARGV[3]) ..
-  ',"payload":' .. ARGV[2] .. '}'
-redis.call('PUBLISH', KEYS[2], msg)
-return {epoch, seq}
+local out = {0, ''}
+for i = 1, #KEYS / 2 do
+  local ok, epoch, seq = pcall(publish, i)
+  if not ok then
+    out[2] = type(epoch) == 'table' and tostring(epoch.err) or tostring(epoch)
+    break
+  end
+  out[1] = i
+  out[#out + 1] = epoch
+  out[#out + 1] = seq
+end
+return out
 """
+# At most this many events a call: the script holds the server for its whole batch.
+SCRIPT_BATCH = 1000
 
 
 class RedisBus:
@@ -302,16 +355,49 @@ class RedisBus:
         return f"{self._ns}:events:{topic}"
 
     def publish(self, topic: str, payload: dict[str, Any]) -> Event:
-        now = utcnow().isoformat()
-        body = json.dumps(payload, separators=(",", ":"), default=str)
-        # `seq2`: the counter became a hash; a new key (and so a new epoch) on upgrade rather
-        # than a WRONGTYPE on the old string counters.
-        epoch, seq = self._publish_script(
-            keys=[f"{self._ns}:seq2:{topic}", self._channel(topic)],
-            args=[topic, body, now, new_epoch()],
-        )
-        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        return Event(topic, int(seq), json.loads(body), now, epoch)
+        published, error = self._run([(topic, payload)])
+        if error is not None:
+            raise error
+        return published[0]
+
+    def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+        published: list[Event] = []
+        for start in range(0, len(items), SCRIPT_BATCH):
+            try:
+                done, error = self._run(items[start:start + SCRIPT_BATCH])
+            except Exception as exc:  # the call failed as a whole: none of it is known published
+                raise PublishInterrupted(published) from exc
+            published.extend(done)
+            if error is not None:
+                raise PublishInterrupted(published) from error
+        return published
+
+    def _run(self, items: Sequence[tuple[str, dict[str, Any]]]
+             ) -> tuple[list[Event], redis.ResponseError | None]:
+        """One script call: the events it published, and the error that stopped it if any."""
+        keys: list[str] = []
+        args: list[str] = []
+        bodies: list[tuple[str, str, str]] = []
+        for topic, payload in items:
+            now = utcnow().isoformat()
+            body = json.dumps(payload, separators=(",", ":"), default=str)
+            # `seq2`: the counter became a hash; a new key (and so a new epoch) on upgrade
+            # rather than a WRONGTYPE on the old string counters.
+            keys += (f"{self._ns}:seq2:{topic}", self._channel(topic))
+            args += (topic, body, now, new_epoch())
+            bodies.append((topic, body, now))
+        if not bodies:
+            return [], None
+        count, error, *numbers = self._publish_script(keys=keys, args=args)
+        published: list[Event] = []
+        for i, (topic, body, now) in enumerate(bodies[:int(count)]):
+            epoch = numbers[2 * i]
+            epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+            published.append(Event(topic, int(numbers[2 * i + 1]), json.loads(body), now, epoch))
+        if int(count) < len(bodies):
+            message = error.decode() if isinstance(error, bytes) else str(error)
+            return published, redis.ResponseError(message or "the event was not published")
+        return published, None
 
     async def start(self) -> None:
         # Several owners may share one bus (an app and a second app on the same runtime): the

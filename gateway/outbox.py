@@ -15,6 +15,8 @@ Two kinds of row:
   soon as before, in commit order), with the row as the guarantee: a publish that fails leaves
   the row to the dispatcher, which publishes pending events in id order, one process at a time
   (a PostgreSQL advisory lock), after a short grace that keeps it from racing the writer.
+  A commit's events, and the dispatcher's due events, go out together (`Bus.publish_many`, one
+  round trip on Redis), which stops at the first that fails: it and those after it stay rows.
 
 Delivery is at least once: a process that dies between delivering and deleting delivers again.
 Consumers are idempotent (a job message for a job that is not QUEUED is dropped; an event is a
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +38,7 @@ from sqlmodel import Field, SQLModel
 
 from gateway.background import SharedThread
 from gateway.db import Database, UTCDateTime, utcnow
-from gateway.events import Bus, Event, Listener, Subscription
+from gateway.events import Bus, Event, Listener, PublishInterrupted, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Outbox:
         self.retry_max_s = retry_max_ms / 1000
         self.event_grace = timedelta(seconds=max(MIN_EVENT_GRACE_S,
                                                  self.poll_s + self.retry_max_s))
+        # Events are published by the batch (deliver_once); the handler stands for the kind.
         self.handlers: dict[str, Handler] = {EVENT: self._publish_event}
         self._wake = threading.Event()
         self._loop = SharedThread("outbox-dispatcher", self._run, wake=self._wake.set)
@@ -156,6 +159,37 @@ class Outbox:
                           extra={"topic": topic})
         return None
 
+    def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event | None]:
+        """`publish` for several committed events, in one round trip: those the bus did not
+        take (the first that failed and all after it) are kept for the dispatcher, in order."""
+        published: list[Event] = []
+        if items and not self._inline_paused():
+            published = self._publish_all(items)
+        rest = items[len(published):]
+        if rest:
+            try:
+                with self.db.system_transaction() as session:
+                    session.add_all([OutboxRow(kind=EVENT, key=topic[:200],
+                                               payload={"topic": topic, "payload": payload})
+                                     for topic, payload in rest])
+                self._wake.set()
+            except Exception:
+                log.exception("events could not be published nor kept; they are lost",
+                              extra={"topics": sorted({topic for topic, _ in rest})})
+        return [*published, *[None] * len(rest)]
+
+    def _publish_all(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+        """The events the bus took: all, or those before the first that failed (the bus is
+        then marked down)."""
+        try:
+            return self.bus.publish_many(items)
+        except PublishInterrupted as exc:
+            self._bus_failed(items[len(exc.published)][0])
+            return exc.published
+        except Exception:
+            self._bus_failed(items[0][0])
+            return []
+
     def committed_bus(self) -> CommittedBus:
         return CommittedBus(self)
 
@@ -178,26 +212,27 @@ class Outbox:
         rows: list[tuple[OutboxRow, bool]] = session.info.pop(PENDING_KEY, [])
         if not rows:
             return
-        published: list[int] = []
-        wake = False
-        for row, inline in rows:
-            wake = wake or not inline
-            if not inline:  # work for the dispatcher, or an event queued behind a backlog
-                continue
-            if not self._inline_paused():
-                try:
-                    self.bus.publish(row.payload["topic"], row.payload["payload"])
-                    if row.id is not None:
-                        published.append(row.id)
-                    continue
-                except Exception:
-                    self._bus_failed(row.payload["topic"])
-            # Not published: the row stays, and the dispatcher publishes it (in order, with
-            # those behind it) as soon as the bus is back, without waiting out the grace.
-            if row.id is not None:
-                with self._published_lock:
-                    self._handoff.add(row.id)
+        inline: list[OutboxRow] = []
+        held: list[OutboxRow] = []  # inline events after one queued for the dispatcher
+        queued = wake = False
+        for row, publish in rows:
+            if not publish:  # work for the dispatcher, or an event queued behind a backlog
+                wake = True
+                queued = queued or row.kind == EVENT
+            else:  # those after a queued event must not overtake it
+                (held if queued else inline).append(row)
+        done: list[OutboxRow] = []
+        if inline and not self._inline_paused():
+            taken = self._publish_all([(r.payload["topic"], r.payload["payload"]) for r in inline])
+            done = inline[:len(taken)]
+        # Not published: the rows stay, and the dispatcher publishes them (in order, with those
+        # behind them) as soon as the bus is back, without waiting out the grace.
+        left = [row.id for row in [*inline[len(done):], *held] if row.id is not None]
+        if left:
+            with self._published_lock:
+                self._handoff.update(left)
             wake = True
+        published = [row.id for row in done if row.id is not None]
         if published:
             if self.running:
                 with self._published_lock:
@@ -289,15 +324,22 @@ class Outbox:
                 stmt = stmt.where(OutboxRow.kind != EVENT)  # another process publishes events
             stmt = stmt.order_by(OutboxRow.id).limit(BATCH).with_for_update(skip_locked=True)  # type: ignore[arg-type]
             rows = session.execute(stmt).scalars().all()
+            # The due events go out together, in id order, up to the first that fails.
+            events = [row for row in rows if row.kind == EVENT]
+            taken, event_error = self._publish_rows(events)
             blocked: set[str] = set()  # a kind whose delivery failed waits, keeping its order
             for row in rows:
                 if row.kind in blocked:
                     continue
                 handler = self.handlers.get(row.kind)
                 try:
-                    if handler is None:
+                    if row.kind == EVENT:
+                        if event_error is not None and row is events[taken]:
+                            raise event_error
+                    elif handler is None:
                         raise LookupError(f"no outbox handler for {row.kind!r}")
-                    handler(row.payload)
+                    else:
+                        handler(row.payload)
                 except Exception as exc:
                     failed += 1
                     blocked.add(row.kind)
@@ -320,6 +362,26 @@ class Outbox:
             self._handoff.difference_update(set(handoff) - waiting)
         return len(delivered), failed
 
+    def _publish_rows(self, rows: Sequence[OutboxRow]) -> tuple[int, Exception | None]:
+        """Publish event rows in order: how many the bus took, and why the next one failed."""
+        if not rows:
+            return 0, None
+        items: list[tuple[str, dict[str, Any]]] = []
+        malformed: Exception | None = None
+        for row in rows:
+            try:
+                items.append((row.payload["topic"], row.payload["payload"]))
+            except (KeyError, TypeError) as exc:  # this row fails; those after it wait
+                malformed = exc
+                break
+        try:
+            taken = len(self.bus.publish_many(items))
+        except PublishInterrupted as exc:
+            return len(exc.published), exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        except Exception as exc:
+            return 0, exc
+        return taken, malformed
+
     def pending(self, kind: str | None = None) -> int:
         """Rows not yet delivered (for health checks and tests)."""
         with self.db.system_session() as session:
@@ -340,6 +402,9 @@ class CommittedBus:
 
     def publish(self, topic: str, payload: dict[str, Any]) -> Event | None:
         return self._outbox.publish(topic, payload)
+
+    def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event | None]:
+        return self._outbox.publish_many(items)
 
     async def subscribe(self, topic: str) -> Subscription:
         return await self._outbox.bus.subscribe(topic)

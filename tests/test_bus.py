@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.auth.policy import CREDENTIALS_TOPIC, POLICY_TOPIC
-from gateway.events import InProcessBus, Listeners, RedisBus
+from gateway.events import InProcessBus, Listeners, PublishInterrupted, RedisBus
 from gateway.jobs.runner import tenant_jobs_topic
 from gateway.marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
 from gateway.runtime import Runtime
@@ -524,3 +524,137 @@ def test_an_app_whose_start_up_fails_leaves_the_bus_as_it_found_it(runtime: Runt
         asyncio.run(start())
     assert {topic: fanout.count(topic) for topic in topics} == before
     assert getattr(runtime.bus, "_owners", None) == owners
+
+
+# publish_many: several events as that many publish calls would, one round trip on Redis.
+ITEMS = [("a", {"n": 1}), ("b", {"n": 2}), ("a", {"n": 3}), ("c", {"n": 4}), ("a", {"n": 5})]
+
+
+def round_trips(client) -> list[str]:
+    """The command batches a redis-py client sends from now on (one per round trip)."""
+    sent: list[str] = []
+    pool = client.connection_pool
+    get = pool.get_connection
+
+    def counted(*args, **kwargs):
+        conn = get(*args, **kwargs)
+        if not getattr(conn, "counted", False):
+            send = conn.send_packed_command
+
+            def send_counted(command, *a, **k):
+                first = command[0] if isinstance(command, list) else command
+                sent.append(bytes(first).split(b"\r\n")[2].decode())  # its first command's name
+                return send(command, *a, **k)
+
+            conn.send_packed_command, conn.counted = send_counted, True
+        return conn
+
+    pool.get_connection = counted
+    return sent
+
+
+def publish_many_and_hear(bus, items, sent=None):
+    """What `bus.publish_many(items)` returns (or, interrupted, the error), and what a
+    listener on every topic hears, in order; `sent` collects the round trips of a Redis bus's
+    publishing client meanwhile."""
+    async def scenario():
+        heard = []
+        topics = sorted({t for t, _ in items})
+        for topic in topics:
+            await bus.listen(topic, heard.append)
+        await asyncio.to_thread(wait_for, lambda: all(bus.subscribers(t) for t in topics), 5)
+        counted = round_trips(bus._sync) if sent is not None else []
+        try:
+            published = await asyncio.to_thread(bus.publish_many, items)
+        except PublishInterrupted as exc:
+            published = exc
+        if sent is not None:
+            sent.extend(counted)
+        done = published.published if isinstance(published, PublishInterrupted) else published
+        await asyncio.to_thread(wait_for, lambda: len(heard) >= len(done), 5)
+        await asyncio.sleep(0.1)  # nothing more arrives
+        await bus.stop()
+        return published, heard
+
+    return asyncio.run(scenario())
+
+
+def test_in_process_publish_many_numbers_and_delivers_as_publish_does():
+    one_by_one = InProcessBus()
+    expected = [one_by_one.publish(t, p) for t, p in ITEMS]
+    published, heard = publish_many_and_hear(InProcessBus(), ITEMS)
+    assert [(e.topic, e.sequence, e.payload) for e in published] == \
+        [(e.topic, e.sequence, e.payload) for e in expected] == \
+        [("a", 1, {"n": 1}), ("b", 1, {"n": 2}), ("a", 2, {"n": 3}), ("c", 1, {"n": 4}),
+         ("a", 3, {"n": 5})]
+    assert heard == published  # every one, in order
+    assert len({e.epoch for e in published}) == 1
+
+
+def test_in_process_publish_many_stops_at_the_first_failure(monkeypatch):
+    bus = InProcessBus()
+    real = bus.publish
+
+    def failing(topic, payload):
+        if payload["n"] == 3:
+            raise ConnectionError("refused")
+        return real(topic, payload)
+
+    monkeypatch.setattr(bus, "publish", failing)
+    with pytest.raises(PublishInterrupted) as raised:
+        bus.publish_many(ITEMS)
+    assert [e.payload["n"] for e in raised.value.published] == [1, 2]
+    assert isinstance(raised.value.__cause__, ConnectionError)
+    assert real("c", {}).sequence == 1  # nothing after the failure was published
+
+
+@pytest.mark.redis
+def test_redis_publish_many_numbers_and_delivers_in_one_round_trip():
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    one_by_one = RedisBus(url, f"alphintra-bus-{uuid.uuid4().hex[:8]}")
+    expected = [one_by_one.publish(t, p) for t, p in ITEMS]
+    one_by_one._sync.close()
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    bus = RedisBus(url, namespace)
+    bus.publish("warm", {})  # the script is loaded (a NOSCRIPT costs a round trip, once)
+    sent: list[str] = []
+    published, heard = publish_many_and_hear(bus, ITEMS, sent)
+    assert sent == ["EVALSHA"]  # five events on three topics: one command
+    assert [(e.topic, e.sequence, e.payload) for e in published] == \
+        [(e.topic, e.sequence, e.payload) for e in expected]
+    assert [(e.topic, e.sequence, e.epoch, e.payload) for e in heard] == \
+        [(e.topic, e.sequence, e.epoch, e.payload) for e in published]
+    assert len({e.epoch for e in published if e.topic == "a"}) == 1
+
+    # A topic's counter lost between two batches: its numbering restarts under a new epoch,
+    # the others' continues.
+    bus = RedisBus(url, namespace)
+    bus._sync.delete(f"{namespace}:seq2:a")
+    again = bus.publish_many([("a", {}), ("b", {}), ("a", {})])
+    bus._sync.close()
+    assert [(e.topic, e.sequence) for e in again] == [("a", 1), ("b", 2), ("a", 2)]
+    first_a = next(e for e in published if e.topic == "a")
+    assert again[0].epoch == again[2].epoch != first_a.epoch
+    assert again[1].epoch == next(e for e in published if e.topic == "b").epoch
+
+
+@pytest.mark.redis
+def test_redis_publish_many_stops_at_the_first_event_that_fails():
+    """An event that fails on the server (here: its counter is not a hash) is not overtaken:
+    those before it are published and numbered, it and those after it are not."""
+    import redis
+
+    url = os.environ["ALPHINTRA_REDIS_URL"]
+    namespace = f"alphintra-bus-{uuid.uuid4().hex[:8]}"
+    items = [("a", {"n": 1}), ("bad", {"n": 2}), ("a", {"n": 3}), ("b", {"n": 4})]
+    bus = RedisBus(url, namespace)
+    bus._sync.set(f"{namespace}:seq2:bad", "not a counter")
+    error, heard = publish_many_and_hear(bus, items)
+    assert isinstance(error, PublishInterrupted)
+    assert [e.payload["n"] for e in error.published] == [1] and heard == error.published
+    assert isinstance(error.__cause__, redis.ResponseError) and "WRONGTYPE" in str(error.__cause__)
+    bus = RedisBus(url, namespace)
+    bus._sync.delete(f"{namespace}:seq2:bad")
+    later = bus.publish_many(items[1:])
+    bus._sync.close()
+    assert [(e.topic, e.sequence) for e in later] == [("bad", 1), ("a", 2), ("b", 1)]

@@ -17,6 +17,7 @@ import pytest
 from sqlmodel import select
 
 from gateway.app import create_app
+from gateway.events import publish_each
 from gateway.markets.clock import ManualClock
 from gateway.trading.models import OrderEvent
 from gateway.trading.service import orders_topic
@@ -316,6 +317,8 @@ def test_a_transition_the_bus_loses_is_read_from_the_store(desk, monkeypatch):
             await ws.subscribe("u", UPDATES)
             await subscribed(rt, orders_topic(tenant.id))
             monkeypatch.setattr(rt.bus, "publish", lossy)
+            # A batch's events too, one by one through `lossy` (Redis sends them in one call).
+            monkeypatch.setattr(rt.bus, "publish_many", lambda items: publish_each(rt.bus, items))
             o = (await asyncio.to_thread(gql.data, SUBMIT, {"input": order()}, key=tenant.key))["submitOrder"]
             return await collect(ws, "u", ended(o["id"], "FILLED"))
 

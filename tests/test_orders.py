@@ -17,6 +17,7 @@ from sqlmodel import func, select
 
 from gateway.app import create_app
 from gateway.errors import DomainError
+from gateway.events import publish_each
 from gateway.markets.clock import ManualClock
 from gateway.markets.service import MarketsService
 from gateway.trading.models import (
@@ -889,6 +890,8 @@ def test_a_batch_claimed_one_by_one_after_a_collision_still_publishes(desk, monk
 
     monkeypatch.setattr(rt.orders, "_existing", stale)
     monkeypatch.setattr(rt.bus, "publish", recording)
+    # A batch's events too, one by one through `recording` (Redis sends them in one call).
+    monkeypatch.setattr(rt.bus, "publish_many", lambda items: publish_each(rt.bus, items))
     # A short sale without a locate: denied, so its claim is its only publication.
     fresh = OrderInput(unique("fresh"), "ACC1", "AAPL", "SELL_SHORT", "5", "MARKET", "IOC", mic="XNAS")
     again = OrderInput(taken.client_order_id, "ACC1", "AAPL", "BUY", "5", "LIMIT", "DAY",

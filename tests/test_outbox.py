@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.auth.principal import Principal
 from gateway.cli import migrate_database
 from gateway.db import utcnow
-from gateway.events import Event
+from gateway.events import Event, publish_each
 from gateway.jobs.delivery import RUN_JOB, MemoryLedger
 from gateway.jobs.kinds import JobKind
 from gateway.jobs.models import Job
@@ -42,14 +42,20 @@ class SwitchableBus:
     def __init__(self, bus: Any) -> None:
         self.bus = bus
         self.down = False
+        self.refuse: Callable[[dict[str, Any]], bool] = lambda payload: False  # one event fails
         self.published: list[tuple[str, dict[str, Any]]] = []
+        self.batches: list[int] = []  # the size of each publish_many
 
     def publish(self, topic: str, payload: dict[str, Any]) -> Event:
-        if self.down:
+        if self.down or self.refuse(payload):
             raise ConnectionError("bus is down")
         event = self.bus.publish(topic, payload)
         self.published.append((topic, payload))
         return event
+
+    def publish_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+        self.batches.append(len(items))
+        return publish_each(self, items)
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [payload for t, payload in self.published if t == topic]
@@ -185,6 +191,101 @@ def test_publish_after_commit_never_raises_and_keeps_the_event(rt, bus):
     drain(rt)
     assert bus.on(topic) == [{"at": "now"}]
     assert pending(rt, EVENT, topic) == []
+
+
+def test_a_commits_events_go_out_together_and_those_after_a_failure_wait_in_order(rt, bus, tenant):
+    topic = f"outbox-test.{unique()}"
+    bus.refuse = lambda payload: payload["n"] == 2
+    with rt.db.tenant_transaction(tenant.id) as session:
+        for n in range(1, 5):
+            rt.outbox.event(session, topic, {"n": n})
+    assert bus.batches == [4]  # one publish_many for the commit's events
+    assert bus.on(topic) == [{"n": 1}]  # the second failed: it and those after it wait
+    assert [r.payload["payload"]["n"] for r in pending(rt, EVENT, topic)] == [2, 3, 4]
+    with rt.db.tenant_transaction(tenant.id) as session:  # the bus is down: queued behind them
+        rt.outbox.event(session, topic, {"n": 5})
+    assert bus.batches == [4]
+
+    bus.refuse = lambda payload: payload["n"] == 3
+    assert rt.outbox.deliver_once() == (1, 1)  # due at once: no grace for failed rows
+    assert bus.batches == [4, 4]  # the dispatcher's due events together, up to the failure
+    assert {r.payload["payload"]["n"]: r.attempts for r in pending(rt, EVENT, topic)} == \
+        {3: 1, 4: 0, 5: 0}  # 4 and 5 were not tried: they never overtake 3
+    bus.refuse = lambda payload: False
+    assert rt.outbox.deliver_once() == (3, 0)
+    assert [p["n"] for p in bus.on(topic)] == [1, 2, 3, 4, 5]
+    assert pending(rt, EVENT, topic) == []
+
+
+def test_committed_events_published_together_keep_those_the_bus_did_not_take(rt, bus):
+    topic = f"outbox-test.{unique()}"
+    bus.refuse = lambda payload: payload["n"] == 2
+    published = rt.outbox.committed_bus().publish_many([(topic, {"n": n}) for n in range(1, 4)])
+    assert [e.payload if e is not None else None for e in published] == [{"n": 1}, None, None]
+    assert bus.batches == [3]
+    assert [r.payload["payload"]["n"] for r in pending(rt, EVENT, topic)] == [2, 3]
+    bus.refuse = lambda payload: False
+    drain(rt)
+    assert [p["n"] for p in bus.on(topic)] == [1, 2, 3]
+
+
+@pytest.mark.redis
+def test_on_redis_a_commits_events_take_one_round_trip_and_a_failed_one_is_not_overtaken(
+        rt, tenant):
+    """The real bus: the events of a commit, and the dispatcher's due events, are one command
+    each; an event that fails on the server leaves it and those after it to the dispatcher,
+    which publishes them in order."""
+    import asyncio
+    import os
+
+    from gateway.events import RedisBus
+    from tests.test_bus import round_trips
+
+    namespace = f"alphintra-outbox-{unique()}"
+    redis_bus = RedisBus(os.environ["ALPHINTRA_REDIS_URL"], namespace)
+    good, bad = f"outbox-test.{unique()}", f"outbox-test.{unique()}"
+    redis_bus._sync.set(f"{namespace}:seq2:{bad}", "not a counter")  # its publish fails
+    items = [(good, {"n": 1}), (bad, {"n": 2}), (good, {"n": 3}), (bad, {"n": 4})]
+    real, rt.outbox.bus = rt.outbox.bus, redis_bus
+    rt.outbox._bus_down_until, rt.outbox._backlog = 0.0, False  # no cooldown left over
+
+    def commit() -> None:
+        with rt.db.tenant_transaction(tenant.id) as session:
+            for topic, payload in items:
+                rt.outbox.event(session, topic, payload)
+
+    async def scenario() -> tuple[list[str], list[int], list[int], list[str], list[Event]]:
+        heard: list[Event] = []
+        for topic in (good, bad):
+            await redis_bus.listen(topic, heard.append)
+        await asyncio.to_thread(wait_for, lambda: redis_bus.subscribers(bad), 5)
+        redis_bus.publish(good, {"n": 0})  # the script is loaded
+        sent = round_trips(redis_bus._sync)
+        await asyncio.to_thread(commit)
+        after_commit = list(sent)
+        await asyncio.to_thread(wait_for, lambda: len(heard) == 2, 5)
+        await asyncio.sleep(0.1)
+        left = [r.payload["payload"]["n"] for r in pending(rt, EVENT, good) + pending(rt, EVENT, bad)]
+        redis_bus._sync.delete(f"{namespace}:seq2:{bad}")
+        sent.clear()
+        delivered = await asyncio.to_thread(rt.outbox.deliver_once)  # handed off: due at once
+        await asyncio.to_thread(wait_for, lambda: len(heard) == 5, 5)
+        await redis_bus.stop()
+        return after_commit, left, list(delivered), sent, heard
+
+    try:
+        after_commit, left, delivered, dispatched, heard = asyncio.run(scenario())
+    finally:
+        rt.outbox.bus = real
+        rt.outbox._bus_down_until, rt.outbox._backlog = 0.0, False
+    assert after_commit == ["EVALSHA"]  # the commit's four events: one command
+    assert sorted(left) == [2, 3, 4]
+    # (another test's row may fall due meanwhile: at least these three, none failed)
+    assert delivered[0] >= 3 and delivered[1] == 0 and dispatched == ["EVALSHA"]
+    assert pending(rt, EVENT, good) == pending(rt, EVENT, bad) == []
+    assert [e.payload["n"] for e in heard] == [0, 1, 2, 3, 4]
+    assert [(e.topic == good, e.sequence) for e in heard] == \
+        [(True, 1), (True, 2), (False, 1), (True, 3), (False, 2)]
 
 
 # Jobs: the request path.

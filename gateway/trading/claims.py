@@ -80,7 +80,7 @@ from gateway.trading.intake import (
     parse_order,
 )
 from gateway.trading.models import ComplianceDecisionRow, Order
-from gateway.trading.reports import _publish, publish_order
+from gateway.trading.reports import _publish, order_message
 from gateway.trading.routing import RoutingDecision
 from gateway.trading.states import OrderStatus
 from gateway.trading.venues import _at_venue, _scoped_connectors
@@ -391,15 +391,19 @@ def _order_payload(row: dict[str, Any], event: Any) -> dict[str, Any]:
 
 
 def _publish_claims(bus: Bus, tenant_id: str, prepared: list[_Prepared]) -> None:
+    """Each order's message, after its compliance alert if it was denied, in one round trip."""
+    messages: list[tuple[str, dict[str, Any]]] = []
     for p in prepared:
         if not p.decision.passed:
-            bus.publish(alerts_topic(tenant_id), {
+            messages.append((alerts_topic(tenant_id), {
                 "tenant_id": tenant_id, "order_id": p.order["id"], **{
                     k: v for k, v in p.decision.record().items()
                     if k in ("account", "symbol", "mic", "denials", "jurisdictions",
                              "decided_at")},
-                "client_order_id": p.order["client_order_id"]})
-        publish_order(bus, p.order, [p.event] if p.event is not None else [])
+                "client_order_id": p.order["client_order_id"]}))
+        messages.append(order_message(p.order, [p.event] if p.event is not None else []))
+    if messages:
+        bus.publish_many(messages)
 
 
 # -- sending: the venues answer with execution reports, applied in reports.py ----------------

@@ -240,15 +240,19 @@ def _move_position(positions: dict[tuple[str, str, str], dict[str, Any]], order:
 
 def _publish(bus: Bus, changed: Sequence[dict[str, Any]]) -> None:
     """After commit: one message per changed order on its tenant's orders topic, carrying the
-    order's transitions of that transaction (stream.wire), in stream order."""
+    order's transitions of that transaction (stream.wire), in stream order; all in one
+    `publish_many` (one round trip on Redis)."""
     def first(o: dict[str, Any]) -> int:
         return min((e["stream_seq"] for e in o.get(TRANSITIONS, ())), default=0)
 
-    for o in sorted(changed, key=first):
-        publish_order(bus, o, o.get(TRANSITIONS, ()))
+    messages = [order_message(o, o.get(TRANSITIONS, ())) for o in sorted(changed, key=first)]
+    if messages:
+        bus.publish_many(messages)
 
 
-def publish_order(bus: Bus, order: dict[str, Any], events: Sequence[dict[str, Any]]) -> None:
-    bus.publish(orders_topic(order["tenant_id"]), {
+def order_message(order: dict[str, Any], events: Sequence[dict[str, Any]]
+                  ) -> tuple[str, dict[str, Any]]:
+    """An order's message on its tenant's orders topic: (topic, payload)."""
+    return orders_topic(order["tenant_id"]), {
         "tenant_id": order["tenant_id"], "id": order["id"], "account": order["account"],
-        "status": order["status"], "transitions": [stream.wire(e, order) for e in events]})
+        "status": order["status"], "transitions": [stream.wire(e, order) for e in events]}
