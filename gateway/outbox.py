@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, delete, event, func, or_, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -209,7 +210,14 @@ class Outbox:
             session.info.pop(PENDING_KEY, None)
 
     def _after_commit(self, session: Session) -> None:
-        rows: list[tuple[OutboxRow, bool]] = session.info.pop(PENDING_KEY, [])
+        # A released savepoint fires after_commit too: its rows wait for the outermost commit
+        # (the transaction may still roll back).
+        if session.in_nested_transaction():
+            return
+        # Rows added in a savepoint that rolled back were never committed: they have no identity.
+        rows: list[tuple[OutboxRow, bool]] = [
+            (row, inline) for row, inline in session.info.pop(PENDING_KEY, [])
+            if sa_inspect(row).has_identity]
         if not rows:
             return
         inline: list[OutboxRow] = []

@@ -164,6 +164,29 @@ def test_an_event_is_published_after_commit_and_leaves_no_row(rt, bus, tenant):
     assert pending(rt, EVENT, topic) == []
 
 
+def test_an_event_written_before_a_savepoint_waits_for_the_outermost_commit(rt, bus, tenant):
+    topic = f"outbox-test.{unique()}"
+    with pytest.raises(RuntimeError), rt.db.tenant_transaction(tenant.id) as session:
+        rt.outbox.event(session, topic, {"n": 1})
+        with session.begin_nested():  # released: SQLAlchemy fires after_commit for it
+            rt.outbox.event(session, topic, {"n": 2})
+        assert bus.on(topic) == []
+        raise RuntimeError("the write fails after the savepoint")
+    assert bus.on(topic) == []  # rolled back: neither was published
+    assert pending(rt, EVENT, topic) == []
+
+    with rt.db.tenant_transaction(tenant.id) as session:
+        rt.outbox.event(session, topic, {"n": 3})
+        with session.begin_nested():
+            rt.outbox.event(session, topic, {"n": 4})
+        with pytest.raises(RuntimeError), session.begin_nested():
+            rt.outbox.event(session, topic, {"n": 5})
+            raise RuntimeError("this savepoint rolls back")
+        assert bus.on(topic) == []
+    assert bus.on(topic) == [{"n": 3}, {"n": 4}]  # not 5: its savepoint rolled back
+    assert pending(rt, EVENT, topic) == []
+
+
 def test_events_the_bus_refused_are_kept_and_delivered_in_order(rt, bus, tenant):
     topic = f"outbox-test.{unique()}"
     bus.down = True
