@@ -12,6 +12,9 @@ createdBy { email } } } } }` (402 fields in the answer), executed two ways:
 - `in-memory`: the same query on bench/_servers.py's minimal strawberry schema over the same
   page held in memory (no database): the execution machinery alone.
 
+`--against wrapper` compares the plan with a plan that calls strawberry's resolver wrapper for
+every field with a resolver (gateway/http/plan/direct.py off) instead of graphql-core.
+
 Each round runs N queries on graphql-core then N on the plan (the order swapped every other
 round, so drift on a shared machine hits both); it prints the median µs per query of each and
 the ratio, after checking both answers are the same. Parsing and validation are done once, as
@@ -49,7 +52,7 @@ from gateway.settings import Settings
 
 
 def measure(name: str, graphql_core: Callable[[], Any], compiled: Callable[[], Any], rounds: int,
-            queries: int) -> tuple[float, float]:
+            queries: int, baseline: str = "graphql-core") -> tuple[float, float]:
     first, second = graphql_core(), compiled()
     difference = plan_difference(second, first)
     if difference is not None or first.errors:
@@ -66,7 +69,7 @@ def measure(name: str, graphql_core: Callable[[], Any], compiled: Callable[[], A
                 run()
             times[label].append((time.perf_counter() - started) / queries * 1e6)
     core_us, plan_us = statistics.median(times["graphql-core"]), statistics.median(times["compiled"])
-    print(f"{name:10} graphql-core {core_us:9.1f} µs/query   compiled {plan_us:9.1f} µs/query   "
+    print(f"{name:10} {baseline} {core_us:9.1f} µs/query   compiled {plan_us:9.1f} µs/query   "
           f"ratio {core_us / plan_us:5.2f}x   saved {core_us - plan_us:8.1f} µs/query")
     return core_us, plan_us
 
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--queries", type=int, default=50, help="queries per path per round")
     parser.add_argument("--database-url")
+    parser.add_argument("--against", choices=("graphql-core", "wrapper"), default="graphql-core",
+                        help="the baseline: graphql-core's execute, or the plan calling "
+                             "strawberry's resolver wrappers (direct calls off)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
             assert not validate(gql, document)
             operation = get_operation_ast(document)
             plan = compile_plan(gql, document, operation, executor_class)
-            assert plan is not None
+            wrapper_plan = compile_plan(gql, document, operation, executor_class, direct=False)
+            assert plan is not None and wrapper_plan is not None
+            wrapper = args.against == "wrapper"
 
             def context() -> RequestContext:  # one per request, as the endpoint makes them
                 return RequestContext(runtime=runtime, request_id="bench", principal=principal,
@@ -107,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
 
             def page_core() -> Any:
                 with tenant_scope(principal.tenant_id):
+                    if wrapper:
+                        return wrapper_plan.execute(context(), None, 20, False, optimized_is_awaitable)
                     return execute(gql, document, context_value=context(), executor_class=executor_class,
                                    is_awaitable=optimized_is_awaitable)
 
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
             print(f"the jobs page: {len(page_core().data['jobs']['edges'])} jobs; "
                   f"{args.rounds} rounds of {args.queries} queries per path")
-            measure("page", page_core, page_plan, args.rounds, args.queries)
+            measure("page", page_core, page_plan, args.rounds, args.queries, args.against)
 
             data = bench_data(runtime, seeded.key)
             jobs = [BenchJob(id=strawberry.ID(j["id"]), kind=j["kind"], status=j["status"],
@@ -126,16 +136,19 @@ def main(argv: list[str] | None = None) -> None:
             memory_schema = strawberry.Schema(query=BenchQuery)
             memory_gql, memory_executor = memory_schema._schema, memory_schema.execution_context_class
             memory_plan = compile_plan(memory_gql, document, operation, memory_executor)
-            assert memory_plan is not None
+            memory_wrapper = compile_plan(memory_gql, document, operation, memory_executor, direct=False)
+            assert memory_plan is not None and memory_wrapper is not None
 
             def memory_core() -> Any:
+                if wrapper:
+                    return memory_wrapper.execute(memory_context, None, 20, False, optimized_is_awaitable)
                 return execute(memory_gql, document, context_value=memory_context,
                                executor_class=memory_executor, is_awaitable=optimized_is_awaitable)
 
             def memory_compiled() -> Any:
                 return memory_plan.execute(memory_context, None, 20, False, optimized_is_awaitable)
 
-            measure("in-memory", memory_core, memory_compiled, args.rounds, args.queries * 4)
+            measure("in-memory", memory_core, memory_compiled, args.rounds, args.queries * 4, args.against)
         finally:
             runtime.close()
 

@@ -90,6 +90,8 @@ KINDS = ("gateway", "bare", "strawberry", "yoga", "raw")
 # (numerator, denominator, the issue's target for the ratio of requests/s, if any)
 RATIOS: tuple[tuple[str, str, str], ...] = (
     ("gateway", "yoga", ">= 0.5 (issue 14)"),
+    ("gateway-base", "yoga", "(--baseline-tree)"),
+    ("gateway", "gateway-base", "(--baseline-tree: this tree / the copy)"),
     ("gateway-w2", "yoga", ">= 1.0 (issue 14)"),
     ("gateway", "raw", ""),
     ("gateway-w2", "raw", ""),
@@ -270,8 +272,9 @@ class Server:
     """One server process (and, for uvicorn --workers, the workers it forks)."""
 
     def __init__(self, name: str, command: Callable[[int], list[str]], env: dict[str, str],
-                 log_dir: Path, describe: str) -> None:
+                 log_dir: Path, describe: str, cwd: Path = HERE.parent) -> None:
         self.name, self.command, self.env, self.describe = name, command, env, describe
+        self.cwd = cwd  # the tree whose packages it imports (the working directory comes first)
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids: list[int] = []
@@ -284,7 +287,7 @@ class Server:
         env.update(self.env)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                self.command(port), env=env, cwd=HERE.parent,
+                self.command(port), env=env, cwd=self.cwd,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
@@ -324,17 +327,18 @@ class Server:
 
 
 def uvicorn_server(name: str, factory: str, workers: int, env: dict[str, str],
-                   log_dir: Path) -> Server:
+                   log_dir: Path, tree: Path = HERE.parent) -> Server:
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", f"_servers:{factory}", "--factory",
-                "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port),
+                "--app-dir", str(tree / "bench"), "--host", "127.0.0.1", "--port", str(port),
                 "--workers", str(workers), "--http", http_impl(), "--loop", loop_impl(),
                 "--lifespan", "on", "--log-level", "warning", "--no-access-log"]
 
     note = (" (uvicorn's own workers over the factory, in-process bus: not `alphintra serve`)"
             if workers > 1 else "")
+    where = f", the tree at {tree}" if tree != HERE.parent else ""
     return Server(name, command, env, log_dir,
-                  f"uvicorn --workers {workers}, _servers:{factory}{note}")
+                  f"uvicorn --workers {workers}, _servers:{factory}{note}{where}", cwd=tree)
 
 
 def node_version() -> str:
@@ -368,16 +372,25 @@ def target_names(args: argparse.Namespace) -> list[str]:
     for kind in args.targets:
         if kind == "gateway":
             names += ["gateway" if w == 1 else f"gateway-w{w}" for w in args.gateway_workers]
+            names += [base_name(i) for i in range(len(args.baseline_tree))]
         else:
             names.append(kind)
     return names
+
+
+def base_name(index: int) -> str:
+    """The target serving the `index`th --baseline-tree: gateway-base, gateway-base2, …"""
+    return "gateway-base" if index == 0 else f"gateway-base{index + 1}"
 
 
 def make_servers(args: argparse.Namespace, env: dict[str, str], log_dir: Path
                  ) -> dict[str, Server]:
     servers = {}
     for name in target_names(args):
-        if name.startswith("gateway"):
+        if name.startswith("gateway-base"):
+            tree = args.baseline_tree[int(name.removeprefix("gateway-base") or 1) - 1]
+            servers[name] = uvicorn_server(name, "gateway_app", 1, env, log_dir, tree)
+        elif name.startswith("gateway"):
             workers = 1 if name == "gateway" else int(name.removeprefix("gateway-w"))
             servers[name] = uvicorn_server(name, "gateway_app", workers, env, log_dir)
         elif name == "yoga":
@@ -662,6 +675,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=None,
                         help="e.g. postgresql+psycopg://user@127.0.0.1:5432/db (default: a "
                              "SQLite file in a temporary directory); gets migrated")
+    parser.add_argument("--baseline-tree", type=Path, action="append", default=[],
+                        help="also serve `gateway-base` (one worker) from this copy of the "
+                             "source tree (e.g. the tree before a change, copied without .venv "
+                             "and .git), alternated with `gateway` in the same run; repeat for "
+                             "gateway-base2, …")
     args = parser.parse_args(argv)
     if args.client == "wrk" and shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk), or use --client httpx")

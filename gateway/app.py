@@ -191,6 +191,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             # DeFi event pollers start with the first defiEvents subscription; stop any here.
             await asyncio.to_thread(runtime.defi_events.stop)
             await runtime.bus.stop()
+            graphql.executor.close()  # its request threads (the runtime may outlive this app)
 
     async def strategy_schema(request: Request) -> Response:
         # The strategy DSL's published JSON Schema: public, the same for every tenant.

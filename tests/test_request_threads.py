@@ -126,3 +126,26 @@ def test_request_threads_must_be_positive() -> None:
     assert Settings.from_env({"ALPHINTRA_REQUEST_THREADS": "2"}).request_threads == 2
     with pytest.raises(ValueError):
         RequestExecutor(0)
+
+
+def test_an_apps_request_threads_end_with_it(runtime: Runtime) -> None:
+    tenant = onboard(runtime)
+    app = _app(runtime, request_threads=3)
+    endpoint = app.state.graphql
+    used: set[threading.Thread] = set()  # the threads themselves: names repeat across apps
+    run = endpoint.run
+
+    def recording(*args: Any) -> Any:
+        used.add(threading.current_thread())
+        time.sleep(0.05)
+        return run(*args)
+    endpoint.run = recording
+    with LiveServer(app) as live:
+        responses = asyncio.run(_post_many(live.url, tenant.key, 6))
+        assert [r.status_code for r in responses] == [200] * 6
+        assert used and all(t.is_alive() for t in used)  # kept while the app serves
+
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in used) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(t.is_alive() for t in used)  # the runtime outlives the app; they do not

@@ -24,8 +24,14 @@ and synchronous like graphql-core's for sync resolvers, so errors are collected 
 order, null propagates to the same nullable parent, and a non-null field's error stops its
 later siblings the same way.
 
-compiler.py compiles and runs plans; verify.py checks a plan's answer against graphql-core's
-(ALPHINTRA_EXECUTION=verify, which the test suite runs with).
+A strawberry field with a resolver is called without strawberry's per-call wrapper when the
+wrapper would only call the function (no field extension or permission, no exception handler
+for it, sync): the function gets the converted arguments and an `Info` only if it takes one
+(direct.py); strawberry enums are serialised by a look-up instead of strawberry's loop.
+
+compiler.py compiles and runs plans; direct.py calls strawberry's resolvers directly; verify.py
+checks a plan's answer against graphql-core's (ALPHINTRA_EXECUTION=verify, which the test
+suite runs with).
 """
 
 from gateway.http.plan.compiler import MAX_VARIANTS, AwaitableResult, Plan, Unsupported, compile_plan

@@ -43,6 +43,8 @@ from graphql.execution.executor import Executor, invalid_return_type_error
 from graphql.pyutils import Path, is_iterable
 from graphql.pyutils import inspect as gql_inspect
 
+from gateway.http.plan.direct import DirectCall, direct_call, enum_output
+
 log = logging.getLogger("gateway.http.plan")
 
 # (value, path, the field's path, the field's info or None, the run) -> completed value
@@ -75,8 +77,9 @@ class _Run:
 class _Field:
     """One response key of a selection set, compiled."""
 
-    __slots__ = ("args", "attr", "coerce", "complete", "field_def", "key", "leaf_type", "name", "nodes",
-                 "non_null", "null_message", "parent_name", "parent_type", "resolve", "typename")
+    __slots__ = ("args", "attr", "coerce", "complete", "direct", "field_def", "key", "leaf_type", "name",
+                 "needs_info", "nodes", "non_null", "null_message", "parent_name", "parent_type", "resolve",
+                 "typename")
 
     def __init__(self, key: str, parent_type: GraphQLObjectType, field_def: GraphQLField,
                  nodes: list[FieldNode]) -> None:
@@ -90,6 +93,9 @@ class _Field:
         self.typename: str | None = None  # `__typename`: the parent's name, nothing to resolve
         self.attr: str | None = None  # a plain strawberry attribute: read directly
         self.resolve: Callable[..., Any] | None = None
+        # A strawberry resolver's function called without strawberry's wrapper (direct.py)
+        self.direct: DirectCall | None = None
+        self.needs_info = True
         self.args = bool(field_def.args or nodes[0].arguments)
         self.complete: Completer = _identity
         # An attribute whose type is a (non-null) scalar or enum: completed inline, with no
@@ -113,6 +119,7 @@ class Plan:
     operation: OperationDefinitionNode
     executor_class: type[Executor]
     switches: tuple[str, ...]  # variables @skip/@include read, in document order
+    direct: bool = True  # call strawberry resolvers' functions without their wrapper (direct.py)
     _variants: dict[tuple[Any, ...], tuple[_Field, ...] | None] = field(default_factory=dict)
     _lock: Lock = field(default_factory=Lock)
 
@@ -153,7 +160,7 @@ class Plan:
                 return None
             try:
                 fields = _Compiler(self.schema, executor, self.executor_class,
-                                   hide_suggestions).root(self.operation)
+                                   hide_suggestions, self.direct).root(self.operation)
             except Unsupported as why:
                 log.debug("not compiled: %s", why)
                 fields = None
@@ -173,7 +180,7 @@ class Plan:
 
 
 def compile_plan(schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode,
-                 executor_class: type[Executor] | None) -> Plan | None:
+                 executor_class: type[Executor] | None, direct: bool = True) -> Plan | None:
     """A plan for `operation` (of the validated `document`), or None when graphql-core must
     run it (see the module's docstring). Fields are compiled on the first request, when the
     variables that @skip/@include read are known."""
@@ -192,7 +199,7 @@ def compile_plan(schema: GraphQLSchema, document: DocumentNode, operation: Opera
     visit(document, scan)
     if scan.introspection:
         return None
-    return Plan(schema, document, operation, executor_class or Executor, tuple(scan.switches))
+    return Plan(schema, document, operation, executor_class or Executor, tuple(scan.switches), direct)
 
 
 class _Scan(Visitor):
@@ -253,6 +260,15 @@ def _execute_fields(fields: Sequence[_Field], source: Any, path: Path | None, ru
         try:
             if f.attr is not None:
                 value = getattr(source, f.attr)
+            elif f.direct is not None:
+                value = f.direct(source, _InfoMaker(run.executor, f, fpath) if f.needs_info else None,
+                                 get_argument_values(f.field_def, f.nodes[0], run.variables, None,
+                                                     run.hide_suggestions) if f.args else None)
+                if run.executor.is_awaitable(value):
+                    if inspect.iscoroutine(value):
+                        value.close()
+                    raise AwaitableResult(
+                        f"{f.parent_name}.{f.name} answered an awaitable on the synchronous path")
             else:
                 info = run.executor.build_resolve_info(f.field_def, f.nodes, f.parent_type, fpath)
                 if f.args:
@@ -279,6 +295,19 @@ def _execute_fields(fields: Sequence[_Field], source: Any, path: Path | None, ru
     return out
 
 
+class _InfoMaker:
+    """graphql-core's resolve info for one field, made when called (direct.py's lazy `Info`)."""
+
+    __slots__ = ("executor", "f", "path")
+
+    def __init__(self, executor: Executor, f: _Field, path: Path) -> None:
+        self.executor, self.f, self.path = executor, f, path
+
+    def __call__(self) -> Any:
+        f = self.f
+        return self.executor.build_resolve_info(f.field_def, f.nodes, f.parent_type, self.path)
+
+
 def _leaf_message(type_: Any, value: Any, coerced: Any) -> str:
     return (f"Expected `{gql_inspect(type_)}.coerce_output_value({gql_inspect(value)})` to return"
             f" non-nullable value, returned: {gql_inspect(coerced)}")
@@ -286,8 +315,9 @@ def _leaf_message(type_: Any, value: Any, coerced: Any) -> str:
 
 class _Compiler:
     def __init__(self, schema: GraphQLSchema, executor: Executor, executor_class: type[Executor],
-                 hide_suggestions: bool) -> None:
+                 hide_suggestions: bool, direct: bool = True) -> None:
         self.schema = schema
+        self.direct = direct
         self.executor = executor
         self.hide_suggestions = hide_suggestions
         leaf = executor_class.complete_leaf_value
@@ -342,11 +372,14 @@ class _Compiler:
             f.attr = definition.python_name
         else:
             f.resolve = resolve
+            found = direct_call(resolve) if self.direct else None
+            if found is not None:
+                f.direct, f.needs_info = found
         # A field's own non-null check is made by _execute_fields; list items keep theirs.
         leaf_type = field_def.type.of_type if f.non_null else field_def.type
         f.complete = self.completer(leaf_type, f, details)
         if f.attr is not None and self.leaf is None and is_leaf_type(leaf_type):
-            f.coerce, f.leaf_type = leaf_type.coerce_output_value, leaf_type
+            f.coerce, f.leaf_type = self.coerce_output(leaf_type), leaf_type
         return f
 
     def completer(self, type_: GraphQLOutputType, f: _Field, details: list[FieldDetails]) -> Completer:
@@ -415,7 +448,7 @@ class _Compiler:
                     return None
                 return own(type_, value)
             return complete_own_leaf
-        coerce = type_.coerce_output_value
+        coerce = self.coerce_output(type_)
 
         def complete_leaf(value: Any, path: Path, fpath: Path, info: Any, run: _Run) -> Any:
             if isinstance(value, Exception):
@@ -427,6 +460,11 @@ class _Compiler:
                 raise TypeError(_leaf_message(type_, value, coerced))
             return coerced
         return complete_leaf
+
+    def coerce_output(self, type_: Any) -> Callable[[Any], Any]:
+        """The leaf type's output coercion (a strawberry enum's by a look-up: direct.py)."""
+        fast = enum_output(type_) if self.direct else None
+        return fast if fast is not None else type_.coerce_output_value
 
     def _subfields(self, type_: GraphQLObjectType, details: list[FieldDetails]) -> tuple[_Field, ...]:
         collected = collect_subfields(self.schema, self.executor.fragments, self.executor.variable_values,
