@@ -13,6 +13,7 @@ import gc
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -160,7 +161,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         stopping = threading.Event()
         if warm_up is not None:
             warming = asyncio.create_task(asyncio.to_thread(_warm, runtime, stopping, warm_up))
-        venue_clock = asyncio.create_task(run_venue_clock(runtime.orders))
+        venue_clock = asyncio.create_task(run_venue_clock(
+            runtime.orders, unsent_after=timedelta(milliseconds=settings.orders_unsent_after_ms)))
         worker = None
         if settings.runs_embedded_worker:
             worker = start_worker(runtime.broker, settings.regions, settings.worker_threads)

@@ -201,6 +201,10 @@ class Settings:
         "How often the job reaper looks for expired leases and lost messages, ms."))
     job_redeliver_after_ms: int = field(default=5_000, metadata=_help(
         "A job QUEUED this long whose message the broker lost is sent again, ms."))
+    orders_unsent_after_ms: int = field(default=60_000, metadata=_help(
+        "An order claimed but not acknowledged by its venue for this long is taken for one whose "
+        "process died between the claim and the send, and rejected ORDER_NOT_SENT by the venue "
+        "clock's sweep, ms."))
     outbox_poll_ms: int = field(default=500, metadata=_help(
         "Outbox dispatcher poll, ms (a local commit wakes it at once)."))
     outbox_retry_max_ms: int = field(default=5_000, metadata=_help(
@@ -355,8 +359,8 @@ class Settings:
         if not 0 <= self.llm_max_repairs <= 10:
             raise SettingsError("llm_max_repairs must be 0 to 10")
         if min(self.job_heartbeat_ms, self.job_reaper_interval_ms, self.job_redeliver_after_ms,
-               self.outbox_poll_ms, self.outbox_retry_max_ms) <= 0:
-            raise SettingsError("job and outbox intervals must be positive")
+               self.outbox_poll_ms, self.outbox_retry_max_ms, self.orders_unsent_after_ms) <= 0:
+            raise SettingsError("job, outbox and unsent-order intervals must be positive")
         if 2 * self.job_heartbeat_ms > self.job_lease_ms - self.job_reaper_interval_ms:
             # a live worker must renew at least twice within the lease it writes
             raise SettingsError("job_lease_ms must be at least job_reaper_interval_ms + twice "

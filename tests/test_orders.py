@@ -951,3 +951,35 @@ def test_reports_colliding_with_another_writer_are_applied_again(desk, monkeypat
         seqs = [e.seq for e in session.exec(select(OrderEvent).where(OrderEvent.order_id == resting["id"])
                                             .order_by(OrderEvent.seq))]
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3
+
+
+def test_the_venue_clock_sweeps_with_the_configured_age() -> None:
+    import asyncio
+
+    from gateway.trading.clock import SWEEP_EVERY, run_venue_clock
+
+    class Orders:
+        def __init__(self) -> None:
+            self.ages: list[timedelta] = []
+            self.rounds = 0
+
+        def recover(self) -> None:
+            pass
+
+        def advance(self) -> None:
+            self.rounds += 1
+
+        def sweep_unsent(self, older_than: timedelta) -> int:
+            self.ages.append(older_than)
+            return 0
+
+    async def tick(orders: Orders) -> None:
+        task = asyncio.create_task(run_venue_clock(orders, interval=0.001,  # type: ignore[arg-type]
+                                                   unsent_after=timedelta(minutes=7)))
+        while orders.rounds < 2 * SWEEP_EVERY:
+            await asyncio.sleep(0.005)
+        task.cancel()
+
+    orders = Orders()
+    asyncio.run(tick(orders))
+    assert orders.ages and set(orders.ages) == {timedelta(minutes=7)}

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
-from gateway.trading.service import OrderService
+from gateway.trading.service import UNSENT_AFTER, OrderService
 
 log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 1.0
@@ -18,7 +19,8 @@ INTERVAL_SECONDS = 1.0
 SWEEP_EVERY = 30  # rounds between looks for orders claimed but never sent
 
 
-async def run_venue_clock(orders: OrderService, interval: float = INTERVAL_SECONDS) -> None:
+async def run_venue_clock(orders: OrderService, interval: float = INTERVAL_SECONDS,
+                          unsent_after: timedelta = UNSENT_AFTER) -> None:
     try:  # after a restart: the venues' open orders back on their books (trading/recovery.py)
         await asyncio.to_thread(orders.recover)
     except Exception:
@@ -30,6 +32,6 @@ async def run_venue_clock(orders: OrderService, interval: float = INTERVAL_SECON
         try:
             await asyncio.to_thread(orders.advance)
             if rounds % SWEEP_EVERY == 0:
-                await asyncio.to_thread(orders.sweep_unsent)
+                await asyncio.to_thread(orders.sweep_unsent, unsent_after)
         except Exception:  # keep ticking: one bad round must not stop expiries for good
             log.exception("venue clock round failed")
