@@ -10,7 +10,7 @@ so forgetting the scope fails loudly instead of leaking.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -232,6 +232,18 @@ def _forget_write(session: Session) -> None:
     session.info.pop(_WROTE, None)
 
 
+def on_outermost_commit(listener: Callable[[Session], None]) -> Callable[[Session], None]:
+    """`listener` as a session's `after_commit` hook that runs only when the outermost transaction
+    commits: SQLAlchemy fires `after_commit` for a released savepoint too, and what the savepoint
+    wrote may still roll back with the transaction around it."""
+
+    def on_commit(session: Session) -> None:
+        if not session.in_nested_transaction():
+            listener(session)
+
+    return on_commit
+
+
 def _count_commit(session: Session) -> None:
     if session.info.pop(_WROTE, False):
         counted = _request_commits.get()
@@ -252,7 +264,7 @@ class Database:
         event.listen(self._sessions, "before_flush", _stamp_tenant)
         event.listen(self._sessions, "after_flush", _note_write)
         event.listen(self._sessions, "do_orm_execute", _note_statement_write)
-        event.listen(self._sessions, "after_commit", _count_commit)
+        event.listen(self._sessions, "after_commit", on_outermost_commit(_count_commit))
         event.listen(self._sessions, "after_rollback", _forget_write)
 
     def tenant_session(self, tenant_id: str) -> SQLModelSession:

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from gateway.background import SharedThread
-from gateway.db import Database, UTCDateTime, utcnow
+from gateway.db import Database, UTCDateTime, on_outermost_commit, utcnow
 from gateway.events import Bus, Event, Listener, PublishInterrupted, Subscription
 
 log = logging.getLogger(__name__)
@@ -145,20 +145,7 @@ class Outbox:
         """For a write already committed: publish now (the event), or keep the event for the
         dispatcher (None). Never raises: the write happened, and a client must not be told
         otherwise."""
-        if not self._inline_paused():
-            try:
-                return self.bus.publish(topic, payload)
-            except Exception:
-                self._bus_failed(topic)
-        try:
-            with self.db.system_transaction() as session:
-                session.add(OutboxRow(kind=EVENT, key=topic[:200],
-                                      payload={"topic": topic, "payload": payload}))
-            self._wake.set()
-        except Exception:
-            log.exception("event could not be published nor kept; it is lost",
-                          extra={"topic": topic})
-        return None
+        return self.publish_many([(topic, payload)])[0]
 
     def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event | None]:
         """`publish` for several committed events, in one round trip: those the bus did not
@@ -200,7 +187,7 @@ class Outbox:
     def _pending(self, session: Session) -> list[tuple[OutboxRow, bool]]:
         if not session.info.get(HOOKED_KEY):
             session.info[HOOKED_KEY] = True
-            event.listen(session, "after_commit", self._after_commit)
+            event.listen(session, "after_commit", on_outermost_commit(self._after_commit))
             event.listen(session, "after_soft_rollback", self._after_rollback)
         return session.info.setdefault(PENDING_KEY, [])
 
@@ -210,10 +197,6 @@ class Outbox:
             session.info.pop(PENDING_KEY, None)
 
     def _after_commit(self, session: Session) -> None:
-        # A released savepoint fires after_commit too: its rows wait for the outermost commit
-        # (the transaction may still roll back).
-        if session.in_nested_transaction():
-            return
         # Rows added in a savepoint that rolled back were never committed: they have no identity.
         rows: list[tuple[OutboxRow, bool]] = [
             (row, inline) for row, inline in session.info.pop(PENDING_KEY, [])

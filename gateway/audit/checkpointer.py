@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from gateway.db import on_outermost_commit
+
 log = logging.getLogger(__name__)
 
 _NOTED = "audit_checkpoints_noted"  # session.info: {Checkpointer: _Noted}
@@ -82,7 +84,7 @@ def _noted(session: Session, checkpointer: Checkpointer) -> _Noted:
     if _LISTENING not in kind.__dict__:
         with _listening_lock:
             if _LISTENING not in kind.__dict__:
-                event.listen(kind, "after_commit", _committed)
+                event.listen(kind, "after_commit", on_outermost_commit(_committed))
                 event.listen(kind, "after_rollback", _dropped)
                 event.listen(kind, "after_transaction_end", _ended)
                 setattr(kind, _LISTENING, True)
@@ -94,9 +96,6 @@ def _noted(session: Session, checkpointer: Checkpointer) -> _Noted:
 
 
 def _committed(session: Session) -> None:
-    # A released savepoint fires after_commit too: what was noted waits for the transaction.
-    if session.in_nested_transaction():
-        return
     for checkpointer, noted in session.info.pop(_NOTED, {}).items():
         checkpointer._committed(noted)
 
