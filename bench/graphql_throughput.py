@@ -176,6 +176,9 @@ def settings_env(database_url: str) -> dict[str, str]:
         "ALPHINTRA_LOG_LEVEL": "WARNING",
         # compiled plans or graphql-core (issue 14): ALPHINTRA_EXECUTION=graphql-core for "before"
         "ALPHINTRA_EXECUTION": os.environ.get("ALPHINTRA_EXECUTION", "compiled"),
+        # threads per gateway process for request work (the setting's default unless given)
+        **({"ALPHINTRA_REQUEST_THREADS": os.environ["ALPHINTRA_REQUEST_THREADS"]}
+           if "ALPHINTRA_REQUEST_THREADS" in os.environ else {}),
     }
 
 
