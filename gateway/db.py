@@ -52,7 +52,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        zone = value.tzinfo
+        if zone is UTC:  # PostgreSQL's sessions are in UTC (make_engine): as read
+            return value
+        return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
 
 class TenantOwned(SQLModel):
@@ -147,8 +150,19 @@ def make_engine(url: str) -> Engine:
         return engine
     # A bounded connect: a database that does not answer fails a request in seconds
     # (SERVICE_UNAVAILABLE, retryable) instead of holding it and its thread.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10,
-                         connect_args={"connect_timeout": 5})
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10,
+                           connect_args={"connect_timeout": 5})
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _utc_session)
+    return engine
+
+
+def _utc_session(dbapi_connection: Any, record: Any) -> None:
+    # psycopg then reads timestamps with datetime.UTC itself, which UTCDateTime keeps as they
+    # are, where a server zone such as 'Etc/UTC' costs a conversion per value (~1.5 µs).
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
 
 
 def is_unavailable(exc: BaseException) -> bool:
