@@ -193,7 +193,9 @@ class AuditTrail:
                             "kind": kind, "subject": subject, "actor": actor, "payload": payload,
                             "prev_hash": last_hash, "hash": digest})
             last_hash = digest
-        bulk_insert(session, AuditRecord.__table__, records)  # type: ignore[attr-defined]
+        # Payloads are `plain` (checked in `_checked`): orjson's text needs no check.
+        bulk_insert(session, AuditRecord.__table__, records,  # type: ignore[attr-defined]
+                    plain_json=True)
         session.execute(update(AuditHead.__table__)  # type: ignore[attr-defined]
                         .where(AuditHead.__table__.c.chain == chain)  # type: ignore[attr-defined]
                         .values(last_seq=last_seq, last_hash=last_hash))

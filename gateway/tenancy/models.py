@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from gateway.db import TenantOwned, TenantRoot, UTCDateTime, utcnow
+from gateway.tenancy.ids import uuid4_text
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return uuid4_text()
 
 
 class Tenant(SQLModel, TenantRoot, table=True):

@@ -99,18 +99,41 @@ def _enum(kind: Any, value: Any, code: str) -> Any:
         raise OrderInvalid(f"{value!r} is not one of {', '.join(kind)}", code=code) from None
 
 
-def find_instrument(instruments: list[Instrument], symbol: str, mic: str) -> Instrument:
+class InstrumentIndex:
+    """The listings by upper-cased symbol and ISIN, each key's in the list's order: a batch
+    builds it once instead of upper-casing every listing for every order."""
+
+    def __init__(self, instruments: list[Instrument]) -> None:
+        self.instruments = instruments
+        self._named: dict[str, list[Instrument]] = {}
+        self._symbols: set[str] = set()
+        for i in instruments:
+            symbol, isin = i.symbol.upper(), (i.isin or "").upper()
+            self._symbols.add(symbol)
+            self._named.setdefault(symbol, []).append(i)
+            if isin and isin != symbol:
+                self._named.setdefault(isin, []).append(i)
+
+    def has_symbol(self, wanted: str) -> bool:
+        return wanted in self._symbols
+
+    def named(self, wanted: str) -> list[Instrument]:
+        """The listings whose symbol or ISIN is `wanted` (upper case), in the list's order."""
+        return self._named.get(wanted, [])
+
+
+def find_instrument(instruments: list[Instrument] | InstrumentIndex, symbol: str,
+                    mic: str) -> Instrument:
+    index = instruments if isinstance(instruments, InstrumentIndex) else InstrumentIndex(instruments)
     wanted = (symbol or "").strip().upper()
     if not wanted:
         raise OrderInvalid("name an instrument", code="INSTRUMENT_UNKNOWN")
-    if "." in wanted and is_smart(mic) and not any(i.symbol.upper() == wanted for i in instruments):
+    if "." in wanted and is_smart(mic) and not index.has_symbol(wanted):
         wanted, mic = wanted.rsplit(".", 1)  # a SYMBOL.MIC key (a symbol may hold a dot itself)
     looks_like_isin = len(wanted) == 12 and wanted[:2].isalpha() and wanted[2:].isalnum()
-    if looks_like_isin and not any(i.symbol.upper() == wanted for i in instruments) \
-            and not is_valid_isin(wanted):
+    if looks_like_isin and not index.has_symbol(wanted) and not is_valid_isin(wanted):
         raise OrderInvalid(f"{wanted} is not a valid ISIN (ISO 6166 check digit)", code="ISIN_INVALID")
-    named = [i for i in instruments
-             if i.symbol.upper() == wanted or (i.isin or "").upper() == wanted]
+    named = index.named(wanted)
     if not is_smart(mic):
         named = [i for i in named if i.mic == mic.strip().upper()]
     if not named:
@@ -119,7 +142,8 @@ def find_instrument(instruments: list[Instrument], symbol: str, mic: str) -> Ins
     return named[0]
 
 
-def parse_order(raw: OrderInput, instruments: list[Instrument], now: datetime) -> ValidOrder:
+def parse_order(raw: OrderInput, instruments: list[Instrument] | InstrumentIndex,
+                now: datetime) -> ValidOrder:
     cid = raw.client_order_id
     if not isinstance(cid, str) or not cid.strip() or len(cid) > MAX_CLORDID or not cid.isprintable():
         raise OrderInvalid(f"clientOrderId must be 1 to {MAX_CLORDID} printable characters",
