@@ -1,5 +1,5 @@
 # The gateway's image: `alphintra` is the entrypoint, so one image runs every role of the
-# topology (serve, worker, migrate, chain serve): deploy/compose.yaml, docs/operations.md.
+# topology (serve, worker, migrate, chain serve, venue serve): deploy/compose.yaml, docs/operations.md.
 #   docker build -t alphintra .
 #   docker run --rm alphintra --version
 

@@ -37,13 +37,12 @@ from gateway.marketplace.install import CHANGED_TOPIC, DELISTED_TOPIC
 from gateway.observability import logs
 from gateway.observability.metrics import Metrics
 from gateway.observability.tracing import make_tracer, tracing_middleware
-from gateway.runtime import Runtime, build_runtime
+from gateway.runtime import YOUNG_COLLECTION_EVERY, Runtime, build_runtime
 from gateway.settings import Settings
 from gateway.strategies.dsl import STRATEGY_SCHEMA
 from gateway.trading.clock import run_venue_clock
 
 log = logging.getLogger(__name__)
-YOUNG_COLLECTION_EVERY = 20_000  # allocations between young collections while serving (CPython: 700)
 
 SchemaFactory = Callable[[Runtime], Any]
 
@@ -175,9 +174,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # process: out of the collector's full passes, which otherwise rescan all of it and
         # cost ~15 % of order intake's CPU. Given back to the collector on shutdown.
         gc.freeze()
-        # A young collection every 20,000 allocations instead of 700: a request or an order
-        # batch allocates thousands of short-lived objects, and the default let the collector
-        # take ~30 % of intake's CPU (docs/performance.md, "The collector's threshold").
+        # Young collections less often while serving (gateway/runtime.py says why).
         thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_COLLECTION_EVERY, *thresholds[1:])
         try:

@@ -1,5 +1,5 @@
 """`alphintra`: serve, worker, migrate, config, tenant create, apikey create, role grant,
-seed-demo, chain serve."""
+seed-demo, chain serve, venue serve."""
 
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
 
     _require_secret_key(settings)
     _require_shared_chain(settings)
+    _require_shared_venue(settings)
     count = workers or default_workers(settings)
     if count > 1 and not settings.redis_url:
         raise SettingsError(
@@ -176,6 +177,13 @@ def _require_secret_key(settings: Settings) -> None:
 
 def _require_shared_chain(settings: Settings) -> None:
     problem = settings.chain_problem()
+    if problem:
+        raise SettingsError(problem)
+
+
+def _require_shared_venue(settings: Settings) -> None:
+    # Processes that send orders: beside Redis, books per process would never cross.
+    problem = settings.venue_problem()
     if problem:
         raise SettingsError(problem)
 
@@ -537,6 +545,32 @@ def chain_serve(host: str, port: int, state: Path) -> None:
         serve_chain(host, port, state, lambda line: click.echo(line, err=True))
     except (ChainStoreBusy, ChainStoreCorrupt) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.group("venue")
+def venue_group() -> None:
+    """The shared simulated venues: one set of books for every gateway process (scale-out)."""
+
+
+@venue_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="listen address (clients prove they hold the secret key; still, keep it on "
+                   "loopback or a private network)")
+@click.option("--port", default=7710, show_default=True, type=click.IntRange(0, 65535))
+@click.pass_obj
+def venue_serve(settings: Settings, host: str, port: int) -> None:
+    """Hold the built-in simulated venues in this one process: it restores their open orders,
+    runs their clock and applies their reports; gateway processes reach it with
+    ALPHINTRA_VENUE_URL=tcp://HOST:PORT (and the same secret key)."""
+    from gateway.trading.venue_server import BooksHeld
+    from gateway.trading.venue_server import serve as serve_venue
+
+    _require_secret_key(settings)
+    try:
+        serve_venue(host, port, settings, lambda line: click.echo(line, err=True))
+    except BooksHeld as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        raise SystemExit(2) from None
 
 
 # `alphintra plugin …` (marketplace/cli.py); `plugin dev` runs a gateway, so it is added here and

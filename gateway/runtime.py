@@ -65,8 +65,14 @@ from gateway.tenancy.service import TenancyService
 from gateway.tenancy.vendor_role import VendorRoleRequests
 from gateway.trading.controls import load_controls
 from gateway.trading.service import InstalledConnectors, OrderService
+from gateway.trading.venue_client import remote_venue
 from plugins.builtin import BUILTINS
 from plugins.host import PluginHost
+
+# Allocations between young collections while a process serves (CPython's default: 700). A
+# request or an order batch allocates thousands of short-lived objects; at 700 the collector
+# took about 30 % of intake's CPU (docs/performance.md, "The collector's threshold").
+YOUNG_COLLECTION_EVERY = 20_000
 
 
 @dataclass
@@ -131,6 +137,8 @@ class Runtime:
         self.audit.checkpointer.drain()
         self.broker.close()
         self.marketplace.meter.close()
+        if self.orders.venue is not None:
+            self.orders.venue.close()
         self.db.dispose()
 
 
@@ -201,7 +209,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     builtin_plugins = BuiltinSwitches(db, plugins, audit)
     market_state = MarketStateService(db, committed, market_data, markets.directory, audit)
     orders = OrderService(db, committed, markets, market_data, plugins, audit,
-                          max_page_size=settings.max_page_size, market_state=market_state)
+                          max_page_size=settings.max_page_size, market_state=market_state,
+                          venue=remote_venue(settings.venue_url, secrets))  # ALPHINTRA_VENUE_URL
     tenant_files = TenantFiles(settings.marketdata_tenant_dir, markets.directory, settings.marketdata_adjust)
     market_data_files = TenantUploads(db, audit, markets.directory, settings.marketdata_adjust)
     _bind_plugin_view(marketplace, builtin_plugins, market_data, fx, strategy_ai, orders, portfolio,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ class SecretBox:
             raise ValueError("the secret key must be 32 bytes")
         self.key_id = key_id(key)
         self._aead = AESGCM(key)
+        self._derive_from = key
         # The current key first: a legacy value is most likely sealed with it.
         self._keys = {self.key_id: self._aead}
         for old in previous:
@@ -72,6 +74,11 @@ class SecretBox:
         except OSError as exc:
             raise SettingsError(f"ALPHINTRA_SECRET_KEY_FILE {path}: {exc.strerror}") from None
         return cls(decode_key(text, f"ALPHINTRA_SECRET_KEY_FILE {path}"), previous)
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A key for one other purpose (HMAC-SHA256 of the purpose under the current key): it
+        proves the holder has the secret key without ever sending it."""
+        return hmac.new(self._derive_from, b"alphintra-derived-key:" + purpose, hashlib.sha256).digest()
 
     def seal(self, plaintext: bytes, context: str) -> str:
         nonce = os.urandom(NONCE_BYTES)

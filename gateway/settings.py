@@ -30,6 +30,7 @@ class SettingsError(ValueError):
 
 
 _ORIGIN = re.compile(r"^https?://[^/\s]+/?$")  # what a browser sends as Origin (a trailing / allowed)
+_VENUE_URL = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}/?$")
 
 
 def _help(text: str, *, secret: bool = False) -> dict[str, Any]:
@@ -205,6 +206,12 @@ class Settings:
         "An order claimed but not acknowledged by its venue for this long is taken for one whose "
         "process died between the claim and the send, and rejected ORDER_NOT_SENT by the venue "
         "clock's sweep, ms."))
+    venue_url: str | None = field(default=None, metadata=_help(
+        "Address of `alphintra venue serve` (tcp://host:port, e.g. tcp://127.0.0.1:7710): the "
+        "built-in simulated venues (same names and MICs) are that one process's, which restores, "
+        "clocks and applies their reports, instead of books in this process. Required with Redis "
+        "(several processes), so an order placed through one process crosses one sent through "
+        "another. Both ends prove they hold the same secret key."))
     outbox_poll_ms: int = field(default=500, metadata=_help(
         "Outbox dispatcher poll, ms (a local commit wakes it at once)."))
     outbox_retry_max_ms: int = field(default=5_000, metadata=_help(
@@ -368,6 +375,8 @@ class Settings:
         if self.secret_key:
             decode_key(self.secret_key, env_name("secret_key"))
         self.previous_secret_keys()
+        if self.venue_url is not None and not _VENUE_URL.match(self.venue_url):
+            raise SettingsError(f"{env_name('venue_url')} {self.venue_url!r} is not tcp://host:port")
 
     def previous_secret_keys(self) -> list[bytes]:
         name = env_name("secret_keys_previous")
@@ -398,6 +407,16 @@ class Settings:
                     f"process (each replica its own): run `alphintra chain serve` and set "
                     f"{env_name('defi_chain_url')}=http://127.0.0.1:8545, or set "
                     f"{env_name('defi_embedded')}=false")
+        return None
+
+    def venue_problem(self) -> str | None:
+        """Why a process that sends orders (`serve`) must not start with these settings, or
+        None: beside Redis (several processes) venues in process would each keep their own
+        books, so orders through one process would never meet orders through another."""
+        if self.redis_url and not self.venue_url:
+            return (f"{env_name('redis_url')} is set but the simulated venues would run inside this "
+                    f"process (each process its own books): run `alphintra venue serve` and set "
+                    f"{env_name('venue_url')}=tcp://127.0.0.1:7710")
         return None
 
     def startup_warnings(self) -> list[str]:

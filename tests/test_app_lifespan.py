@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 
-from gateway.app import YOUNG_COLLECTION_EVERY, create_app
-from gateway.runtime import Runtime
+from gateway.app import create_app
+from gateway.runtime import YOUNG_COLLECTION_EVERY, Runtime
 from tests.support import LiveServer
 
 

@@ -166,6 +166,7 @@ def drill(postgres_url: str, own_redis: OwnRedis) -> Iterator[Drill]:
         "ALPHINTRA_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
         "ALPHINTRA_EMBEDDED_WORKER": "off",
         "ALPHINTRA_DEFI_EMBEDDED": "false",
+        "ALPHINTRA_VENUE_URL": "tcp://127.0.0.1:1",  # no orders here: a venue nothing listens on
         "ALPHINTRA_WARM_ON_START": "false",
         "ALPHINTRA_LOG_JSON": "false",
         "ALPHINTRA_OTEL_EXPORTER": "none",

@@ -30,6 +30,7 @@ SUBSCRIBE_JOB = "subscription($id: ID!){ jobUpdated(id:$id){ sequence job { id s
 RUN_DIAGNOSTICS = "mutation { runDiagnostics(input:{steps:3}) { id status } }"
 CANCEL_JOB = "mutation($id: ID!){ cancelJob(id:$id) { id status } }"
 DROPPED = "job is finished or gone; message dropped"
+NO_VENUE = "tcp://127.0.0.1:1"  # a privileged port: no test process listens there
 
 
 def fresh_namespace() -> str:
@@ -50,6 +51,9 @@ def gateway_env(settings, namespace: str, **extra: str) -> dict[str, str]:
         # Beside Redis an in-process chain is refused; these processes use no DeFi
         # (tests/test_chain_server.py runs them on `alphintra chain serve`).
         "ALPHINTRA_DEFI_EMBEDDED": "false",
+        # Beside Redis in-process venues are refused too; these processes place no orders: an
+        # address nothing listens on (tests/test_venue_process.py runs `alphintra venue serve`).
+        "ALPHINTRA_VENUE_URL": NO_VENUE,
     }
     env.update({f"ALPHINTRA_{k.upper()}": v for k, v in extra.items()})
     return env

@@ -1,7 +1,8 @@
 """The production topology as processes (issue 16; deploy/compose.yaml as containers): a scratch
 PostgreSQL database, a Redis server of the drill's own, the chain process (`alphintra chain
-serve`), two `alphintra serve` replicas behind HAProxy (Debian's package, `make lb-host`, run on
-deploy/haproxy.cfg itself) and two `alphintra worker` processes, one for americas and one for
+serve`), the venue process (`alphintra venue serve`), two `alphintra serve` replicas behind
+HAProxy (Debian's package, `make lb-host`, run on deploy/haproxy.cfg itself) and two
+`alphintra worker` processes, one for americas and one for
 emea and apac. The drill:
 
 - requests through the load balancer reach both replicas (HAProxy names the replica in
@@ -25,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -107,6 +109,14 @@ def ready(url: str) -> bool:
         return False
 
 
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
 def chain_answers(url: str) -> bool:
     try:
         body = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
@@ -120,7 +130,7 @@ def chain_answers(url: str) -> bool:
 def topology(postgres_url: str, own_redis: OwnRedis, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
              ) -> Iterator[Topology]:
     binary = haproxy_binary()
-    chain_port, lb_port = free_port(), free_port()
+    chain_port, venue_port, lb_port = free_port(), free_port(), free_port()
     ports = {"gateway-1": free_port(), "gateway-2": free_port()}
     env = {
         "ALPHINTRA_DATABASE_URL": postgres_url,
@@ -130,6 +140,7 @@ def topology(postgres_url: str, own_redis: OwnRedis, tmp_path_factory: pytest.Te
         # The same secret key in every process, as the operations guide requires.
         "ALPHINTRA_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
         "ALPHINTRA_DEFI_CHAIN_URL": f"http://127.0.0.1:{chain_port}",
+        "ALPHINTRA_VENUE_URL": f"tcp://127.0.0.1:{venue_port}",  # one set of simulated books
         "ALPHINTRA_WARM_ON_START": "false",  # two replicas warming up at once on 2 CPUs: slow
         "ALPHINTRA_LOG_JSON": "false",
         "ALPHINTRA_OTEL_EXPORTER": "none",
@@ -153,6 +164,10 @@ def topology(postgres_url: str, own_redis: OwnRedis, tmp_path_factory: pytest.Te
         procs.append(chain)
         await_condition(lambda: chain_answers(env["ALPHINTRA_DEFI_CHAIN_URL"]), 60,
                         "the chain process answering JSON-RPC", procs)
+        venue = Proc("venue", ["venue", "serve", "--host", "127.0.0.1", "--port", str(venue_port)],
+                     env)
+        procs.append(venue)
+        await_condition(lambda: listening(venue_port), 60, "the venue process listening", procs)
         gateways = {name: Proc(name, ["serve", "--port", str(port)], env) for name, port in ports.items()}
         procs.extend(gateways.values())
         workers = {"americas": Proc("worker americas", ["worker", "--region", "americas"], env),

@@ -5,6 +5,7 @@ ORDER_VENUE_REFUSED with the order unchanged. Cancelling many orders at once: ma
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
@@ -28,6 +29,7 @@ from gateway.trading.intake import OrderInvalid, amount
 from gateway.trading.models import ComplianceDecisionRow, Order
 from gateway.trading.reports import _Amendment, _publish
 from gateway.trading.states import OrderStatus
+from gateway.trading.venue_client import is_remote
 from gateway.trading.venues import _at_venue, _scoped_connectors
 from plugins.sdk import ExecType, ExecutionReport, InstrumentFacts, OrderRequest, Side
 
@@ -43,10 +45,25 @@ def cancel(service: OrderService, tenant_id: str, user_id: str | None, order_id:
     if connector is None:
         raise states.OrderNotCancelable("the order's venue connector is gone",
                                         details={"connector": order.connector})
+    if is_remote(connector):
+        refused = connector.venue.cancel(connector.name, order.id, order.mic)
+    else:
+        refused = cancel_at_venue(service, connector, order.id, order.mic)
+    if refused is not None:
+        raise VenueRefused(f"the venue refused the cancel: {refused.text}",
+                           details={"venueCode": refused.reject_code})
+    _audit_request(service, tenant_id, user_id, "order.cancel_requested", order, {})
+    return service.get(tenant_id, order_id)
+
+
+def cancel_at_venue(service: OrderService, connector: Any, order_id: str, mic: str
+                    ) -> ExecutionReport | None:
+    """Send the cancel and apply its answer (then publish it); the venue's refusal, if it
+    refused. Where the venue is: this process, or the venue process for its connectors."""
     refused: list[ExecutionReport] = []
 
     def cancel() -> list[ExecutionReport]:
-        report = connector.cancel(order.id, order.mic)
+        report = connector.cancel(order_id, mic)
         # A REJECTED answer to a cancel refuses the request (FIX 35=9), whatever OrdStatus
         # the venue put on it: the order stays as it was.
         if report.exec_type is ExecType.REJECTED:
@@ -55,12 +72,8 @@ def cancel(service: OrderService, tenant_id: str, user_id: str | None, order_id:
         return [report]
 
     _, changed = _at_venue(service, cancel)
-    if refused:
-        raise VenueRefused(f"the venue refused the cancel: {refused[0].text}",
-                           details={"venueCode": refused[0].reject_code})
-    _audit_request(service, tenant_id, user_id, "order.cancel_requested", order, {})
     _publish(service.bus, changed)
-    return service.get(tenant_id, order_id)
+    return refused[0] if refused else None
 
 
 def amend(service: OrderService, tenant_id: str, user_id: str | None, order_id: str, *,
@@ -127,36 +140,50 @@ def amend(service: OrderService, tenant_id: str, user_id: str | None, order_id: 
     connector = _scoped_connectors(service)[0].get(order.connector)
     if connector is None:
         raise states.OrderNotAmendable("the order's venue connector is gone")
-    refused: list[ExecutionReport] = []
     amendment = _Amendment(order.id, price, AuditEntry(
         "order.amend_requested", order.id,
         {"client_order_id": order.client_order_id, "quantity": _plain(qty),
          "limit_price": _plain(price)}, user_id),
         locate_key=ctx.instrument_key if order.side == str(Side.SELL_SHORT) else None, at=now)
+    if is_remote(connector):
+        refused = connector.venue.replace(connector.name, tenant_id, order.id, order.mic, qty,
+                                          price, amendment)
+    else:
+        refused = replace_at_venue(service, connector, tenant_id, order.id, order.mic, qty, price,
+                                   amendment)
+    if refused is not None:
+        raise VenueRefused(f"the venue refused the amendment: {refused.text}",
+                           details={"venueCode": refused.reject_code})
+    return service.get(tenant_id, order_id)
+
+
+def replace_at_venue(service: OrderService, connector: Any, tenant_id: str, order_id: str,
+                     mic: str, qty: Decimal, price: Decimal | None, amendment: _Amendment
+                     ) -> ExecutionReport | None:
+    """Send the replace and apply its answer with the request (then publish it); the venue's
+    refusal, if it refused. Where the venue is: see cancel_at_venue."""
+    refused: list[ExecutionReport] = []
 
     def replace() -> list[ExecutionReport]:
-        reports = connector.replace(order.id, order.mic, qty, price)
+        reports = connector.replace(order_id, mic, qty, price)
         if reports and reports[0].exec_type is ExecType.REJECTED \
-                and reports[0].client_order_id == order.id:
+                and reports[0].client_order_id == order_id:
             refused.append(reports[0])  # a refused replace (see cancel)
             amendment.refused = True
             return reports[1:]
         return reports
 
     _, changed = _at_venue(service, replace, amendment)
-    if refused:
-        raise VenueRefused(f"the venue refused the amendment: {refused[0].text}",
-                           details={"venueCode": refused[0].reject_code})
-    if not amendment.written:
+    if not refused and not amendment.written:
         # The venue took it without a REPLACED report for the order (none applied): the
         # price and the request's record still go together, in one transaction.
         with service.db.tenant_transaction(tenant_id) as session:
             if price is not None:
-                session.execute(update(Order).where(col(Order.id) == order.id)
+                session.execute(update(Order).where(col(Order.id) == order_id)
                                 .values(limit_price=price))
             service.audit.append(session, tenant_id, [amendment.entry])
     _publish(service.bus, changed)
-    return service.get(tenant_id, order_id)
+    return refused[0] if refused else None
 
 
 def _audit_request(service: OrderService, tenant_id: str, user_id: str | None, kind: str,

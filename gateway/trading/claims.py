@@ -32,7 +32,7 @@ tests replace them on one service to stage a race or a process that dies.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -74,6 +74,7 @@ from gateway.trading.controls import controls_for, controls_of, killed_accounts,
 from gateway.trading.intake import (
     ClOrdIdConflict,
     ClOrdIdRepeated,
+    InstrumentIndex,
     OrderInput,
     ValidOrder,
     differences,
@@ -83,6 +84,7 @@ from gateway.trading.models import ComplianceDecisionRow, Order
 from gateway.trading.reports import _publish, order_message
 from gateway.trading.routing import RoutingDecision
 from gateway.trading.states import OrderStatus
+from gateway.trading.venue_client import REFUSED_UNSENT, VenueUnavailable, is_remote
 from gateway.trading.venues import _at_venue, _scoped_connectors
 from plugins.sdk import (
     ExecType,
@@ -123,7 +125,7 @@ def submit_many(service: OrderService, tenant_id: str, user_id: str | None,
     now = service.markets.now()
     service.advance(now)
     results = [SubmitResult(str(r.client_order_id)) for r in raws]
-    instruments = service.market_data.instruments()
+    instruments = InstrumentIndex(service.market_data.instruments())
     valid: dict[int, ValidOrder] = {}
     first_index: dict[str, int] = {}
     for k, raw in enumerate(raws):
@@ -410,24 +412,62 @@ def _publish_claims(bus: Bus, tenant_id: str, prepared: list[_Prepared]) -> None
 
 def _send(service: OrderService, prepared: list[_Prepared]) -> None:
     connectors = _scoped_connectors(service)[0]
+    # The venue process's connectors apply their reports there (venue_client.py).
+    remote = [p for p in prepared if is_remote(connectors.get(p.connector))]
+    here = [p for p in prepared if not is_remote(connectors.get(p.connector))]
+    rows: dict[str, dict[str, Any]] = {}
+    if here:
+        assert all(p.request is not None for p in here)
+        changed = send_requests(service, connectors,
+                                [(p.connector, p.request) for p in here])  # type: ignore[misc]
+        rows.update((o["id"], o) for o in changed)
+    if remote:
+        rows.update(_send_remote(service, remote))
+    for p in prepared:
+        p.after = rows.get(p.order["id"])
 
+
+def send_requests(service: OrderService, connectors: Mapping[str, Any],
+                  items: Sequence[tuple[str, OrderRequest]]) -> list[dict[str, Any]]:
+    """Send each (connector name, request) and apply every report they cause, then publish;
+    the changed rows. A connector that raises (or is missing) rejects its order locally
+    (CONNECTOR_FAILED)."""
     def submit() -> list[ExecutionReport]:
         reports: list[ExecutionReport] = []
-        for p in prepared:
-            assert p.request is not None
+        for name, request in items:
             try:
-                reports.extend(connectors[p.connector].submit(p.request))
+                reports.extend(connectors[name].submit(request))
             except Exception:
                 log.exception("exchange connector failed to take an order",
-                              extra={"connector": p.connector, "order_id": p.order["id"]})
-                reports.append(_local_reject(p.request, p.order["mic"]))
+                              extra={"connector": name, "order_id": request.client_order_id})
+                reports.append(_local_reject(request, request.mic))
         return reports
 
     _, changed = _at_venue(service, submit)
     _publish(service.bus, changed)
-    rows = {o["id"]: o for o in changed}
-    for p in prepared:
-        p.after = rows.get(p.order["id"])
+    return changed
+
+
+def _send_remote(service: OrderService, prepared: list[_Prepared]) -> dict[str, dict[str, Any]]:
+    """Orders for the venue process: it sends, applies and publishes; the rows it answers.
+    Unreached (nothing sent): rejected here as a failed connector is. Sent but the answer
+    lost: nothing written here (the venue process may have applied them); read back."""
+    venue = service.venue
+    assert venue is not None
+    try:
+        changed = venue.submit([(p.connector, p.request) for p in prepared])  # type: ignore[misc]
+    except DomainError as exc:
+        unsent = exc.code in REFUSED_UNSENT or (isinstance(exc, VenueUnavailable) and not exc.sent)
+        log.warning("the venue process failed to take orders", extra={
+            "orders": len(prepared), "unsent": unsent, "code": exc.code, "error": str(exc)})
+        if not unsent:
+            if isinstance(exc, VenueUnavailable):
+                return {}
+            raise  # what it raised applying them (the database): as in process
+        reports = [_local_reject(p.request, p.order["mic"]) for p in prepared if p.request]
+        _, changed = _at_venue(service, lambda: reports)
+        _publish(service.bus, changed)
+    return {o["id"]: o for o in changed}
 
 
 def _local_reject(request: OrderRequest, mic: str) -> ExecutionReport:

@@ -2,7 +2,9 @@
 connectors the markets clock's time, so DAY orders expire, queued orders reach the open and
 resting orders fill when the market moves through them even when no order arrives; and now
 and then orders claimed but never sent (their process died) are rejected. At start it first has
-the order service restore the built-in venues' open orders (a restart emptied their books)."""
+the order service restore the built-in venues' open orders (a restart emptied their books).
+With ALPHINTRA_VENUE_URL the venue process does both for the built-ins (venue_server.py);
+here the clock then serves tenants' installed connectors and the unsent sweep."""
 
 from __future__ import annotations
 

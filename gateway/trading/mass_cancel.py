@@ -41,7 +41,7 @@ from sqlalchemy import select
 
 from gateway.audit import AuditEntry
 from gateway.db import utcnow
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import DomainError, InvalidInput, NotFound
 from gateway.scope import tenant_scope
 from gateway.trading import states
 from gateway.trading.controls import (
@@ -51,6 +51,7 @@ from gateway.trading.controls import (
     with_account_switch,
 )
 from gateway.trading.models import ComplianceControlsRow, Order, TradingAccount
+from gateway.trading.venue_client import is_remote
 from plugins.sdk import ExecType, ExecutionReport, Side
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,44 @@ def _venue_round(connectors: dict[str, Any], rows: list[Any], reason: str,
     return reports
 
 
+REMOTE_CHUNK = 2000  # orders per call to the venue process (its limit: 10,000)
+ROW_FIELDS = ("id", "client_order_id", "account", "symbol", "mic", "side", "status", "connector",
+              "venue_order_id")
+
+
+def cancel_round(service: Any, connectors: dict[str, Any], rows: list[Any], reason: str
+                 ) -> tuple[dict[str, CancelOutcome], list[dict[str, Any]]]:
+    """One venue round and its reports applied, then published (the venue process's side of
+    `_remote_round`): the outcomes and the changed rows."""
+    outcomes: dict[str, CancelOutcome] = {}
+    _, changed = service._at_venue(lambda: _venue_round(connectors, rows, reason, outcomes))
+    service._publish(changed)
+    return outcomes, changed
+
+
+def _remote_round(service: Any, rows: list[Any], reason: str
+                  ) -> tuple[dict[str, CancelOutcome], list[dict[str, Any]]]:
+    """The cancels of orders at the venue process's connectors, sent there in one call. Not
+    reached, or its answer lost: each FAILED (VENUE_UNAVAILABLE), as a connector that raises."""
+    outcomes: dict[str, CancelOutcome] = {}
+    changed: list[dict[str, Any]] = []
+    for start in range(0, len(rows), REMOTE_CHUNK):
+        chunk = rows[start:start + REMOTE_CHUNK]
+        try:
+            found, after = service.venue.cancel_many(
+                [{k: getattr(r, k) for k in ROW_FIELDS} for r in chunk], reason)
+        except DomainError as exc:  # VENUE_UNAVAILABLE, or what it raised (the database)
+            log.warning("the venue process failed to cancel orders",
+                        extra={"orders": len(chunk), "code": exc.code})
+            outcomes.update((r.id, CancelOutcome(r.id, r.client_order_id, r.account, r.symbol,
+                                                 r.mic, r.side, "FAILED", r.status, exc.code,
+                                                 str(exc)[:500])) for r in chunk)
+            continue
+        outcomes.update((k, CancelOutcome(**v)) for k, v in found.items())
+        changed.extend(after)
+    return outcomes, changed
+
+
 def _cancel(service: Any, tenant_id: str, user_id: str | None, flt: CancelFilter,
             reason: str) -> MassCancelResult:
     service.advance()
@@ -197,10 +236,20 @@ def _cancel(service: Any, tenant_id: str, user_id: str | None, flt: CancelFilter
         rows = [r for r in _open_orders(service, tenant_id, flt) if r.id not in final]
         if not rows:
             break
+        # The venue process's connectors cancel, apply and publish there (venue_client.py).
+        remote = [r for r in rows if is_remote(connectors.get(r.connector))]
+        here = [r for r in rows if not is_remote(connectors.get(r.connector))]
         outcomes: dict[str, CancelOutcome] = {}
-        _, changed = service._at_venue(
-            lambda rows=rows, outcomes=outcomes: _venue_round(connectors, rows, reason, outcomes))
-        after = {o["id"]: o for o in changed}
+        changed: list[dict[str, Any]] = []
+        after: dict[str, dict[str, Any]] = {}
+        if here:
+            _, changed = service._at_venue(
+                lambda rows=here, outcomes=outcomes: _venue_round(connectors, rows, reason, outcomes))
+            after.update((o["id"], o) for o in changed)
+        if remote:
+            found, rows_after = _remote_round(service, remote, reason)
+            outcomes.update(found)
+            after.update((o["id"], o) for o in rows_after)
         for order_id, o in outcomes.items():
             if order_id in after:
                 o.status = after[order_id]["status"]

@@ -23,8 +23,10 @@ audit record naming the orders restored and cancelled.
 Not here: orders claimed but never sent (PENDING with no venue order id) are the stuck-order
 sweep's (`sweep_unsent`: ORDER_NOT_SENT); orders at a tenant's installed (marketplace)
 connector are that connector's business (it runs in a sandboxed worker with its own state and
-its own lifecycle): the gateway does not restore or cancel them. Restoring assumes one gateway
-process owns the simulated venues (as the rest of the simulator does).
+its own lifecycle): the gateway does not restore or cancel them. Restoring assumes one process
+owns the simulated venues: the gateway's own without Redis, else `alphintra venue serve`
+(venue_server.py), the only process that restores them; a gateway with ALPHINTRA_VENUE_URL
+never does (venues.recover).
 """
 
 from __future__ import annotations

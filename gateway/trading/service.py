@@ -60,6 +60,7 @@ from gateway.trading.models import (
 from gateway.trading.queries import OrderCriteria, OrderQueries, TradeCriteria
 from gateway.trading.reports import _Amendment
 from gateway.trading.routing import SmartOrderRouter
+from gateway.trading.venue_client import RemoteVenue
 from gateway.trading.venues import InstalledConnectors, _Serialized
 from plugins.host import PluginHost
 from plugins.sdk import ExchangeConnector, ExecutionReport, TenantControls
@@ -71,7 +72,8 @@ class OrderService:
                  fx_rate: Callable[[str, str, datetime], Decimal] | None = None,
                  max_page_size: int = 100,
                  connector_configs: dict[str, dict[str, Any]] | None = None,
-                 market_state: MarketStateService | None = None) -> None:
+                 market_state: MarketStateService | None = None,
+                 venue: RemoteVenue | None = None) -> None:
         self.db = db
         self.bus = bus
         self.markets = markets
@@ -87,6 +89,8 @@ class OrderService:
         self.queries = OrderQueries(db, max_page_size)
         self._engine = engine
         self._connector_configs = connector_configs
+        # `alphintra venue serve` holding the built-in connectors (ALPHINTRA_VENUE_URL), or None.
+        self.venue = venue
         self._venue_lock = threading.RLock()
         self._apply_lock = threading.Lock()  # execution reports are applied in venue order
         self._setup_lock = threading.Lock()

@@ -8,6 +8,10 @@ of its own (`_scoped_connectors`). Time: each intake and `advance()` (a periodic
 app, gateway/trading/clock.py) tell the connectors the markets clock's now (`on_clock`) and
 apply what that causes: expiries, queued orders at the open, fills of resting orders when the
 market moves through them. `sweep_unsent` rejects orders claimed but never sent.
+
+With ALPHINTRA_VENUE_URL the built-ins are `alphintra venue serve`'s (venue_client.py,
+venue_server.py): that process restores and clocks them and applies their reports; this one
+neither restores nor clocks them, and sweeps its own unsent orders as before.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class InstalledConnectors:
 
 
 def built_in_connectors(service: OrderService) -> dict[str, _Serialized]:
+    if service._connectors is None and service.venue is not None:
+        _remote_connectors(service)
     if service._connectors is None:
         # The venue lock first (restoring calls the venues): the order every caller takes them in.
         with service._venue_lock, service._setup_lock:
@@ -109,11 +115,25 @@ def built_in_connectors(service: OrderService) -> dict[str, _Serialized]:
     return service._connectors
 
 
+def _remote_connectors(service: OrderService) -> None:
+    """With ALPHINTRA_VENUE_URL: the venue process's built-in connectors (venue_client.py),
+    which it restores and clocks itself. Not reached: VenueUnavailable, and asked again at
+    the next use."""
+    assert service.venue is not None
+    with service._setup_lock:
+        if service._connectors is None:
+            remote = service.venue.connectors()
+            service._router = SmartOrderRouter([ConnectorEntry(c.plugin, c) for c in remote],
+                                               service.market_data.instruments)
+            service._connectors = {c.name: c for c in remote}  # type: ignore[misc]
+
+
 def recover(service: OrderService) -> None:
     """At start-up (the venue clock): build the connectors when the database holds orders
     open at a venue, so they are restored (gateway/trading/recovery.py) and trade, expire
-    and answer cancels without waiting for a first request."""
-    if service._connectors is None and recovery.any_open(service.db):
+    and answer cancels without waiting for a first request. Not with a venue process: it
+    restores its own."""
+    if service.venue is None and service._connectors is None and recovery.any_open(service.db):
         built_in_connectors(service)
 
 
@@ -184,9 +204,10 @@ def advance(service: OrderService, at: datetime | None = None) -> int:
 
     def tick() -> list[ExecutionReport]:
         reports: list[ExecutionReport] = []
-        # Built-ins here; installed connectors (a call across a socket each) hear the time
-        # from the venue clock's round below and from each order's own submitted_at.
-        for connector in built_in_connectors(service).values():
+        # Built-ins here (the venue process clocks its own); installed connectors (a call
+        # across a socket each) hear the time from the venue clock's round below and from
+        # each order's own submitted_at.
+        for connector in built_in_connectors(service).values() if service.venue is None else ():
             try:
                 reports.extend(connector.on_clock(when))
             except Exception:
