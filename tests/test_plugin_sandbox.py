@@ -358,7 +358,14 @@ def test_a_crash_loop_is_quarantined_and_announced(gql, runtime, world, monkeypa
         published.append((topic, payload))
         return real_publish(topic, payload)
 
+    real_publish_many = runtime.bus.publish_many
+
+    def record_many(items: list[tuple[str, dict[str, Any]]]) -> Any:
+        published.extend(items)  # a committed event goes out through publish_many
+        return real_publish_many(items)
+
     monkeypatch.setattr(runtime.bus, "publish", record)
+    monkeypatch.setattr(runtime.bus, "publish_many", record_many)
     codes: list[str] = []
 
     def crash() -> bool:
