@@ -344,6 +344,20 @@ def _funded(rt: Any, account: str = "ACC") -> Any:
                              credit_limit="100000000", equity="100000000")
     return tenant
 
+def _resting(rt: Any, tenant: Any) -> tuple[Any, D]:
+    """A BTC-USD limit buy resting on ALPX at 5 % below the mid (account ACC): the order, its price."""
+    from gateway.trading.intake import OrderInput
+    from tests.support import unique
+    from tests.test_venue_process import mid_price
+
+    low = (mid_price(rt) * D("0.95")).quantize(D("0.01"))
+    placed = rt.orders.submit(tenant.id, None, OrderInput(
+        unique("o"), "ACC", "BTC-USD", "BUY", "0.1", ord_type="LIMIT", time_in_force="GTC",
+        limit_price=str(low), mic="ALPX"))
+    assert placed.error is None and placed.order.status == "ACCEPTED", placed
+    return placed.order, low
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_second_venue_process_on_a_taken_port_restores_nothing(settings, tmp_path) -> None:
@@ -352,23 +366,14 @@ def test_a_second_venue_process_on_a_taken_port_restores_nothing(settings, tmp_p
     cancel orders the running process holds."""
     from gateway.audit.models import AuditRecord
     from gateway.runtime import build_runtime
-    from gateway.trading.intake import OrderInput
-    from tests.support import onboard, unique
     from tests.test_multiprocess import Proc
-    from tests.test_venue_process import mid_price
 
     own, env, venue = _venue_world(settings, tmp_path)
     rt = build_runtime(own.with_(venue_url=venue.url))
     second: Proc | None = None
     try:
-        tenant = onboard(rt)
-        rt.orders.upsert_account(tenant.id, None, code="ACC", currency="USD", domicile="US",
-                                 credit_limit="100000000", equity="100000000")
-        low = (mid_price(rt) * D("0.95")).quantize(D("0.01"))
-        placed = rt.orders.submit(tenant.id, None, OrderInput(
-            unique("o"), "ACC", "BTC-USD", "BUY", "0.1", ord_type="LIMIT", time_in_force="GTC",
-            limit_price=str(low), mic="ALPX"))
-        assert placed.error is None and placed.order.status == "ACCEPTED", placed
+        tenant = _funded(rt)
+        order, _ = _resting(rt, tenant)
         second = Proc("venue-2", ["venue", "serve", "--port", str(venue.port)], env)
         second.popen.wait(90)
         assert second.popen.returncode != 0, second.output()
@@ -378,7 +383,7 @@ def test_a_second_venue_process_on_a_taken_port_restores_nothing(settings, tmp_p
                 AuditRecord.kind == "order.venue_restored")).scalars())
         assert restored == [], [r.payload for r in restored]
         # The running process still holds it: it cancels there.
-        assert rt.orders.cancel(tenant.id, None, placed.order.id).status == "CANCELED"
+        assert rt.orders.cancel(tenant.id, None, order.id).status == "CANCELED"
     finally:
         if second is not None:
             second.stop()
@@ -394,24 +399,15 @@ def test_an_amend_call_for_another_tenant_s_order_is_refused_before_acting(setti
     from gateway.audit import AuditEntry
     from gateway.audit.models import AuditRecord
     from gateway.runtime import build_runtime
-    from gateway.trading.intake import OrderInput
     from gateway.trading.models import Order
     from gateway.trading.reports import _Amendment
-    from tests.support import onboard, unique
-    from tests.test_venue_process import mid_price
+    from tests.support import onboard
 
     own, _, venue = _venue_world(settings, tmp_path)
     rt = build_runtime(own.with_(venue_url=venue.url))
     try:
-        owner, other = onboard(rt), onboard(rt)
-        rt.orders.upsert_account(owner.id, None, code="ACC", currency="USD", domicile="US",
-                                 credit_limit="100000000", equity="100000000")
-        low = (mid_price(rt) * D("0.95")).quantize(D("0.01"))
-        placed = rt.orders.submit(owner.id, None, OrderInput(
-            unique("o"), "ACC", "BTC-USD", "BUY", "0.1", ord_type="LIMIT", time_in_force="GTC",
-            limit_price=str(low), mic="ALPX"))
-        assert placed.error is None and placed.order.status == "ACCEPTED", placed
-        order = placed.order
+        owner, other = _funded(rt), onboard(rt)
+        order, low = _resting(rt, owner)
         amendment = _Amendment(order.id, low - 1, AuditEntry(
             "order.amend_requested", order.id, {"quantity": "0.1", "limit_price": str(low - 1)},
             None), locate_key=None, at=rt.markets.now())
