@@ -22,7 +22,6 @@ import select
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict
 from decimal import Decimal
 from itertools import count
 from typing import TYPE_CHECKING, Any
@@ -260,11 +259,6 @@ def _report(value: Any) -> ExecutionReport | None:
     if value is not None and not isinstance(value, ExecutionReport):
         raise VenueUnavailable("its report is malformed", sent=True)
     return value
-
-
-def outcome_fields(outcome: Any) -> dict[str, Any]:
-    """A CancelOutcome as it crosses (its fields)."""
-    return asdict(outcome)
 
 
 def remote_venue(url: str | None, secrets: SecretBox) -> RemoteVenue | None:
