@@ -25,7 +25,10 @@ What it does (it ends by itself; a few minutes for the default 50,000 orders):
    engine's own time for the whole decision).
 
 `--redis-url redis://127.0.0.1:6379/<a database of your own>` runs the gateway with Redis (its
-bus and broker), as every scaled-out deployment does.
+bus and broker), as every scaled-out deployment does, and so with the shared venue process
+(`alphintra venue serve`, started here on a spare port): every order's venue step is one call to
+it. `--workers N` serves `alphintra serve --workers N` (needs `--redis-url`). The gateway's CPU is
+then all its workers', and the venue process's is printed beside it.
 """
 
 from __future__ import annotations
@@ -66,11 +69,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "_servers:gateway_app", "--factory", "--app-dir", "bench",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env)
+def start_gateway(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    if workers == 1:
+        command = [sys.executable, "-m", "uvicorn", "_servers:gateway_app", "--factory",
+                   "--app-dir", "bench", "--host", "127.0.0.1", "--port", str(port),
+                   "--log-level", "warning", "--no-access-log"]
+    else:  # spawned workers, each building its app from the environment
+        command = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -82,11 +89,50 @@ def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the gateway did not start")
 
 
+def start_venue(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    import socket
+
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "venue", "serve", "--host",
+                             "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("the venue process exited") from None
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the venue process did not start")
+
+
 def cpu_seconds(pid: int) -> float:
     """A process's CPU time so far (user + system, Linux /proc): the gateway's CPU per order
     is the figure that holds when other work shares the machine's cores."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`pid`'s CPU time and that of every process under it (the workers `serve` spawns)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            total += cpu_seconds(current)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        stack.extend(children.get(current, ()))
+    return total
 
 
 def orders(n: int, mid: Decimal, seed: int) -> list[dict[str, str]]:
@@ -112,8 +158,13 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--clients", type=int, default=3)
-    parser.add_argument("--redis-url", help="the gateway's bus and broker on this Redis")
+    parser.add_argument("--redis-url", help="the gateway's bus and broker on this Redis, and the "
+                        "shared venue process")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway worker processes (`alphintra serve --workers N`)")
     args = parser.parse_args()
+    if args.workers > 1 and not args.redis_url:
+        raise SystemExit("--workers N needs --redis-url (workers share state through Redis)")
     url = os.environ.get("ALPHINTRA_DATABASE_URL", "")
     if not url.startswith("postgresql") or url.rstrip("/").endswith("/test"):
         raise SystemExit("set ALPHINTRA_DATABASE_URL to a PostgreSQL database of your own "
@@ -139,8 +190,19 @@ def main() -> None:
 
     env = {**os.environ, "ALPHINTRA_WARM_ON_START": "false", "ALPHINTRA_EMBEDDED_WORKER": "off",
            "ALPHINTRA_LOG_JSON": "false"}
+    venue: subprocess.Popen[bytes] | None = None
+    if args.redis_url:
+        venue_port = free_port()
+        venue = start_venue(env, venue_port)
+        env["ALPHINTRA_VENUE_URL"] = f"tcp://127.0.0.1:{venue_port}"
+        env["ALPHINTRA_DEFI_EMBEDDED"] = "false"  # `serve` beside Redis wants the chain shared
     port = free_port()
-    proc = start_gateway(env, port)
+    try:
+        proc = start_gateway(env, port, args.workers)
+    except BaseException:
+        if venue is not None:
+            venue.terminate()
+        raise
     all_orders = orders(args.orders, mid, seed=int(time.time()))
     batches = [all_orders[i:i + args.batch] for i in range(0, len(all_orders), args.batch)]
     outcomes: Counter[str] = Counter()
@@ -178,17 +240,26 @@ def main() -> None:
         httpx.post(f"http://127.0.0.1:{port}/graphql", timeout=300,
                    headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
                    content=json.dumps({"query": SUBMIT, "variables": {"inputs": warm}}))
-        began, cpu_began = time.perf_counter(), cpu_seconds(proc.pid)
+        began, cpu_began = time.perf_counter(), tree_cpu_seconds(proc.pid)
+        venue_began = cpu_seconds(venue.pid) if venue is not None else 0.0
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - began
-        gateway_cpu = cpu_seconds(proc.pid) - cpu_began
+        gateway_cpu = tree_cpu_seconds(proc.pid) - cpu_began
+        venue_cpu = cpu_seconds(venue.pid) - venue_began if venue is not None else None
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if venue is not None:
+            venue.terminate()
+            try:
+                venue.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # never left holding the database's books
+                venue.kill()
+                venue.wait()
 
     runtime = build_runtime(settings)
     with runtime.db.engine.connect() as conn:
@@ -217,8 +288,12 @@ def main() -> None:
     print(f"orders: {done} in {elapsed:.1f} s from {args.clients} clients, batches of {args.batch}")
     print(f"throughput: {done / elapsed:,.0f} orders/s "
           f"(batch p50 {statistics.median(latencies) * 1000:.0f} ms)")
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
     print(f"gateway CPU: {gateway_cpu / done * 1e6:.0f} µs per order "
-          f"({gateway_cpu / elapsed:.2f} of a core over the run)")
+          f"({gateway_cpu / elapsed:.2f} of a core over the run{workers})")
+    if venue_cpu is not None:
+        print(f"venue process CPU: {venue_cpu / done * 1e6:.0f} µs per order "
+              f"({venue_cpu / elapsed:.2f} of a core)")
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
     print(f"rows: {counts[0]} orders, {counts[1]} executions, {counts[2]} order events (warm-up included)")
     print(f"records: {sizes[0] / max(counts[0], 1):.2f} audit records per order, order.submitted "

@@ -237,3 +237,62 @@ def test_a_connector_plugin_that_fails_fails_alone(directory):
     router = SmartOrderRouter(entries, [Instrument("AAPL", "XNAS", "USD", isin="US0378331005")])
     decision = router.route(order("a", Side.BUY, "10", sym="AAPL"))
     assert decision.mic == "XNAS" and decision.expected_price is not None
+
+
+class _Batching:
+    """A connector that quotes a batch in one call (as the venue process's does), counting calls."""
+
+    def __init__(self, inner: SimulatedExchange, *, answer=None) -> None:
+        self.name = inner.name  # so decisions compare with the exchange's own
+        self.inner, self.batches, self.singles = inner, [], 0
+        self._answer = answer
+
+    def mics(self):
+        return self.inner.mics()
+
+    def quote_for(self, order):
+        self.singles += 1
+        return self.inner.quote_for(order)
+
+    def quote_many(self, orders):
+        self.batches.append(len(orders))
+        if self._answer is not None:
+            return self._answer(orders)
+        return [self.inner.quote_for(o) for o in orders]
+
+
+def _batch():
+    return [order("b1", Side.BUY, "200"), order("s1", Side.SELL, "100"),
+            order("d1", Side.BUY, "50", mic="XNYS", sym="ACM"),
+            order("x", Side.BUY, "1", sym="NOPE", mic="XPAR"),  # no connector reaches XPAR
+            order("b2", Side.BUY, "10", "99.00")]
+
+
+def test_a_batch_is_routed_as_each_order_alone_with_one_quote_call(exchange):
+    batching = _Batching(exchange)
+    alone = SmartOrderRouter([ConnectorEntry("sim-exchange", exchange)], ACME)
+    together = SmartOrderRouter([ConnectorEntry("sim-exchange", batching)], ACME)
+    decisions = together.route_many(_batch())
+    # One quote_many for every (order, listing) pair of the batch, never quote_for.
+    assert batching.batches == [2 + 2 + 1 + 2] and batching.singles == 0
+    for o, decision in zip(_batch(), decisions, strict=True):
+        try:
+            expected = alone.route(o)
+        except RouteUnavailable as exc:
+            assert isinstance(decision, RouteUnavailable)
+            assert (decision.code, decision.details) == (exc.code, exc.details)
+        else:
+            assert decision == expected
+
+
+def test_a_batch_quote_that_fails_fails_that_connector_for_every_order(exchange):
+    def boom(orders):
+        raise RuntimeError("venue process gone")
+
+    for answer in (boom, lambda orders: [None]):  # raising, and one quote for several orders
+        router = SmartOrderRouter([ConnectorEntry("sim-exchange", _Batching(exchange, answer=answer))],
+                                  ACME)
+        decisions = router.route_many([order("b1", Side.BUY, "200"), order("b2", Side.BUY, "5")])
+        assert all(isinstance(d, RouteUnavailable) for d in decisions)
+        statuses = {a["status"] for d in decisions for a in d.details["alternatives"]}
+        assert statuses == {CONNECTOR_FAILED, CURRENCY_MISMATCH}  # the GBP listing left out

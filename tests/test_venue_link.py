@@ -193,13 +193,15 @@ def test_a_gateway_with_a_venue_url_does_not_build_the_built_ins(runtime) -> Non
 
 def _fake_venue_for_orders(on_submit: Callable[[Link, dict[str, Any]], bool]
                            ) -> Callable[[Link, dict[str, Any]], bool]:
-    """A venue process that describes one connector on ALPX and quotes any order, and hands
+    """A venue process that describes one connector on ALPX and quotes any order (one or a batch), and hands
     `submit` to `on_submit`."""
     def behave(conn: Link, message: dict[str, Any]) -> bool:
         if message["m"] == "describe":
             result: Any = [["fake-exchange", "fake", ["ALPX"]]]
         elif message["m"] == "quote_for":
             result = VenueQuote("ALPX", None, Decimal(0), Decimal(1))
+        elif message["m"] == "quote_many":
+            result = [VenueQuote("ALPX", None, Decimal(0), Decimal(1))] * len(message["a"][1])
         else:
             return on_submit(conn, message)
         conn.send({"i": message["i"], "r": result})

@@ -57,6 +57,8 @@ AMEND = f"""mutation($id: ID!, $q: String, $p: String) {{ amendOrder(id: $id, qu
   limitPrice: $p) {{ {ORDER_FIELDS} }} }}"""
 CANCEL_ORDERS = """mutation($f: CancelOrdersFilter!) { cancelOrders(filter: $f) {
   matched canceled failed results { orderId outcome status code } } }"""
+SUBMIT_MANY = ("mutation($inputs: [SubmitOrderInput!]!) { submitOrders(inputs: $inputs) { "
+               "error { code } order { id status routing } } }")
 ACCOUNT = """mutation($input: TradingAccountInput!) { upsertTradingAccount(input: $input) { id } }"""
 TRADES = """query($id: ID!) { trades(orderId: $id) { edges { node { lastQty lastPx liquidity mic } } } }"""
 POSITIONS = """query($a: String!) { positions(account: $a) { instrumentKey quantity avgPrice } }"""
@@ -241,6 +243,26 @@ def test_a_resting_order_through_one_gateway_is_filled_by_an_order_through_the_o
     taker_positions = a.gql.data(POSITIONS, {"a": taker}, key=taker_key)["positions"]
     assert [(p["instrumentKey"], D(p["quantity"])) for p in taker_positions] == [(KEY, D("1.5"))]
 
+
+
+def test_a_batch_asks_the_venue_process_for_its_quotes_in_one_call(world, monkeypatch):
+    """The router's quotes for a whole batch cross as one call, not one per order (which held
+    the tenant's intake lock for a round trip an order)."""
+    _, key, account = world.tenant()
+    below = (mid_price(world.a.runtime) * D("0.9")).quantize(TICK)  # rests, far from the touch
+    venue = world.a.runtime.orders.venue
+    calls: list[str] = []
+    real = venue._call
+    monkeypatch.setattr(venue, "_call", lambda method, args, **kw: calls.append(method)
+                        or real(method, args, **kw))
+    inputs = [order_input(account, "BUY", "0.1", below - k * TICK, tif="DAY") for k in range(3)]
+    answered = world.a.gql.data(SUBMIT_MANY, {"inputs": inputs}, key=key)["submitOrders"]
+    assert [(r["error"], r["order"]["status"]) for r in answered] == [(None, "ACCEPTED")] * 3
+    assert calls == ["quote_many", "submit"]
+    for r in answered:  # the routing record each order keeps, from the batch's quotes
+        routing = row(world.a.runtime, r["order"]["id"]).routing
+        assert routing["connector"] == "sim-exchange" and routing["mic"] == MIC, routing
+        assert r["order"]["routing"] == routing  # answered too (the venue process sends none)
 
 def test_orders_placed_through_one_gateway_are_amended_and_cancelled_through_the_other(world):
     a, b = world.a, world.b

@@ -26,7 +26,7 @@ from gateway.trading.venue_client import RemoteVenue, VenueUnavailable
 from gateway.trading.venue_link import HandshakeFailed, client_handshake, link_key
 from gateway.trading.venue_server import CallInvalid, VenueService, VenueTCPServer
 from plugins import wire
-from plugins.sdk import OrderRequest, OrdType, Side, TimeInForce
+from plugins.sdk import OrderRequest, OrdType, Side, TimeInForce, VenueQuote
 from plugins.wire import frame, packb, read_frame
 
 
@@ -299,6 +299,35 @@ def test_every_argument_is_checked_before_the_venue_acts(runtime, monkeypatch) -
     service.dispatch("cancel_many", [[{**row, "venue_order_id": None}], "MASS_CANCEL"])
     assert acted == ["submit", "cancel"]
 
+
+
+def test_a_batch_of_quotes_is_checked_whole_before_any_is_asked(runtime, monkeypatch) -> None:
+    """`quote_many` (the router's quotes for a batch): every request checked before the
+    connector is asked anything, the count bounded, and the answers in the requests' order."""
+    from datetime import datetime
+
+    from gateway.trading.venue_link import MAX_QUOTES
+    from gateway.trading.venue_server import venue_orders
+
+    asked: list[str] = []
+
+    class Quoting:
+        def quote_for(self, request: OrderRequest) -> Any:
+            asked.append(request.client_order_id)
+            return VenueQuote("ALPX", request.limit_price, D(1), D(2))
+
+    service = VenueService(venue_orders(runtime))
+    monkeypatch.setattr(venue_server.venues, "built_in_connectors", lambda orders: {"sim": Quoting()})
+    good = OrderRequest("o-1", "ACC", "X", "ALPX", Side.BUY, OrdType.LIMIT, TimeInForce.DAY,
+                        D(1), D(10), None, "USD", None, datetime(2026, 1, 5, 15))
+    for bad in ([good, dataclasses.replace(good, quantity="1")],  # type: ignore[arg-type]
+                [], [good] * (MAX_QUOTES + 1), good):
+        with pytest.raises(CallInvalid):
+            service.dispatch("quote_many", ["sim", bad])
+    assert asked == []
+    second = dataclasses.replace(good, client_order_id="o-2", limit_price=D(11))
+    quotes = service.dispatch("quote_many", ["sim", [good, second]])
+    assert asked == ["o-1", "o-2"] and [q.expected_price for q in quotes] == [D(10), D(11)]
 
 def test_handshake_messages_still_decode_as_plain_values() -> None:
     packed = msgpack.packb({"nonce": b"n" * 32, "proof": b"p" * 32}, use_bin_type=True)

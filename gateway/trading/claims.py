@@ -176,14 +176,26 @@ def _prepare_and_claim(service: OrderService, tenant_id: str, user_id: str | Non
         books = _books(service, session, tenant_id, {v.account for v in fresh.values()}, controls, now)
     prepared: list[_Prepared] = []
     references: dict[str, tuple[MarketState, Decimal | None]] = {}  # one quote per instrument
+    requests = {k: _order_request(v, now) for k, v in fresh.items() if v.account in books}
+    routes: dict[int, RoutingDecision | DomainError]
+    try:
+        router = _scoped_connectors(service)[1]
+        routes = dict(zip(requests, router.route_many(list(requests.values())), strict=True))
+    except DomainError as exc:  # no connectors to route over (the venue process unreachable)
+        routes = dict.fromkeys(requests, exc)
     for k, v in fresh.items():
         book = books.get(v.account)
         if book is None:
             results[k].error = AccountNotFound(f"no trading account {v.account!r}")
             continue
+        route = routes[k]
+        if isinstance(route, DomainError):
+            results[k].error = route
+            continue
         try:
-            prepared.append(_prepare(service, k, v, book, controls_for(controls, killed, v.account),
-                                     tenant_id, user_id, now, references))
+            prepared.append(_prepare(service, k, v, requests[k], route, book,
+                                     controls_for(controls, killed, v.account), tenant_id, user_id,
+                                     now, references))
         except DomainError as exc:
             results[k].error = exc
     _claim(service, tenant_id, user_id, prepared, results)
@@ -233,14 +245,18 @@ def _existing(session: Session, cids: list[str]) -> dict[str, Order]:
     return found
 
 
-def _prepare(service: OrderService, index: int, v: ValidOrder, book: _AccountBook,
-             controls: TenantControls, tenant_id: str, user_id: str | None, now: datetime,
+def _order_request(v: ValidOrder, now: datetime) -> OrderRequest:
+    """The order as the router and the venue see it, under its new id."""
+    return OrderRequest(new_id(), v.account, v.instrument.symbol, v.requested_mic, v.side,
+                        v.ord_type, v.time_in_force, v.quantity, v.limit_price, v.stop_price,
+                        v.currency, v.expire_at, now)
+
+
+def _prepare(service: OrderService, index: int, v: ValidOrder, request: OrderRequest,
+             decision_route: RoutingDecision, book: _AccountBook, controls: TenantControls,
+             tenant_id: str, user_id: str | None, now: datetime,
              references: dict[str, tuple[MarketState, Decimal | None]]) -> _Prepared:
-    order_id = new_id()
-    request = OrderRequest(order_id, v.account, v.instrument.symbol, v.requested_mic, v.side,
-                           v.ord_type, v.time_in_force, v.quantity, v.limit_price, v.stop_price,
-                           v.currency, v.expire_at, now)
-    decision_route = _scoped_connectors(service)[1].route(request)
+    order_id = request.client_order_id
     routed = decision_route.order
     key = f"{routed.symbol}.{routed.mic}"
     listing = _listing(service, key) or v.instrument
@@ -425,6 +441,8 @@ def _send(service: OrderService, prepared: list[_Prepared]) -> None:
         rows.update(_send_remote(service, remote))
     for p in prepared:
         p.after = rows.get(p.order["id"])
+        if p.after is not None:  # applying reads no routing: the claim's, which it never changes
+            p.after.setdefault("routing", p.order["routing"])
 
 
 def send_requests(service: OrderService, connectors: Mapping[str, Any],

@@ -10,7 +10,9 @@ An order names a venue (`mic`), or asks the router to choose (`mic` "" or "SMART
    instrument, every venue a connector reaches is asked for the symbol as given.
 2. Each connector reaching a candidate's MIC is asked `quote_for` the order re-addressed to
    that listing (its symbol and MIC). A connector that raises is recorded and left out of
-   this decision only.
+   this decision only. A batch is routed together (`route_many`): every quote is asked before
+   any decision, and a connector that can (the venue process's, `quote_many`) is asked once
+   for all of the batch's orders.
 3. Score: the expected price after the taker fee, per unit: price * (1 + fee) for a buy,
    price * (1 - fee) for a sell (fee = fee_bps / 10,000). Ranking: venues that can execute the
    whole quantity at once first, then those executing part of it (more first); within each,
@@ -210,6 +212,9 @@ def rank(side: Side, quantity: Decimal, alternatives: Sequence[RouteAlternative]
 
 # -- the router ------------------------------------------------------------------------------
 
+_FAILED = object()  # a connector's quote that raised (CONNECTOR_FAILED)
+
+
 class SmartOrderRouter:
     """Routes over the collected connectors; `instruments` gives the known listings (the
     market data service's instruments, say), read at each decision."""
@@ -227,13 +232,40 @@ class SmartOrderRouter:
         return [e for e in self.connectors if mic.upper() in {m.upper() for m in e.connector.mics()}]
 
     def route(self, order: OrderRequest) -> RoutingDecision:
+        decision = self.route_many([order])[0]
+        if isinstance(decision, RouteUnavailable):
+            raise decision
+        return decision
+
+    def route_many(self, orders: Sequence[OrderRequest]) -> list[RoutingDecision | RouteUnavailable]:
+        """`route` for each order (its decision, or the error it would raise). The quotes are
+        asked before any decision, each connector that can (`quote_many`: the venue process's)
+        once for all of them: one round trip a batch, not one an order."""
+        instruments = self.instruments() if any(is_smart(o.mic) for o in orders) else []
+        plans = [self._candidates(order, instruments) for order in orders]
+        quotes = self._ask_all([pair for _, pairs, _ in plans for pair in pairs])
+        decisions: list[RoutingDecision | RouteUnavailable] = []
+        k = 0
+        for order, (directed, pairs, skipped) in zip(orders, plans, strict=True):
+            asked = [(quotes[k + j], entry, child) for j, (entry, child) in enumerate(pairs)]
+            k += len(pairs)
+            try:
+                decisions.append(self._decide(order, directed, asked, skipped))
+            except RouteUnavailable as exc:
+                decisions.append(exc)
+        return decisions
+
+    def _candidates(self, order: OrderRequest, instruments: Sequence[Instrument]
+                    ) -> tuple[bool, list[tuple[ConnectorEntry, OrderRequest]], list[RouteAlternative]]:
+        """Whether the order names its venue; each (connector, order re-addressed) to ask, in
+        the candidates' order; the listings left out, with why."""
         directed = not is_smart(order.mic)
         candidates: list[tuple[str, str]] = []  # (symbol, mic)
         skipped: list[RouteAlternative] = []
         if directed:
             candidates.append((order.symbol, order.mic.upper()))
         else:
-            found = listings(order, self.instruments())
+            found = listings(order, instruments)
             if not found:
                 mics = dict.fromkeys(m.upper() for e in self.connectors for m in e.connector.mics())
                 candidates.extend((order.symbol, m) for m in mics)
@@ -243,15 +275,46 @@ class SmartOrderRouter:
                                                     Decimal(0), None, None, CURRENCY_MISMATCH))
                 else:
                     candidates.append((instrument.symbol, instrument.mic.upper()))
-        asked: list[tuple[RouteAlternative, ConnectorEntry | None, OrderRequest]] = []
+        pairs: list[tuple[ConnectorEntry, OrderRequest]] = []
         for symbol, mic in candidates:
             child = replace(order, symbol=symbol, mic=mic)
             entries = self.reaching(mic)
             if not entries:
                 skipped.append(RouteAlternative("", "", mic, symbol, None, Decimal(0), None, None,
                                                 NO_CONNECTOR))
-            for entry in entries:
-                asked.append((self._ask(entry, child), entry, child))
+            pairs.extend((entry, child) for entry in entries)
+        return directed, pairs, skipped
+
+    def _ask_all(self, pairs: Sequence[tuple[ConnectorEntry, OrderRequest]]) -> list[RouteAlternative]:
+        """Each (connector, order)'s alternative, in the pairs' order."""
+        out: list[RouteAlternative | None] = [None] * len(pairs)
+        grouped: dict[int, list[int]] = {}  # a connector with quote_many -> its pairs
+        for k, (entry, child) in enumerate(pairs):
+            if callable(getattr(entry.connector, "quote_many", None)):
+                grouped.setdefault(id(entry), []).append(k)
+            else:
+                out[k] = self._ask(entry, child)
+        for ks in grouped.values():
+            entry = pairs[ks[0]][0]
+            children = [pairs[k][1] for k in ks]
+            try:
+                quotes: list[Any] = list(entry.connector.quote_many(children))
+            except Exception:
+                log.exception("exchange connector failed to quote",
+                              extra={"plugin": entry.plugin, "connector": entry.name,
+                                     "orders": len(children)})
+                quotes = [_FAILED] * len(children)
+            if len(quotes) != len(children):
+                log.error("exchange connector %s answered %d quotes for %d orders", entry.name,
+                          len(quotes), len(children))
+                quotes = [_FAILED] * len(children)
+            for k, child, quote in zip(ks, children, quotes, strict=True):
+                out[k] = self._alternative(entry, child, quote)
+        return out  # type: ignore[return-value]
+
+    def _decide(self, order: OrderRequest, directed: bool,
+                asked: list[tuple[RouteAlternative, ConnectorEntry, OrderRequest]],
+                skipped: list[RouteAlternative]) -> RoutingDecision:
         ranked = rank(order.side, order.quantity, [a for a, _, _ in asked])
         by_alternative = {id(a): (e, c) for a, e, c in asked}
         if ranked:
@@ -262,7 +325,6 @@ class SmartOrderRouter:
                 raise unavailable(order.symbol, [a for a, _, _ in asked] + skipped)
             best, reason = acceptable[0], DIRECTED if directed else NO_EXECUTABLE_LIQUIDITY
         entry, child = by_alternative[id(best)]
-        assert entry is not None
         chosen = replace(best, status=CHOSEN)
         rest = [a for a, _, _ in asked if a is not best]
         order_of = {id(a): k for k, a in enumerate(ranked)}
@@ -277,8 +339,19 @@ class SmartOrderRouter:
             expected_fee=expected_fee, score=best.score, reason=reason,
             alternatives=(chosen, *rest, *skipped), decided_at=order.submitted_at)
 
+    @classmethod
+    def _ask(cls, entry: ConnectorEntry, child: OrderRequest) -> RouteAlternative:
+        try:
+            quote = entry.connector.quote_for(child)
+        except Exception:
+            log.exception("exchange connector failed to quote",
+                          extra={"plugin": entry.plugin, "connector": entry.name, "mic": child.mic})
+            quote = _FAILED
+        return cls._alternative(entry, child, quote)
+
     @staticmethod
-    def _ask(entry: ConnectorEntry, child: OrderRequest) -> RouteAlternative:
+    def _alternative(entry: ConnectorEntry, child: OrderRequest, quote: Any) -> RouteAlternative:
+        """What the connector's answer (a VenueQuote, None, or `_FAILED`) makes of it."""
         def alternative(quote: VenueQuote | None, status: str) -> RouteAlternative:
             if quote is None:
                 return RouteAlternative(entry.name, entry.plugin, child.mic, child.symbol, None,
@@ -290,11 +363,7 @@ class SmartOrderRouter:
                                     quote.expected_price, quote.available_qty, quote.fee_bps, score,
                                     status)
 
-        try:
-            quote = entry.connector.quote_for(child)
-        except Exception:
-            log.exception("exchange connector failed to quote",
-                          extra={"plugin": entry.plugin, "connector": entry.name, "mic": child.mic})
+        if quote is _FAILED:
             return alternative(None, CONNECTOR_FAILED)
         if quote is None:
             return alternative(None, NO_QUOTE)

@@ -30,6 +30,7 @@ from gateway.errors import DomainError, ServiceUnavailable
 from gateway.secrets import SecretBox
 from gateway.trading.venue_link import (
     HANDSHAKE_TIMEOUT_S,
+    MAX_QUOTES,
     HandshakeFailed,
     Link,
     client_handshake,
@@ -62,8 +63,8 @@ class VenueUnavailable(ServiceUnavailable):
 
 
 class RemoteConnector:
-    """A built-in connector held by the venue process. Only `mics` and `quote_for` are called
-    on it; orders go through `RemoteVenue`'s calls (the venue step runs there)."""
+    """A built-in connector held by the venue process. Only `mics`, `quote_for` and
+    `quote_many` are called on it; orders go through `RemoteVenue`'s calls (the venue step runs there)."""
 
     def __init__(self, venue: RemoteVenue, plugin: str, name: str, mics: Sequence[str]) -> None:
         self.venue = venue
@@ -77,6 +78,10 @@ class RemoteConnector:
 
     def quote_for(self, order: OrderRequest) -> VenueQuote | None:
         return self.venue.quote_for(self.name, order)
+
+    def quote_many(self, orders: Sequence[OrderRequest]) -> list[VenueQuote | None]:
+        """The router's quotes for a batch: one call, not one per order."""
+        return self.venue.quote_many(self.name, orders)
 
     def _elsewhere(self, *_: Any) -> Any:
         raise RuntimeError(f"{self.name} runs in the venue process: change orders through RemoteVenue")
@@ -114,6 +119,17 @@ class RemoteVenue:
         if quote is not None and not isinstance(quote, VenueQuote):
             raise VenueUnavailable("its quote is malformed", sent=True)
         return quote
+
+    def quote_many(self, name: str, orders: Sequence[OrderRequest]) -> list[VenueQuote | None]:
+        quotes: list[VenueQuote | None] = []
+        for start in range(0, len(orders), MAX_QUOTES):
+            chunk = orders[start:start + MAX_QUOTES]
+            answer = self._call("quote_many", [name, list(chunk)], changes=False)
+            if (not isinstance(answer, list) or len(answer) != len(chunk)
+                    or not all(q is None or isinstance(q, VenueQuote) for q in answer)):
+                raise VenueUnavailable("its quotes are malformed", sent=True)
+            quotes.extend(answer)
+        return quotes
 
     def submit(self, items: Sequence[tuple[str, OrderRequest]]) -> list[dict[str, Any]]:
         """Send, apply and publish there; the changed order rows."""

@@ -43,6 +43,7 @@ VERSION = 2  # 2: frames sealed after the handshake
 NONCE_BYTES = 32
 HANDSHAKE_TIMEOUT_S = 5.0  # the whole handshake, not each read
 HANDSHAKE_MAX_FRAME = 512  # a handshake message is about 100 bytes
+MAX_QUOTES = 2_000  # orders in one quote_many call (a batch of 1,000 asks one or two)
 _CONTEXT = b"alphintra venue link v1"
 
 

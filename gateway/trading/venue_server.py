@@ -18,8 +18,8 @@ It is the single writer of their reports:
   amendments.cancel_at_venue / replace_at_venue, mass_cancel.cancel_round): the connector
   call, its reports applied under this process's venue and apply locks, the events published
   through its outbox; then it answers what the caller needs to answer its client. A caller that
-  dies after sending loses nothing: the call runs to its end here. `describe` and `quote_for`
-  only read.
+  dies after sending loses nothing: the call runs to its end here. `describe`, `quote_for`
+  and `quote_many` (a batch's quotes for the router, in one call) only read.
 
 Tenants' installed (marketplace) connectors are not here: they stay with each gateway process.
 Compliance is not here either: a call is trusted once its peer proved the key, which is why the
@@ -53,6 +53,7 @@ from gateway.trading.reports import TRANSITIONS, _Amendment
 from gateway.trading.service import OrderService
 from gateway.trading.venue_link import (
     HANDSHAKE_TIMEOUT_S,
+    MAX_QUOTES,
     HandshakeFailed,
     Link,
     PeerLeft,
@@ -126,25 +127,28 @@ class VenueService:
         if orders.venue is not None:
             raise ValueError("the venue process holds its connectors itself (no ALPHINTRA_VENUE_URL)")
         self.orders = orders
-        self._methods: dict[str, Callable[..., Any]] = {
-            "describe": self.describe, "quote_for": self.quote_for, "submit": self.submit,
-            "cancel": self.cancel, "replace": self.replace, "cancel_many": self.cancel_many}
+        methods: dict[str, Callable[..., Any]] = {
+            "describe": self.describe, "quote_for": self.quote_for, "quote_many": self.quote_many,
+            "submit": self.submit, "cancel": self.cancel, "replace": self.replace,
+            "cancel_many": self.cancel_many}
+        self._methods = {name: (method, inspect.signature(method)) for name, method in methods.items()}
 
     def start(self) -> list[str]:
         """Build the connectors now (restoring the open orders at them); their names."""
         return sorted(venues.built_in_connectors(self.orders))
 
     def dispatch(self, method: Any, args: Any) -> Any:
-        handler = self._methods.get(method) if isinstance(method, str) else None
-        _check(handler is not None, f"no method {method!r}")
+        found = self._methods.get(method) if isinstance(method, str) else None
+        _check(found is not None, f"no method {method!r}")
         _check(isinstance(args, list), "arguments must be an array")
+        handler, signature = found  # type: ignore[misc]
         # The arity checked before the call: a TypeError from inside it (after the venue
         # acted) must not read as VENUE_CALL_INVALID, which callers take for "nothing done".
         try:
-            inspect.signature(handler).bind(*args)  # type: ignore[arg-type]
+            signature.bind(*args)
         except TypeError as exc:
             raise CallInvalid(f"invalid call of {method}: {exc}") from None
-        return handler(*args)  # type: ignore[misc]
+        return handler(*args)
 
     def _connector(self, name: Any) -> Any:
         connector = venues.built_in_connectors(self.orders).get(_text(name, "connector"))
@@ -161,6 +165,13 @@ class VenueService:
     def quote_for(self, name: Any, order: Any) -> Any:
         request = _request(order)
         return self._connector(name).quote_for(request)
+
+    def quote_many(self, name: Any, orders: Any) -> list[Any]:
+        _check(isinstance(orders, list) and 0 < len(orders) <= MAX_QUOTES,
+               f"1 to {MAX_QUOTES} orders")
+        requests = [_request(order) for order in orders]
+        connector = self._connector(name)
+        return [connector.quote_for(request) for request in requests]
 
     # -- changes: the venue step runs here ----------------------------------------------------
 
