@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from typing import Any
 
@@ -22,9 +23,10 @@ from sqlalchemy import select
 
 from gateway.secrets import SecretBox
 from gateway.trading import venue_link, venue_server
-from gateway.trading.venue_client import RemoteVenue, VenueUnavailable
+from gateway.trading.routing import ConnectorEntry, RouteUnavailable, RoutingDecision, SmartOrderRouter
+from gateway.trading.venue_client import RemoteConnector, RemoteVenue, VenueUnavailable
 from gateway.trading.venue_link import HandshakeFailed, client_handshake, link_key
-from gateway.trading.venue_server import CallInvalid, VenueService, VenueTCPServer
+from gateway.trading.venue_server import CallInvalid, VenueService, VenueTCPServer, venue_orders
 from plugins import wire
 from plugins.sdk import OrderRequest, OrdType, Side, TimeInForce, VenueQuote
 from plugins.wire import frame, packb, read_frame
@@ -657,3 +659,134 @@ def test_one_venue_process_holds_a_databases_books(runtime) -> None:
     again = hold_the_books(runtime.db)  # let go with its holder: the next one takes it
     assert again is not None
     again()
+
+
+
+def _slow_server() -> tuple[VenueTCPServer, bytes, threading.Event, threading.Event, list[str]]:
+    """A venue server whose `submit` waits for `release`; the calls it ran."""
+    entered, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    class Slow:
+        def dispatch(self, method: Any, args: Any) -> Any:
+            ran.append(method)
+            if method == "submit":
+                entered.set()
+                release.wait(10)
+            return method
+
+    shared = key()
+    srv = VenueTCPServer(("127.0.0.1", 0), Slow(), shared)  # type: ignore[arg-type]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, shared, entered, release, ran
+
+
+def test_a_stop_answers_the_call_running_then_closes_every_connection() -> None:
+    """SIGTERM (`drain`): a submit half way through its venue step runs to its end and is
+    answered (cut off, its orders would wait PENDING for the unsent sweep); idle connections
+    are closed, and a new one is refused at once."""
+    srv, shared, entered, release, ran = _slow_server()
+    url = f"tcp://127.0.0.1:{srv.server_address[1]}"
+    busy, idle = RemoteVenue(url, shared), RemoteVenue(url, shared)
+    try:
+        assert idle._call("describe", [], changes=False) == "describe"  # an open connection
+        answers: list[Any] = []
+        running = threading.Thread(target=lambda: answers.append(busy._call("submit", [[]])))
+        running.start()
+        assert entered.wait(5)
+        drained: list[bool] = []
+        draining = threading.Thread(target=lambda: drained.append(srv.drain(timeout_s=10)))
+        draining.start()
+        deadline = time.monotonic() + 5
+        while not srv.stopping and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert srv.stopping and not drained  # waiting for the submit
+        started = time.monotonic()
+        with pytest.raises(VenueUnavailable) as closed:  # its connection closed, none accepted
+            idle._call("describe", [], changes=False)
+        assert closed.value.sent is False and time.monotonic() - started < 2
+        release.set()
+        running.join(5)
+        draining.join(5)
+        assert answers == ["submit"] and drained == [True]
+        assert ran == ["describe", "submit"]
+    finally:
+        release.set()
+        busy.close()
+        idle.close()
+        srv.server_close()
+
+
+def test_a_call_read_as_the_stop_begins_is_answered_venue_stopping_not_run() -> None:
+    """A frame already read when the stop began: not run, and answered with a code the
+    gateway takes for "nothing done" (its orders rejected at once as a failed connector, not
+    left PENDING)."""
+    from gateway.trading.venue_client import REFUSED_UNSENT
+
+    srv, shared, _, release, ran = _slow_server()
+    client = RemoteVenue(f"tcp://127.0.0.1:{srv.server_address[1]}", shared)
+    try:
+        assert client._call("describe", [], changes=False) == "describe"
+        srv.stopping = True  # the moment between the handler's read and the call
+        with pytest.raises(Exception) as refused:
+            client._call("cancel", ["sim", "o-1", "ALPX"])
+        assert getattr(refused.value, "code", None) == "VENUE_STOPPING" in REFUSED_UNSENT
+        assert ran == ["describe"]
+    finally:
+        release.set()
+        client.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+class _QuotingButOne:
+    """A built-in connector whose market data for one symbol is down (its quote raises)."""
+
+    name = "sim"
+
+    def mics(self) -> list[str]:
+        return ["ALPX"]
+
+    def quote_for(self, request: OrderRequest) -> Any:
+        if request.symbol == "DOWN":
+            raise RuntimeError("market data source failed for DOWN")
+        if request.symbol == "ODD":
+            return {"not": "a VenueQuote"}  # a malformed answer for this one order
+        return VenueQuote("ALPX", D("10"), D("100"), D("1"))
+
+
+def _quote_order(cid: str, symbol: str) -> OrderRequest:
+    return OrderRequest(cid, "ACC", symbol, "ALPX", Side.BUY, OrdType.LIMIT, TimeInForce.DAY,
+                        D(1), D(10), None, "USD", None, datetime(2026, 1, 5, 15, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("bad_symbol", ["DOWN", "ODD"])
+def test_one_failing_quote_in_a_remote_batch_fails_only_its_own_order(runtime, monkeypatch,
+                                                                      bad_symbol) -> None:
+    """Found in review: one order's quote that raised (or came back malformed) in the venue
+    process failed the connector for the whole batch; it fails that order alone, as its own
+    quote_for call did."""
+    service = VenueService(venue_orders(runtime))
+    monkeypatch.setattr(venue_server.venues, "built_in_connectors", lambda orders: {"sim": _QuotingButOne()})
+    shared = link_key(SecretBox(os.urandom(32)))
+    srv = VenueTCPServer(("127.0.0.1", 0), service, shared)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    venue = RemoteVenue(f"tcp://127.0.0.1:{srv.server_address[1]}", shared, call_timeout_s=5)
+    try:
+        router = SmartOrderRouter([ConnectorEntry("sim-exchange",
+                                                  RemoteConnector(venue, "sim-exchange", "sim", ["ALPX"]))])
+        good, down = _quote_order("o-good", "GOOD"), _quote_order("o-bad", bad_symbol)
+        alone = router.route(good)  # one order: routed (as every order was before the commit)
+        assert isinstance(alone, RoutingDecision) and alone.connector == "sim"
+        decisions = router.route_many([good, down])
+        # The failing order is unroutable; the healthy one must be routed as it is alone.
+        assert isinstance(decisions[0], RoutingDecision), decisions[0]
+        assert decisions[0] == alone
+        assert isinstance(decisions[1], RouteUnavailable)
+        assert [a["status"] for a in decisions[1].details["alternatives"]] == ["CONNECTOR_FAILED"]
+    finally:
+        venue.close()
+        srv.shutdown()
+        srv.server_close()

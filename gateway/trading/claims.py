@@ -177,10 +177,11 @@ def _prepare_and_claim(service: OrderService, tenant_id: str, user_id: str | Non
     prepared: list[_Prepared] = []
     references: dict[str, tuple[MarketState, Decimal | None]] = {}  # one quote per instrument
     requests = {k: _order_request(v, now) for k, v in fresh.items() if v.account in books}
-    routes: dict[int, RoutingDecision | DomainError]
+    routes: dict[int, RoutingDecision | DomainError] = {}
     try:
-        router = _scoped_connectors(service)[1]
-        routes = dict(zip(requests, router.route_many(list(requests.values())), strict=True))
+        if requests:  # a batch of replays asks no venue
+            router = _scoped_connectors(service)[1]
+            routes = dict(zip(requests, router.route_many(list(requests.values())), strict=True))
     except DomainError as exc:  # no connectors to route over (the venue process unreachable)
         routes = dict.fromkeys(requests, exc)
     for k, v in fresh.items():

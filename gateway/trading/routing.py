@@ -351,7 +351,8 @@ class SmartOrderRouter:
 
     @staticmethod
     def _alternative(entry: ConnectorEntry, child: OrderRequest, quote: Any) -> RouteAlternative:
-        """What the connector's answer (a VenueQuote, None, or `_FAILED`) makes of it."""
+        """What the connector's answer (a VenueQuote, None, `_FAILED`, or the exception
+        quote_many answered for that order) makes of it."""
         def alternative(quote: VenueQuote | None, status: str) -> RouteAlternative:
             if quote is None:
                 return RouteAlternative(entry.name, entry.plugin, child.mic, child.symbol, None,
@@ -364,6 +365,10 @@ class SmartOrderRouter:
                                     status)
 
         if quote is _FAILED:
+            return alternative(None, CONNECTOR_FAILED)
+        if isinstance(quote, Exception):  # quote_many's answer for an order whose quote failed
+            log.error("exchange connector failed to quote", exc_info=quote, extra={
+                "plugin": entry.plugin, "connector": entry.name, "mic": child.mic})
             return alternative(None, CONNECTOR_FAILED)
         if quote is None:
             return alternative(None, NO_QUOTE)

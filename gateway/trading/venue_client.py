@@ -31,6 +31,7 @@ from gateway.secrets import SecretBox
 from gateway.trading.venue_link import (
     HANDSHAKE_TIMEOUT_S,
     MAX_QUOTES,
+    QUOTE_FAILED,
     HandshakeFailed,
     Link,
     client_handshake,
@@ -49,7 +50,7 @@ CONNECT_TIMEOUT_S = 3.0
 CALL_TIMEOUT_S = 30.0  # a batch of 1,000 orders matched and applied, with room
 POOL_SIZE = 8
 # Codes the venue process answers after checking a call, before doing anything.
-REFUSED_UNSENT = frozenset({"VENUE_CALL_INVALID", "CONNECTOR_UNKNOWN"})
+REFUSED_UNSENT = frozenset({"VENUE_CALL_INVALID", "CONNECTOR_UNKNOWN", "VENUE_STOPPING"})
 
 
 class VenueUnavailable(ServiceUnavailable):
@@ -79,7 +80,7 @@ class RemoteConnector:
     def quote_for(self, order: OrderRequest) -> VenueQuote | None:
         return self.venue.quote_for(self.name, order)
 
-    def quote_many(self, orders: Sequence[OrderRequest]) -> list[VenueQuote | None]:
+    def quote_many(self, orders: Sequence[OrderRequest]) -> list[VenueQuote | Exception | None]:
         """The router's quotes for a batch: one call, not one per order."""
         return self.venue.quote_many(self.name, orders)
 
@@ -120,15 +121,23 @@ class RemoteVenue:
             raise VenueUnavailable("its quote is malformed", sent=True)
         return quote
 
-    def quote_many(self, name: str, orders: Sequence[OrderRequest]) -> list[VenueQuote | None]:
-        quotes: list[VenueQuote | None] = []
+    def quote_many(self, name: str, orders: Sequence[OrderRequest]
+                   ) -> list[VenueQuote | Exception | None]:
+        """Each order's quote, or the error that stands for it: one order's failure (its quote
+        raised there, or is malformed) fails that order alone, a call's failure its orders."""
+        quotes: list[VenueQuote | Exception | None] = []
         for start in range(0, len(orders), MAX_QUOTES):
             chunk = orders[start:start + MAX_QUOTES]
-            answer = self._call("quote_many", [name, list(chunk)], changes=False)
-            if (not isinstance(answer, list) or len(answer) != len(chunk)
-                    or not all(q is None or isinstance(q, VenueQuote) for q in answer)):
-                raise VenueUnavailable("its quotes are malformed", sent=True)
-            quotes.extend(answer)
+            try:
+                answer = self._call("quote_many", [name, list(chunk)], changes=False)
+                if not isinstance(answer, list) or len(answer) != len(chunk):
+                    raise VenueUnavailable("its quotes are malformed", sent=True)
+            except DomainError as exc:
+                quotes.extend([exc] * len(chunk))
+                continue
+            quotes.extend(q if q is None or isinstance(q, VenueQuote) else VenueUnavailable(
+                "it failed to quote" if q == QUOTE_FAILED else "its quote is malformed", sent=True)
+                for q in answer)
         return quotes
 
     def submit(self, items: Sequence[tuple[str, OrderRequest]]) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ NONCE_BYTES = 32
 HANDSHAKE_TIMEOUT_S = 5.0  # the whole handshake, not each read
 HANDSHAKE_MAX_FRAME = 512  # a handshake message is about 100 bytes
 MAX_QUOTES = 2_000  # orders in one quote_many call (a batch of 1,000 asks one or two)
+QUOTE_FAILED = {"failed": True}  # in a quote_many answer: that order's quote raised
 _CONTEXT = b"alphintra venue link v1"
 
 

@@ -28,6 +28,7 @@ port is loopback by default and the handshake is required.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import logging
@@ -43,7 +44,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from gateway.audit import AuditEntry
-from gateway.errors import DomainError, InvalidInput, NotFound
+from gateway.errors import DomainError, InvalidInput, NotFound, ServiceUnavailable
 from gateway.settings import Settings
 from gateway.tenancy.ids import uuid4_text
 from gateway.trading import amendments, claims, mass_cancel, venues
@@ -54,6 +55,7 @@ from gateway.trading.service import OrderService
 from gateway.trading.venue_link import (
     HANDSHAKE_TIMEOUT_S,
     MAX_QUOTES,
+    QUOTE_FAILED,
     HandshakeFailed,
     Link,
     PeerLeft,
@@ -71,6 +73,7 @@ SWEEP_EVERY = 30  # clock rounds between looks for orders claimed but never sent
 # Connections not yet past the handshake (each a thread for up to HANDSHAKE_TIMEOUT_S): more
 # are closed at once, so strangers cannot pile up threads (sshd's MaxStartups, in short).
 MAX_PENDING_HANDSHAKES = 32
+DRAIN_TIMEOUT_S = 30.0  # a stop waits this long for calls running (a batch of 1,000 takes seconds)
 
 
 class CallInvalid(InvalidInput):
@@ -79,6 +82,12 @@ class CallInvalid(InvalidInput):
 
 class ConnectorUnknown(NotFound):
     code = "CONNECTOR_UNKNOWN"
+
+
+class Stopping(ServiceUnavailable):
+    """A call that arrived once the process had begun to stop: not run (nothing done)."""
+
+    code = "VENUE_STOPPING"
 
 
 def _check(condition: bool, what: str) -> None:
@@ -171,7 +180,17 @@ class VenueService:
                f"1 to {MAX_QUOTES} orders")
         requests = [_request(order) for order in orders]
         connector = self._connector(name)
-        return [connector.quote_for(request) for request in requests]
+        return [self._quote(connector, request) for request in requests]
+
+    @staticmethod
+    def _quote(connector: Any, request: OrderRequest) -> Any:
+        """One order's quote; a quote that fails fails that order alone (QUOTE_FAILED), as
+        its own quote_for call would."""
+        try:
+            return connector.quote_for(request)
+        except Exception:
+            log.exception("a venue failed to quote", extra={"order_id": request.client_order_id})
+            return QUOTE_FAILED
 
     # -- changes: the venue step runs here ----------------------------------------------------
 
@@ -299,20 +318,41 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         finally:
             self.server.handshake_over()
+        if not self.server.connected(sock):
+            return  # stopping
+        try:
+            self._calls(sock, link)
+        finally:
+            self.server.call_over(sock, closed=True)
+
+    def _calls(self, sock: socket.socket, link: Link) -> None:
         while True:
             try:
                 message = link.read()
             except (OSError, ValueError, WireError) as exc:  # msgpack's errors are ValueErrors
-                log.warning("a venue client sent what does not decode or is not sealed; dropped",
-                            extra={"peer": str(self.client_address[0]), "error": str(exc)[:200]})
+                if not self.server.stopping:
+                    log.warning("a venue client sent what does not decode or is not sealed; "
+                                "dropped", extra={"peer": str(self.client_address[0]),
+                                                  "error": str(exc)[:200]})
                 return
             if message is None:
                 return
-            reply = answer(self.server.venue, message)
+            began = self.server.call_begins(sock)
             try:
-                _send(link, reply)
-            except OSError:
-                return  # the caller went away: the call ran to its end anyway
+                if began:
+                    reply = answer(self.server.venue, message)
+                else:
+                    reply = {"i": message.get("i"), "e": error_payload(Stopping(
+                        "the venue process is stopping: nothing was done; retry shortly"))}
+                try:
+                    _send(link, reply)
+                except OSError:
+                    return  # the caller went away: the call ran to its end anyway
+            finally:
+                if began:  # over once answered: a stop waits for the answer to leave too
+                    self.server.call_over(sock)
+            if self.server.stopping:
+                return  # answered; the caller's next call finds the connection closed
 
 
 class VenueTCPServer(socketserver.ThreadingTCPServer):
@@ -325,6 +365,9 @@ class VenueTCPServer(socketserver.ThreadingTCPServer):
         self.key = key
         self._pending = 0
         self._pending_lock = threading.Lock()
+        self.stopping = False
+        self._links: dict[socket.socket, bool] = {}  # each connection: a call running on it
+        self._links_changed = threading.Condition()
         super().__init__(address, _Handler, bind_and_activate=bind_and_activate)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -340,6 +383,44 @@ class VenueTCPServer(socketserver.ThreadingTCPServer):
     def handshake_over(self) -> None:
         with self._pending_lock:
             self._pending -= 1
+
+    # -- calls in flight, and stopping without cutting one off ---------------------------------
+
+    def connected(self, sock: socket.socket) -> bool:
+        with self._links_changed:
+            if not self.stopping:
+                self._links[sock] = False
+            return not self.stopping
+
+    def call_begins(self, sock: socket.socket) -> bool:
+        with self._links_changed:
+            if self.stopping:
+                return False
+            self._links[sock] = True
+            return True
+
+    def call_over(self, sock: socket.socket, *, closed: bool = False) -> None:
+        with self._links_changed:
+            if closed:
+                self._links.pop(sock, None)
+            elif sock in self._links:
+                self._links[sock] = False
+            self._links_changed.notify_all()
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Stop taking connections and calls: a call running is answered first (a submit's
+        venue step runs to its end, as it would for a caller that left); a call arriving from
+        now on is answered VENUE_STOPPING and not run; idle connections are closed. True when
+        no call is left running (else after `timeout_s`)."""
+        self.shutdown()  # the accept loop (serve_forever, in another thread)
+        self.socket.close()  # a new connection is refused now, not left waiting in the backlog
+        with self._links_changed:
+            self.stopping = True
+            for sock, busy in self._links.items():
+                if not busy:  # its handler waits for a frame: it reads the end now
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RD)
+            return self._links_changed.wait_for(lambda: not any(self._links.values()), timeout_s)
 
 
 def _clock(venue: VenueService, stop: threading.Event, unsent_after: timedelta) -> None:
@@ -434,7 +515,8 @@ def serve(host: str, port: int, settings: Settings, announce: Callable[[str], No
         serving.start()
         announce(f"venue process serving {', '.join(names)} on tcp://{host}:{server.server_address[1]}")
         stop.wait()
-        server.shutdown()
+        if not server.drain():
+            log.warning("venue calls still running after %s s; stopping anyway", DRAIN_TIMEOUT_S)
         server.server_close()
     finally:
         stop.set()
