@@ -200,17 +200,22 @@ def test_a_page_costs_a_constant_number_of_queries(gql, runtime, tenant):
             statements.append(statement)
 
     query = "query($n: Int!) { jobs(first: $n) { edges { node { id createdBy { email } } } } }"
+    smalls, larges = [], []
     event.listen(runtime.db.engine, "before_cursor_execute", count)
     try:
-        gql.data(query, {"n": 2}, key=tenant.key)
-        small = len(statements)
-        statements.clear()
-        data = gql.data(query, {"n": 12}, key=tenant.key)
-        large = len(statements)
+        # Twice each, the fewest kept: a request may also refresh a credential or the policy
+        # (one statement, now and then, whatever the page's size); N+1 would grow every time.
+        for _ in range(2):
+            statements.clear()
+            gql.data(query, {"n": 2}, key=tenant.key)
+            smalls.append(len(statements))
+            statements.clear()
+            data = gql.data(query, {"n": 12}, key=tenant.key)
+            larges.append(len(statements))
     finally:
         event.remove(runtime.db.engine, "before_cursor_execute", count)
     assert len({e["node"]["createdBy"]["email"] for e in data["jobs"]["edges"]}) >= 4
-    assert small == large
+    assert min(smalls) == min(larges), (smalls, larges)
 
 
 def test_job_updates_stream_over_a_real_websocket(server, gql, runtime, tenant):

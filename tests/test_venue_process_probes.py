@@ -728,10 +728,18 @@ def test_a_call_read_as_the_stop_begins_is_answered_venue_stopping_not_run() -> 
     client = RemoteVenue(f"tcp://127.0.0.1:{srv.server_address[1]}", shared)
     try:
         assert client._call("describe", [], changes=False) == "describe"
-        srv.stopping = True  # the moment between the handler's read and the call
+        begins = srv.call_begins
+
+        def stop_begins_now(sock: socket.socket) -> bool:
+            if ran == ["describe"]:  # the cancel: read, and the stop begins before it runs
+                srv.stopping = True
+            return begins(sock)
+
+        srv.call_begins = stop_begins_now  # type: ignore[method-assign]
         with pytest.raises(Exception) as refused:
             client._call("cancel", ["sim", "o-1", "ALPX"])
-        assert getattr(refused.value, "code", None) == "VENUE_STOPPING" in REFUSED_UNSENT
+        assert getattr(refused.value, "code", None) == "VENUE_STOPPING"
+        assert "VENUE_STOPPING" in REFUSED_UNSENT
         assert ran == ["describe"]
     finally:
         release.set()
