@@ -70,6 +70,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+from _procs import descendants, tree_cpu_seconds
 from _servers import PAGE_SIZE, QUERY, bench_data
 from sqlalchemy.engine import make_url
 from sqlmodel import delete
@@ -232,37 +233,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process and all its threads so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process under it (uvicorn --workers forks its workers under its own)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        stack.extend(children.get(current, ()))
-    return found
-
-
-def tree_cpu_seconds(pids: list[int]) -> float | None:
-    values = [cpu_seconds(pid) for pid in pids]
-    return None if not values or values[0] is None else sum(v for v in values if v is not None)
 
 
 def _die_with_parent() -> None:

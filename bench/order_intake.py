@@ -53,6 +53,8 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _procs import cpu_seconds, descendants, tree_cpu_seconds  # noqa: E402 (bench/)
+
 from gateway.cli import migrate_database  # noqa: E402
 from gateway.runtime import build_runtime  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
@@ -105,34 +107,6 @@ def start_venue(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("the venue process did not start")
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far (user + system, Linux /proc): the gateway's CPU per order
-    is the figure that holds when other work shares the machine's cores."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """`pid`'s CPU time and that of every process under it (the workers `serve` spawns)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0.0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            total += cpu_seconds(current)
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-        stack.extend(children.get(current, ()))
-    return total
 
 
 def orders(n: int, mid: Decimal, seed: int) -> list[dict[str, str]]:
@@ -240,16 +214,18 @@ def main() -> None:
         httpx.post(f"http://127.0.0.1:{port}/graphql", timeout=300,
                    headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
                    content=json.dumps({"query": SUBMIT, "variables": {"inputs": warm}}))
-        began, cpu_began = time.perf_counter(), tree_cpu_seconds(proc.pid)
-        venue_began = cpu_seconds(venue.pid) if venue is not None else 0.0
+        # `serve --workers N` has spawned its workers by now (it answered /healthz).
+        gateway_pids = descendants(proc.pid)
+        began, cpu_began = time.perf_counter(), tree_cpu_seconds(gateway_pids) or 0.0
+        venue_began = (cpu_seconds(venue.pid) or 0.0) if venue is not None else 0.0
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - began
-        gateway_cpu = tree_cpu_seconds(proc.pid) - cpu_began
-        venue_cpu = cpu_seconds(venue.pid) - venue_began if venue is not None else None
+        gateway_cpu = (tree_cpu_seconds(gateway_pids) or 0.0) - cpu_began
+        venue_cpu = (cpu_seconds(venue.pid) or 0.0) - venue_began if venue is not None else None
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -212,9 +212,6 @@ def rank(side: Side, quantity: Decimal, alternatives: Sequence[RouteAlternative]
 
 # -- the router ------------------------------------------------------------------------------
 
-_FAILED = object()  # a connector's quote that raised (CONNECTOR_FAILED)
-
-
 class SmartOrderRouter:
     """Routes over the collected connectors; `instruments` gives the known listings (the
     market data service's instruments, say), read at each decision."""
@@ -297,17 +294,20 @@ class SmartOrderRouter:
         for ks in grouped.values():
             entry = pairs[ks[0]][0]
             children = [pairs[k][1] for k in ks]
+            extra = {"plugin": entry.plugin, "connector": entry.name}
             try:
                 quotes: list[Any] = list(entry.connector.quote_many(children))
-            except Exception:
+                if len(quotes) != len(children):
+                    raise RuntimeError(f"{len(quotes)} quotes for {len(children)} orders")
+            except Exception as exc:  # the whole call: every order it was for
                 log.exception("exchange connector failed to quote",
-                              extra={"plugin": entry.plugin, "connector": entry.name,
-                                     "orders": len(children)})
-                quotes = [_FAILED] * len(children)
-            if len(quotes) != len(children):
-                log.error("exchange connector %s answered %d quotes for %d orders", entry.name,
-                          len(quotes), len(children))
-                quotes = [_FAILED] * len(children)
+                              extra={**extra, "orders": len(children)})
+                quotes = [exc] * len(children)
+            else:
+                for child, quote in zip(children, quotes, strict=True):
+                    if isinstance(quote, Exception):  # that order's quote alone
+                        log.error("exchange connector failed to quote", exc_info=quote,
+                                  extra={**extra, "mic": child.mic})
             for k, child, quote in zip(ks, children, quotes, strict=True):
                 out[k] = self._alternative(entry, child, quote)
         return out  # type: ignore[return-value]
@@ -343,16 +343,16 @@ class SmartOrderRouter:
     def _ask(cls, entry: ConnectorEntry, child: OrderRequest) -> RouteAlternative:
         try:
             quote = entry.connector.quote_for(child)
-        except Exception:
+        except Exception as exc:
             log.exception("exchange connector failed to quote",
                           extra={"plugin": entry.plugin, "connector": entry.name, "mic": child.mic})
-            quote = _FAILED
+            quote = exc
         return cls._alternative(entry, child, quote)
 
     @staticmethod
     def _alternative(entry: ConnectorEntry, child: OrderRequest, quote: Any) -> RouteAlternative:
-        """What the connector's answer (a VenueQuote, None, `_FAILED`, or the exception
-        quote_many answered for that order) makes of it."""
+        """What the connector's answer makes of it: a VenueQuote, None, or the exception that
+        stands for a quote that failed (logged where it was caught)."""
         def alternative(quote: VenueQuote | None, status: str) -> RouteAlternative:
             if quote is None:
                 return RouteAlternative(entry.name, entry.plugin, child.mic, child.symbol, None,
@@ -364,11 +364,7 @@ class SmartOrderRouter:
                                     quote.expected_price, quote.available_qty, quote.fee_bps, score,
                                     status)
 
-        if quote is _FAILED:
-            return alternative(None, CONNECTOR_FAILED)
-        if isinstance(quote, Exception):  # quote_many's answer for an order whose quote failed
-            log.error("exchange connector failed to quote", exc_info=quote, extra={
-                "plugin": entry.plugin, "connector": entry.name, "mic": child.mic})
+        if isinstance(quote, Exception):
             return alternative(None, CONNECTOR_FAILED)
         if quote is None:
             return alternative(None, NO_QUOTE)
