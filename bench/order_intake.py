@@ -249,9 +249,9 @@ def main() -> None:
         # What each order costs in stored records: audit records and their payload bytes,
         # and the compliance decision's.
         sizes = conn.execute(text(
-            "SELECT (SELECT count(*) FROM audit_record WHERE chain = :t), "
+            "SELECT (SELECT count(*) FROM audit_record WHERE tenant_id = :t), "
             "(SELECT coalesce(avg(pg_column_size(payload)), 0) FROM audit_record "
-            " WHERE chain = :t AND kind = 'order.submitted'), "
+            " WHERE tenant_id = :t AND kind = 'order.submitted'), "
             "(SELECT coalesce(avg(pg_column_size(record)), 0) FROM compliance_decision "
             " WHERE tenant_id = :t)"), {"t": tenant.id}).one()
     runtime.close()

@@ -439,15 +439,16 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--tenant", "slug", default=None, help="the tenant whose chain to check")
+@click.option("--tenant", "slug", default=None, help="the tenant whose trail (every lane) to check")
 @click.option("--platform", is_flag=True, help="check the platform chain instead")
 @click.option("--from", "start", default=None, help="ISO 8601 instant (UTC if no offset)")
 @click.option("--to", "end", default=None, help="ISO 8601 instant, exclusive")
 @click.pass_obj
 def audit_verify(settings: Settings, slug: str | None, platform: bool, start: str | None,
                  end: str | None) -> None:
-    """Recompute every hash and link of one chain; exit 1 if a record was edited, deleted or
-    moved, naming the first bad record."""
+    """Recompute every hash and link of a tenant's trail (each of its lanes) or of the platform
+    chain; exit 1 if a record was edited, deleted or moved, naming the first bad record and its
+    lane. One line per lane follows the verdict."""
     from gateway.audit.cli import parse_instant, verification_lines
 
     if platform == (slug is not None):
@@ -468,13 +469,16 @@ def audit_verify(settings: Settings, slug: str | None, platform: bool, start: st
 
 @audit.command("export-checkpoints")
 @click.option("--out", required=True, help="the JSON file to write (- for stdout)")
-@click.option("--tenant", "slug", default=None, help="one tenant's chain (default: every chain)")
+@click.option("--tenant", "slug", default=None,
+              help="one tenant's lanes (default: every chain)")
 @click.option("--platform", is_flag=True, help="the platform chain only")
 @click.pass_obj
 def audit_export_checkpoints(settings: Settings, out: str, slug: str | None, platform: bool) -> None:
-    """Write the signed checkpoints of the audit chains, with the platform's public key, for an
-    auditor to keep outside the database (verifyAuditTrail(checkpoints:) takes them back)."""
-    from gateway.audit.cli import write_export
+    """Write the signed checkpoints of the audit chains (a tenant's: every lane), with the
+    platform's public key, for an auditor to keep outside the database
+    (verifyAuditTrail(checkpoints:) takes them back). One line per chain follows (on stderr
+    when the document goes to stdout)."""
+    from gateway.audit.cli import export_lines, write_export
 
     if platform and slug is not None:
         raise click.UsageError("name at most one chain: --tenant SLUG or --platform")
@@ -492,6 +496,8 @@ def audit_export_checkpoints(settings: Settings, out: str, slug: str | None, pla
     count = write_export(document, out)
     if out != "-":
         click.echo(f"{count} checkpoints written to {out}")
+    for line in export_lines(document):
+        click.echo(line, err=out == "-")
 
 
 @main.group()

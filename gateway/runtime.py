@@ -173,7 +173,8 @@ def build_runtime(settings: Settings, *, db: Database | None = None) -> Runtime:
     portfolio = PortfolioOptimisationService(plugins, market_data)
     kinds.register(portfolio_optimisation_kind(portfolio))  # qiskit/pennylane load only in a job
     secrets = SecretBox.from_settings(settings)
-    audit = AuditTrail(db, settings.max_page_size, secrets=secrets)  # signed checkpoints after appends commit
+    # Signed checkpoints after appends commit; each tenant's appends spread over its lanes.
+    audit = AuditTrail(db, settings.max_page_size, secrets=secrets, lanes=settings.audit_lanes)
     reports = RegulatoryReports(db, audit, instrument_classes(market_data.instrument),
                                 settings.max_page_size)
     for report_kind in reports.job_kinds():

@@ -216,6 +216,12 @@ class Settings:
         "Outbox dispatcher poll, ms (a local commit wakes it at once)."))
     outbox_retry_max_ms: int = field(default=5_000, metadata=_help(
         "Longest wait between outbox delivery attempts while the broker or bus is down, ms."))
+    # The audit trail (gateway/audit/lanes.py).
+    audit_lanes: int = field(default=4, metadata=_help(
+        "Lanes of each tenant's audit trail, 1 to 16: hash chains its writers (gateway "
+        "workers, the venue process) append to at once instead of taking turns on one; "
+        "verification, checkpoints and exports cover every lane. PostgreSQL only: on SQLite, "
+        "whose writers take turns anyway, always 1."))
 
     # Encryption at rest (plugin secrets, signing keys). gateway/secrets.py.
     secret_key: str | None = field(default=None, repr=False, metadata=_help(
@@ -365,6 +371,8 @@ class Settings:
             raise SettingsError("websocket_send_queue must be at least 1")
         if not 0 <= self.llm_max_repairs <= 10:
             raise SettingsError("llm_max_repairs must be 0 to 10")
+        if not 1 <= self.audit_lanes <= 16:  # gateway/audit/lanes.py: MAX_LANES
+            raise SettingsError(f"{env_name('audit_lanes')} must be 1 to 16, got {self.audit_lanes}")
         if min(self.job_heartbeat_ms, self.job_reaper_interval_ms, self.job_redeliver_after_ms,
                self.outbox_poll_ms, self.outbox_retry_max_ms, self.orders_unsent_after_ms) <= 0:
             raise SettingsError("job, outbox and unsent-order intervals must be positive")

@@ -1,9 +1,14 @@
-"""The audit trail: verify the caller's tenant chain, page through its records, and its signed
-checkpoints.
+"""The audit trail: verify the caller's tenant trail (every lane of it), page through its records,
+and its signed checkpoints.
+
+A tenant's trail is up to 16 lanes, each a hash chain of its own (gateway/audit/lanes.py): lane 0
+is named by the tenant id, lane k by "<tenant id>/k". Records and checkpoints carry their
+`chain`; pages run newest first across lanes by (at, chain, seq).
 
 Permission (casbin object "audit"): "read" for admin and compliance_officer (verify, records,
-checkpoints), "write" for admin (createAuditCheckpoint). A tenant sees, checkpoints and verifies
-only its own chain; the platform chain is checked with `alphintra audit verify --platform`.
+checkpoints), "write" for admin (createAuditCheckpoint, createAuditCheckpoints). A tenant sees,
+checkpoints and verifies only its own lanes; the platform chain is checked with
+`alphintra audit verify --platform`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from strawberry.types import Info
 from gateway.audit import AuditPage, AuditRecord, AuditVerification
 from gateway.audit.chain import CheckpointFinding, Mismatch
 from gateway.audit.checkpoints import Checkpoint
-from gateway.audit.reads import record_columns
+from gateway.audit.reads import CURSOR_COLUMNS, record_columns
 from gateway.audit.trail import CheckpointPage
 from schema.common import DEFAULT_PAGE, Edge, PageInfo, ctx
 from schema.selected_rows import RowShape
@@ -39,11 +44,13 @@ class AuditCheckpointFinding:
     problem: str
     supplied: bool = strawberry.field(description="From the checkpoints given to the query "
                                                   "(else a stored one).")
+    chain: str | None = strawberry.field(description="The tenant's lane (chain) the checkpoint "
+                                                     "is of; null for another chain's (FOREIGN).")
 
     @classmethod
     def of(cls, f: CheckpointFinding) -> AuditCheckpointFinding:
         return cls(code=f.code, seq=f.seq, head_hash=f.head_hash, at=f.at, problem=f.problem,
-                   supplied=f.supplied)
+                   supplied=f.supplied, chain=f.chain)
 
 
 @strawberry.type(description="An order or execution row and its audit records disagreeing.")
@@ -64,10 +71,11 @@ class AuditMismatch:
                    recorded=m.recorded, actual=m.actual, problem=m.problem)
 
 
-@strawberry.type(description="A signed statement of the chain's head: keep it outside the "
-                             "database and give it back to verifyAuditTrail(checkpoints:).")
+@strawberry.type(description="A signed statement of one lane's (chain's) head: keep it outside "
+                             "the database and give it back to verifyAuditTrail(checkpoints:).")
 class AuditCheckpoint:
-    chain: str
+    chain: str = strawberry.field(description="The lane: the tenant id (lane 0) or "
+                                              "\"<tenant id>/<k>\".")
     tenant_id: str | None
     seq: int = strawberry.field(description="The last record's seq.")
     head_hash: str
@@ -116,14 +124,18 @@ class AuditCheckpointConnection:
             has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None))
 
 
-@strawberry.type(description="The result of recomputing every hash and link of the chain, "
-                             "checking every checkpoint against it, and comparing orders and "
-                             "executions with their audit records.")
+@strawberry.type(description="The result of recomputing every hash and link of every lane of "
+                             "the trail, checking every checkpoint against its lane, and "
+                             "comparing orders and executions with their audit records.")
 class AuditTrailVerification:
     ok: bool
-    checked: int = strawberry.field(description="Records verified before the first bad one.")
+    checked: int = strawberry.field(description="Records verified, summed over the lanes (in a "
+                                                "broken lane, those before its first bad one).")
     first_bad_seq: int | None = strawberry.field(
-        description="The seq where the chain breaks: the record edited, missing or out of order.")
+        description="The seq where the first broken lane breaks: the record edited, missing or "
+                    "out of order (in `chain`).")
+    chain: str | None = strawberry.field(description="The lane (chain) firstBadSeq is in.")
+    chains: int = strawberry.field(description="Lanes (chains) verified.")
     problem: str | None
     code: str | None = strawberry.field(
         description="The first problem's stable code: AUDIT_CHAIN_BROKEN, an AUDIT_CHECKPOINT_* "
@@ -140,8 +152,9 @@ class AuditTrailVerification:
 
     @classmethod
     def of(cls, v: AuditVerification) -> AuditTrailVerification:
-        return cls(ok=v.ok, checked=v.checked, first_bad_seq=v.first_bad_seq, problem=v.problem,
-                   code=v.code, checkpoints_checked=v.checkpoints_checked,
+        return cls(ok=v.ok, checked=v.checked, first_bad_seq=v.first_bad_seq, chain=v.chain,
+                   chains=v.chains, problem=v.problem, code=v.code,
+                   checkpoints_checked=v.checkpoints_checked,
                    checkpoint=AuditCheckpointFinding.of(v.checkpoint) if v.checkpoint else None,
                    cross_checked=v.cross_checked,
                    mismatches=[AuditMismatch.of(m) for m in v.mismatches],
@@ -150,8 +163,12 @@ class AuditTrailVerification:
 
 @strawberry.type
 class AuditTrailRecord:
+    chain: str = strawberry.field(description="The lane the record is in: the tenant id (lane 0) "
+                                              "or \"<tenant id>/<k>\"; seq counts within it.")
     seq: int
-    at: datetime
+    at: datetime = strawberry.field(description="When the record was appended (on PostgreSQL "
+                                                "the database's clock, read under the lane's "
+                                                "lock): it orders records across lanes.")
     kind: str
     subject: str
     actor: str | None
@@ -161,18 +178,19 @@ class AuditTrailRecord:
 
     @classmethod
     def of(cls, row: AuditRecord) -> AuditTrailRecord:
-        return cls(seq=row.seq, at=row.at, kind=row.kind, subject=row.subject, actor=row.actor,
-                   payload=row.payload, prev_hash=row.prev_hash, hash=row.hash)
+        return cls(chain=row.chain, seq=row.seq, at=row.at, kind=row.kind, subject=row.subject,
+                   actor=row.actor, payload=row.payload, prev_hash=row.prev_hash, hash=row.hash)
 
 
 # Selected reads (issue 14): the column each field of an audit record reads; a page that does
 # not ask for the payload does not read it (gateway/audit/reads.py).
 RECORD_ROWS: RowShape[AuditTrailRecord] = RowShape(
     AuditTrailRecord,
-    fields={"__typename": (), "seq": ("seq",), "at": ("at",), "kind": ("kind",),
+    fields={"__typename": (), "chain": ("chain",), "seq": ("seq",), "at": ("at",),
+            "kind": ("kind",),
             "subject": ("subject",), "actor": ("actor",), "payload": ("payload",),
             "prevHash": ("prev_hash",), "hash": ("hash",)},
-    always=("seq",),
+    always=CURSOR_COLUMNS,
 )
 
 
@@ -191,12 +209,12 @@ class AuditRecordConnection:
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Check the tenant's audit chain, whole or for records with "
-                                  "from <= at < to; says where it is broken. Every checkpoint "
-                                  "(stored, and `checkpoints` exported earlier, which take "
-                                  "precedence) must be signed by the platform key and match the "
-                                  "chain; orders (created in the window) and executions must "
-                                  "agree with their audit records.")
+    @strawberry.field(description="Check the tenant's audit trail, every lane, whole or for "
+                                  "records with from <= at < to; says where it is broken (lane "
+                                  "and seq). Every checkpoint (stored, and `checkpoints` "
+                                  "exported earlier, which take precedence) must be signed by "
+                                  "the platform key and match its lane; orders (created in the "
+                                  "window) and executions must agree with their audit records.")
     def verify_audit_trail(self, info: Info,
                            from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
                            to: datetime | None = None,
@@ -208,9 +226,9 @@ class Query:
         return AuditTrailVerification.of(c.runtime.audit.verify(
             c.tenant_id, from_, to, checkpoints=given, secrets=c.runtime.secrets))
 
-    @strawberry.field(description="The tenant chain's signed checkpoints, newest first, and the "
-                                  "platform's public key: export them to keep outside the "
-                                  "database.")
+    @strawberry.field(description="The signed checkpoints of every lane of the tenant's trail, "
+                                  "newest first, and the platform's public key: export them to "
+                                  "keep outside the database.")
     def audit_checkpoints(self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None
                           ) -> AuditCheckpointConnection:
         c = ctx(info)
@@ -218,7 +236,8 @@ class Query:
         return AuditCheckpointConnection.of(c.runtime.audit.checkpoints(
             c.tenant_id, first=first, after=after, secrets=c.runtime.secrets))
 
-    @strawberry.field(description="The tenant's audit records, newest first.")
+    @strawberry.field(description="The tenant's audit records, every lane's, newest first (by "
+                                  "at, then chain and seq).")
     def audit_records(self, info: Info, kind: str | None = None, subject: str | None = None,
                       first: int = DEFAULT_PAGE, after: str | None = None) -> AuditRecordConnection:
         c = ctx(info)
@@ -235,12 +254,22 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Sign a checkpoint of the tenant chain's head now (the one "
-                                     "already taken at that record, if any). Refused with "
-                                     "AUDIT_CHAIN_BROKEN if the chain does not verify since its "
-                                     "last checkpoint.")
-    def create_audit_checkpoint(self, info: Info) -> AuditCheckpoint:
+    @strawberry.mutation(description="Sign a checkpoint of one lane's head now (the one already "
+                                     "taken at that record, if any): `chain`, one of the "
+                                     "tenant's lanes (default: lane 0, the tenant id); another "
+                                     "is AUDIT_CHAIN_UNKNOWN. Refused with AUDIT_CHAIN_BROKEN "
+                                     "if the lane does not verify since its last checkpoint.")
+    def create_audit_checkpoint(self, info: Info, chain: str | None = None) -> AuditCheckpoint:
         c = ctx(info)
         c.require("audit", "write")
-        return AuditCheckpoint.of(c.runtime.audit.create_checkpoint(c.tenant_id,
-                                                                    secrets=c.runtime.secrets))
+        return AuditCheckpoint.of(c.runtime.audit.create_checkpoint(
+            c.tenant_id, chain=chain, secrets=c.runtime.secrets))
+
+    @strawberry.mutation(description="Sign a checkpoint of the head of every lane with records, "
+                                     "lane 0 first, all or none: AUDIT_CHAIN_BROKEN (naming the "
+                                     "lane) if one does not verify since its last checkpoint.")
+    def create_audit_checkpoints(self, info: Info) -> list[AuditCheckpoint]:
+        c = ctx(info)
+        c.require("audit", "write")
+        return [AuditCheckpoint.of(taken) for taken in c.runtime.audit.create_checkpoints(
+            c.tenant_id, secrets=c.runtime.secrets)]

@@ -167,8 +167,21 @@ def test_a_tenant_session_cannot_write_to_another_tenants_chain(runtime, tenant,
         runtime.audit.append(session, other_tenant.id, entries(1))
 
 
+def lane_rows(runtime, tenant_id):
+    """Every lane's records (gateway/audit/lanes.py), by lane: on SQLite only lane 0."""
+    with runtime.db.tenant_session(tenant_id) as session:
+        rows = session.exec(select(AuditRecord).where(AuditRecord.tenant_id == tenant_id)
+                            .order_by(col(AuditRecord.chain), col(AuditRecord.seq))).all()
+    lanes: dict[str, list[AuditRecord]] = {}
+    for row in rows:
+        lanes.setdefault(row.chain, []).append(row)
+    return lanes
+
+
 def test_concurrent_appends_keep_a_gapless_chain(runtime, tenant):
-    start = len(chain_rows(runtime, tenant.id))
+    """Six threads of one tenant: each lane they spread over (PostgreSQL) stays gapless, every
+    record is there once, and each lane's head is its last record."""
+    start = sum(len(rows) for rows in lane_rows(runtime, tenant.id).values())
     errors: list[BaseException] = []
 
     def worker(k: int) -> None:
@@ -184,12 +197,22 @@ def test_concurrent_appends_keep_a_gapless_chain(runtime, tenant):
     for t in threads:
         t.join()
     assert not errors
-    rows = chain_rows(runtime, tenant.id)
-    assert [r.seq for r in rows] == list(range(1, start + 6 * 5 * 3 + 1))
-    assert runtime.audit.verify(tenant.id).ok
-    with runtime.db.system_session() as session:
-        head = session.exec(select(AuditHead).where(AuditHead.chain == tenant.id)).one()
-    assert (head.last_seq, head.last_hash) == (rows[-1].seq, rows[-1].hash)
+    lanes = lane_rows(runtime, tenant.id)
+    assert sum(len(rows) for rows in lanes.values()) == start + 6 * 5 * 3
+    for chain, rows in lanes.items():
+        assert [r.seq for r in rows] == list(range(1, len(rows) + 1)), chain
+        for i, r in enumerate(rows):  # one append, one lane: a batch stays together, in order
+            if r.subject.startswith("t") and r.subject.endswith("-0"):
+                batch = rows[i:i + 3]
+                assert [b.subject for b in batch] == [r.subject[:-1] + n for n in "012"], chain
+                assert len({b.at for b in batch}) == 1
+        with runtime.db.system_session() as session:
+            head = session.exec(select(AuditHead).where(AuditHead.chain == chain)).one()
+        assert (head.last_seq, head.last_hash) == (rows[-1].seq, rows[-1].hash)
+    if runtime.db.engine.dialect.name == "sqlite":
+        assert list(lanes) == [tenant.id]
+    result = runtime.audit.verify(tenant.id)
+    assert result.ok and result.checked == start + 6 * 5 * 3
 
 
 # The table.
@@ -312,12 +335,14 @@ def test_verify_reads_long_chains_in_chunks(runtime, monkeypatch):
     monkeypatch.setattr("gateway.audit.trail.VERIFY_CHUNK", 4)
     t = onboard(runtime)
     append(runtime, t.id, entries(9))  # seq 1-12
-    assert runtime.audit.verify(t.id) == AuditVerification(True, 12)
+    result = runtime.audit.verify(t.id)
+    assert (result.ok, result.checked, result.first_bad_seq, result.chain) == (True, 12, None, None)
+    assert result == AuditVerification(True, 12, chains=result.chains, lanes=result.lanes)
     with tampering(runtime) as conn:
         conn.execute(text("UPDATE audit_record SET subject = 'x' WHERE chain = :c AND seq = 10"),
                      {"c": t.id})
     result = runtime.audit.verify(t.id)
-    assert (result.ok, result.checked, result.first_bad_seq) == (False, 9, 10)
+    assert (result.ok, result.checked, result.first_bad_seq, result.chain) == (False, 9, 10, t.id)
 
 
 # What is recorded.

@@ -22,6 +22,7 @@ from gateway.app import create_app
 from gateway.audit import AuditEntry, AuditRecord, AuditTrail
 from gateway.audit.chain import record_hash
 from gateway.audit.checkpoints import Checkpoint, sign
+from gateway.audit.lanes import encode_cursor
 from gateway.errors import Conflict
 from gateway.markets.clock import ManualClock
 from gateway.trading.models import Execution, Order
@@ -337,7 +338,7 @@ def test_records_rewritten_after_this_gateway_appended_them_are_not_checkpointed
     with pytest.raises(Conflict) as refused:  # nor on demand
         trail.create_checkpoint(tenant.id)
     assert refused.value.code == "AUDIT_CHAIN_BROKEN"
-    assert refused.value.details == {"firstBadSeq": start + 1}
+    assert refused.value.details == {"chain": tenant.id, "firstBadSeq": start + 1}
     assert exported(gql, tenant.key)[1] == []
 
 
@@ -526,9 +527,10 @@ def test_checkpoints_are_tenant_isolated(runtime, gql, tenant, other_tenant):
     # Relabelled as B's: the signature covers the chain.
     relabelled = {**real, "chain": other_tenant.id, "tenantId": other_tenant.id}
     assert verify(gql, other_tenant.key, [relabelled])["code"] == "AUDIT_CHECKPOINT_SIGNATURE_INVALID"
-    # A cursor of A's does not reach A's checkpoints from B.
-    page = gql.data(CHECKPOINTS, {"first": 5, "after": base64.urlsafe_b64encode(
-        f"seq:{mine['seq'] + 1000}".encode()).decode()}, key=other_tenant.key)["auditCheckpoints"]
+    # A cursor naming A's chain does not reach A's checkpoints from B: it only positions B's page.
+    forged = encode_cursor(datetime(2100, 1, 1, tzinfo=UTC), tenant.id, mine["seq"] + 1000)
+    page = gql.data(CHECKPOINTS, {"first": 5, "after": forged},
+                    key=other_tenant.key)["auditCheckpoints"]
     assert [e["node"]["chain"] for e in page["edges"]] == [other_tenant.id]
     with runtime.db.tenant_session(other_tenant.id) as session:  # the filter, not just the query
         from gateway.audit.models import AuditCheckpoint

@@ -213,7 +213,7 @@ def test_stored_hashes_shifted_across_covered_records_are_refused(runtime):
                          {**values, "c": tenant.id, "s": seq})
     with pytest.raises(Conflict) as refused:
         trail.create_checkpoint(tenant.id)
-    assert refused.value.details == {"firstBadSeq": start + 1}
+    assert refused.value.details == {"chain": tenant.id, "firstBadSeq": start + 1}
 
 
 def test_concurrent_appenders_and_another_process_leave_every_checkpoint_true(runtime, caplog):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -358,7 +359,12 @@ def test_verify_the_audit_trail(console: Console):
     verdict.wait_for()
     assert verdict.get_attribute("data-ok") == "true", verdict.inner_text()
     assert "Chain intact" in verdict.inner_text()
-    page.get_by_test_id("audit-records").locator("tbody tr").first.wait_for()
+    assert re.search(r"records in \d+ lanes", verdict.inner_text())
+    records = page.get_by_test_id("audit-records")
+    records.locator("tbody tr").first.wait_for()
+    # Each record is shown with its lane (a tenant's trail is several chains).
+    assert records.locator("thead th").first.inner_text() == "Lane"
+    assert records.locator("tbody tr td").first.inner_text().isdigit()
     console.shot("audit")
 
 

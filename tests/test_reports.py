@@ -118,7 +118,7 @@ def test_mifid_xml_report_end_to_end_with_download(runtime, gql, server, tenant,
     files = gql.data(FILES, {"first": 5}, key=tenant.key)["reportFiles"]["edges"]
     assert files[0]["node"]["id"] == entry["id"] and files[0]["node"]["jobId"] == job_id
     with runtime.db.tenant_session(tenant.id) as session:
-        audit = session.exec(select(AuditRecord).where(AuditRecord.chain == tenant.id,
+        audit = session.exec(select(AuditRecord).where(AuditRecord.tenant_id == tenant.id,
                                                        AuditRecord.kind == "report.generated")).all()
     assert [a.subject for a in audit] == [entry["id"]] and audit[0].payload["sha256"] == entry["sha256"]
 
@@ -151,7 +151,7 @@ def test_an_invalid_report_fails_and_stores_nothing(runtime, gql, tenant):
     assert "ISIN 'US0378331006' fails its check digit" in job["error"]["message"]
     with runtime.db.tenant_session(tenant.id) as session:
         assert session.exec(select(ReportFile).where(ReportFile.job_id == job_id)).all() == []
-        assert session.exec(select(AuditRecord).where(AuditRecord.chain == tenant.id,
+        assert session.exec(select(AuditRecord).where(AuditRecord.tenant_id == tenant.id,
                                                       AuditRecord.kind == "report.generated")).all() == []
 
 

@@ -248,7 +248,7 @@ def test_audit_records_selected_answer_what_whole_rows_answer(gql, runtime, data
 
 @pytest.mark.parametrize("field,page_size", [("orders", 4), ("trades", 5), ("auditRecords", 7)])
 def test_pages_walked_by_cursor_are_the_same(gql, runtime, data, monkeypatch, field, page_size):
-    node = {"orders": "id createdAt", "trades": "id at", "auditRecords": "seq kind"}[field]
+    node = {"orders": "id createdAt", "trades": "id at", "auditRecords": "chain seq kind"}[field]
     table, unasked = {"orders": ("trade_order", "connector"), "trades": ("execution", "tenant_id"),
                       "auditRecords": ("audit_record", "tenant_id")}[field]
     query = (f"query($after: String) {{ {field}(first: {page_size}, after: $after) {{ edges "
@@ -259,7 +259,8 @@ def test_pages_walked_by_cursor_are_the_same(gql, runtime, data, monkeypatch, fi
                               table=table, unasked=unasked)
         assert new == old
         page = new["data"][field]
-        seen += [e["node"].get("id") or e["node"]["seq"] for e in page["edges"]]
+        seen += [e["node"].get("id") or (e["node"]["chain"], e["node"]["seq"])
+                 for e in page["edges"]]
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
@@ -342,8 +343,9 @@ def test_one_statement_reads_only_the_columns_asked_for(gql, runtime, data):
     with Recorder(runtime.db.engine) as sql:
         gql.data("{ auditRecords(first: 20) { edges { node { seq kind subject } } } }", key=key)
     reads = sql.touching("audit_record")
-    assert [columns_of(s) for s in reads] == [
-        {"audit_record.seq", "audit_record.kind", "audit_record.subject"}] * runs
+    assert [columns_of(s) for s in reads] == [  # at, chain and seq: the cursor's, across lanes
+        {"audit_record.at", "audit_record.chain", "audit_record.seq", "audit_record.kind",
+         "audit_record.subject"}] * runs
     assert "payload" not in reads[0]
 
 

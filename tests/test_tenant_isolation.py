@@ -56,9 +56,15 @@ COVERED["Mutation"] |= {"optimizePortfolio"}
 COVERED["Query"] |= {"verifyAuditTrail", "auditRecords"}
 # Audit checkpoints: test_audit_checkpoints.py (test_checkpoints_are_tenant_isolated) shows B
 # lists and takes only B's checkpoints, and A's checkpoint given to B's verification is refused
-# as another chain's (AUDIT_CHECKPOINT_FOREIGN) without a word about A's chain.
+# as another chain's (AUDIT_CHECKPOINT_FOREIGN) without a word about A's chain. Lanes:
+# test_audit_lanes.py shows the same of A's lane-1 checkpoint
+# (test_the_checkpoint_of_another_tenants_lane_is_foreign), createAuditCheckpoint(chain:) with A's
+# chains refused as AUDIT_CHAIN_UNKNOWN and createAuditCheckpoints taking B's lanes only
+# (test_create_audit_checkpoint_refuses_a_chain_not_the_tenants), and tenants whose ids look like
+# each other's lanes reading and verifying their own only
+# (test_a_tenant_never_reaches_lanes_named_like_its_own).
 COVERED["Query"] |= {"auditCheckpoints"}
-COVERED["Mutation"] |= {"createAuditCheckpoint"}
+COVERED["Mutation"] |= {"createAuditCheckpoint", "createAuditCheckpoints"}
 # Regulatory reports: test_reports.py (test_report_fields_are_tenant_isolated,
 # test_mifid_xml_report_end_to_end_with_download) shows B's key with A's idempotency key, job and
 # file ids finds nothing of A's (GET /reports/{id} is 404) and B's reports read only B's rows.

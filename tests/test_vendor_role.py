@@ -55,17 +55,19 @@ def stored(runtime, tenant):
         user_ids = session.exec(select(User.id).where(User.tenant_id == tenant.id)).all()
         roles = session.exec(select(CasbinRule.v0, CasbinRule.v1).where(
             CasbinRule.ptype == "g", col(CasbinRule.v0).in_([subject(u) for u in user_ids]))).all()
-        audit = session.exec(select(func.count()).select_from(AuditRecord)
-                             .where(AuditRecord.chain == tenant.id)).one()
+        audit = session.exec(select(func.count()).select_from(AuditRecord)  # every lane's
+                             .where(AuditRecord.tenant_id == tenant.id)).one()
         keys = session.exec(select(func.count()).select_from(ApiKey)
                             .where(ApiKey.tenant_id == tenant.id)).one()
     return users, sorted(roles), audit, keys
 
 
 def audit_kinds(runtime, chain):
+    """The kinds recorded on the platform chain, or a tenant's (every lane), oldest first."""
+    where = AuditRecord.chain == chain if chain == "platform" else AuditRecord.tenant_id == chain
     with runtime.db.system_session() as session:
-        return session.exec(select(AuditRecord.kind).where(AuditRecord.chain == chain)
-                            .order_by(col(AuditRecord.seq))).all()
+        return session.exec(select(AuditRecord.kind).where(where).order_by(
+            col(AuditRecord.at), col(AuditRecord.chain), col(AuditRecord.seq))).all()
 
 
 def test_a_tenant_admin_cannot_grant_vendor_by_any_mutation(gql, runtime, tenant):

@@ -114,6 +114,7 @@ class CheckpointFinding:
     at: datetime
     problem: str
     supplied: bool  # from the caller's exported set (else a stored one)
+    chain: str | None = None  # the tenant's lane it is of (None: another chain's, FOREIGN)
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,20 @@ class Mismatch:
 
 
 @dataclass(frozen=True)
-class AuditVerification:
+class LaneVerification:
+    """One lane (chain) of a tenant's trail as `AuditTrail.verify` found it."""
+
+    chain: str
     ok: bool
     checked: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    checked: int  # summed over the lanes
     first_bad_seq: int | None = None
     problem: str | None = None
     code: str | None = None  # the first problem's stable code (chain, then checkpoint, then rows)
@@ -141,6 +153,9 @@ class AuditVerification:
     cross_checked: int = 0  # order and execution rows compared with their audit records
     mismatches: tuple[Mismatch, ...] = ()  # the first MAX_MISMATCHES
     mismatch_count: int = 0
+    chain: str | None = None  # the lane `first_bad_seq` is in (the first broken one)
+    chains: int = 1  # lanes verified
+    lanes: tuple[LaneVerification, ...] = ()  # each lane's own result, lane 0 first
 
 
 def verify_records(records: Sequence[ChainedRecord], *, prev_seq: int = 0,

@@ -3,9 +3,11 @@
 The order domain appends, in the transaction that changes the rows: `order.submitted` (the
 order as claimed: status, quantity, prices, side, account, symbol), `order.<event>` per
 execution report (status_to, cum_qty, leaves_qty; for a TRADE also exec_id, last_qty, last_px,
-fee), and `order.amend_requested` (the new limit price). Replaying a tenant's records in seq
-order gives what each order row and each execution row must say; `cross_check` compares them
-on the fields that matter and reports every disagreement with a stable code:
+fee), and `order.amend_requested` (the new limit price). Replaying a tenant's records, every
+lane's, in (at, chain, seq) order gives what each order row and each execution row must say (an
+order's submission and its fills may lie in different lanes: `at` is the database's clock, read
+under each lane's lock, so it orders them); `cross_check` compares them on the fields that
+matter and reports every disagreement with a stable code:
 
 - AUDIT_ORDER_MISSING: an order row with no `order.submitted` record;
 - AUDIT_ORDER_MISMATCH: an order row whose field differs from what its records say;
@@ -19,7 +21,8 @@ Not compared: avg_px (no record holds it), routing, reject texts, timestamps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from gateway.audit.chain import Mismatch
+from gateway.audit.lanes import heads
 from gateway.audit.models import AuditRecord
 from gateway.trading.models import Execution, Order
 
@@ -170,20 +174,30 @@ def _check_executions(session: Session, tenant_id: str, order_ids: list[str],
 
 
 def _replay(session: Session, tenant_id: str) -> dict[str, _Expected]:
-    """What each order's records say, in seq order (the chain's own order)."""
+    """What each order's records say: each lane's records in its seq order (the chain's own
+    order, whatever their `at`: records from before lanes carry each writer's clock), the lanes
+    merged by `at` (an order's records in different lanes were written by transactions that
+    followed each other: each read what the one before committed)."""
     expected: dict[str, _Expected] = {}
+    lanes = [_lane(session, tenant_id, head.chain) for head in heads(session, tenant_id)]
+    for record in heapq.merge(*lanes, key=lambda r: (r.at, r.chain)):
+        _apply(expected.setdefault(record.subject, _Expected()), record)
+    return expected
+
+
+def _lane(session: Session, tenant_id: str, chain: str) -> Iterator[Any]:
+    """One lane's order records in seq order, a chunk at a time."""
     after = 0
     while True:
         chunk = session.execute(
-            select(AuditRecord.seq, AuditRecord.at, AuditRecord.kind, AuditRecord.subject,
-                   AuditRecord.payload)
-            .where(col(AuditRecord.chain) == tenant_id, col(AuditRecord.kind).startswith("order."),
-                   col(AuditRecord.seq) > after)
+            select(AuditRecord.chain, AuditRecord.seq, AuditRecord.at, AuditRecord.kind,
+                   AuditRecord.subject, AuditRecord.payload)
+            .where(col(AuditRecord.chain) == chain, col(AuditRecord.tenant_id) == tenant_id,
+                   col(AuditRecord.kind).startswith("order."), col(AuditRecord.seq) > after)
             .order_by(col(AuditRecord.seq)).limit(CHUNK)).all()
-        for record in chunk:
-            _apply(expected.setdefault(record.subject, _Expected()), record)
+        yield from chunk
         if len(chunk) < CHUNK:
-            return expected
+            return
         after = chunk[-1].seq
 
 

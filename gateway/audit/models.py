@@ -1,10 +1,13 @@
 """Tables of the hash-chained audit trail.
 
-One chain per tenant (named by the tenant id) and one for the platform ("platform"). A record is
-tenant-owned so that a tenant session sees only its own chain; platform records have no tenant
-(tenant_id NULL), so only a system session reads them. `audit_head` holds the last seq and hash
-of each chain: appenders lock its row, which serialises them per chain, not per table.
-`audit_record` refuses UPDATE and DELETE by trigger (migration 0006).
+Each tenant's trail is up to 16 lanes, each a chain (gateway/audit/lanes.py): lane 0 named by
+the tenant id, lane k by "<tenant id>/k" (hence 40 characters, migration 0026); the platform has
+one chain ("platform"). A record is tenant-owned so that a tenant session sees only its own
+lanes; platform records have no tenant (tenant_id NULL), so only a system session reads them.
+`audit_head` holds the last seq and hash of each chain: appenders lock its row, which serialises
+them per lane, not per tenant or table. `audit_record` refuses UPDATE and DELETE by trigger
+(migration 0006). A tenant's records are read newest first across its lanes by (at, chain,
+seq): the two tenant indexes serve that order, with and without a kind.
 
 `audit_checkpoint` (migration 0017) holds signed statements of chain heads (gateway/audit/
 checkpoints.py), tenant-owned like the records; `audit_signing_key` the platform's Ed25519 key
@@ -27,12 +30,15 @@ PLATFORM_CHAIN = "platform"
 class AuditRecord(TenantOwned, table=True):
     __tablename__ = "audit_record"
     __table_args__ = (Index("ix_audit_record_chain_at", "chain", "at"),
-                      Index("ix_audit_record_chain_kind_seq", "chain", "kind", "seq"))
+                      Index("ix_audit_record_tenant_at", "tenant_id", "at", "chain", "seq"),
+                      Index("ix_audit_record_tenant_kind_at", "tenant_id", "kind", "at", "chain",
+                            "seq"))
 
-    # Platform records belong to no tenant: nullable, unlike every other tenant-owned row.
-    tenant_id: str | None = Field(default=None, foreign_key="tenant.id", index=True, max_length=36,
+    # Platform records belong to no tenant: nullable, unlike every other tenant-owned row. Its
+    # look-ups (and the foreign key's) use the tenant indexes above, which lead with it.
+    tenant_id: str | None = Field(default=None, foreign_key="tenant.id", max_length=36,
                                   nullable=True)
-    chain: str = Field(primary_key=True, max_length=36)
+    chain: str = Field(primary_key=True, max_length=40)
     seq: int = Field(primary_key=True)
     at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     kind: str = Field(max_length=64)
@@ -48,7 +54,7 @@ class AuditHead(SQLModel, table=True):
 
     __tablename__ = "audit_head"
 
-    chain: str = Field(primary_key=True, max_length=36)
+    chain: str = Field(primary_key=True, max_length=40)
     last_seq: int = 0
     last_hash: str = Field(max_length=64)
 
@@ -62,7 +68,7 @@ class AuditCheckpoint(TenantOwned, table=True):
 
     tenant_id: str | None = Field(default=None, foreign_key="tenant.id", index=True, max_length=36,
                                   nullable=True)
-    chain: str = Field(primary_key=True, max_length=36)
+    chain: str = Field(primary_key=True, max_length=40)
     seq: int = Field(primary_key=True)
     head_hash: str = Field(max_length=64)
     at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

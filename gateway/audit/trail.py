@@ -1,11 +1,12 @@
 """Appending to and reading the audit trail, always inside a caller's session.
 
 `append` joins the caller's transaction, so a record commits or rolls back with the change it
-describes. It reads the chain's head FOR UPDATE (PostgreSQL locks the row; the head is inserted
-first for a chain's first record), on SQLite after writing the head row (an insert that does
-nothing if the head exists: a write, so SQLite takes its write lock there): concurrent
-appenders of one chain take turns, and the chain stays gapless. A batch is
-hashed in Python and written with COPY on PostgreSQL (one executemany elsewhere), no ORM
+describes. It locks one lane of the tenant's trail (gateway/audit/lanes.py: on PostgreSQL the
+first of the tenant's chains no other transaction holds, read FOR UPDATE SKIP LOCKED, with the
+database's clock; on SQLite, whose writers take turns anyway, the one chain after writing its
+head row, which takes SQLite's write lock): appenders of one lane take turns, each lane stays
+gapless, and one tenant's writers no longer wait for each other while a lane is free. A batch
+is hashed in Python and written with COPY on PostgreSQL (one executemany elsewhere), no ORM
 flush per record.
 
 Checkpoints (gateway/audit/checkpoints.py): with the gateway's secret box at hand, a chain that
@@ -14,19 +15,19 @@ head once the appending transaction commits, taken off the append path by a back
 (gateway/audit/checkpointer.py), and `create_checkpoint` takes one on demand. Before signing,
 the records since the last checkpoint are verified: those this process appended and committed
 by their stored hashes against the ones it computed (a chain rewritten since, even
-consistently, is refused), the others re-hashed from their content. `verify` checks the
-chain's hashes and links, then every checkpoint (the stored ones and any the caller supplies
-from an export, which take precedence), then, for a tenant, its orders and executions against
-their audit records (gateway/audit/crosscheck.py).
+consistently, is refused), the others re-hashed from their content. Every lane is a chain of
+its own here: checkpointed, verified and exported as such. `verify` checks every lane's
+hashes and links, then every checkpoint (the stored ones and any the caller supplies from an
+export, which take precedence), then, for a tenant, its orders and executions against their
+audit records, replayed across lanes in (at, chain, seq) order (gateway/audit/crosscheck.py).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +35,6 @@ from typing import Any
 
 from sqlalchemy import select as core_select
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
@@ -44,6 +44,7 @@ from gateway.audit.chain import (
     GENESIS,
     AuditVerification,
     CheckpointFinding,
+    LaneVerification,
     hash_of,
     plain,
     record_hash,
@@ -52,10 +53,11 @@ from gateway.audit.chain import (
 from gateway.audit.checkpointer import Checkpointer, Due, Segment
 from gateway.audit.checkpoints import Checkpoint, SigningKey, SigningKeyUnavailable
 from gateway.audit.crosscheck import cross_check
+from gateway.audit.lanes import Lanes, chain_of, decode_cursor, encode_cursor, heads, past
 from gateway.audit.models import PLATFORM_CHAIN, AuditCheckpoint, AuditHead, AuditRecord
 from gateway.bulk import bulk_insert
-from gateway.db import ALL_TENANTS, SCOPE_KEY, Database, utcnow
-from gateway.errors import Conflict, Forbidden, InvalidInput
+from gateway.db import ALL_TENANTS, SCOPE_KEY, Database
+from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.pagination import check_page_size
 from gateway.secrets import SecretBox
 
@@ -99,7 +101,7 @@ class AuditPage:
 
     @staticmethod
     def cursor(record: AuditRecord) -> str:
-        return base64.urlsafe_b64encode(f"seq:{record.seq}".encode()).decode()
+        return encode_cursor(record.at, record.chain, record.seq)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class CheckpointPage:
 
     @staticmethod
     def cursor(checkpoint: Checkpoint) -> str:
-        return base64.urlsafe_b64encode(f"seq:{checkpoint.seq}".encode()).decode()
+        return encode_cursor(checkpoint.at, checkpoint.chain, checkpoint.seq)
 
 
 _COLUMNS = (AuditRecord.chain, AuditRecord.seq, AuditRecord.at, AuditRecord.kind,
@@ -121,35 +123,25 @@ _CHECKPOINT_COLUMNS = (AuditCheckpoint.chain, AuditCheckpoint.tenant_id, AuditCh
                        AuditCheckpoint.public_key, AuditCheckpoint.signature)
 
 
-def chain_of(tenant_id: str | None) -> str:
-    return PLATFORM_CHAIN if tenant_id is None else tenant_id
-
-
 def _utc(at: datetime | None) -> datetime | None:
     """An instant without an offset is taken as UTC, as everywhere in the API."""
     if at is None:
         return None
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode()).decode()
-        prefix, seq = text.split(":", 1)
-        number = int(seq)
-        # seq is an INTEGER: a forged one past it would fail only when bound (internal error).
-        if prefix != "seq" or not -(2 ** 31) <= number < 2 ** 31:
-            raise ValueError
-        return number
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor is not one this API returned", code="CURSOR_INVALID") from None
+# Newest first across lanes: the records' and checkpoints' pages, and their cursors.
+_RECORD_ORDER = (AuditRecord.at, AuditRecord.chain, AuditRecord.seq)
+_CHECKPOINT_ORDER = (AuditCheckpoint.at, AuditCheckpoint.chain, AuditCheckpoint.seq)
 
 
 class AuditTrail:
     def __init__(self, db: Database, max_page_size: int = 100, *, secrets: SecretBox | None = None,
-                 checkpoint_every: int = cp.CHECKPOINT_EVERY) -> None:
-        """`secrets` (the runtime's SecretBox) turns on checkpoints taken on append."""
+                 checkpoint_every: int = cp.CHECKPOINT_EVERY, lanes: int = 1) -> None:
+        """`secrets` (the runtime's SecretBox) turns on checkpoints taken on append. `lanes`:
+        the chains each tenant's appends spread over on PostgreSQL (1 to 16; SQLite: always
+        one, its writers take turns anyway)."""
         self.db = db
+        self.lanes = Lanes(lanes)
         self.max_page_size = max_page_size
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
@@ -181,10 +173,10 @@ class AuditTrail:
             raise Forbidden("the platform chain is written from a system session only",
                             code="TENANT_FORBIDDEN")
         rows = [self._checked(entry) for entry in entries]
-        chain = chain_of(tenant_id)
-        last_seq, last_hash = self._lock_head(session, chain)
+        # One append, one lane: a batch's records stay together and in order.
+        lane = self.lanes.lock(session, tenant_id)
+        chain, last_seq, last_hash, at = lane.chain, lane.last_seq, lane.last_hash, lane.at
         first_seq, first_prev = last_seq, last_hash
-        at = utcnow()
         records: list[dict[str, Any]] = []
         for kind, subject, actor, payload in rows:
             last_seq += 1
@@ -228,50 +220,35 @@ class AuditTrail:
             raise InvalidInput(f"audit payload: {exc}", code="AUDIT_ENTRY_INVALID") from None
         return entry.kind, entry.subject, entry.actor, payload
 
-    @staticmethod
-    def _lock_head(session: Session, chain: str) -> tuple[int, str]:
-        """The chain's head, locked to the end of the transaction. SQLite locks nothing per
-        row: a write comes first there (the database's write lock), so two appenders cannot
-        both read the same head. On PostgreSQL the FOR UPDATE read is the lock, and the head
-        is made only for a chain's first record (one statement per append, not two)."""
-        table = AuditHead.__table__  # type: ignore[attr-defined]
-        dialect = session.get_bind().dialect.name
-        values = {"chain": chain, "last_seq": 0, "last_hash": GENESIS}
-        locked = (core_select(table.c.last_seq, table.c.last_hash)
-                  .where(table.c.chain == chain).with_for_update())
-        if dialect == "postgresql":
-            row = session.execute(locked).first()
-            if row is None:  # the chain's first record (another appender may race us)
-                session.execute(postgresql.insert(table).values(values).on_conflict_do_nothing())
-                row = session.execute(locked).one()
-        elif dialect == "sqlite":
-            session.execute(sqlite.insert(table).values(values).on_conflict_do_nothing())
-            row = session.execute(locked).one()
-        else:  # pragma: no cover - the gateway runs on PostgreSQL or SQLite
-            raise RuntimeError(f"audit trail has no head lock for {dialect}")
-        return int(row.last_seq), str(row.last_hash)
-
-    # Reading: a tenant reads its own chain in its tenant session; the platform chain is read
+    # Reading: a tenant reads its own lanes in its tenant session; the platform chain is read
     # in a system session (there is no tenant whose filter would admit it).
+    def chains(self, tenant_id: str | None) -> list[str]:
+        """The tenant's lanes (chains) that exist, lane 0 first; the platform's one chain."""
+        with self._session(tenant_id) as session:
+            return [h.chain for h in heads(session, tenant_id)]
+
     def verify(self, tenant_id: str | None, start: datetime | None = None,
                end: datetime | None = None, *, checkpoints: Sequence[Checkpoint] | None = None,
                secrets: SecretBox | None = None) -> AuditVerification:
-        """Check the chain's records with `start <= at < end` (the whole chain by default), each
+        """Check each lane's records with `start <= at < end` (the whole lane by default), each
         linked to the record before it; the record before the window is re-hashed (it anchors
         the window), and the record after it must link to the window's last (or, with none
-        after it, the head must). Then every checkpoint: the stored ones and `checkpoints` (an
-        auditor's exported set, which takes precedence at the same seq), each signed by the
-        platform key and naming the hash the chain still has at its seq. Then, for a tenant,
-        its orders (created in the window) and their executions against their audit records.
-        `ok` only if all three agree; `code` names the first problem."""
+        after it, the head must). Then every checkpoint: the stored ones of every lane and
+        `checkpoints` (an auditor's exported set, which takes precedence at the same chain and
+        seq), each signed by the platform key and naming the hash its lane still has at its seq.
+        Then, for a tenant, its orders (created in the window) and their executions against
+        their audit records. `ok` only if all three agree; `code` names the first problem, and
+        `chain` the first broken lane."""
         start, end = _utc(start), _utc(end)
         if start is not None and end is not None and end <= start:
             raise InvalidInput("'to' must be after 'from'", code="AUDIT_RANGE_INVALID")
         if checkpoints is not None and len(checkpoints) > cp.MAX_SUPPLIED:
             raise InvalidInput(f"at most {cp.MAX_SUPPLIED} checkpoints per verification",
                                code="AUDIT_CHECKPOINTS_TOO_MANY")
-        result = self._verify_chain(tenant_id, start, end)
-        checked, finding = self._verify_checkpoints(tenant_id, list(checkpoints or ()), secrets)
+        lanes = self.chains(tenant_id)
+        result = self._verify_lanes(tenant_id, lanes, start, end)
+        checked, finding = self._verify_checkpoints(tenant_id, lanes, list(checkpoints or ()),
+                                                    secrets)
         result = dataclasses.replace(result, checkpoints_checked=checked, checkpoint=finding)
         if tenant_id is not None:
             with self._snapshot(tenant_id) as session:
@@ -287,9 +264,23 @@ class AuditTrail:
             return dataclasses.replace(result, ok=False, code=first.code, problem=first.problem)
         return result
 
-    def _verify_chain(self, tenant_id: str | None, start: datetime | None,
+    def _verify_lanes(self, tenant_id: str | None, lanes: Sequence[str], start: datetime | None,
                       end: datetime | None) -> AuditVerification:
-        chain = chain_of(tenant_id)
+        """Every lane, each as one chain; `checked` sums them, the first broken one is named."""
+        found = [(lane, self._verify_chain(tenant_id, start, end, chain=lane)) for lane in lanes]
+        each = tuple(LaneVerification(lane, r.ok, r.checked, r.first_bad_seq, r.problem)
+                     for lane, r in found)
+        total = sum(r.checked for _, r in found)
+        broken = next(((lane, r) for lane, r in found if not r.ok), None)
+        if broken is None:
+            return AuditVerification(True, total, chains=len(lanes), lanes=each)
+        lane, r = broken
+        return dataclasses.replace(r, checked=total, chain=lane, chains=len(lanes), lanes=each)
+
+    def _verify_chain(self, tenant_id: str | None, start: datetime | None,
+                      end: datetime | None, *, chain: str | None = None) -> AuditVerification:
+        """One chain (`chain`, by default the tenant's lane 0), read in the tenant's session."""
+        chain = chain or chain_of(tenant_id)
         where = [col(AuditRecord.chain) == chain]
         with self._session(tenant_id) as session:
             prev_seq, prev_hash = 0, GENESIS
@@ -314,6 +305,10 @@ class AuditTrail:
                 where.append(col(AuditRecord.at) < end)
             else:
                 found = session.exec(select(AuditHead).where(AuditHead.chain == chain)).first()
+                if found is None:
+                    headless = _headless(session, chain)
+                    if headless is not None:
+                        return headless
                 head = (found.last_seq, found.last_hash) if found else (0, GENESIS)
                 where.append(col(AuditRecord.seq) <= head[0])  # what was appended when we began
             checked = 0
@@ -344,6 +339,10 @@ class AuditTrail:
         links to it and lies at or after `end`; with no record after it, the head agrees (so a
         record deleted at the edge shows)."""
         found = session.exec(select(AuditHead).where(AuditHead.chain == chain)).first()
+        if found is None:
+            headless = _headless(session, chain)
+            if headless is not None:
+                return dataclasses.replace(headless, checked=checked)
         head_seq, head_hash = (found.last_seq, found.last_hash) if found else (0, GENESIS)
         following = session.execute(select(AuditRecord.seq, AuditRecord.at, AuditRecord.prev_hash)
                                     .where(col(AuditRecord.chain) == chain,
@@ -370,35 +369,71 @@ class AuditTrail:
         return None
 
     # Checkpoints.
-    def create_checkpoint(self, tenant_id: str | None, *, secrets: SecretBox | None = None
-                          ) -> Checkpoint:
-        """A signed checkpoint of the chain's head now (the one already taken at that seq, if
-        any). The chain is verified from the last checkpoint first, so a chain rewritten since
-        is refused (AUDIT_CHAIN_BROKEN), not signed: broken, or (for records this process
-        appended) consistent again but not with the hashes computed when they were written."""
+    def create_checkpoint(self, tenant_id: str | None, *, chain: str | None = None,
+                          secrets: SecretBox | None = None) -> Checkpoint:
+        """A signed checkpoint of one lane's head now (the one already taken at that seq, if
+        any): `chain`, one of the tenant's lanes (by default lane 0; AUDIT_CHAIN_UNKNOWN for any
+        other). The lane is verified from its last checkpoint first, so one rewritten since is
+        refused (AUDIT_CHAIN_BROKEN), not signed: broken, or (for records this process appended)
+        consistent again but not with the hashes computed when they were written."""
+        key = self._require_key(secrets)
+        with self._transaction(tenant_id) as session:
+            lane = chain_of(tenant_id) if chain is None else self._own_lane(session, tenant_id,
+                                                                             chain)
+            taken = self._checkpoint_lane(session, key, tenant_id, lane)
+            if taken is None:
+                raise InvalidInput("the chain has no records to checkpoint", code="AUDIT_CHAIN_EMPTY")
+        # Segments up to a checkpoint are never read again: held, they would fill the cap.
+        self.checkpointer.forget(lane, taken.seq)
+        return taken
+
+    def create_checkpoints(self, tenant_id: str | None, *, secrets: SecretBox | None = None
+                           ) -> list[Checkpoint]:
+        """A checkpoint of every lane with records, lane 0 first, in one transaction: a lane
+        that does not verify since its last checkpoint refuses them all (AUDIT_CHAIN_BROKEN,
+        naming the lane), so none is signed over a rewrite."""
+        key = self._require_key(secrets)
+        with self._transaction(tenant_id) as session:
+            taken = [c for c in (self._checkpoint_lane(session, key, tenant_id, head.chain)
+                                 for head in heads(session, tenant_id) if head.last_seq > 0)
+                     if c is not None]
+        for checkpoint in taken:
+            self.checkpointer.forget(checkpoint.chain, checkpoint.seq)
+        return taken
+
+    def _require_key(self, secrets: SecretBox | None) -> SigningKey:
         key = self._signing_key(secrets)
         if key is None:
             raise SigningKeyUnavailable("no secret box to open the platform's signing key")
-        chain = chain_of(tenant_id)
-        with self._transaction(tenant_id) as session:
-            head = session.execute(core_select(AuditHead.last_seq, AuditHead.last_hash)
-                                   .where(col(AuditHead.chain) == chain)).first()
-            if head is None or head.last_seq == 0:
-                raise InvalidInput("the chain has no records to checkpoint", code="AUDIT_CHAIN_EMPTY")
-            existing = self._stored(session, chain, seq=head.last_seq)
-            if existing:
-                taken = existing[0]
-            else:
-                found = self._checkpoint(session, key, tenant_id, chain, head.last_seq,
-                                         head.last_hash, known=True)
-                if isinstance(found, AuditVerification):
-                    raise Conflict(f"the chain does not verify since its last checkpoint: "
-                                   f"{found.problem}", code=found.code or CHAIN_BROKEN,
-                                   details={"firstBadSeq": found.first_bad_seq})
-                taken = found
-        # Segments up to a checkpoint are never read again: held, they would fill the cap.
-        self.checkpointer.forget(chain, taken.seq)
-        return taken
+        return key
+
+    @staticmethod
+    def _own_lane(session: Session, tenant_id: str | None, chain: str) -> str:
+        """`chain` if it is one of the tenant's lanes; else AUDIT_CHAIN_UNKNOWN, the same
+        answer whether or not it is another tenant's (NOT_FOUND, never FORBIDDEN)."""
+        if chain not in {h.chain for h in heads(session, tenant_id)}:
+            raise NotFound("that chain is not one of this tenant's audit chains",
+                           code="AUDIT_CHAIN_UNKNOWN")
+        return chain
+
+    def _checkpoint_lane(self, session: Session, key: SigningKey, tenant_id: str | None,
+                         chain: str) -> Checkpoint | None:
+        """A checkpoint of `chain`'s head as it is now (None: no records yet), in `session`'s
+        transaction; Conflict if it does not verify since its last checkpoint."""
+        head = session.execute(core_select(AuditHead.last_seq, AuditHead.last_hash)
+                               .where(col(AuditHead.chain) == chain)).first()
+        if head is None or head.last_seq == 0:
+            return None
+        existing = self._stored(session, chain, seq=head.last_seq)
+        if existing:
+            return existing[0]
+        found = self._checkpoint(session, key, tenant_id, chain, head.last_seq, head.last_hash,
+                                 known=True)
+        if isinstance(found, AuditVerification):
+            raise Conflict(f"the chain {chain} does not verify since its last checkpoint: "
+                           f"{found.problem}", code=found.code or CHAIN_BROKEN,
+                           details={"chain": chain, "firstBadSeq": found.first_bad_seq})
+        return found
 
     def _take_due(self, due: Due) -> None:
         """A checkpoint an append made due (on the checkpointer's thread). Never raises into
@@ -533,13 +568,13 @@ class AuditTrail:
 
     def checkpoints(self, tenant_id: str | None, *, first: int, after: str | None = None,
                     secrets: SecretBox | None = None) -> CheckpointPage:
-        """The chain's checkpoints, newest first, with the platform's public key."""
+        """Every lane's checkpoints, newest first by (at, chain, seq), with the platform's
+        public key."""
         check_page_size(first, self.max_page_size)
-        chain = chain_of(tenant_id)
-        query = select(AuditCheckpoint).where(col(AuditCheckpoint.chain) == chain)
+        query = select(AuditCheckpoint).where(self._owned(AuditCheckpoint, tenant_id))
         if after is not None:
-            query = query.where(col(AuditCheckpoint.seq) < _decode_cursor(after))
-        query = query.order_by(col(AuditCheckpoint.seq).desc()).limit(first + 1)
+            query = query.where(past(_CHECKPOINT_ORDER, decode_cursor(after)))
+        query = query.order_by(*(col(c).desc() for c in _CHECKPOINT_ORDER)).limit(first + 1)
         with self._session(tenant_id) as session:
             rows = [Checkpoint.of(r) for r in session.execute(query).scalars()]
             public = self._public_key(session, secrets)
@@ -547,8 +582,8 @@ class AuditTrail:
 
     def export_checkpoints(self, tenant_id: str | None = None, *, every_chain: bool = False,
                            secrets: SecretBox | None = None) -> dict[str, Any]:
-        """The export document (checkpoints.export_document) of one chain, or of every chain
-        (`every_chain`, a system read: the operator's)."""
+        """The export document (checkpoints.export_document) of a tenant's lanes (the platform
+        chain with None), or of every chain (`every_chain`, a system read: the operator's)."""
         if every_chain:
             with self.db.system_session() as session:
                 rows = session.execute(select(AuditCheckpoint).order_by(
@@ -557,7 +592,10 @@ class AuditTrail:
                 public = self._public_key(session, secrets)
         else:
             with self._session(tenant_id) as session:
-                found = self._stored(session, chain_of(tenant_id))
+                rows = session.execute(select(*_CHECKPOINT_COLUMNS).where(
+                    self._owned(AuditCheckpoint, tenant_id)).order_by(
+                    col(AuditCheckpoint.chain), col(AuditCheckpoint.seq))).all()
+                found = [Checkpoint.of(r) for r in rows]
                 public = self._public_key(session, secrets)
         return cp.export_document(public, found)
 
@@ -568,6 +606,14 @@ class AuditTrail:
         return key.public(session)
 
     @staticmethod
+    def _owned(model: Any, tenant_id: str | None) -> Any:
+        """The rows of every lane of `tenant_id`: by tenant_id (said here too, not only by the
+        session's filter), the platform's by its one chain."""
+        if tenant_id is None:
+            return col(model.chain) == PLATFORM_CHAIN
+        return col(model.tenant_id) == tenant_id
+
+    @staticmethod
     def _stored(session: Session, chain: str, *, seq: int | None = None) -> list[Checkpoint]:
         query = select(*_CHECKPOINT_COLUMNS).where(col(AuditCheckpoint.chain) == chain)
         if seq is not None:
@@ -575,33 +621,42 @@ class AuditTrail:
         return [Checkpoint.of(r) for r in
                 session.execute(query.order_by(col(AuditCheckpoint.seq))).all()]
 
-    def _verify_checkpoints(self, tenant_id: str | None, supplied: list[Checkpoint],
-                            secrets: SecretBox | None) -> tuple[int, CheckpointFinding | None]:
-        """Every checkpoint, in seq order: the caller's and the stored ones (the caller's win
-        at the same seq). The first that is another chain's, not signed by the platform key,
-        or names a hash the chain no longer has at its seq, is the finding."""
-        chain = chain_of(tenant_id)
+    def _verify_checkpoints(self, tenant_id: str | None, lanes: Sequence[str],
+                            supplied: list[Checkpoint], secrets: SecretBox | None
+                            ) -> tuple[int, CheckpointFinding | None]:
+        """Every checkpoint of the tenant's `lanes`, lane by lane in seq order: the caller's and
+        the stored ones (the caller's win at the same chain and seq). The first that is not of
+        one of these lanes (FOREIGN: after the lanes' own, so a real disagreement is named
+        first), not signed by the platform key, or names a hash its lane no longer has at its
+        seq, is the finding."""
+        order = {lane: i for i, lane in enumerate(lanes)}
         with self._session(tenant_id) as session:
             try:
                 public = self._public_key(session, secrets)
             except SigningKeyUnavailable:
                 public = None  # every checkpoint then fails as KEY_UNKNOWN
-            mine = {c.seq for c in supplied if c.chain == chain}
+            mine = {(c.chain, c.seq) for c in supplied if c.chain in order}
+            stored = [Checkpoint.of(r) for r in session.execute(
+                select(*_CHECKPOINT_COLUMNS).where(self._owned(AuditCheckpoint, tenant_id),
+                                                   col(AuditCheckpoint.chain).in_(lanes)))]
             candidates = [(c, True) for c in supplied] + [
-                (c, False) for c in self._stored(session, chain) if c.seq not in mine]
-            candidates.sort(key=lambda pair: (pair[0].seq, not pair[1]))
-            seqs = sorted({c.seq for c, _ in candidates if c.chain == chain})
-            records: dict[int, Any] = {}
-            for start in range(0, len(seqs), 500):
-                for row in session.execute(select(*_COLUMNS).where(
-                        col(AuditRecord.chain) == chain,
-                        col(AuditRecord.seq).in_(seqs[start:start + 500]))):
-                    records[row.seq] = row
+                (c, False) for c in stored if (c.chain, c.seq) not in mine]
+            candidates.sort(key=lambda pair: (order.get(pair[0].chain, len(lanes)), pair[0].seq,
+                                              not pair[1]))
+            records: dict[tuple[str, int], Any] = {}
+            for lane in lanes:
+                seqs = sorted({c.seq for c, _ in candidates if c.chain == lane})
+                for start in range(0, len(seqs), 500):
+                    for row in session.execute(select(*_COLUMNS).where(
+                            col(AuditRecord.chain) == lane,
+                            col(AuditRecord.seq).in_(seqs[start:start + 500]))):
+                        records[(lane, row.seq)] = row
         for checked, (c, supplied_) in enumerate(candidates):
-            problem = _checkpoint_problem(c, chain, tenant_id, public, records.get(c.seq))
+            problem = _checkpoint_problem(c, order, tenant_id, public, records.get((c.chain, c.seq)))
             if problem is not None:
                 code, text = problem
-                return checked, CheckpointFinding(code, c.seq, c.head_hash, c.at, text, supplied_)
+                return checked, CheckpointFinding(code, c.seq, c.head_hash, c.at, text, supplied_,
+                                                  None if code == cp.FOREIGN else c.chain)
         return len(candidates), None
 
     @contextmanager
@@ -632,16 +687,16 @@ class AuditTrail:
 
     def records(self, tenant_id: str, *, kind: str | None = None, subject: str | None = None,
                 first: int, after: str | None = None) -> AuditPage:
-        """A tenant's records, newest first."""
+        """A tenant's records, every lane's, newest first by (at, chain, seq)."""
         check_page_size(first, self.max_page_size)
-        query = select(AuditRecord).where(AuditRecord.chain == tenant_id)
+        query = select(AuditRecord).where(col(AuditRecord.tenant_id) == tenant_id)
         if kind is not None:
             query = query.where(AuditRecord.kind == kind)
         if subject is not None:
             query = query.where(AuditRecord.subject == subject)
         if after is not None:
-            query = query.where(col(AuditRecord.seq) < _decode_cursor(after))
-        query = query.order_by(col(AuditRecord.seq).desc()).limit(first + 1)
+            query = query.where(past(_RECORD_ORDER, decode_cursor(after)))
+        query = query.order_by(*(col(c).desc() for c in _RECORD_ORDER)).limit(first + 1)
         with self.db.tenant_session(tenant_id) as session:
             rows = list(session.exec(query).all())
         return AuditPage(rows[:first], len(rows) > first)
@@ -650,9 +705,9 @@ class AuditTrail:
         return self.db.system_session() if tenant_id is None else self.db.tenant_session(tenant_id)
 
 
-def _checkpoint_problem(c: Checkpoint, chain: str, tenant_id: str | None, public: str | None,
-                        record: Any) -> tuple[str, str] | None:
-    if c.chain != chain or c.tenant_id != tenant_id:
+def _checkpoint_problem(c: Checkpoint, lanes: Mapping[str, int], tenant_id: str | None,
+                        public: str | None, record: Any) -> tuple[str, str] | None:
+    if c.chain not in lanes or c.tenant_id != tenant_id:
         return cp.FOREIGN, f"the checkpoint at record {c.seq} is of another chain"
     if public is None or c.public_key != public:
         return cp.KEY_UNKNOWN, (f"the checkpoint at record {c.seq} is not signed by the "
@@ -668,6 +723,17 @@ def _checkpoint_problem(c: Checkpoint, chain: str, tenant_id: str | None, public
                              f"the chain now has {record.hash[:12]}… there (records up to "
                              f"{c.seq} were rewritten)")
     return None
+
+
+def _headless(session: Session, chain: str) -> AuditVerification | None:
+    """A chain with records but no head row: its head was deleted, so records deleted from its
+    end could no longer show. Broken; None for a chain with no records either."""
+    last = session.execute(select(AuditRecord.seq).where(col(AuditRecord.chain) == chain)
+                           .order_by(col(AuditRecord.seq).desc()).limit(1)).first()
+    if last is None:
+        return None
+    return _broken(0, last.seq, f"the head of chain {chain} is missing (deleted): its records, "
+                                f"up to {last.seq}, have no recorded end to be checked against")
 
 
 def _broken(checked: int, seq: int, problem: str) -> AuditVerification:

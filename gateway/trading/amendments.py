@@ -128,11 +128,15 @@ def amend(service: OrderService, tenant_id: str, user_id: str | None, order_id: 
             record = decision.record()
             record["order_id"] = order.id
             record["amend"] = True
-            session.add(ComplianceDecisionRow(
-                tenant_id=tenant_id, order_id=order.id, client_order_id=order.client_order_id,
-                account=order.account, passed=decision.passed, codes=list(decision.codes),
-                jurisdictions=list(decision.jurisdictions), record=record,
-                elapsed_ns=decision.elapsed_ns, decided_at=decision.decided_at))
+            row = {"tenant_id": tenant_id, "order_id": order.id,
+                   "client_order_id": order.client_order_id, "account": order.account,
+                   "passed": decision.passed, "codes": list(decision.codes),
+                   "jurisdictions": list(decision.jurisdictions),
+                   "elapsed_ns": decision.elapsed_ns, "decided_at": decision.decided_at}
+            stored, rule_set = service.decision_records.compact(row, record)
+            service.decision_records.store_rule_sets(session, tenant_id, [rule_set])
+            session.add(ComplianceDecisionRow(**row, record=stored,
+                                              record_compact=rule_set is not None))
             service.audit.append(session, tenant_id, [AuditEntry("compliance.decision", order.id,
                                                                  record, user_id)])
         if not decision.passed:

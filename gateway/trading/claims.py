@@ -223,7 +223,8 @@ def _answer_existing(session: Session | None, result: SubmitResult, v: ValidOrde
 
 def _original_terms(session: Session, row: Any) -> tuple[Decimal, Decimal | None] | None:
     """(quantity, limit price) as the order was submitted, from its first compliance
-    decision (an amendment changes the row's); None when there is none."""
+    decision (an amendment changes the row's); None when there is none. Reads the stored
+    records: "amend", "quantity" and "price" are never left out of them (decisions.py)."""
     records = session.exec(select(ComplianceDecisionRow.record)
                            .where(ComplianceDecisionRow.order_id == row.id)
                            .order_by(col(ComplianceDecisionRow.created_at))).all()
@@ -356,6 +357,7 @@ def _claim(service: OrderService, tenant_id: str, user_id: str | None, prepared:
 def _write_claims(service: OrderService, session: Session, tenant_id: str, user_id: str | None,
                   prepared: list[_Prepared]) -> None:
     orders, events, decisions, audit = [], [], [], []
+    rule_sets = []
     for p in prepared:
         row, decision = p.order, p.decision
         orders.append(row)
@@ -372,24 +374,30 @@ def _write_claims(service: OrderService, session: Session, tenant_id: str, user_
         # The record's client_order_id is the id the venue sees (the order's own id).
         record["order_id"] = row["id"]
         record["client_order_id"] = row["client_order_id"]
-        decisions.append({"id": new_id(), "tenant_id": tenant_id, "order_id": row["id"],
-                          "client_order_id": row["client_order_id"], "account": row["account"],
-                          "passed": decision.passed, "codes": list(decision.codes),
-                          "jurisdictions": list(decision.jurisdictions), "record": record,
-                          "elapsed_ns": decision.elapsed_ns, "decided_at": decision.decided_at,
-                          "created_at": row["created_at"]})
+        stored = {"id": new_id(), "tenant_id": tenant_id, "order_id": row["id"],
+                  "client_order_id": row["client_order_id"], "account": row["account"],
+                  "passed": decision.passed, "codes": list(decision.codes),
+                  "jurisdictions": list(decision.jurisdictions), "record": record,
+                  "elapsed_ns": decision.elapsed_ns, "decided_at": decision.decided_at,
+                  "created_at": row["created_at"]}
+        stored["record"], rule_set = service.decision_records.compact(stored, record)
+        stored["record_compact"] = rule_set is not None
+        decisions.append(stored)
+        rule_sets.append(rule_set)
         # One record per order: the order and its decision (per-rule timings stay in the
         # compliance_decision row; they are measurements, not facts to attest).
+        payload = _order_payload(row, event)
         audit.append(AuditEntry("order.submitted", row["id"], {
-            **_order_payload(row, event),
-            "compliance": {k: v for k, v in record.items() if k != "timings_ns"}}, user_id))
+            **payload, "compliance": _decision_payload(record, payload)}, user_id))
     bulk_insert(session, ORDERS, orders)
+    service.decision_records.store_rule_sets(session, tenant_id, rule_sets)
     bulk_insert(session, DECISIONS, decisions)
     _use_locates(session, prepared)
-    # Stream positions after the order and locate writes, before the audit head (stream.py).
+    # The lock order of every writer (stream.py): row writes, the audit lane, then the stream
+    # head, so that the tenant's writers take turns only on numbering the events.
+    service.audit.append(session, tenant_id, audit)
     stream.number(session, events)
     bulk_insert(session, EVENTS, events)
-    service.audit.append(session, tenant_id, audit)
 
 
 def _use_locates(session: Session, prepared: list[_Prepared]) -> None:
@@ -398,6 +406,18 @@ def _use_locates(session: Session, prepared: list[_Prepared]) -> None:
             _take_locates(session, p.order["tenant_id"], p.valid.account,
                           p.decision.context.instrument_key, p.valid.quantity,
                           p.order["created_at"])
+
+
+# Said by the audit record itself: its chain is the tenant's, its subject the order's id.
+_SAID_BY_THE_RECORD = frozenset({"tenant_id", "order_id", "timings_ns"})
+
+
+def _decision_payload(record: dict[str, Any], order: dict[str, Any]) -> dict[str, Any]:
+    """The decision as `order.submitted` holds it: without what the record already says (its
+    tenant, its subject, the order's own fields where the decision saw the same value) and
+    without the per-rule timings."""
+    return {k: v for k, v in record.items()
+            if k not in _SAID_BY_THE_RECORD and not (k in order and order[k] == v)}
 
 
 def _order_payload(row: dict[str, Any], event: Any) -> dict[str, Any]:

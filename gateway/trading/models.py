@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, UniqueConstraint
 from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
@@ -232,7 +232,8 @@ class ComplianceControlsRow(TenantOwned, table=True):
 
 
 class ComplianceDecisionRow(TenantOwned, table=True):
-    """Every compliance decision, pass or deny (`Decision.record()`)."""
+    """Every compliance decision, pass or deny (`Decision.record()`). `record` is stored
+    compact (gateway/trading/decisions.py): read it through `decisions.expand`."""
 
     __tablename__ = "compliance_decision"
     __table_args__ = (Index("ix_compliance_decision_tenant_created", "tenant_id", "created_at"),)
@@ -246,6 +247,22 @@ class ComplianceDecisionRow(TenantOwned, table=True):
     codes: list[str] = _json(list)
     jurisdictions: list[str] = _json(list)
     record: dict[str, Any] = _json(dict)
+    # `record` stored compact (decisions.py); False for one stored whole, as before 0027.
+    record_compact: bool = Field(default=False, sa_column=Column(
+        Boolean, nullable=False, server_default=sql_text("false")))
     elapsed_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
     decided_at: datetime = _instant()
+    created_at: datetime = _stamp()
+
+
+class ComplianceRuleSet(TenantOwned, table=True):
+    """The (jurisdiction, rule) list a decision timed, once per tenant, named by its digest: a
+    compact decision record keeps the digest and the nanoseconds (gateway/trading/decisions.py).
+    Content-addressed, so never updated."""
+
+    __tablename__ = "compliance_rule_set"
+
+    tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=36)
+    id: str = Field(primary_key=True, max_length=32)
+    rules: list[list[str]] = _json(list)
     created_at: datetime = _stamp()

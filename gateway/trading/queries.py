@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Row, Select, Table, and_, bindparam, func, or_
 from sqlalchemy import select as core_select
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 
 from gateway.db import Database
@@ -29,6 +30,7 @@ from gateway.pagination import (
     keyset_select,
 )
 from gateway.trading.common import ORDERS, AccountNotFound, OrderNotFound
+from gateway.trading.decisions import DecisionRecords
 from gateway.trading.models import (
     AccountPosition,
     ComplianceDecisionRow,
@@ -193,9 +195,11 @@ def _decode_trade_cursor(cursor: str) -> tuple[datetime, int, str]:
 
 
 class OrderQueries:
-    def __init__(self, db: Database, max_page_size: int) -> None:
+    def __init__(self, db: Database, max_page_size: int,
+                 decision_records: DecisionRecords | None = None) -> None:
         self.db = db
         self.max_page_size = max_page_size
+        self.decision_records = decision_records or DecisionRecords()
 
     def get(self, tenant_id: str, order_id: str) -> Order:
         with self.db.tenant_session(tenant_id) as session:
@@ -311,8 +315,14 @@ class OrderQueries:
             stmt = stmt.where(ComplianceDecisionRow.order_id == order_id)
         if passed is not None:
             stmt = stmt.where(ComplianceDecisionRow.passed == passed)
-        return keyset_page(self.db, tenant_id, stmt, ComplianceDecisionRow, first=first, after=after,
-                           max_page_size=self.max_page_size)
+        page = keyset_page(self.db, tenant_id, stmt, ComplianceDecisionRow, first=first,
+                           after=after, max_page_size=self.max_page_size)
+        # Stored compact (decisions.py): each row's record as the decision wrote it, set on the
+        # detached rows as loaded, so nothing would ever write it back.
+        for row, record in zip(page.items, self.decision_records.expand(self.db, page.items),
+                               strict=True):
+            set_committed_value(row, "record", record)
+        return page
 
 
     # -- selected reads (issue 14): only the columns a query asked for, one Core statement ------

@@ -171,8 +171,12 @@ def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport
             changed[order["id"]] = order
         if changed:
             session.execute(ORDER_UPDATE, [{"b_" + k: o[k] for k in _UPDATED} for o in changed.values()])
-        # Stream positions (after the order and locate writes, before the audit heads: the
-        # lock order of every writer, stream.py); a fill's is its place in execution order.
+        _write_positions(session, positions)
+        # The lock order of every writer (stream.py): row writes, the audit lanes (tenants in
+        # one order, so two transactions never wait on each other's), then the stream heads.
+        for tenant_id, entries in sorted(audit.items()):
+            service.audit.append(session, tenant_id, entries)
+        # A fill's stream position is its place in execution order.
         stream.number(session, events)
         for execution, fill in fills:
             execution["stream_seq"] = fill["stream_seq"]
@@ -180,10 +184,6 @@ def _apply_reports_once(service: OrderService, reports: Sequence[ExecutionReport
             bulk_insert(session, EXECUTIONS, executions)
         if events:
             bulk_insert(session, EVENTS, events)
-        _write_positions(session, positions)
-        # Chains in one order, so two transactions never wait on each other's heads.
-        for tenant_id, entries in sorted(audit.items()):
-            service.audit.append(session, tenant_id, entries)
     return list(changed.values())
 
 

@@ -46,6 +46,7 @@ from gateway.trading.common import (
     alerts_topic,
     orders_topic,
 )
+from gateway.trading.decisions import DecisionRecords
 from gateway.trading.desk import DeskValuation
 from gateway.trading.intake import OrderInput
 from gateway.trading.models import (
@@ -86,7 +87,8 @@ class OrderService:
         self.audit = audit
         self.fx_rate = fx_rate
         self.max_page_size = max_page_size
-        self.queries = OrderQueries(db, max_page_size)
+        self.decision_records = DecisionRecords()  # compliance records stored compact
+        self.queries = OrderQueries(db, max_page_size, self.decision_records)
         self._engine = engine
         self._connector_configs = connector_configs
         # `alphintra venue serve` holding the built-in connectors (ALPHINTRA_VENUE_URL), or None.

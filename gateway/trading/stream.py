@@ -10,8 +10,11 @@ the order the reports were applied in (the venue's), so a fill's position is als
 execution order (`execution.stream_seq`).
 
 Writers: claims.py (each order's first event) and reports.py (every execution report). Both
-take the head after their order, locate and execution writes and before the audit chain's
-head: the one order every writer takes these locks in.
+take the head last: after their order, locate and position writes and after their audit
+appends, the one order every writer takes these locks in (every audit appender appends after
+its row writes). A tenant's writers then take turns only on the numbering, the event and
+execution rows and the commit: the audit records, hashed and written in their own lanes
+(gateway/audit/lanes.py), do not wait on each other.
 
 After commit each changed order's transitions of that transaction go out on the bus
 (`orders.<tenant>`, `wire` form, one message per order); `orderUpdates` delivers by position,

@@ -8,16 +8,23 @@ import { JOB_FIELDS, useJob } from "../lib/useJob";
 import { useSession } from "../session";
 
 interface Verification {
-  ok: boolean; checked: number; firstBadSeq: number | null; problem: string | null; code: string | null;
+  ok: boolean; checked: number; firstBadSeq: number | null; chain: string | null; chains: number;
+  problem: string | null; code: string | null;
   checkpointsChecked: number; crossChecked: number; mismatchCount: number;
   mismatches: { code: string; orderId: string; field: string | null; problem: string }[];
 }
-interface AuditRecord { seq: number; at: string; kind: string; subject: string; actor: string | null; hash: string }
+interface AuditRecord { chain: string; seq: number; at: string; kind: string; subject: string; actor: string | null; hash: string }
 
-const VERIFY = `query AuditVerify { verifyAuditTrail { ok checked firstBadSeq problem code checkpointsChecked
+const VERIFY = `query AuditVerify { verifyAuditTrail { ok checked firstBadSeq chain chains problem code checkpointsChecked
   crossChecked mismatchCount mismatches { code orderId field problem } } }`;
 const RECORDS = `query AuditRecords($kind: String, $after: String) { auditRecords(kind: $kind, first: 25, after: $after) {
-  edges { node { seq at kind subject actor hash } } pageInfo { hasNextPage endCursor } } }`;
+  edges { node { chain seq at kind subject actor hash } } pageInfo { hasNextPage endCursor } } }`;
+
+// A tenant's trail is several hash chains (lanes): lane 0 is named by the tenant id, lane k "<tenant id>/k".
+function lane(chain: string): string {
+  const at = chain.lastIndexOf("/");
+  return at < 0 ? "0" : chain.slice(at + 1);
+}
 
 export function Audit() {
   const client = useClient();
@@ -47,9 +54,10 @@ export function Audit() {
         {verification ? (
           <div className={`verdict ${verification.ok ? "good" : "bad"}`} role="status" data-ok={String(verification.ok)}>
             <b>{verification.ok ? "Chain intact" : `Broken${verification.code ? ` (${verification.code})` : ""}`}</b>
-            {" "}· {verification.checked} records, {verification.checkpointsChecked} checkpoints,{" "}
+            {" "}· {verification.checked} records in {verification.chains} lanes, {verification.checkpointsChecked} checkpoints,{" "}
             {verification.crossChecked} orders cross-checked
-            {verification.problem ? <p>First bad record {verification.firstBadSeq}: {verification.problem}</p> : null}
+            {verification.problem ? <p>First bad record {verification.firstBadSeq}
+              {verification.chain ? ` (lane ${lane(verification.chain)})` : ""}: {verification.problem}</p> : null}
             {verification.mismatches.length ? (
               <ul>{verification.mismatches.map((m, i) => <li key={i}><code className="code">{m.code}</code> order {m.orderId}
                 {m.field ? ` ${m.field}` : ""}: {m.problem}</li>)}</ul>
@@ -64,8 +72,8 @@ export function Audit() {
         <Errors errors={fromCombined(records.error)} />
         {records.fetching && !records.data ? <Loading /> : !rows.length ? <Empty>No records.</Empty> : (
           <table>
-            <thead><tr><th>Seq</th><th>At</th><th>Kind</th><th>Subject</th><th>Actor</th><th>Hash</th></tr></thead>
-            <tbody>{rows.map((r) => <tr key={r.seq}><td className="num">{r.seq}</td><td>{when(r.at)}</td><td>{r.kind}</td>
+            <thead><tr><th>Lane</th><th>Seq</th><th>At</th><th>Kind</th><th>Subject</th><th>Actor</th><th>Hash</th></tr></thead>
+            <tbody>{rows.map((r) => <tr key={`${r.chain}:${r.seq}`}><td className="num">{lane(r.chain)}</td><td className="num">{r.seq}</td><td>{when(r.at)}</td><td>{r.kind}</td>
               <td>{r.subject}</td><td>{r.actor ?? "—"}</td><td><code>{r.hash.slice(0, 12)}…</code></td></tr>)}</tbody>
           </table>
         )}
