@@ -324,6 +324,27 @@ def test_every_lane_is_checkpointed_and_a_tampered_lane_one_checkpoint_is_found(
     assert gql.data(LANE_VERIFY, {"cps": listed}, key=t.key)["verifyAuditTrail"]["ok"]
 
 
+def test_a_lane_written_only_under_contention_is_checkpointed_with_the_lane_due(runtime, pg):
+    """Lane 1 never crosses a multiple of checkpoint_every by itself here: it is signed when
+    lane 0's checkpoint falls due, at its head as it is then."""
+    t = onboard(runtime)
+    trail = AuditTrail(runtime.db, secrets=runtime.secrets, checkpoint_every=50, lanes=4)
+    with lane_zero_held(runtime, t.id):
+        one = append_with(trail, runtime, t.id, entries(3, "one"))
+    assert {r.chain for r in one} == {f"{t.id}/1"}
+    trail.checkpointer.drain()
+    with runtime.db.tenant_session(t.id) as session:
+        assert trail._stored(session, f"{t.id}/1") == []  # 3 records: none due in lane 1
+    zero = append_with(trail, runtime, t.id, entries(50, "zero"))  # lane 0 crosses 50
+    assert {r.chain for r in zero} == {t.id}
+    trail.checkpointer.drain()
+    with runtime.db.tenant_session(t.id) as session:
+        assert [(c.seq, c.head_hash) for c in trail._stored(session, f"{t.id}/1")] == [
+            (3, one[-1].hash)]
+        assert [c.seq for c in trail._stored(session, t.id)] == [zero[-1].seq]
+    assert trail.verify(t.id).checkpoints_checked == 2
+
+
 def test_the_checkpoint_of_another_tenants_lane_is_foreign(runtime, gql, pg):
     a, b = onboard(runtime), onboard(runtime)
     in_lane_one(runtime, a.id, entries(2, "secret"))

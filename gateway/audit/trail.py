@@ -455,8 +455,28 @@ class AuditTrail:
             log.error("audit chain not checkpointed: it does not verify since the last "
                       "checkpoint", extra={"chain": due.chain, "seq": taken.first_bad_seq,
                                            "problem": taken.problem})
-        else:
-            self.checkpointer.forget(due.chain, taken.seq)
+            return
+        self.checkpointer.forget(due.chain, taken.seq)
+        if due.tenant_id is not None:
+            self._take_other_lanes(key, due)
+
+    def _take_other_lanes(self, key: SigningKey, due: Due) -> None:
+        """With a lane's due checkpoint, one of each of the tenant's other lanes with records
+        since its last: a lane written only while lane 0 is busy may never cross a multiple of
+        `checkpoint_every` itself. Each in its own transaction, a failure logged."""
+        tenant_id = due.tenant_id
+        with self._session(tenant_id) as session:
+            others = [h.chain for h in heads(session, tenant_id)
+                      if h.chain != due.chain and h.last_seq > 0]
+        for chain in others:
+            try:
+                with self._transaction(tenant_id) as session:
+                    taken = self._checkpoint_lane(session, key, tenant_id, chain)
+            except (Conflict, SigningKeyUnavailable) as exc:
+                log.error("audit lane not checkpointed: %s", exc.message, extra={"chain": chain})
+                continue
+            if taken is not None:
+                self.checkpointer.forget(chain, taken.seq)
 
     def _checkpoint(self, session: Session, key: SigningKey, tenant_id: str | None, chain: str,
                     seq: int, head_hash: str, *, known: bool = False
