@@ -267,18 +267,7 @@ def past(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
     """Rows past a cursor in newest-first order: (at, chain, seq) < the cursor's, as one row
     comparison (an index on (tenant_id, at, chain, seq) seeks to it). `values`: the cursor's
     three values, or bind parameters for them."""
-    left, right = _rows(columns, values)
-    return left < right
-
-
-def later(columns: Sequence[Any], values: Sequence[Any]) -> ColumnElement[bool]:
-    """Rows after `values` in oldest-first order (a replay's next chunk)."""
-    left, right = _rows(columns, values)
-    return left > right
-
-
-def _rows(columns: Sequence[Any], values: Sequence[Any]) -> tuple[Any, Any]:
     # Values bound with their column's type (UTCDateTime: SQLite stores instants without offset).
     bound = [v if isinstance(v, ColumnElement) else literal(v, c.type)
              for c, v in zip(columns, values, strict=True)]
-    return tuple_(*columns), tuple_(*bound)
+    return tuple_(*columns) < tuple_(*bound)
